@@ -1,0 +1,525 @@
+//! The eight event types of contract §2, their data, and the envelope every stored event has.
+//!
+//! Each data struct keeps fields it does not know in `extra`, so a publisher's additions are
+//! stored and replayed unchanged.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{Channel, OrgUnit, Rejection};
+
+/// Unknown fields of an event's data, kept as they came.
+pub type Extra = Map<String, Value>;
+
+/// Longest accepted story, in bytes.
+pub const STORY_MAX_LEN: usize = 100_000;
+/// Longest accepted value of any other text field, in bytes.
+pub const TEXT_MAX_LEN: usize = 20_000;
+
+/// The type of an event: the CloudEvents `type` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventType {
+    /// `org.closeloop.feedback.received`
+    FeedbackReceived,
+    /// `org.closeloop.loop.acknowledged`
+    Acknowledged,
+    /// `org.closeloop.loop.responded`
+    Responded,
+    /// `org.closeloop.loop.action_planned`
+    ActionPlanned,
+    /// `org.closeloop.loop.change_made`
+    ChangeMade,
+    /// `org.closeloop.loop.no_change`
+    NoChange,
+    /// `org.closeloop.loop.reported_back`
+    ReportedBack,
+    /// `org.closeloop.loop.reopened`
+    Reopened,
+}
+
+/// The prefix every event type name shares.
+pub const EVENT_TYPE_PREFIX: &str = "org.closeloop.";
+
+impl EventType {
+    /// Every event type, in the order a loop usually meets them.
+    pub const ALL: [EventType; 8] = [
+        EventType::FeedbackReceived,
+        EventType::Acknowledged,
+        EventType::Responded,
+        EventType::ActionPlanned,
+        EventType::ChangeMade,
+        EventType::NoChange,
+        EventType::ReportedBack,
+        EventType::Reopened,
+    ];
+
+    /// The short name, e.g. `loop.change_made`, used in outbound subjects.
+    #[must_use]
+    pub fn suffix(self) -> &'static str {
+        match self {
+            EventType::FeedbackReceived => "feedback.received",
+            EventType::Acknowledged => "loop.acknowledged",
+            EventType::Responded => "loop.responded",
+            EventType::ActionPlanned => "loop.action_planned",
+            EventType::ChangeMade => "loop.change_made",
+            EventType::NoChange => "loop.no_change",
+            EventType::ReportedBack => "loop.reported_back",
+            EventType::Reopened => "loop.reopened",
+        }
+    }
+
+    /// The full CloudEvents type, e.g. `org.closeloop.loop.change_made`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::FeedbackReceived => "org.closeloop.feedback.received",
+            EventType::Acknowledged => "org.closeloop.loop.acknowledged",
+            EventType::Responded => "org.closeloop.loop.responded",
+            EventType::ActionPlanned => "org.closeloop.loop.action_planned",
+            EventType::ChangeMade => "org.closeloop.loop.change_made",
+            EventType::NoChange => "org.closeloop.loop.no_change",
+            EventType::ReportedBack => "org.closeloop.loop.reported_back",
+            EventType::Reopened => "org.closeloop.loop.reopened",
+        }
+    }
+
+    /// Parses a full CloudEvents type name; `None` when it is not one of ours.
+    #[must_use]
+    pub fn parse(raw: &str) -> Option<Self> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+
+    /// The data fields that hold personal data, kept apart in stored records so they can be
+    /// encrypted and erased without touching the rest.
+    #[must_use]
+    pub fn personal_fields(self) -> &'static [&'static str] {
+        match self {
+            EventType::FeedbackReceived => &["author", "story"],
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who gave the feedback: personal data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Author {
+    /// The person chose not to give their name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+    /// Their name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How to reach them (e-mail address, phone number, postal address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.feedback.received`: a piece of feedback was logged. Opens a loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackReceived {
+    /// Where the feedback is about.
+    pub org_unit: OrgUnit,
+    /// How it arrived.
+    pub channel: Channel,
+    /// When it was received; `decide` fills it in from the event time when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<Timestamp>,
+    /// The person's own words: personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub story: Option<String>,
+    /// Ratings by name, e.g. `{"fft": 2}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ratings: BTreeMap<String, serde_json::Number>,
+    /// Themes the feedback touches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub themes: Vec<String>,
+    /// Seldom-heard community tags, e.g. `homeless`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seldom_heard: Vec<String>,
+    /// Who gave it: personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
+    /// Whether the story may be shown, redacted, on the public "you said, we did" page.
+    #[serde(default)]
+    pub consent_to_publish: bool,
+    /// Language of the story, e.g. `en` or `cy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.acknowledged`: the person was told their feedback was heard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acknowledged {
+    /// Who acknowledged it.
+    pub by: String,
+    /// What they were told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.responded`: a considered reply was given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Responded {
+    /// Who replied.
+    pub by: String,
+    /// The reply.
+    pub text: String,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.action_planned`: an action is owned, with a due date.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionPlanned {
+    /// Who recorded the plan.
+    pub by: String,
+    /// What will be done.
+    pub description: String,
+    /// Who owns the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// When it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<Date>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.change_made`: something changed because of the feedback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeMade {
+    /// Who recorded the change.
+    pub by: String,
+    /// What changed.
+    pub description: String,
+    /// Groups one change recorded across many loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
+    /// Where the change can be seen or checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Value>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.no_change`: nothing could change, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoChange {
+    /// Who recorded it.
+    pub by: String,
+    /// Why nothing could change.
+    pub reason: String,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.reported_back`: the outcome was reported back; closes the loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedBack {
+    /// Who reported back.
+    pub by: String,
+    /// What the person was told.
+    pub message: String,
+    /// How they were told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.reopened`: a closed loop is open again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reopened {
+    /// Who reopened it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// What happened to a loop: one of the eight event types with its data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoopEvent {
+    /// See [`FeedbackReceived`].
+    FeedbackReceived(FeedbackReceived),
+    /// See [`Acknowledged`].
+    Acknowledged(Acknowledged),
+    /// See [`Responded`].
+    Responded(Responded),
+    /// See [`ActionPlanned`].
+    ActionPlanned(ActionPlanned),
+    /// See [`ChangeMade`].
+    ChangeMade(ChangeMade),
+    /// See [`NoChange`].
+    NoChange(NoChange),
+    /// See [`ReportedBack`].
+    ReportedBack(ReportedBack),
+    /// See [`Reopened`].
+    Reopened(Reopened),
+}
+
+impl LoopEvent {
+    /// The event's type.
+    #[must_use]
+    pub fn event_type(&self) -> EventType {
+        match self {
+            LoopEvent::FeedbackReceived(_) => EventType::FeedbackReceived,
+            LoopEvent::Acknowledged(_) => EventType::Acknowledged,
+            LoopEvent::Responded(_) => EventType::Responded,
+            LoopEvent::ActionPlanned(_) => EventType::ActionPlanned,
+            LoopEvent::ChangeMade(_) => EventType::ChangeMade,
+            LoopEvent::NoChange(_) => EventType::NoChange,
+            LoopEvent::ReportedBack(_) => EventType::ReportedBack,
+            LoopEvent::Reopened(_) => EventType::Reopened,
+        }
+    }
+
+    /// Parses and validates an event's `data` object for the given type.
+    ///
+    /// # Errors
+    /// [`Rejection::InvalidData`] saying which field is missing, of the wrong type or out of range.
+    pub fn from_data(event_type: EventType, data: Value) -> Result<Self, Rejection> {
+        if !data.is_object() {
+            return Err(Rejection::invalid(format!(
+                "data of {event_type} must be a JSON object"
+            )));
+        }
+        let event = Self::from_stored_data(event_type, data)?;
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// Reads an event's data as it was stored, without re-checking the rules of the day: an
+    /// event that was valid when it was recorded stays readable if the rules later tighten.
+    ///
+    /// # Errors
+    /// [`Rejection::InvalidData`] when the data does not have the type's shape at all.
+    pub fn from_stored_data(event_type: EventType, data: Value) -> Result<Self, Rejection> {
+        Ok(match event_type {
+            EventType::FeedbackReceived => LoopEvent::FeedbackReceived(parse(event_type, data)?),
+            EventType::Acknowledged => LoopEvent::Acknowledged(parse(event_type, data)?),
+            EventType::Responded => LoopEvent::Responded(parse(event_type, data)?),
+            EventType::ActionPlanned => LoopEvent::ActionPlanned(parse(event_type, data)?),
+            EventType::ChangeMade => LoopEvent::ChangeMade(parse(event_type, data)?),
+            EventType::NoChange => LoopEvent::NoChange(parse(event_type, data)?),
+            EventType::ReportedBack => LoopEvent::ReportedBack(parse(event_type, data)?),
+            EventType::Reopened => LoopEvent::Reopened(parse(event_type, data)?),
+        })
+    }
+
+    /// The event's data as a JSON object, unknown fields included.
+    #[must_use]
+    pub fn to_data(&self) -> Map<String, Value> {
+        let value = match self {
+            LoopEvent::FeedbackReceived(d) => serde_json::to_value(d),
+            LoopEvent::Acknowledged(d) => serde_json::to_value(d),
+            LoopEvent::Responded(d) => serde_json::to_value(d),
+            LoopEvent::ActionPlanned(d) => serde_json::to_value(d),
+            LoopEvent::ChangeMade(d) => serde_json::to_value(d),
+            LoopEvent::NoChange(d) => serde_json::to_value(d),
+            LoopEvent::ReportedBack(d) => serde_json::to_value(d),
+            LoopEvent::Reopened(d) => serde_json::to_value(d),
+        };
+        match value {
+            Ok(Value::Object(map)) => map,
+            // The data types are plain structs of strings, numbers, maps and lists: they
+            // always serialise to an object.
+            _ => unreachable!("event data always serialises to a JSON object"),
+        }
+    }
+
+    /// Checks the rules serde cannot express: required text is not blank, lengths, ratings.
+    fn validate(&self) -> Result<(), Rejection> {
+        match self {
+            LoopEvent::FeedbackReceived(d) => {
+                let has_story = d.story.as_deref().is_some_and(|s| !s.trim().is_empty());
+                if !has_story && d.ratings.is_empty() {
+                    return Err(Rejection::invalid(
+                        "feedback needs a story or at least one rating; neither was given",
+                    ));
+                }
+                if let Some(story) = &d.story {
+                    check_len("story", story, STORY_MAX_LEN)?;
+                }
+                if let Some(fft) = d.ratings.get("fft")
+                    && !fft.as_u64().is_some_and(|v| (1..=6).contains(&v))
+                {
+                    return Err(Rejection::invalid(format!(
+                        "ratings.fft must be a whole number from 1 (very good) to 6 (don't know), got {fft}"
+                    )));
+                }
+                for (field, tags) in [("themes", &d.themes), ("seldom_heard", &d.seldom_heard)] {
+                    for tag in tags {
+                        if tag.trim().is_empty() || tag.len() > 200 {
+                            return Err(Rejection::invalid(format!(
+                                "every entry of {field} must be 1 to 200 characters of text"
+                            )));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            LoopEvent::Acknowledged(d) => check_text("by", &d.by),
+            LoopEvent::Responded(d) => {
+                check_text("by", &d.by)?;
+                check_text("text", &d.text)
+            }
+            LoopEvent::ActionPlanned(d) => {
+                check_text("by", &d.by)?;
+                check_text("description", &d.description)
+            }
+            LoopEvent::ChangeMade(d) => {
+                check_text("by", &d.by)?;
+                check_text("description", &d.description)
+            }
+            LoopEvent::NoChange(d) => {
+                check_text("by", &d.by)?;
+                check_text("reason", &d.reason)
+            }
+            LoopEvent::ReportedBack(d) => {
+                check_text("by", &d.by)?;
+                check_text("message", &d.message)
+            }
+            LoopEvent::Reopened(d) => {
+                check_text("by", &d.by)?;
+                check_text("reason", &d.reason)
+            }
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    event_type: EventType,
+    data: Value,
+) -> Result<T, Rejection> {
+    serde_json::from_value(data)
+        .map_err(|err| Rejection::invalid(format!("data of {event_type} is not valid: {err}")))
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
+    if value.trim().is_empty() {
+        return Err(Rejection::invalid(format!("{field} must not be empty")));
+    }
+    check_len(field, value, TEXT_MAX_LEN)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
+    if value.len() > max {
+        return Err(Rejection::invalid(format!(
+            "{field} is {} bytes long; the limit is {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A stored or about-to-be-stored event: what happened, plus who said so and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The event's id within its source (the CloudEvents `id`).
+    pub event_id: String,
+    /// Who published it (the CloudEvents `source`), e.g. `urn:trust:rxx:fft-kiosk`.
+    pub source: String,
+    /// When it happened.
+    pub time: Timestamp,
+    /// What happened.
+    pub payload: LoopEvent,
+}
+
+impl Event {
+    /// The event's type.
+    #[must_use]
+    pub fn event_type(&self) -> EventType {
+        self.payload.event_type()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let data = json!({"by": "pals", "message": "Thank you", "ticket": {"no": 7}});
+        let event = LoopEvent::from_data(EventType::Acknowledged, data.clone()).unwrap();
+        assert_eq!(Value::Object(event.to_data()), data);
+    }
+
+    #[test]
+    fn feedback_needs_a_story_or_a_rating() {
+        let err = LoopEvent::from_data(
+            EventType::FeedbackReceived,
+            json!({"org_unit": "rxx/site-a", "channel": "web"}),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "invalid_data");
+        assert!(
+            LoopEvent::from_data(
+                EventType::FeedbackReceived,
+                json!({"org_unit": "rxx/site-a", "channel": "web", "ratings": {"fft": 1}}),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn ill_typed_or_missing_fields_are_invalid_data() {
+        let cases = [
+            (
+                EventType::FeedbackReceived,
+                json!({"org_unit": "rxx", "channel": "fax", "story": "x"}),
+            ),
+            (
+                EventType::FeedbackReceived,
+                json!({"org_unit": "rxx", "channel": "web", "ratings": {"fft": 7}}),
+            ),
+            (
+                EventType::FeedbackReceived,
+                json!({"org_unit": "rxx", "channel": "web", "ratings": {"fft": "good"}}),
+            ),
+            (
+                EventType::FeedbackReceived,
+                json!({"channel": "web", "story": "x"}),
+            ),
+            (EventType::Responded, json!({"by": "pals"})),
+            (EventType::Responded, json!({"by": " ", "text": "hello"})),
+            (
+                EventType::ActionPlanned,
+                json!({"by": "a", "description": "b", "due": "next week"}),
+            ),
+            (EventType::Acknowledged, json!("not an object")),
+        ];
+        for (event_type, data) in cases {
+            let err = LoopEvent::from_data(event_type, data.clone()).unwrap_err();
+            assert_eq!(err.code(), "invalid_data", "{data}");
+        }
+    }
+}

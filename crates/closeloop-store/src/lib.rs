@@ -1,0 +1,228 @@
+//! Closeloop's event store: the append-only, hash-chained log every loop lives in.
+//!
+//! - [`EventStore`] is the trait every backend implements: atomic multi-loop appends with
+//!   expected versions and idempotency, a loop's own stream, and the global log by position
+//!   with a live [`watch`](tokio::sync::watch) of its durable head.
+//! - [`SledStore`] is the embedded implementation, with group commit: one writer thread
+//!   batches concurrent appends and one flusher thread makes each batch durable before anyone
+//!   hears back.
+//! - [`record`] defines the stored bytes of an event (schema-versioned, personal data kept
+//!   apart) and [`StoredEvent`] the log entry around them; [`chain`] the per-loop hash chain
+//!   and [`merkle`] the RFC 6962 tree head over all hashes.
+//! - [`verify()`] re-walks any store and reports the first position that does not add up.
+//! - `conformance` (feature `conformance`) is the test suite every backend must pass.
+
+pub mod chain;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod merkle;
+pub mod record;
+mod sled_store;
+mod stored;
+mod verify;
+
+use std::fmt;
+use std::future::Future;
+
+use closeloop_domain::{Event, LoopId};
+use tokio::sync::watch;
+
+pub use chain::Hash;
+pub use sled_store::{SledStore, SledStoreOptions};
+pub use stored::StoredEvent;
+pub use verify::{VerifyReport, verify};
+
+/// The loop version an append expects to find, for optimistic concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the loop's version is.
+    Any,
+    /// The loop must not exist yet.
+    NoLoop,
+    /// The loop must be exactly at this version.
+    Exactly(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a loop at `current` version (0: no such loop) meets this expectation.
+    #[must_use]
+    pub fn admits(self, current: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoLoop => current == 0,
+            ExpectedVersion::Exactly(expected) => current == expected,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoLoop => f.write_str("no loop yet"),
+            ExpectedVersion::Exactly(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// Events for one loop within an [`AppendRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopAppend {
+    /// The loop they belong to.
+    pub loop_id: LoopId,
+    /// The version the loop must be at.
+    pub expected: ExpectedVersion,
+    /// The events, in order. Each one's (`source`, `event_id`) is its idempotency key.
+    pub events: Vec<Event>,
+}
+
+/// One atomic append: every event of every loop in it is stored, or none is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AppendRequest {
+    /// The loops and their new events; a loop appears at most once.
+    pub loops: Vec<LoopAppend>,
+}
+
+impl AppendRequest {
+    /// An append to one loop.
+    #[must_use]
+    pub fn single(loop_id: LoopId, expected: ExpectedVersion, events: Vec<Event>) -> Self {
+        Self {
+            loops: vec![LoopAppend {
+                loop_id,
+                expected,
+                events,
+            }],
+        }
+    }
+
+    /// How many events the request carries.
+    #[must_use]
+    pub fn event_count(&self) -> usize {
+        self.loops.iter().map(|l| l.events.len()).sum()
+    }
+}
+
+/// Where one appended event landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Its loop.
+    pub loop_id: LoopId,
+    /// Its version within the loop.
+    pub version: u64,
+    /// Its position in the global log.
+    pub position: u64,
+}
+
+/// The result of an append, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Where each event of the request is stored.
+    pub committed: Vec<Committed>,
+    /// `true` when every event was already stored under its idempotency key: nothing new was
+    /// written and `committed` describes the original append.
+    pub duplicate: bool,
+}
+
+/// Why an append was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The loop has moved on since the caller read it (HTTP 409 `version_conflict`): read it
+    /// again, decide again, append again.
+    #[error("loop {loop_id} is at version {actual}, but the append expected {expected}")]
+    Conflict {
+        /// The loop.
+        loop_id: LoopId,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The loop's current version (0: it does not exist).
+        actual: u64,
+    },
+    /// Some events of the request were stored before under their idempotency keys and others
+    /// were not: the key was reused for a different request.
+    #[error(
+        "idempotency key ({event_source:?}, {event_id:?}) was already used for a different append; use a new key for a new request"
+    )]
+    IdempotencyMismatch {
+        /// The `source` of the reused key.
+        event_source: String,
+        /// The `event_id` of the reused key.
+        event_id: String,
+    },
+    /// The request itself is malformed (empty, a loop twice, a key twice).
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    /// The store could not do its job.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A failure of the store itself, not of the request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage backend failed.
+    #[error("event store backend failed: {0}")]
+    Backend(String),
+    /// A stored entry cannot be read: the data was damaged or altered.
+    #[error("stored event at position {position} is damaged: {detail}; run `closeloop verify`")]
+    Corrupt {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The store stopped accepting writes after a failed write or flush, so that nothing is
+    /// acknowledged that may not be on disk.
+    #[error("event store stopped after a failed write ({0}); restart the service")]
+    Stopped(String),
+    /// The data was written by a newer Closeloop.
+    #[error(
+        "the store's format version {found} is newer than this build understands ({supported}); upgrade Closeloop"
+    )]
+    UnsupportedFormat {
+        /// The format on disk.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
+    },
+}
+
+/// An append-only, hash-chained event log, the single source of truth.
+///
+/// Implementations guarantee (and the `conformance` suite checks):
+/// - positions are gapless from 1 and never reused; versions per loop are gapless from 1;
+/// - an append is atomic across all its loops, and fails with [`AppendError::Conflict`] when a
+///   loop's version differs from the expected one; of concurrent writers expecting the same
+///   version, exactly one wins;
+/// - an event whose (`source`, `event_id`) is already stored is not stored again: the append
+///   returns the original outcome with `duplicate: true`;
+/// - an append returns only once its events are durable, and reads never show events that
+///   are not yet durable;
+/// - every entry's `prev_hash` is the `hash` of its loop's previous entry (zeros for
+///   version 1), and its `hash` follows [`chain::entry_hash`].
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events atomically; see the trait docs for the guarantees.
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send;
+
+    /// All durable events of one loop, in version order; empty when the loop does not exist.
+    fn read_loop(
+        &self,
+        loop_id: &LoopId,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Up to `limit` durable events with position greater than `after`, in position order.
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// The position of the last durable event (0 for an empty log).
+    fn head(&self) -> u64;
+
+    /// A live view of [`head`](EventStore::head): changes whenever new events become durable.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
