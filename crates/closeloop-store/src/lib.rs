@@ -225,4 +225,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A live view of [`head`](EventStore::head): changes whenever new events become durable.
     fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Whether the store accepts appends now; the error says why not.
+    ///
+    /// # Errors
+    /// The reason the store cannot accept appends, e.g. [`StoreError::Stopped`].
+    fn ready(&self) -> Result<(), StoreError>;
 }

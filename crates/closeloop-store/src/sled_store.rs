@@ -267,6 +267,16 @@ impl EventStore for SledStore {
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.durable.subscribe()
     }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        match self.shared.stopped() {
+            Some(reason) => Err(StoreError::Stopped(reason)),
+            None if self.jobs.is_closed() => {
+                Err(StoreError::Stopped("the writer thread ended".to_owned()))
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// The writer thread's state.

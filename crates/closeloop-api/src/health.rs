@@ -1,0 +1,36 @@
+//! `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use closeloop_store::EventStore;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// The process is up and answering.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The service can take writes: 200 when ready, 503 with the reason when not.
+pub(crate) async fn readyz<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+) -> (StatusCode, Json<Value>) {
+    match state.store.ready() {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(
+                json!({"status": "ready", "checks": {"store": {"status": "ok", "head": state.store.head()}}}),
+            ),
+        ),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "not_ready", "checks": {"store": {"status": "failed", "detail": err.to_string()}}}),
+            ),
+        ),
+    }
+}

@@ -1,0 +1,72 @@
+//! Closeloop's HTTP API.
+//!
+//! - [`router`] builds the axum [`Router`] over an [`AppState`]; [`serve`] runs it on a bound
+//!   listener until a shutdown future resolves, then drains requests in flight.
+//! - [`problem`] turns every error into RFC 9457 `application/problem+json` with a `code`.
+//! - [`auth`] parses `CLOSELOOP_API_TOKENS` into roles.
+//! - `health` answers `/healthz` (the process is up) and `/readyz` (it can take writes).
+//!
+//! This release serves the health checks; the loop, stats and audit endpoints of the contract
+//! arrive with the projections.
+
+pub mod auth;
+mod health;
+pub mod problem;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use closeloop_store::EventStore;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{ApiTokens, Role};
+pub use problem::Problem;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// How long a request may take before it is answered with 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState<S> {
+    /// The event store.
+    pub store: Arc<S>,
+    /// Bearer tokens and their roles.
+    pub tokens: ApiTokens,
+}
+
+/// The HTTP routes of the service, with body limit, timeout and request tracing.
+pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz::<S>))
+        .fallback(problem::not_found)
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,55 @@
+//! `closeloop replay`: every stored event as NDJSON on stdout.
+
+use std::io::{BufWriter, ErrorKind, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use closeloop_store::EventStore;
+
+use crate::config::ReplayArgs;
+
+/// How many events are read at a time.
+const PAGE: usize = 4096;
+
+/// Prints the log from `--after` to the head, one line an event.
+pub async fn run(data_dir: &Path, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(data_dir)?;
+    let result = print_log(&store, args.after).await;
+    store.close().await;
+    match result {
+        // A closed pipe (`closeloop replay | head`) is a normal way to stop reading.
+        Err(err) if is_broken_pipe(&err) => Ok(ExitCode::SUCCESS),
+        other => other.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn print_log(store: &impl EventStore, after: u64) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut after = after;
+    loop {
+        let page = store.read_all(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for entry in &page {
+            let line = entry
+                .to_line()
+                .with_context(|| format!("cannot read the event at position {}", entry.position))?;
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|json| json.io_error_kind() == Some(ErrorKind::BrokenPipe))
+    })
+}

@@ -1,0 +1,65 @@
+//! `closeloop serve`: the HTTP API over the embedded store, until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use closeloop_api::AppState;
+use tokio::net::TcpListener;
+
+use crate::config::{ServeArgs, StoreKind};
+use crate::shutdown;
+
+/// Runs the service until a shutdown signal, then drains requests and closes the store.
+pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.store == StoreKind::Jetstream {
+        bail!(
+            "CLOSELOOP_STORE=jetstream is not available in this release; use the embedded store \
+             (CLOSELOOP_STORE=sled, the default)"
+        );
+    }
+    if args.nats_url != "off" {
+        tracing::warn!(
+            nats_url = %args.nats_url,
+            "NATS ingestion and the outbound feed are not in this release; the service takes \
+             writes over HTTP only (set CLOSELOOP_NATS_URL=off to silence this)"
+        );
+    }
+    if args.api_tokens.is_empty() {
+        tracing::warn!("CLOSELOOP_API_TOKENS is empty: only the public endpoints can be used");
+    }
+    tracing::info!(
+        ack_days = args.sla_ack_days,
+        close_days = args.sla_close_days,
+        "due dates in working days"
+    );
+
+    let store = Arc::new(super::open_store(data_dir)?);
+    let listener = TcpListener::bind(args.http_addr).await.with_context(|| {
+        format!(
+            "cannot listen on {}; is another service using it?",
+            args.http_addr
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!("closeloop listening on http://{local}");
+
+    let state = Arc::new(AppState {
+        store: Arc::clone(&store),
+        tokens: args.api_tokens,
+    });
+    closeloop_api::serve(listener, closeloop_api::router(state), shutdown::signal())
+        .await
+        .context("HTTP server failed")?;
+
+    // Every request has finished, so this is the last handle: close the store cleanly.
+    match Arc::try_unwrap(store) {
+        Ok(store) => store.close().await,
+        Err(_) => tracing::warn!("store still in use at shutdown; it flushes as it is dropped"),
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

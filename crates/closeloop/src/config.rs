@@ -1,0 +1,123 @@
+//! Configuration: flags, each with its `CLOSELOOP_…` environment variable (contract §4).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use closeloop_api::ApiTokens;
+
+/// Closeloop makes sure no piece of patient or carer feedback is lost and every one gets an
+/// answer: "you said, we did".
+#[derive(Debug, Parser)]
+#[command(name = "closeloop", version, about, long_about = None)]
+pub struct Cli {
+    /// Where the embedded event store keeps its files.
+    #[arg(
+        long,
+        env = "CLOSELOOP_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// Log format on stderr; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "CLOSELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: HTTP API (and, in later releases, NATS ingestion) in one process.
+    Serve(ServeArgs),
+    /// Print every stored event as NDJSON, in position order (the `GET /v1/events` format).
+    Replay(ReplayArgs),
+    /// Re-walk the hash chains and print the Merkle tree head; exits 1 on tampering.
+    Verify(VerifyArgs),
+}
+
+/// Which event store backs the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Embedded sled database in the data directory.
+    Sled,
+    /// A NATS JetStream stream (clustered deployments).
+    Jetstream,
+}
+
+/// `closeloop serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on (port 0 picks a free one).
+    #[arg(long, env = "CLOSELOOP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// NATS server for ingestion and the outbound feed; `off` disables NATS.
+    #[arg(
+        long,
+        env = "CLOSELOOP_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+
+    /// Which event store to use.
+    #[arg(long, env = "CLOSELOOP_STORE", value_enum, default_value_t = StoreKind::Sled)]
+    pub store: StoreKind,
+
+    /// API tokens as `role:token,role:token` (roles: staff, leader, auditor, admin).
+    #[arg(
+        long,
+        env = "CLOSELOOP_API_TOKENS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub api_tokens: ApiTokens,
+
+    /// Working days to acknowledge feedback.
+    #[arg(long, env = "CLOSELOOP_SLA_ACK_DAYS", default_value_t = 3)]
+    pub sla_ack_days: u32,
+
+    /// Working days to close a loop.
+    #[arg(long, env = "CLOSELOOP_SLA_CLOSE_DAYS", default_value_t = 25)]
+    pub sla_close_days: u32,
+}
+
+/// `closeloop replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Start after this global position (0: from the beginning).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+}
+
+/// `closeloop verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify up to this position (default: the head).
+    #[arg(long)]
+    pub upto: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

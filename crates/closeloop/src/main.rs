@@ -1,0 +1,45 @@
+//! The `closeloop` command: runs the service and the operator tools.
+//!
+//! - [`config`]: every flag and environment variable, in one clap struct;
+//! - [`telemetry`]: tracing, set up once, logging to stderr;
+//! - [`commands`]: one module per subcommand (`serve`, `replay`, `verify`).
+
+mod commands;
+mod config;
+mod shutdown;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => commands::serve::run(&cli.data_dir, args).await,
+            Command::Replay(args) => commands::replay::run(&cli.data_dir, &args).await,
+            Command::Verify(args) => commands::verify::run(&cli.data_dir, &args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! End-to-end tests: they start the real `closeloop` binary on a fresh temp data directory and
+//! talk to it as operators and clients would. Set `TEST_LOG=1` to see the service's logs.
+//!
+//! The binary must be built first (`cargo build -p closeloop`; `scripts/test` does it), or
+//! named with `CLOSELOOP_BIN`.
+
+mod cli;
+mod serve;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use closeloop_domain::LoopId;
+use closeloop_store::conformance::{acknowledgement, feedback};
+use closeloop_store::{AppendRequest, EventStore, ExpectedVersion, SledStore, SledStoreOptions};
+
+/// The `closeloop` binary under test.
+pub fn closeloop_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CLOSELOOP_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test binaries live in target/<profile>/deps/; the binary in target/<profile>/.
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join("closeloop");
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build -p closeloop` first (scripts/test does), or set CLOSELOOP_BIN",
+        path.display()
+    );
+    path
+}
+
+/// Runs `closeloop <args>` on `data_dir` to completion.
+pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(closeloop_bin())
+        .args(args)
+        .env("CLOSELOOP_DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run closeloop")
+}
+
+/// Appends a small realistic log straight to the store: `loops` loops, each received and
+/// then acknowledged, so positions interleave across loops.
+pub async fn seed(data_dir: &Path, loops: usize) {
+    let store = SledStore::open(data_dir, &SledStoreOptions::default()).expect("open store");
+    for step in 0..2 {
+        for n in 0..loops {
+            let loop_id = LoopId::parse(&format!("loop-{n}")).expect("loop id");
+            let event = if step == 0 {
+                feedback("urn:test:seed", &format!("{n}-received"))
+            } else {
+                acknowledgement("urn:test:seed", &format!("{n}-acknowledged"))
+            };
+            store
+                .append(AppendRequest::single(
+                    loop_id,
+                    ExpectedVersion::Any,
+                    vec![event],
+                ))
+                .await
+                .expect("append");
+        }
+    }
+    store.close().await;
+}
+
+/// A running `closeloop serve`, killed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    child: Child,
+    /// Where its HTTP API listens.
+    pub addr: SocketAddr,
+}
+
+impl Service {
+    /// Starts `closeloop serve` on a free port over `data_dir` and waits until it listens.
+    pub fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(closeloop_bin())
+            .arg("serve")
+            .env("CLOSELOOP_DATA_DIR", data_dir)
+            .env("CLOSELOOP_HTTP_ADDR", "127.0.0.1:0")
+            .env("CLOSELOOP_NATS_URL", "off")
+            .env(
+                "CLOSELOOP_API_TOKENS",
+                "staff:staff-token-e2e,auditor:auditor-token-e2e",
+            )
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start closeloop serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let show_logs = std::env::var_os("TEST_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if show_logs {
+                    eprintln!("[serve] {line}");
+                }
+                if let Some((_, addr)) = line.split_once("listening on http://") {
+                    let _ = addr_tx.send(addr.trim().parse::<SocketAddr>().expect("address"));
+                }
+            }
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect(
+            "closeloop serve did not start listening within 30 s (TEST_LOG=1 shows its logs)",
+        );
+        Self { child, addr }
+    }
+
+    /// The URL of `path` on this service.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits (at most 15 s) for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "closeloop did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
