@@ -1,0 +1,313 @@
+//! `closeloop-bench store`: the sled event store beside raw sled.
+//!
+//! Six measurements, each in a fresh temp dir, timed with [`Instant`]:
+//!
+//! 1. raw sled, 1 writer: `insert` + `flush` per record;
+//! 2. [`SledStore`], 1 writer: one single-event append at a time, each awaited;
+//! 3. raw sled, batches of 64: one `apply_batch` + one `flush` per 64 records;
+//! 4. [`SledStore`], 64 concurrent writers (tokio tasks) of single-event appends;
+//! 5. raw sled: scan the tree of step 3 and decode every value as a `serde_json::Value`;
+//! 6. [`SledStore`]: page through `read_all` over the store of step 4 and decode every
+//!    entry into its typed event.
+//!
+//! Raw sled writes the record bytes of a realistic `feedback.received` event under 8-byte
+//! big-endian keys; the store's writes are its own (entry, stream index, idempotency key) for
+//! loops of four events: a feedback, then three acknowledgements. Every append is durable
+//! (fsynced) before it counts. Each scan runs right after its writes, so both see an equally
+//! warm cache.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use closeloop_domain::LoopId;
+use closeloop_store::conformance::{acknowledgement, feedback};
+use closeloop_store::{AppendRequest, EventStore, ExpectedVersion, SledStore, SledStoreOptions};
+use tokio::task::JoinSet;
+
+use crate::machine::Machine;
+use crate::report;
+
+/// How many tasks append at once in the concurrent measurement.
+pub const WRITERS: u64 = 64;
+/// Records per `apply_batch` (and per flush) in the raw batched measurement.
+pub const RAW_BATCH: u64 = 64;
+/// Entries per `read_all` page.
+pub const READ_PAGE: usize = 4096;
+/// Events per loop: a feedback, then acknowledgements.
+const EVENTS_PER_LOOP: u64 = 4;
+
+/// Options of `closeloop-bench store`.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Events for the batched and concurrent appends and for the read-all scans.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Events for the single-writer appends (each one a flush, so keep it small).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub single_writer_events: u64,
+    /// Write the figures into this markdown file, replacing its store section (the file is
+    /// created when missing).
+    #[arg(long, value_name = "PATH")]
+    pub write: Option<PathBuf>,
+}
+
+/// Events done in a measured time.
+#[derive(Debug, Clone, Copy)]
+pub struct Measurement {
+    /// How many events (or records) were written or read.
+    pub events: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Measurement {
+    fn since(events: u64, start: Instant) -> Self {
+        Self {
+            events,
+            elapsed: start.elapsed(),
+        }
+    }
+
+    /// Events per second.
+    #[must_use]
+    pub fn per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// This rate as a fraction of `baseline`'s.
+    #[must_use]
+    pub fn ratio_to(&self, baseline: &Measurement) -> f64 {
+        self.per_second() / baseline.per_second()
+    }
+}
+
+/// The six figures of one run, numbered as in the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// 1. Raw sled, 1 writer, insert + flush each.
+    pub raw_single: Measurement,
+    /// 2. The store, 1 writer, each append awaited.
+    pub store_single: Measurement,
+    /// 3. Raw sled, batches of [`RAW_BATCH`] with one flush each.
+    pub raw_batched: Measurement,
+    /// 4. The store, [`WRITERS`] concurrent writers.
+    pub store_concurrent: Measurement,
+    /// 5. Raw sled, scan + `serde_json::Value` decode.
+    pub raw_scan: Measurement,
+    /// 6. The store, `read_all` + typed decode.
+    pub store_read_all: Measurement,
+}
+
+/// Runs every measurement, prints the report and writes it when asked.
+///
+/// # Errors
+/// When a temp dir, sled or the store fails, when a measurement does not see every event it
+/// wrote, or when the report cannot be written.
+pub fn run(args: &StoreArgs) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; figures only mean something with --release");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let raw_value = closeloop_store::record::encode(&feedback("urn:closeloop-bench:raw", "e0"));
+    let single = args.single_writer_events;
+    let events = args.events;
+
+    eprintln!("1/6 raw sled, 1 writer, {single} records…");
+    let raw_single = raw_single_writer(&raw_value, single)?;
+    eprintln!("2/6 closeloop, 1 writer, {single} events…");
+    let store_single = runtime.block_on(store_single_writer(single))?;
+    eprintln!("3/6 and 5/6 raw sled, batches of {RAW_BATCH} then scan, {events} records…");
+    let (raw_batched, raw_scan) = raw_batched_then_scan(&raw_value, events)?;
+    eprintln!("4/6 and 6/6 closeloop, {WRITERS} writers then read_all, {events} events…");
+    let (store_concurrent, store_read_all) =
+        runtime.block_on(store_concurrent_then_read(events))?;
+
+    let figures = Figures {
+        raw_single,
+        store_single,
+        raw_batched,
+        store_concurrent,
+        raw_scan,
+        store_read_all,
+    };
+    let machine = Machine::probe(&std::env::temp_dir());
+    let section = report::store_section(&figures, &machine, &report::command_line());
+    println!("{section}");
+    if let Some(path) = &args.write {
+        report::write_section(path, &section)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote the figures to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Opens raw sled in `dir` with the store's cache size and the store's tree name.
+fn open_raw(dir: &Path) -> Result<(sled::Db, sled::Tree)> {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(SledStoreOptions::default().cache_capacity_bytes)
+        .open()
+        .context("cannot open raw sled")?;
+    let tree = db.open_tree("events")?;
+    Ok((db, tree))
+}
+
+/// Step 1: `count` records, each inserted and flushed on its own.
+fn raw_single_writer(value: &[u8], count: u64) -> Result<Measurement> {
+    let dir = tempfile::tempdir()?;
+    let (db, tree) = open_raw(dir.path())?;
+    let start = Instant::now();
+    for key in 0..count {
+        tree.insert(key.to_be_bytes(), value)?;
+        db.flush()?;
+    }
+    Ok(Measurement::since(count, start))
+}
+
+/// Step 2: `count` single-event appends, one after the other.
+async fn store_single_writer(count: u64) -> Result<Measurement> {
+    let dir = tempfile::tempdir()?;
+    let store = SledStore::open(dir.path(), &SledStoreOptions::default())?;
+    let requests = writer_requests("single", count)?;
+    let start = Instant::now();
+    for request in requests {
+        let outcome = store.append(request).await?;
+        ensure!(
+            !outcome.duplicate,
+            "a fresh event was taken for a duplicate"
+        );
+    }
+    let measured = Measurement::since(count, start);
+    ensure!(
+        store.head() == count,
+        "the store holds {} events, not {count}",
+        store.head()
+    );
+    store.close().await;
+    Ok(measured)
+}
+
+/// Steps 3 and 5: `count` records in batches of [`RAW_BATCH`], one flush each; then a scan of
+/// them all with a JSON decode of every value.
+fn raw_batched_then_scan(value: &[u8], count: u64) -> Result<(Measurement, Measurement)> {
+    let dir = tempfile::tempdir()?;
+    let (db, tree) = open_raw(dir.path())?;
+
+    let start = Instant::now();
+    let mut next = 0;
+    while next < count {
+        let end = (next + RAW_BATCH).min(count);
+        let mut batch = sled::Batch::default();
+        for key in next..end {
+            batch.insert(&key.to_be_bytes()[..], value);
+        }
+        tree.apply_batch(batch)?;
+        db.flush()?;
+        next = end;
+    }
+    let written = Measurement::since(count, start);
+
+    let start = Instant::now();
+    let mut scanned = 0;
+    for item in &tree {
+        let (_, value) = item?;
+        let decoded: serde_json::Value = serde_json::from_slice(&value)?;
+        black_box(decoded);
+        scanned += 1;
+    }
+    let read = Measurement::since(scanned, start);
+    ensure!(
+        scanned == count,
+        "the scan saw {scanned} records, not {count}"
+    );
+    Ok((written, read))
+}
+
+/// Steps 4 and 6: `count` single-event appends from [`WRITERS`] concurrent tasks; then `read_all`
+/// over them all in pages of [`READ_PAGE`], decoding every event.
+async fn store_concurrent_then_read(count: u64) -> Result<(Measurement, Measurement)> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SledStore::open(dir.path(), &SledStoreOptions::default())?);
+    let plans = (0..WRITERS)
+        .map(|writer| {
+            let share = count / WRITERS + u64::from(writer < count % WRITERS);
+            writer_requests(&format!("w{writer}"), share)
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for plan in plans {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            for request in plan {
+                let outcome = store.append(request).await?;
+                ensure!(
+                    !outcome.duplicate,
+                    "a fresh event was taken for a duplicate"
+                );
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a writer task panicked")??;
+    }
+    let written = Measurement::since(count, start);
+    ensure!(
+        store.head() == count,
+        "the store holds {} events, not {count}",
+        store.head()
+    );
+
+    let start = Instant::now();
+    let mut after = 0;
+    let mut decoded = 0;
+    loop {
+        let page = store.read_all(after, READ_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for entry in &page {
+            black_box(entry.event()?);
+        }
+        decoded += page.len() as u64;
+    }
+    let read = Measurement::since(decoded, start);
+    ensure!(
+        decoded == count,
+        "read_all saw {decoded} events, not {count}"
+    );
+
+    let store = Arc::into_inner(store).context("a writer task still holds the store")?;
+    store.close().await;
+    Ok((written, read))
+}
+
+/// `count` single-event append requests of one writer: its own loops of
+/// [`EVENTS_PER_LOOP`] events (a feedback, then acknowledgements), its own source, so every
+/// (source, event id) is unique.
+fn writer_requests(writer: &str, count: u64) -> Result<Vec<AppendRequest>> {
+    let source = format!("urn:closeloop-bench:{writer}");
+    (0..count)
+        .map(|i| {
+            let loop_id = LoopId::parse(&format!("bench-{writer}-{}", i / EVENTS_PER_LOOP))?;
+            let event_id = format!("e{i}");
+            let event = if i % EVENTS_PER_LOOP == 0 {
+                feedback(&source, &event_id)
+            } else {
+                acknowledgement(&source, &event_id)
+            };
+            Ok(AppendRequest::single(
+                loop_id,
+                ExpectedVersion::Any,
+                vec![event],
+            ))
+        })
+        .collect()
+}
