@@ -8,10 +8,12 @@
 //! 4. [`SledStore`], 64 concurrent writers (tokio tasks) of single-event appends;
 //! 5. raw sled: scan the tree of step 3 and decode every value as a `serde_json::Value`;
 //! 6. [`SledStore`]: page through `read_all` over the store of step 4 and decode every
-//!    entry into its typed event.
+//!    entry into its typed event;
+//! 7. [`SledStore`]: reopen the store of step 4, rebuilding its in-memory indexes.
 //!
 //! Raw sled writes the record bytes of a realistic `feedback.received` event under 8-byte
-//! big-endian keys; the store's writes are its own (entry, stream index, idempotency key) for
+//! big-endian keys; the store writes its own entries (header with chain hashes and
+//! idempotency key, then the record; one sled key per event, indexes kept in memory) for
 //! loops of four events: a feedback, then three acknowledgements. Every append is durable
 //! (fsynced) before it counts. Each scan runs right after its writes, so both see an equally
 //! warm cache.
@@ -52,6 +54,9 @@ pub struct StoreArgs {
     /// created when missing).
     #[arg(long, value_name = "PATH")]
     pub write: Option<PathBuf>,
+    /// How many times steps 3 to 7 run; each figure is the median.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
 }
 
 /// Events done in a measured time.
@@ -84,7 +89,14 @@ impl Measurement {
     }
 }
 
-/// The six figures of one run, numbered as in the [module docs](self).
+/// The median of measurements, by rate.
+fn median(measurements: impl Iterator<Item = Measurement>) -> Measurement {
+    let mut all: Vec<Measurement> = measurements.collect();
+    all.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    all[all.len() / 2]
+}
+
+/// The seven figures of one run, numbered as in the [module docs](self).
 #[derive(Debug, Clone, Copy)]
 pub struct Figures {
     /// 1. Raw sled, 1 writer, insert + flush each.
@@ -99,6 +111,8 @@ pub struct Figures {
     pub raw_scan: Measurement,
     /// 6. The store, `read_all` + typed decode.
     pub store_read_all: Measurement,
+    /// 7. The store, reopened: its in-memory indexes rebuilt from the log.
+    pub store_reopen: Measurement,
 }
 
 /// Runs every measurement, prints the report and writes it when asked.
@@ -118,15 +132,39 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     let single = args.single_writer_events;
     let events = args.events;
 
-    eprintln!("1/6 raw sled, 1 writer, {single} records…");
+    eprintln!("1 raw sled, 1 writer, {single} records…");
     let raw_single = raw_single_writer(&raw_value, single)?;
-    eprintln!("2/6 closeloop, 1 writer, {single} events…");
+    eprintln!("2 closeloop, 1 writer, {single} events…");
     let store_single = runtime.block_on(store_single_writer(single))?;
-    eprintln!("3/6 and 5/6 raw sled, batches of {RAW_BATCH} then scan, {events} records…");
-    let (raw_batched, raw_scan) = raw_batched_then_scan(&raw_value, events)?;
-    eprintln!("4/6 and 6/6 closeloop, {WRITERS} writers then read_all, {events} events…");
-    let (store_concurrent, store_read_all) =
-        runtime.block_on(store_concurrent_then_read(events))?;
+    // Steps 3 to 7 take the median of several runs, raw and store interleaved, so that one
+    // noisy moment on a shared machine does not decide a figure.
+    let repeat = args.repeat.max(1);
+    let mut runs = Vec::with_capacity(repeat);
+    for run in 1..=repeat {
+        eprintln!(
+            "run {run}/{repeat}: 3 and 5, raw sled, batches of {RAW_BATCH} then scan, {events} records…"
+        );
+        let (raw_batched, raw_scan) = raw_batched_then_scan(&raw_value, events)?;
+        eprintln!(
+            "run {run}/{repeat}: 4, 6 and 7, closeloop, {WRITERS} writers, read_all, reopen, {events} events…"
+        );
+        let (store_concurrent, store_read_all, store_reopen) =
+            runtime.block_on(store_concurrent_then_read(events))?;
+        runs.push([
+            raw_batched,
+            raw_scan,
+            store_concurrent,
+            store_read_all,
+            store_reopen,
+        ]);
+    }
+    let [
+        raw_batched,
+        raw_scan,
+        store_concurrent,
+        store_read_all,
+        store_reopen,
+    ] = std::array::from_fn(|step| median(runs.iter().map(|run| run[step])));
 
     let figures = Figures {
         raw_single,
@@ -135,6 +173,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         store_concurrent,
         raw_scan,
         store_read_all,
+        store_reopen,
     };
     let machine = Machine::probe(&std::env::temp_dir());
     let section = report::store_section(&figures, &machine, &report::command_line());
@@ -231,7 +270,7 @@ fn raw_batched_then_scan(value: &[u8], count: u64) -> Result<(Measurement, Measu
 
 /// Steps 4 and 6: `count` single-event appends from [`WRITERS`] concurrent tasks; then `read_all`
 /// over them all in pages of [`READ_PAGE`], decoding every event.
-async fn store_concurrent_then_read(count: u64) -> Result<(Measurement, Measurement)> {
+async fn store_concurrent_then_read(count: u64) -> Result<(Measurement, Measurement, Measurement)> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(dir.path(), &SledStoreOptions::default())?);
     let plans = (0..WRITERS)
@@ -286,7 +325,17 @@ async fn store_concurrent_then_read(count: u64) -> Result<(Measurement, Measurem
 
     let store = Arc::into_inner(store).context("a writer task still holds the store")?;
     store.close().await;
-    Ok((written, read))
+
+    let start = Instant::now();
+    let store = SledStore::open(dir.path(), &SledStoreOptions::default())?;
+    let reopened = Measurement::since(count, start);
+    ensure!(
+        store.head() == count,
+        "the reopened store holds {} events",
+        store.head()
+    );
+    store.close().await;
+    Ok((written, read, reopened))
 }
 
 /// `count` single-event append requests of one writer: its own loops of

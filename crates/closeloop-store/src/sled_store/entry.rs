@@ -1,0 +1,187 @@
+//! The bytes of one log entry in sled.
+//!
+//! Key: `e` ‖ position (u64 BE). Value: version (u64 BE) ‖ prev_hash (32) ‖ hash (32) ‖
+//! loop id length (u8) ‖ loop id ‖ source length (u16 BE) ‖ source ‖ event id length (u16 BE) ‖
+//! event id ‖ record. The header repeats the idempotency key (source, event id) that the record
+//! also holds, so the in-memory indexes can be rebuilt without parsing any JSON.
+
+use closeloop_domain::LoopId;
+
+use crate::chain::Hash;
+use crate::{StoreError, StoredEvent};
+
+/// First byte of every entry key.
+pub(super) const ENTRY: u8 = b'e';
+/// Longest accepted `source` or `event_id`, in bytes.
+pub(super) const MAX_KEY_PART: usize = 1024;
+
+/// The key of the entry at `position`; keys sort in position order.
+pub(super) fn key(position: u64) -> [u8; 9] {
+    let mut key = [ENTRY; 9];
+    key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+/// The position an entry key names.
+pub(super) fn position_of(key: &[u8]) -> Result<u64, StoreError> {
+    match key {
+        [ENTRY, rest @ ..] if rest.len() == 8 => {
+            Ok(u64::from_be_bytes(rest.try_into().expect("8 bytes")))
+        }
+        _ => Err(StoreError::Backend("a log key is malformed".to_owned())),
+    }
+}
+
+/// What an entry says besides its record.
+pub(super) struct Header<'a> {
+    pub version: u64,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+    pub loop_id: &'a str,
+    pub source: &'a str,
+    pub event_id: &'a str,
+}
+
+/// Encodes an entry value.
+pub(super) fn encode(header: &Header<'_>, record: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(
+        77 + header.loop_id.len() + header.source.len() + header.event_id.len() + record.len(),
+    );
+    value.extend_from_slice(&header.version.to_be_bytes());
+    value.extend_from_slice(&header.prev_hash.0);
+    value.extend_from_slice(&header.hash.0);
+    value.push(u8::try_from(header.loop_id.len()).expect("loop ids are at most 128 bytes"));
+    value.extend_from_slice(header.loop_id.as_bytes());
+    for part in [header.source, header.event_id] {
+        value.extend_from_slice(
+            &u16::try_from(part.len())
+                .expect("checked by MAX_KEY_PART")
+                .to_be_bytes(),
+        );
+        value.extend_from_slice(part.as_bytes());
+    }
+    value.extend_from_slice(record);
+    value
+}
+
+/// Splits an entry value into its header and record.
+pub(super) fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]), StoreError> {
+    let mut reader = Reader { value, at: 0 };
+    let corrupt = |detail: &str| StoreError::Corrupt {
+        position,
+        detail: detail.to_owned(),
+    };
+    let truncated = || corrupt("entry is truncated");
+    let version = u64::from_be_bytes(
+        reader
+            .take(8)
+            .ok_or_else(truncated)?
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let prev_hash = Hash(
+        reader
+            .take(32)
+            .ok_or_else(truncated)?
+            .try_into()
+            .expect("32 bytes"),
+    );
+    let hash = Hash(
+        reader
+            .take(32)
+            .ok_or_else(truncated)?
+            .try_into()
+            .expect("32 bytes"),
+    );
+    let id_len = usize::from(reader.take(1).ok_or_else(truncated)?[0]);
+    let loop_id = reader
+        .text(id_len)
+        .ok_or_else(|| corrupt("entry's loop id is not valid"))?;
+    let mut parts = [""; 2];
+    for part in &mut parts {
+        let len = reader.take(2).ok_or_else(truncated)?;
+        let len = usize::from(u16::from_be_bytes(len.try_into().expect("2 bytes")));
+        *part = reader
+            .text(len)
+            .ok_or_else(|| corrupt("entry's idempotency key is not valid"))?;
+    }
+    let header = Header {
+        version,
+        prev_hash,
+        hash,
+        loop_id,
+        source: parts[0],
+        event_id: parts[1],
+    };
+    Ok((header, &value[reader.at..]))
+}
+
+/// Decodes an entry into the [`StoredEvent`] readers see.
+pub(super) fn to_stored(position: u64, value: &[u8]) -> Result<StoredEvent, StoreError> {
+    let (header, record) = decode(position, value)?;
+    let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
+        position,
+        detail: "entry's loop id is not valid".to_owned(),
+    })?;
+    Ok(StoredEvent {
+        position,
+        loop_id,
+        version: header.version,
+        prev_hash: header.prev_hash,
+        hash: header.hash,
+        record: record.to_vec(),
+    })
+}
+
+struct Reader<'a> {
+    value: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let bytes = self.value.get(self.at..self.at + len)?;
+        self.at += len;
+        Some(bytes)
+    }
+
+    fn text(&mut self, len: usize) -> Option<&'a str> {
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_truncation_is_reported() {
+        let header = Header {
+            version: 3,
+            prev_hash: Hash([1; 32]),
+            hash: Hash([2; 32]),
+            loop_id: "loop-1",
+            source: "urn:test",
+            event_id: "e-9",
+        };
+        let value = encode(&header, b"{\"record\":1}");
+        let (decoded, record) = decode(7, &value).unwrap();
+        assert_eq!(
+            (
+                decoded.version,
+                decoded.prev_hash,
+                decoded.hash,
+                decoded.loop_id,
+                decoded.source,
+                decoded.event_id
+            ),
+            (3, Hash([1; 32]), Hash([2; 32]), "loop-1", "urn:test", "e-9")
+        );
+        assert_eq!(record, b"{\"record\":1}");
+        let err = decode(7, &value[..80]).err().expect("truncated");
+        assert!(
+            matches!(err, StoreError::Corrupt { position: 7, .. }),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! The embedded [`EventStore`] on sled, with group commit.
+//!
+//! # Layout
+//! One sled tree, `events`, holds the log: one key per event, `e` ‖ position, whose value is
+//! the entry header (version, prev_hash, hash, loop id, idempotency key) and the record bytes
+//! (see [`entry`]). One more key, `mformat`, holds the on-disk format version.
+//!
+//! Each loop's positions and chain head, and the set of idempotency keys, are kept in memory
+//! ([`index`]) and rebuilt from the entry headers when the store opens. sled's cost is per
+//! key written, so keeping secondary indexes out of sled is what lets an append cost one key.
+//!
+//! # Group commit
+//! A caller's task validates and encodes its request, then sends it with a reply channel to
+//! one **writer thread**. The writer takes everything waiting (up to a cap), checks each request
+//! against loop versions and idempotency keys (later requests in a batch see earlier ones),
+//! assigns positions and hashes, and applies the whole batch in one atomic `apply_batch`. It
+//! hands the batch's replies to the **flusher thread**, which fsyncs once for every batch
+//! waiting, moves the durable head, and only then answers. While one batch is being flushed,
+//! the writer prepares the next.
+//!
+//! Reads stop at the durable head: nobody sees an event that a crash could still take away.
+//! If a write or a flush fails, the store stops accepting appends: it cannot know what reached
+//! the disk, so it acknowledges nothing more until it is reopened.
+
+mod entry;
+mod index;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
+use std::thread::JoinHandle;
+
+use closeloop_domain::LoopId;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::index::Index;
+use self::writer::{Job, Writer};
+use crate::{AppendError, AppendOutcome, AppendRequest, EventStore, StoreError, StoredEvent};
+
+/// The on-disk format this build writes and reads.
+const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"mformat";
+
+/// Tuning for [`SledStore`]; the defaults suit a laptop and a production node alike.
+#[derive(Debug, Clone)]
+pub struct SledStoreOptions {
+    /// The most events one group commit takes.
+    pub max_batch_events: usize,
+    /// sled's page cache size in bytes.
+    pub cache_capacity_bytes: u64,
+    /// How many appends may wait for the writer before callers are held back.
+    pub queue_capacity: usize,
+}
+
+impl Default for SledStoreOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 4096,
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            queue_capacity: 8192,
+        }
+    }
+}
+
+/// The embedded event store. See the [module docs](self) for layout and group commit.
+#[derive(Debug)]
+pub struct SledStore {
+    shared: Arc<Shared>,
+    jobs: mpsc::Sender<Job>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    db: sled::Db,
+    tree: sled::Tree,
+    index: RwLock<Index>,
+    durable: watch::Sender<u64>,
+    stopped: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn stopped(&self) -> Option<String> {
+        self.stopped.lock().expect("stop flag lock").clone()
+    }
+
+    fn stop(&self, reason: String) {
+        tracing::error!(%reason, "event store stops accepting appends");
+        self.stopped
+            .lock()
+            .expect("stop flag lock")
+            .get_or_insert(reason);
+    }
+
+    fn durable_head(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    fn read_entry(&self, position: u64) -> Result<StoredEvent, StoreError> {
+        let value = self
+            .tree
+            .get(entry::key(position))
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::Corrupt {
+                position,
+                detail: "the entry is missing".to_owned(),
+            })?;
+        entry::to_stored(position, &value)
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `path`, rebuilds its in-memory indexes from the log,
+    /// and starts its writer and flusher threads.
+    ///
+    /// # Errors
+    /// When the directory cannot be opened (another process holds it, permissions, damage) or
+    /// holds a newer format.
+    pub fn open(path: &Path, options: &SledStoreOptions) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .open()
+            .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", path.display())))?;
+        let tree = db.open_tree("events").map_err(backend)?;
+        check_format(&db, &tree)?;
+        let started = std::time::Instant::now();
+        let (index, head, damage) = rebuild_index(&tree)?;
+        tracing::info!(
+            path = %path.display(),
+            head,
+            loops = index.loops.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "event store opened"
+        );
+        let (durable, _) = watch::channel(head);
+        let shared = Arc::new(Shared {
+            db,
+            tree,
+            index: RwLock::new(index),
+            durable,
+            stopped: Mutex::new(None),
+        });
+        if let Some(damage) = damage {
+            // Appends would chain onto an index with a hole: refuse them, but keep reading,
+            // so that `verify` and auditors can see what is wrong.
+            shared.stop(format!("{damage}; run `closeloop verify`"));
+        }
+        let (jobs, job_rx) = mpsc::channel(options.queue_capacity.max(1));
+        let (tickets, ticket_rx) = std_mpsc::channel();
+        let writer = Writer::new(
+            Arc::clone(&shared),
+            head + 1,
+            options.max_batch_events.max(1),
+        );
+        let flusher_shared = Arc::clone(&shared);
+        let spawn_failed =
+            |err: std::io::Error| StoreError::Backend(format!("cannot start store thread: {err}"));
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("closeloop-writer".into())
+                .spawn(move || writer.run(job_rx, &tickets))
+                .map_err(spawn_failed)?,
+            std::thread::Builder::new()
+                .name("closeloop-flusher".into())
+                .spawn(move || writer::run_flusher(&flusher_shared, &ticket_rx))
+                .map_err(spawn_failed)?,
+        ];
+        Ok(Self {
+            shared,
+            jobs,
+            threads,
+        })
+    }
+
+    /// Stops accepting appends, answers everything queued, waits for the writer and flusher
+    /// to finish and flushes: afterwards the directory can be opened again.
+    pub async fn close(self) {
+        let Self {
+            shared,
+            jobs,
+            threads,
+        } = self;
+        drop(jobs);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                // A panicked thread has nothing left to flush; its join error carries nothing
+                // we could act on.
+                let _ = thread.join();
+            }
+            shared.db.flush()
+        })
+        .await;
+        if let Ok(Err(err)) = joined {
+            tracing::error!(%err, "final flush of the event store failed");
+        }
+    }
+}
+
+impl EventStore for SledStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        if let Some(reason) = self.shared.stopped() {
+            return Err(StoreError::Stopped(reason).into());
+        }
+        // Validation and encoding run here, on the caller's task, so the single writer thread
+        // only does the work that must be ordered.
+        let request = writer::prepare(request)?;
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Stopped("the store was closed".to_owned());
+        self.jobs
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn read_loop(&self, loop_id: &LoopId) -> Result<Vec<StoredEvent>, StoreError> {
+        let durable = self.shared.durable_head();
+        let positions: Vec<u64> = {
+            let index = self.shared.index.read().expect("index lock");
+            index
+                .loops
+                .get(loop_id)
+                .map(|entries| {
+                    entries
+                        .positions
+                        .iter()
+                        .copied()
+                        .take_while(|&p| p <= durable)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        positions
+            .into_iter()
+            .map(|position| self.shared.read_entry(position))
+            .collect()
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let durable = self.shared.durable_head();
+        if after >= durable || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.shared
+            .tree
+            .range(entry::key(after + 1)..=entry::key(durable))
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                entry::to_stored(entry::position_of(&key)?, &value)
+            })
+            .collect()
+    }
+
+    fn head(&self) -> u64 {
+        self.shared.durable_head()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.durable.subscribe()
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        match self.shared.stopped() {
+            Some(reason) => Err(StoreError::Stopped(reason)),
+            None if self.jobs.is_closed() => {
+                Err(StoreError::Stopped("the writer thread ended".to_owned()))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads every entry header, in position order, into a fresh index. Returns it with the head
+/// position and, when an entry header cannot be read, what is damaged (that entry is skipped).
+fn rebuild_index(tree: &sled::Tree) -> Result<(Index, u64, Option<StoreError>), StoreError> {
+    let mut index = Index::default();
+    let mut head = 0;
+    let mut damage = None;
+    for item in tree.scan_prefix([entry::ENTRY]) {
+        let (key, value) = item.map_err(backend)?;
+        let position = entry::position_of(&key)?;
+        head = position;
+        let header = entry::decode(position, &value).and_then(|(header, _)| {
+            let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
+                position,
+                detail: "entry's loop id is not valid".to_owned(),
+            })?;
+            Ok((header, loop_id))
+        });
+        match header {
+            Ok((header, loop_id)) => {
+                index.insert(
+                    &loop_id,
+                    header.source,
+                    header.event_id,
+                    position,
+                    header.hash,
+                );
+            }
+            Err(err) => {
+                tracing::error!(%err, "damaged log entry");
+                damage.get_or_insert(err);
+            }
+        }
+    }
+    Ok((index, head, damage))
+}
+
+fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
+    match tree.get(FORMAT_KEY).map_err(backend)? {
+        Some(value) => {
+            let found = value
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| {
+                    StoreError::Backend("the store's format marker is damaged".to_owned())
+                })?;
+            if found > FORMAT_VERSION {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        None => {
+            tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .map_err(backend)?;
+            db.flush().map_err(backend)?;
+            Ok(())
+        }
+    }
+}
+
+fn backend(err: sled::Error) -> StoreError {
+    StoreError::Backend(err.to_string())
+}

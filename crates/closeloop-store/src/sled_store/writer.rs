@@ -1,0 +1,349 @@
+//! The writer and flusher threads behind [`SledStore`](super::SledStore): group commit.
+
+use std::collections::HashSet;
+use std::sync::{Arc, mpsc as std_mpsc};
+
+use closeloop_domain::LoopId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::index::Index;
+use super::{Shared, backend, entry};
+use crate::chain::entry_hash;
+use crate::record;
+use crate::{AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, StoreError};
+
+/// An append on its way to the writer.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub request: Prepared,
+    pub reply: Reply,
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, AppendError>>;
+
+/// An [`AppendRequest`] that passed validation, with its records encoded.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    loops: Vec<PreparedLoop>,
+    event_count: usize,
+}
+
+#[derive(Debug)]
+struct PreparedLoop {
+    loop_id: LoopId,
+    expected: ExpectedVersion,
+    events: Vec<PreparedEvent>,
+}
+
+#[derive(Debug)]
+struct PreparedEvent {
+    source: String,
+    event_id: String,
+    record: Vec<u8>,
+}
+
+/// Validates a request and encodes its records: everything that needs no ordering.
+pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
+    if request.loops.is_empty() || request.loops.iter().any(|l| l.events.is_empty()) {
+        return Err(AppendError::Invalid(
+            "an append needs at least one event for every loop it names".to_owned(),
+        ));
+    }
+    let mut loops = HashSet::new();
+    let mut keys = HashSet::new();
+    for append in &request.loops {
+        if !loops.insert(&append.loop_id) {
+            return Err(AppendError::Invalid(format!(
+                "loop {} appears twice in one append",
+                append.loop_id
+            )));
+        }
+        for event in &append.events {
+            if event.source.len() > entry::MAX_KEY_PART
+                || event.event_id.len() > entry::MAX_KEY_PART
+            {
+                return Err(AppendError::Invalid(format!(
+                    "an event's source and id may be at most {} bytes each",
+                    entry::MAX_KEY_PART
+                )));
+            }
+            if !keys.insert((&event.source, &event.event_id)) {
+                return Err(AppendError::Invalid(format!(
+                    "event ({:?}, {:?}) appears twice in one append",
+                    event.source, event.event_id
+                )));
+            }
+        }
+    }
+    let event_count = request.event_count();
+    let loops = request
+        .loops
+        .into_iter()
+        .map(|append| PreparedLoop {
+            loop_id: append.loop_id,
+            expected: append.expected,
+            events: append
+                .events
+                .into_iter()
+                .map(|event| PreparedEvent {
+                    record: record::encode(&event),
+                    source: event.source,
+                    event_id: event.event_id,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Prepared { loops, event_count })
+}
+
+/// A batch the writer applied, waiting for its flush.
+pub(super) struct Ticket {
+    last_position: u64,
+    replies: Vec<(Reply, Result<AppendOutcome, AppendError>)>,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    next_position: u64,
+    max_batch_events: usize,
+}
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, next_position: u64, max_batch_events: usize) -> Self {
+        Self {
+            shared,
+            next_position,
+            max_batch_events,
+        }
+    }
+
+    /// Takes batches of jobs until every sender is gone, handing each to the flusher.
+    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>, tickets: &std_mpsc::Sender<Ticket>) {
+        while let Some(first) = jobs.blocking_recv() {
+            let mut events = first.request.event_count;
+            let mut batch = vec![first];
+            while events < self.max_batch_events {
+                let Ok(job) = jobs.try_recv() else { break };
+                events += job.request.event_count;
+                batch.push(job);
+            }
+            let ticket = self.commit(batch);
+            if tickets.send(ticket).is_err() {
+                // The flusher is gone, so nothing can be made durable any more.
+                self.shared.stop("the flusher thread ended".to_owned());
+                break;
+            }
+        }
+    }
+
+    /// Stages every job of a batch and applies the writes in one atomic sled batch.
+    fn commit(&mut self, batch: Vec<Job>) -> Ticket {
+        let first_position = self.next_position;
+        if let Some(reason) = self.shared.stopped() {
+            return failed_ticket(
+                batch.into_iter().map(|job| job.reply),
+                &reason,
+                first_position - 1,
+            );
+        }
+        let mut writes = sled::Batch::default();
+        let mut staged = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let shared = Arc::clone(&self.shared);
+            let mut index = shared.index.write().expect("index lock");
+            for job in batch {
+                let result = self.stage(&mut index, &job.request, &mut staged, &mut writes);
+                replies.push((job.reply, result));
+            }
+        }
+        if self.next_position > first_position
+            && let Err(err) = self.shared.tree.apply_batch(writes)
+        {
+            let reason = format!("write failed: {err}");
+            self.shared.stop(reason.clone());
+            return failed_ticket(
+                replies.into_iter().map(|(reply, _)| reply),
+                &reason,
+                first_position - 1,
+            );
+        }
+        Ticket {
+            last_position: self.next_position - 1,
+            replies,
+        }
+    }
+
+    /// Checks one request against the index and, when it passes, adds its entries to the
+    /// batch and the index. Nothing is changed for a request that fails.
+    fn stage(
+        &mut self,
+        index: &mut Index,
+        request: &Prepared,
+        staged: &mut Vec<(String, String, Committed)>,
+        writes: &mut sled::Batch,
+    ) -> Result<AppendOutcome, AppendError> {
+        // Idempotency: all keys known means a repeat of an earlier append; some means misuse.
+        let mut originals = Vec::with_capacity(request.event_count);
+        for event in request.loops.iter().flat_map(|l| &l.events) {
+            originals.push(self.original(index, staged, &event.source, &event.event_id)?);
+        }
+        if originals.iter().all(Option::is_some) {
+            return Ok(AppendOutcome {
+                committed: originals.into_iter().flatten().collect(),
+                duplicate: true,
+            });
+        }
+        if let Some(taken) = originals.iter().position(Option::is_some) {
+            let event = request
+                .loops
+                .iter()
+                .flat_map(|l| &l.events)
+                .nth(taken)
+                .expect("index within the request's events");
+            return Err(AppendError::IdempotencyMismatch {
+                event_source: event.source.clone(),
+                event_id: event.event_id.clone(),
+            });
+        }
+
+        // Optimistic concurrency: check every loop before writing anything.
+        for append in &request.loops {
+            let (version, _) = index.head(&append.loop_id);
+            if !append.expected.admits(version) {
+                return Err(AppendError::Conflict {
+                    loop_id: append.loop_id.clone(),
+                    expected: append.expected,
+                    actual: version,
+                });
+            }
+        }
+
+        let mut committed = Vec::with_capacity(request.event_count);
+        for append in &request.loops {
+            let loop_id = append.loop_id.as_str();
+            for event in &append.events {
+                let (version, prev_hash) = index.head(&append.loop_id);
+                let version = version + 1;
+                let position = self.next_position;
+                self.next_position += 1;
+                let hash = entry_hash(position, version, loop_id, &prev_hash, &event.record);
+                let header = entry::Header {
+                    version,
+                    prev_hash,
+                    hash,
+                    loop_id,
+                    source: &event.source,
+                    event_id: &event.event_id,
+                };
+                writes.insert(
+                    entry::key(position).to_vec(),
+                    entry::encode(&header, &event.record),
+                );
+                index.insert(
+                    &append.loop_id,
+                    &event.source,
+                    &event.event_id,
+                    position,
+                    hash,
+                );
+                let done = Committed {
+                    loop_id: append.loop_id.clone(),
+                    version,
+                    position,
+                };
+                staged.push((event.source.clone(), event.event_id.clone(), done.clone()));
+                committed.push(done);
+            }
+        }
+        Ok(AppendOutcome {
+            committed,
+            duplicate: false,
+        })
+    }
+
+    /// Where an idempotency key was stored before, confirmed against the entry itself.
+    fn original(
+        &self,
+        index: &Index,
+        staged: &[(String, String, Committed)],
+        source: &str,
+        event_id: &str,
+    ) -> Result<Option<Committed>, StoreError> {
+        let Some(position) = index.position_of_key(source, event_id) else {
+            return Ok(None);
+        };
+        if let Some((s, e, done)) = staged.iter().find(|(_, _, done)| done.position == position) {
+            return Ok((s == source && e == event_id).then(|| done.clone()));
+        }
+        let value = self
+            .shared
+            .tree
+            .get(entry::key(position))
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::Corrupt {
+                position,
+                detail: "an idempotency key points at a missing entry".to_owned(),
+            })?;
+        let (header, _) = entry::decode(position, &value)?;
+        if header.source != source || header.event_id != event_id {
+            // A digest collision: a different key. Treat it as new.
+            return Ok(None);
+        }
+        let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
+            position,
+            detail: "entry's loop id is not valid".to_owned(),
+        })?;
+        Ok(Some(Committed {
+            loop_id,
+            version: header.version,
+            position,
+        }))
+    }
+}
+
+fn failed_ticket(replies: impl Iterator<Item = Reply>, reason: &str, last_position: u64) -> Ticket {
+    Ticket {
+        last_position,
+        replies: replies
+            .map(|reply| (reply, Err(StoreError::Stopped(reason.to_owned()).into())))
+            .collect(),
+    }
+}
+
+/// The flusher thread: one fsync for every batch waiting, then the durable head moves and
+/// callers hear back.
+pub(super) fn run_flusher(shared: &Shared, tickets: &std_mpsc::Receiver<Ticket>) {
+    while let Ok(first) = tickets.recv() {
+        let mut pending = vec![first];
+        pending.extend(tickets.try_iter());
+        let last_position = pending.iter().map(|t| t.last_position).max().unwrap_or(0);
+        match shared.db.flush() {
+            Ok(_) => {
+                // Move the durable head before answering, so a caller that hears "stored"
+                // and then reads finds its events.
+                shared.durable.send_if_modified(|head| {
+                    let moved = last_position > *head;
+                    *head = (*head).max(last_position);
+                    moved
+                });
+                for ticket in pending {
+                    for (reply, result) in ticket.replies {
+                        // A caller that stopped waiting has nothing to hear.
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+            Err(err) => {
+                let reason = format!("flush failed: {err}");
+                shared.stop(reason.clone());
+                for ticket in pending {
+                    for (reply, _) in ticket.replies {
+                        let _ = reply.send(Err(StoreError::Stopped(reason.clone()).into()));
+                    }
+                }
+            }
+        }
+    }
+}
