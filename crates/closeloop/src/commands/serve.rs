@@ -22,8 +22,8 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.nats_url != "off" {
         tracing::warn!(
             nats_url = %args.nats_url,
-            "NATS ingestion and the outbound feed are not in this release; the service takes \
-             writes over HTTP only (set CLOSELOOP_NATS_URL=off to silence this)"
+            "NATS ingestion and the outbound feed are not in this release, so NATS is not \
+             contacted (set CLOSELOOP_NATS_URL=off to silence this)"
         );
     }
     if args.api_tokens.is_empty() {
