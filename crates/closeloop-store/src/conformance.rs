@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             chains_and_merkle_head_verify,
             reads_see_every_acknowledged_append,
             malformed_requests_are_refused,
+            idempotency_keys_can_be_looked_up,
         ]);
     };
     (@each $make:path, [$($check:ident),* $(,)?]) => {
@@ -434,4 +435,22 @@ pub async fn malformed_requests_are_refused<S: EventStore>(store: &S) {
         .expect_err("key twice");
     assert!(matches!(err, AppendError::Invalid(_)), "{err}");
     assert_eq!(store.head(), 0);
+}
+
+/// `lookup` finds a stored event by its idempotency key, and nothing for an unused key.
+pub async fn idempotency_keys_can_be_looked_up<S: EventStore>(store: &S) {
+    assert_eq!(store.lookup("t", "l1").await.expect("lookup"), None);
+    let outcome = store
+        .append(single(
+            "l",
+            ExpectedVersion::NoLoop,
+            vec![feedback("t", "l1"), acknowledgement("t", "l2")],
+        ))
+        .await
+        .expect("append");
+    assert_eq!(
+        store.lookup("t", "l2").await.expect("lookup"),
+        Some(outcome.committed[1].clone())
+    );
+    assert_eq!(store.lookup("other", "l2").await.expect("lookup"), None);
 }

@@ -10,6 +10,8 @@
 //!   apart) and [`StoredEvent`] the log entry around them; [`chain`] the per-loop hash chain
 //!   and [`merkle`] the RFC 6962 tree head over all hashes.
 //! - [`verify()`] re-walks any store and reports the first position that does not add up.
+//! - [`write`] is the one write path: read a loop, [`decide`](closeloop_domain::decide),
+//!   append with the version read, retry on a race. HTTP and NATS both go through it.
 //! - `conformance` (feature `conformance`) is the test suite every backend must pass.
 
 pub mod chain;
@@ -20,6 +22,7 @@ pub mod record;
 mod sled_store;
 mod stored;
 mod verify;
+pub mod write;
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +34,7 @@ pub use chain::Hash;
 pub use sled_store::{SledStore, SledStoreOptions};
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};
+pub use write::{Origin, Recorded, WriteError};
 
 /// The loop version an append expects to find, for optimistic concurrency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,4 +235,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Errors
     /// The reason the store cannot accept appends, e.g. [`StoreError::Stopped`].
     fn ready(&self) -> Result<(), StoreError>;
+
+    /// Where the event with this idempotency key (`source`, `event_id`) is stored, once it is
+    /// durable; `None` when no such event is stored.
+    fn lookup(
+        &self,
+        source: &str,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<Committed>, StoreError>> + Send;
 }

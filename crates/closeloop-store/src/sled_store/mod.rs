@@ -35,7 +35,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use self::index::Index;
 use self::writer::{Job, Writer};
-use crate::{AppendError, AppendOutcome, AppendRequest, EventStore, StoreError, StoredEvent};
+use crate::{
+    AppendError, AppendOutcome, AppendRequest, Committed, EventStore, StoreError, StoredEvent,
+};
 
 /// The on-disk format this build writes and reads.
 const FORMAT_VERSION: u32 = 1;
@@ -259,6 +261,35 @@ impl EventStore for SledStore {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.durable.subscribe()
+    }
+
+    async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<Committed>, StoreError> {
+        let position = {
+            let index = self.shared.index.read().expect("index lock");
+            index.position_of_key(source, event_id)
+        };
+        let Some(position) = position else {
+            return Ok(None);
+        };
+        // The original may still be on its way to disk: answer only once it is durable, so
+        // nobody hears "already stored" about an event a crash could take away.
+        let mut head = self.shared.durable.subscribe();
+        if head.wait_for(|&head| head >= position).await.is_err() {
+            return Err(StoreError::Stopped("the store was closed".to_owned()));
+        }
+        let entry = self.shared.read_entry(position)?;
+        let original = entry.event().map_err(|err| StoreError::Corrupt {
+            position,
+            detail: err.to_string(),
+        })?;
+        // The index holds digests of keys; confirm it is really this key.
+        Ok(
+            (original.source == source && original.event_id == event_id).then_some(Committed {
+                loop_id: entry.loop_id,
+                version: entry.version,
+                position,
+            }),
+        )
     }
 
     fn ready(&self) -> Result<(), StoreError> {

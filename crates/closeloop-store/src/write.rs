@@ -1,0 +1,255 @@
+//! The one write path: read a loop, decide, append with the version read.
+//!
+//! Every entrance (the HTTP API, NATS ingestion) turns its request into domain
+//! [`Command`]s and calls [`record`] or [`record_many`]. They:
+//!
+//! 1. recognise a repeated idempotency key (`source`, `event_id`) and return the original;
+//! 2. read the loop's events and fold them into its [`LoopState`];
+//! 3. check the caller's expected version (HTTP `If-Match`), if any;
+//! 4. [`decide`] — the rules of the contract — and append the events expecting exactly the
+//!    version read, so a concurrent write in between is noticed;
+//! 5. on such a race, with no expected version from the caller, read and decide again.
+
+use closeloop_domain::{Command, Event, LoopId, LoopState, Rejection, decide};
+
+use crate::{
+    AppendError, AppendRequest, Committed, EventStore, ExpectedVersion, LoopAppend, StoreError,
+};
+
+/// How many times a command is decided again after losing a race to another writer.
+const RACE_RETRIES: usize = 8;
+
+/// Who says so: the idempotency key of the event a command records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The publisher, e.g. `urn:trust:rxx:fft-kiosk` or `urn:closeloop:api`.
+    pub source: String,
+    /// The event's id within its source.
+    pub event_id: String,
+}
+
+/// What a successful command stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The loop.
+    pub loop_id: LoopId,
+    /// The loop's version after the event.
+    pub version: u64,
+    /// The event's global position.
+    pub position: u64,
+    /// `true` when the idempotency key was already used: nothing new was stored, and this
+    /// describes the original.
+    pub duplicate: bool,
+}
+
+/// Why a command was not recorded. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A rule of the contract refused it (HTTP 404 for `unknown_loop`, 422 otherwise).
+    #[error("{rejection}")]
+    Rejected {
+        /// The loop the rule was about.
+        loop_id: LoopId,
+        /// Which rule.
+        rejection: Rejection,
+    },
+    /// The caller expected another version of the loop (HTTP 409 `version_conflict`): read the
+    /// loop again and decide again.
+    #[error(
+        "loop {loop_id} is at version {actual}, but the request expected version {expected}; read it again"
+    )]
+    VersionConflict {
+        /// The loop.
+        loop_id: LoopId,
+        /// What the caller expected.
+        expected: u64,
+        /// Where the loop is.
+        actual: u64,
+    },
+    /// Too many concurrent writers kept changing the loop (HTTP 409); try again.
+    #[error("loop {0} kept changing while this request was decided; try again")]
+    Contended(LoopId),
+    /// The request reused an idempotency key for something else (HTTP 422).
+    #[error("{0}")]
+    KeyReused(String),
+    /// The store failed (HTTP 503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records one command: see the [module docs](self).
+///
+/// # Errors
+/// [`WriteError`] says why nothing was stored.
+pub async fn record<S: EventStore>(
+    store: &S,
+    command: Command,
+    origin: Origin,
+    expected: Option<u64>,
+) -> Result<Recorded, WriteError> {
+    let results = record_many(store, vec![(command, expected)], &[origin]).await?;
+    Ok(results.into_iter().next().expect("one command, one result"))
+}
+
+/// Records several commands, each for a different loop, atomically: all are stored or none
+/// (`POST /v1/changes`). `origins[i]` is the idempotency key of `commands[i]`'s event.
+///
+/// # Errors
+/// [`WriteError`] for the first command that cannot be recorded; then nothing is stored.
+///
+/// # Panics
+/// When `commands` and `origins` differ in length (a caller bug).
+pub async fn record_many<S: EventStore>(
+    store: &S,
+    commands: Vec<(Command, Option<u64>)>,
+    origins: &[Origin],
+) -> Result<Vec<Recorded>, WriteError> {
+    assert_eq!(commands.len(), origins.len(), "one origin per command");
+    if let Some(originals) = originals(store, origins).await? {
+        return Ok(originals);
+    }
+    for _ in 0..RACE_RETRIES {
+        let mut loops = Vec::with_capacity(commands.len());
+        for ((command, expected), origin) in commands.iter().zip(origins) {
+            let state = current_state(store, &command.loop_id).await?;
+            let version = state.as_ref().map_or(0, |s| s.version);
+            if let Some(expected) = *expected
+                && expected != version
+            {
+                return Err(WriteError::VersionConflict {
+                    loop_id: command.loop_id.clone(),
+                    expected,
+                    actual: version,
+                });
+            }
+            let payloads = decide(state.as_ref(), command.clone()).map_err(|rejection| {
+                WriteError::Rejected {
+                    loop_id: command.loop_id.clone(),
+                    rejection,
+                }
+            })?;
+            let events = payloads
+                .into_iter()
+                .enumerate()
+                .map(|(n, payload)| Event {
+                    // `decide` returns one event per command today; should it ever return more,
+                    // each still gets its own key.
+                    event_id: if n == 0 {
+                        origin.event_id.clone()
+                    } else {
+                        format!("{}#{n}", origin.event_id)
+                    },
+                    source: origin.source.clone(),
+                    time: command.at,
+                    payload,
+                })
+                .collect();
+            loops.push(LoopAppend {
+                loop_id: command.loop_id.clone(),
+                expected: if version == 0 {
+                    ExpectedVersion::NoLoop
+                } else {
+                    ExpectedVersion::Exactly(version)
+                },
+                events,
+            });
+        }
+        match store.append(AppendRequest { loops }).await {
+            Ok(outcome) => {
+                // One event per command: the committed list lines up with the commands.
+                return Ok(outcome
+                    .committed
+                    .into_iter()
+                    .map(|committed| recorded(committed, outcome.duplicate))
+                    .collect());
+            }
+            Err(AppendError::Conflict {
+                loop_id, actual, ..
+            }) => {
+                let caller_expected = commands
+                    .iter()
+                    .find(|(command, _)| command.loop_id == loop_id)
+                    .and_then(|(_, expected)| *expected);
+                if let Some(expected) = caller_expected {
+                    return Err(WriteError::VersionConflict {
+                        loop_id,
+                        expected,
+                        actual,
+                    });
+                }
+                // Someone else wrote to the loop between our read and our append: decide again.
+            }
+            Err(AppendError::IdempotencyMismatch { .. } | AppendError::Invalid(_))
+                if origins.len() > 1 =>
+            {
+                return Err(WriteError::KeyReused(
+                    "some of these idempotency keys were already used for other events".to_owned(),
+                ));
+            }
+            Err(AppendError::IdempotencyMismatch { .. }) => {
+                // A concurrent duplicate won the race: report the original.
+                if let Some(originals) = originals(store, origins).await? {
+                    return Ok(originals);
+                }
+            }
+            Err(AppendError::Invalid(detail)) => return Err(WriteError::KeyReused(detail)),
+            Err(AppendError::Store(err)) => return Err(err.into()),
+        }
+    }
+    Err(WriteError::Contended(commands[0].0.loop_id.clone()))
+}
+
+/// The original outcomes when every key was used before; `None` when none was.
+async fn originals<S: EventStore>(
+    store: &S,
+    origins: &[Origin],
+) -> Result<Option<Vec<Recorded>>, WriteError> {
+    let mut found = Vec::with_capacity(origins.len());
+    for origin in origins {
+        found.push(store.lookup(&origin.source, &origin.event_id).await?);
+    }
+    if found.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    if found.iter().any(Option::is_none) {
+        return Err(WriteError::KeyReused(
+            "some of these idempotency keys were already used and some were not; use a new key for a new request"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(
+        found
+            .into_iter()
+            .flatten()
+            .map(|committed| recorded(committed, true))
+            .collect(),
+    ))
+}
+
+fn recorded(committed: Committed, duplicate: bool) -> Recorded {
+    Recorded {
+        loop_id: committed.loop_id,
+        version: committed.version,
+        position: committed.position,
+        duplicate,
+    }
+}
+
+/// The loop's state folded from its durable events; `None` when it was never received.
+///
+/// # Errors
+/// When the store cannot be read or holds an event this build cannot decode.
+pub async fn current_state<S: EventStore>(
+    store: &S,
+    loop_id: &LoopId,
+) -> Result<Option<LoopState>, StoreError> {
+    let entries = store.read_loop(loop_id).await?;
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        events.push(entry.event().map_err(|err| StoreError::Corrupt {
+            position: entry.position,
+            detail: err.to_string(),
+        })?);
+    }
+    Ok(LoopState::replay(&events))
+}

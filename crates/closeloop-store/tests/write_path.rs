@@ -1,0 +1,180 @@
+//! The write path shared by HTTP and NATS: idempotency, expected versions, rules, atomicity.
+
+use closeloop_domain::{Command, EventType, LoopEvent, LoopId};
+use closeloop_store::write::{self, Origin};
+use closeloop_store::{EventStore, SledStore, SledStoreOptions, WriteError};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+fn open() -> (SledStore, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("open");
+    (store, dir)
+}
+
+fn command(loop_id: &str, event_type: EventType, data: Value) -> Command {
+    Command {
+        loop_id: LoopId::parse(loop_id).expect("loop id"),
+        at: "2026-11-23T10:00:00Z".parse().expect("time"),
+        payload: LoopEvent::from_data(event_type, data).expect("valid data"),
+    }
+}
+
+fn feedback(loop_id: &str) -> Command {
+    command(
+        loop_id,
+        EventType::FeedbackReceived,
+        json!({"org_unit": "rxx/a", "channel": "web", "story": "ok"}),
+    )
+}
+
+fn respond(loop_id: &str) -> Command {
+    command(
+        loop_id,
+        EventType::Responded,
+        json!({"by": "pals", "text": "Thank you"}),
+    )
+}
+
+fn change(loop_id: &str) -> Command {
+    command(
+        loop_id,
+        EventType::ChangeMade,
+        json!({"by": "ward manager", "description": "New signs", "change_id": "c1"}),
+    )
+}
+
+fn origin(id: &str) -> Origin {
+    Origin {
+        source: "urn:test".to_owned(),
+        event_id: id.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_key_returns_the_original_even_when_the_rules_would_now_refuse() {
+    let (store, _dir) = open();
+    let first = write::record(&store, feedback("a"), origin("1"), None)
+        .await
+        .expect("record");
+    assert_eq!(
+        (first.version, first.position, first.duplicate),
+        (1, 1, false)
+    );
+    // Deciding again would say loop_exists; the key says it is the same event.
+    let again = write::record(&store, feedback("a"), origin("1"), None)
+        .await
+        .expect("repeat");
+    assert!(again.duplicate);
+    assert_eq!((again.version, again.position), (1, 1));
+    assert_eq!(store.head(), 1);
+}
+
+#[tokio::test]
+async fn rules_and_expected_versions_refuse_with_their_codes() {
+    let (store, _dir) = open();
+    let err = write::record(&store, respond("ghost"), origin("r0"), None)
+        .await
+        .expect_err("no loop");
+    assert!(
+        matches!(&err, WriteError::Rejected { rejection, .. } if rejection.code() == "unknown_loop"),
+        "{err}"
+    );
+    write::record(&store, feedback("b"), origin("b1"), None)
+        .await
+        .expect("record");
+    let err = write::record(&store, respond("b"), origin("b2"), Some(7))
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            WriteError::VersionConflict {
+                expected: 7,
+                actual: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let ok = write::record(&store, respond("b"), origin("b2"), Some(1))
+        .await
+        .expect("fresh");
+    assert_eq!(ok.version, 2);
+    let report = command(
+        "b",
+        EventType::ReportedBack,
+        json!({"by": "pals", "message": "done"}),
+    );
+    let err = write::record(&store, report, origin("b3"), None)
+        .await
+        .expect_err("no outcome");
+    assert!(
+        matches!(&err, WriteError::Rejected { rejection, .. } if rejection.code() == "no_outcome"),
+        "{err}"
+    );
+    assert_eq!(store.head(), 2, "refused commands store nothing");
+}
+
+#[tokio::test]
+async fn concurrent_writers_without_expectations_are_all_recorded() {
+    let (store, _dir) = open();
+    write::record(&store, feedback("c"), origin("c0"), None)
+        .await
+        .expect("record");
+    let store = &store;
+    let writers = (0..16).map(|n| async move {
+        write::record(store, respond("c"), origin(&format!("c{}", n + 1)), None).await
+    });
+    let results = futures::future::join_all(writers).await;
+    let mut versions: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("recorded").version)
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=17).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_change_across_loops_is_recorded_on_all_or_none() {
+    let (store, _dir) = open();
+    for id in ["x", "y"] {
+        write::record(&store, feedback(id), origin(&format!("{id}0")), None)
+            .await
+            .expect("record");
+    }
+    let err = write::record_many(
+        &store,
+        vec![(change("x"), None), (change("nowhere"), None)],
+        &[origin("k/x"), origin("k/nowhere")],
+    )
+    .await
+    .expect_err("one loop does not exist");
+    assert!(
+        matches!(&err, WriteError::Rejected { loop_id, .. } if loop_id.as_str() == "nowhere"),
+        "{err}"
+    );
+    assert_eq!(
+        store.head(),
+        2,
+        "x must not change when another loop is refused"
+    );
+
+    let done = write::record_many(
+        &store,
+        vec![(change("x"), None), (change("y"), None)],
+        &[origin("k/x"), origin("k/y")],
+    )
+    .await
+    .expect("both exist");
+    assert_eq!(done.iter().map(|r| r.position).collect::<Vec<_>>(), [3, 4]);
+    let again = write::record_many(
+        &store,
+        vec![(change("x"), None), (change("y"), None)],
+        &[origin("k/x"), origin("k/y")],
+    )
+    .await
+    .expect("repeat");
+    assert!(again.iter().all(|r| r.duplicate));
+    assert_eq!(store.head(), 4);
+}
