@@ -3,7 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::ApiError;
 
 /// What a token may do (contract §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +120,56 @@ impl fmt::Debug for ApiTokens {
             .finish_non_exhaustive()
     }
 }
+
+/// Who is calling, from the `Authorization: Bearer` header; checks the role a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Identifies the caller from request headers.
+    ///
+    /// # Errors
+    /// [`ApiError::Unauthorized`] when there is no valid bearer token.
+    pub fn from_headers(tokens: &ApiTokens, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        tokens
+            .role_of(presented)
+            .map(|role| Self { role })
+            .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Checks that the caller has one of `allowed` (admin always has).
+    ///
+    /// # Errors
+    /// [`ApiError::Forbidden`] naming the roles that may.
+    pub fn require(self, allowed: &[Role], action: &'static str) -> Result<Self, ApiError> {
+        if self.role == Role::Admin || allowed.contains(&self.role) {
+            return Ok(self);
+        }
+        let mut names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        names.push("admin");
+        Err(ApiError::Forbidden {
+            role: self.role.as_str(),
+            action,
+            allowed: names.join(", "),
+        })
+    }
+}
+
+/// Roles that record loops.
+pub const WRITERS: &[Role] = &[Role::Staff];
+/// Roles that read loops and stats.
+pub const READERS: &[Role] = &[Role::Staff, Role::Leader, Role::Auditor];
+/// Roles that read the raw log and proofs.
+pub const AUDITORS: &[Role] = &[Role::Auditor];
 
 /// Compares without an early exit, so response timing does not reveal how much of a guessed
 /// token was right.

@@ -50,6 +50,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
         tokens: args.api_tokens,
+        clock: closeloop_api::system_clock(),
     });
     closeloop_api::serve(listener, closeloop_api::router(state), shutdown::signal())
         .await

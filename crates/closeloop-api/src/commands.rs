@@ -1,0 +1,264 @@
+//! The command endpoints: record feedback and every later step of a loop.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use closeloop_domain::{Command, EventType, LoopEvent, LoopId, Rejection};
+use closeloop_store::write::{self, Origin};
+use closeloop_store::{EventStore, Recorded};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Caller, WRITERS};
+use crate::error::ApiError;
+
+/// The `source` of every event recorded over HTTP.
+pub const HTTP_SOURCE: &str = "urn:closeloop:api";
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Most loops one `POST /v1/changes` may name.
+const MAX_CHANGE_LOOPS: usize = 1000;
+
+/// `POST /v1/feedback`: opens a loop.
+pub(crate) async fn post_feedback<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    Caller::from_headers(&state.tokens, &headers)?.require(WRITERS, "record feedback")?;
+    let key = idempotency_key(&headers)?;
+    let mut data = json_object(&body)?;
+    let loop_id = match data.remove("loop_id") {
+        Some(Value::String(raw)) => LoopId::parse(&raw)?,
+        Some(_) => return Err(Rejection::invalid("loop_id must be a string").into()),
+        // A retried request with the same key must land on the same loop.
+        None => generated_loop_id(key.as_deref()),
+    };
+    let payload = LoopEvent::from_data(EventType::FeedbackReceived, Value::Object(data))?;
+    let recorded = record(&state, loop_id, payload, key, None).await?;
+    Ok(created(
+        &recorded,
+        json!({"loop_id": recorded.loop_id, "version": recorded.version, "position": recorded.position}),
+    ))
+}
+
+/// `POST /v1/loops/{loop_id}/{step}`: records one step of a loop.
+pub(crate) async fn post_step<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    Path((loop_id, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    Caller::from_headers(&state.tokens, &headers)?.require(WRITERS, "record steps of a loop")?;
+    let event_type = step_type(&step)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no step called {step:?}")))?;
+    let loop_id = LoopId::parse(&loop_id)?;
+    let expected = if_match(&headers)?;
+    let key = idempotency_key(&headers)?;
+    let payload = LoopEvent::from_data(event_type, Value::Object(json_object(&body)?))?;
+    let recorded = record(&state, loop_id, payload, key, expected).await?;
+    Ok(created(
+        &recorded,
+        json!({"loop_id": recorded.loop_id, "version": recorded.version, "position": recorded.position}),
+    ))
+}
+
+/// The event type each step path records.
+fn step_type(step: &str) -> Option<EventType> {
+    Some(match step {
+        "acknowledgements" => EventType::Acknowledged,
+        "responses" => EventType::Responded,
+        "actions" => EventType::ActionPlanned,
+        "changes" => EventType::ChangeMade,
+        "no-change" => EventType::NoChange,
+        "report-backs" => EventType::ReportedBack,
+        "reopenings" => EventType::Reopened,
+        _ => return None,
+    })
+}
+
+/// `POST /v1/changes`: one change (one `change_id`) recorded on many loops, all or none.
+pub(crate) async fn post_changes<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    Caller::from_headers(&state.tokens, &headers)?.require(WRITERS, "record changes")?;
+    let key = idempotency_key(&headers)?;
+    let mut data = json_object(&body)?;
+    let loop_ids = match data.remove("loop_ids") {
+        Some(Value::Array(ids)) if !ids.is_empty() && ids.len() <= MAX_CHANGE_LOOPS => ids,
+        _ => {
+            return Err(Rejection::invalid(format!(
+                "loop_ids must be a list of 1 to {MAX_CHANGE_LOOPS} loop ids"
+            ))
+            .into());
+        }
+    };
+    let mut parsed: Vec<LoopId> = Vec::with_capacity(loop_ids.len());
+    for id in loop_ids {
+        let Value::String(raw) = id else {
+            return Err(Rejection::invalid("every entry of loop_ids must be a string").into());
+        };
+        let loop_id = LoopId::parse(&raw)?;
+        if parsed.contains(&loop_id) {
+            return Err(
+                Rejection::invalid(format!("loop {loop_id} is listed twice in loop_ids")).into(),
+            );
+        }
+        parsed.push(loop_id);
+    }
+    // A retried request with the same key records the same change.
+    let change_id = match &key {
+        Some(key) => format!(
+            "chg-{}",
+            Uuid::new_v5(
+                &Uuid::NAMESPACE_URL,
+                format!("{HTTP_SOURCE}/changes/{key}").as_bytes()
+            )
+            .simple()
+        ),
+        None => format!("chg-{}", Uuid::new_v4().simple()),
+    };
+    data.insert("change_id".to_owned(), Value::String(change_id.clone()));
+    let payload = LoopEvent::from_data(EventType::ChangeMade, Value::Object(data))?;
+    let at = (state.clock)();
+    let commands = parsed
+        .iter()
+        .map(|loop_id| {
+            let command = Command {
+                loop_id: loop_id.clone(),
+                at,
+                payload: payload.clone(),
+            };
+            (command, None)
+        })
+        .collect();
+    let origins: Vec<Origin> = parsed
+        .iter()
+        .map(|loop_id| Origin {
+            source: HTTP_SOURCE.to_owned(),
+            event_id: format!("{change_id}/{loop_id}"),
+        })
+        .collect();
+    let recorded = write::record_many(state.store.as_ref(), commands, &origins).await?;
+    let loops: Vec<Value> = recorded
+        .iter()
+        .map(|r| json!({"loop_id": r.loop_id, "version": r.version, "position": r.position}))
+        .collect();
+    let mut response = (
+        StatusCode::CREATED,
+        Json(json!({"change_id": change_id, "loops": loops})),
+    )
+        .into_response();
+    if recorded.iter().all(|r| r.duplicate) {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn record<S: EventStore>(
+    state: &AppState<S>,
+    loop_id: LoopId,
+    payload: LoopEvent,
+    key: Option<String>,
+    expected: Option<u64>,
+) -> Result<Recorded, ApiError> {
+    let event_id = match key {
+        // Scoped by loop, so one key reused on another loop is another event.
+        Some(key) => format!("{key}/{loop_id}"),
+        None => Uuid::new_v4().to_string(),
+    };
+    let command = Command {
+        loop_id,
+        at: (state.clock)(),
+        payload,
+    };
+    let origin = Origin {
+        source: HTTP_SOURCE.to_owned(),
+        event_id,
+    };
+    Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
+}
+
+/// 201 with `ETag` and `Location`; a replayed idempotent request says so in a header.
+fn created(recorded: &Recorded, body: Value) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", recorded.version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/loops/{}", recorded.loop_id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    if recorded.duplicate {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The request body as a JSON object: 400 for broken JSON, 422 for JSON of the wrong shape.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Rejection::invalid("the request body must be a JSON object").into()),
+        Err(err) => Err(ApiError::InvalidRequest(format!(
+            "the request body is not valid JSON: {err}"
+        ))),
+    }
+}
+
+/// `If-Match: <version>` or `If-Match: "<version>"`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|raw| raw.trim().trim_matches('"'))
+        .and_then(|raw| raw.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "If-Match must be the loop's version number, bare or in double quotes, e.g. If-Match: \"3\"".to_owned(),
+            )
+        })
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::InvalidRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID"
+        ))),
+    }
+}
+
+fn generated_loop_id(key: Option<&str>) -> LoopId {
+    let id = match key {
+        Some(key) => Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            format!("{HTTP_SOURCE}/feedback/{key}").as_bytes(),
+        ),
+        None => Uuid::new_v4(),
+    };
+    LoopId::parse(&format!("fb-{}", id.simple())).expect("a UUID makes a valid loop id")
+}

@@ -1,0 +1,427 @@
+//! The HTTP API, endpoint by endpoint, role by role, error code by error code.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::Service;
+
+const STAFF: &str = "staff-token-e2e";
+const AUDITOR: &str = "auditor-token-e2e";
+
+/// A client of one running service.
+struct Api {
+    service: Service,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// What came back: status, headers we look at, and the body as JSON (or text).
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    etag: Option<String>,
+    replayed: bool,
+    body: Value,
+    text: String,
+}
+
+impl Api {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let service = Service::start(dir.path());
+        Self {
+            service,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Answer {
+        let mut request = self.http.request(method, self.service.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().expect("ascii").to_owned())
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let etag = header("etag");
+        let replayed = header("idempotent-replayed").is_some();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            content_type,
+            etag,
+            replayed,
+            body,
+            text,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.call(
+            Method::POST,
+            path,
+            Some(STAFF),
+            &[],
+            Some(&body.to_string()),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::GET, path, Some(token), &[], None).await
+    }
+}
+
+fn feedback(loop_id: &str) -> Value {
+    json!({"loop_id": loop_id, "org_unit": "rxx/site-a/ward-7", "channel": "paper",
+           "story": "The night staff were kind but the ward was noisy.", "ratings": {"fft": 2},
+           "themes": ["noise"], "consent_to_publish": true})
+}
+
+/// Asserts a problem+json answer with this status and code.
+fn check_problem(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(answer.status.as_u16(), status, "{}", answer.text);
+    assert_eq!(
+        answer.content_type, "application/problem+json",
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.body["code"], code, "{}", answer.text);
+    assert_eq!(answer.body["status"], status);
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{}",
+        answer.text
+    );
+}
+
+#[tokio::test]
+async fn a_loop_goes_from_feedback_to_report_back() {
+    let api = Api::start();
+    let created = api.post("/v1/feedback", &feedback("ward7-001")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.body["loop_id"], "ward7-001");
+    assert_eq!(created.body["version"], 1);
+    assert_eq!(created.etag.as_deref(), Some("\"1\""));
+
+    let steps = [
+        (
+            "acknowledgements",
+            json!({"by": "pals", "message": "Thank you, we have logged this."}),
+        ),
+        (
+            "responses",
+            json!({"by": "ward manager", "text": "We are looking at night-time noise."}),
+        ),
+        (
+            "actions",
+            json!({"by": "ward manager", "description": "Soft-close bins", "owner": "estates", "due": "2026-12-18"}),
+        ),
+        (
+            "changes",
+            json!({"by": "estates", "description": "Soft-close bins fitted on ward 7"}),
+        ),
+        (
+            "report-backs",
+            json!({"by": "pals", "message": "We fitted soft-close bins.", "channel": "email"}),
+        ),
+    ];
+    for (version, (step, body)) in (2..).zip(steps) {
+        let answer = api
+            .post(&format!("/v1/loops/ward7-001/{step}"), &body)
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "{step}: {}",
+            answer.text
+        );
+        assert_eq!(answer.body["version"], version, "{step}");
+        assert_eq!(answer.etag, Some(format!("\"{version}\"")));
+    }
+    let closed = api
+        .post(
+            "/v1/loops/ward7-001/responses",
+            &json!({"by": "x", "text": "y"}),
+        )
+        .await;
+    check_problem(&closed, 422, "loop_closed");
+    let reopened = api
+        .post(
+            "/v1/loops/ward7-001/reopenings",
+            &json!({"by": "pals", "reason": "Bins are loud again"}),
+        )
+        .await;
+    assert_eq!(reopened.status, StatusCode::CREATED, "{}", reopened.text);
+    let no_outcome = api
+        .post(
+            "/v1/loops/ward7-001/report-backs",
+            &json!({"by": "pals", "message": "done"}),
+        )
+        .await;
+    check_problem(&no_outcome, 422, "no_outcome");
+}
+
+#[tokio::test]
+async fn every_rule_and_malformed_request_has_its_problem() {
+    let api = Api::start();
+    api.post("/v1/feedback", &feedback("r-1")).await;
+    check_problem(
+        &api.post("/v1/feedback", &feedback("r-1")).await,
+        422,
+        "loop_exists",
+    );
+    check_problem(
+        &api.post(
+            "/v1/loops/nobody/responses",
+            &json!({"by": "a", "text": "b"}),
+        )
+        .await,
+        404,
+        "unknown_loop",
+    );
+    api.post("/v1/loops/r-1/acknowledgements", &json!({"by": "pals"}))
+        .await;
+    check_problem(
+        &api.post("/v1/loops/r-1/acknowledgements", &json!({"by": "pals"}))
+            .await,
+        422,
+        "already_acknowledged",
+    );
+    check_problem(
+        &api.post("/v1/loops/r-1/responses", &json!({"by": "pals"}))
+            .await,
+        422,
+        "invalid_data",
+    );
+    check_problem(
+        &api.post(
+            "/v1/feedback",
+            &json!({"org_unit": "rxx", "channel": "fax", "story": "x"}),
+        )
+        .await,
+        422,
+        "invalid_data",
+    );
+    check_problem(
+        &api.post(
+            "/v1/feedback",
+            &json!({"loop_id": "bad id!", "org_unit": "rxx", "channel": "web", "story": "x"}),
+        )
+        .await,
+        422,
+        "invalid_data",
+    );
+    check_problem(
+        &api.post("/v1/feedback", &json!([1, 2])).await,
+        422,
+        "invalid_data",
+    );
+    let broken = api
+        .call(
+            Method::POST,
+            "/v1/feedback",
+            Some(STAFF),
+            &[],
+            Some("{\"story\": "),
+        )
+        .await;
+    check_problem(&broken, 400, "invalid_request");
+    check_problem(
+        &api.post("/v1/loops/r-1/high-fives", &json!({})).await,
+        404,
+        "not_found",
+    );
+    // Nothing refused was stored: the loop is still at version 2.
+    let next = api
+        .post("/v1/loops/r-1/responses", &json!({"by": "a", "text": "b"}))
+        .await;
+    assert_eq!(next.body["version"], 3, "{}", next.text);
+}
+
+#[tokio::test]
+async fn tokens_and_roles_are_enforced() {
+    let api = Api::start();
+    let none = api
+        .call(
+            Method::POST,
+            "/v1/feedback",
+            None,
+            &[],
+            Some(&feedback("t-1").to_string()),
+        )
+        .await;
+    check_problem(&none, 401, "unauthorized");
+    let wrong = api
+        .call(
+            Method::POST,
+            "/v1/feedback",
+            Some("not-a-token"),
+            &[],
+            Some(&feedback("t-1").to_string()),
+        )
+        .await;
+    check_problem(&wrong, 401, "unauthorized");
+    let auditor = api
+        .call(
+            Method::POST,
+            "/v1/feedback",
+            Some(AUDITOR),
+            &[],
+            Some(&feedback("t-1").to_string()),
+        )
+        .await;
+    check_problem(&auditor, 403, "forbidden");
+    check_problem(&api.get("/v1/events", STAFF).await, 403, "forbidden");
+    check_problem(
+        &api.call(Method::GET, "/v1/audit/verify", None, &[], None)
+            .await,
+        401,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
+async fn if_match_and_idempotency_keys_protect_against_races_and_retries() {
+    let api = Api::start();
+    let key = [("idempotency-key", "5f0c3a52-retry-me")];
+    let body =
+        json!({"org_unit": "rxx/site-b", "channel": "phone", "story": "Nobody called back."})
+            .to_string();
+    let first = api
+        .call(Method::POST, "/v1/feedback", Some(STAFF), &key, Some(&body))
+        .await;
+    let retry = api
+        .call(Method::POST, "/v1/feedback", Some(STAFF), &key, Some(&body))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text);
+    assert_eq!(
+        retry.body, first.body,
+        "a retried request gets the original answer"
+    );
+    assert!(retry.replayed && !first.replayed);
+    let loop_id = first.body["loop_id"]
+        .as_str()
+        .expect("generated loop id")
+        .to_owned();
+
+    let path = format!("/v1/loops/{loop_id}/responses");
+    let reply = json!({"by": "pals", "text": "Sorry, we will call today."}).to_string();
+    let stale = api
+        .call(
+            Method::POST,
+            &path,
+            Some(STAFF),
+            &[("if-match", "\"7\"")],
+            Some(&reply),
+        )
+        .await;
+    check_problem(&stale, 409, "version_conflict");
+    let fresh = api
+        .call(
+            Method::POST,
+            &path,
+            Some(STAFF),
+            &[("if-match", "1")],
+            Some(&reply),
+        )
+        .await;
+    assert_eq!(fresh.status, StatusCode::CREATED, "{}", fresh.text);
+    let garbled = api
+        .call(
+            Method::POST,
+            &path,
+            Some(STAFF),
+            &[("if-match", "soon")],
+            Some(&reply),
+        )
+        .await;
+    check_problem(&garbled, 400, "invalid_request");
+}
+
+#[tokio::test]
+async fn one_change_lands_on_every_loop_or_none() {
+    let api = Api::start();
+    for id in ["c-1", "c-2"] {
+        api.post("/v1/feedback", &feedback(id)).await;
+    }
+    let change = |ids: Value| json!({"by": "estates", "description": "Quieter bins on every ward", "loop_ids": ids});
+    let refused = api
+        .post("/v1/changes", &change(json!(["c-1", "c-404"])))
+        .await;
+    check_problem(&refused, 404, "unknown_loop");
+    check_problem(
+        &api.post("/v1/changes", &change(json!([]))).await,
+        422,
+        "invalid_data",
+    );
+    let done = api
+        .post("/v1/changes", &change(json!(["c-1", "c-2"])))
+        .await;
+    assert_eq!(done.status, StatusCode::CREATED, "{}", done.text);
+    let change_id = done.body["change_id"].as_str().expect("change_id");
+    assert_eq!(
+        done.body["loops"][0]["version"], 2,
+        "c-1 was not touched by the refused request"
+    );
+
+    let log = api.get("/v1/events", AUDITOR).await;
+    assert_eq!(log.content_type, "application/x-ndjson");
+    let lines: Vec<Value> = log
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for line in &lines[2..] {
+        assert_eq!(line["type"], "org.closeloop.loop.change_made");
+        assert_eq!(line["data"]["change_id"], change_id);
+    }
+    let tail = api.get("/v1/events?after=1&limit=2", AUDITOR).await;
+    let positions: Vec<u64> = tail
+        .text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["position"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(positions, [2, 3]);
+
+    let verified = api.get("/v1/audit/verify", AUDITOR).await;
+    assert_eq!(verified.body["ok"], true, "{}", verified.text);
+    assert_eq!(verified.body["events"], 4);
+    check_problem(
+        &api.get("/v1/audit/verify?upto=99", AUDITOR).await,
+        400,
+        "invalid_request",
+    );
+}
