@@ -46,6 +46,21 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Re-walk the hash chains and print the Merkle tree head; exits 1 on tampering.
     Verify(VerifyArgs),
+    /// Load a realistic demo data set (several thousand loops) into the data directory.
+    Demo(DemoArgs),
+}
+
+/// `closeloop demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many loops to create.
+    #[arg(long, default_value_t = 5000)]
+    pub loops: usize,
+
+    /// Seed of the generator: the same seed gives the same data (and loading it twice stores
+    /// nothing new).
+    #[arg(long, default_value_t = 2015)]
+    pub seed: u64,
 }
 
 /// Which event store backs the service.
@@ -92,6 +107,13 @@ pub struct ServeArgs {
     /// Working days to close a loop.
     #[arg(long, env = "CLOSELOOP_SLA_CLOSE_DAYS", default_value_t = 25)]
     pub sla_close_days: u32,
+
+    /// Load the demo data set (5000 loops) first when the store is empty, and accept the demo
+    /// tokens `staff:demo-staff-token`, `leader:demo-leader-token`,
+    /// `auditor:demo-auditor-token` and `admin:demo-admin-token` unless CLOSELOOP_API_TOKENS is
+    /// set. For trying Closeloop out, never for production.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 /// `closeloop replay`.

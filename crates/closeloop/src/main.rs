@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => commands::serve::run(&cli.data_dir, args).await,
             Command::Replay(args) => commands::replay::run(&cli.data_dir, &args).await,
             Command::Verify(args) => commands::verify::run(&cli.data_dir, &args).await,
+            Command::Demo(args) => commands::demo::run(&cli.data_dir, &args).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod demo;
 pub mod replay;
 pub mod serve;
 pub mod verify;

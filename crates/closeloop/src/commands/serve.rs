@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use closeloop_api::AppState;
+use closeloop_store::EventStore;
 use tokio::net::TcpListener;
 
 use crate::config::{ServeArgs, StoreKind};
 use crate::shutdown;
+
+/// Tokens accepted by `serve --demo` when no others are configured.
+const DEMO_TOKENS: &str = "staff:demo-staff-token,leader:demo-leader-token,auditor:demo-auditor-token,admin:demo-admin-token";
 
 /// Runs the service until a shutdown signal, then drains requests and closes the store.
 pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -26,7 +30,12 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              contacted (set CLOSELOOP_NATS_URL=off to silence this)"
         );
     }
-    if args.api_tokens.is_empty() {
+    let mut tokens = args.api_tokens;
+    if args.demo && tokens.is_empty() {
+        tokens = DEMO_TOKENS.parse().context("demo tokens")?;
+        tracing::warn!("demo mode: accepting the demo tokens {DEMO_TOKENS}");
+    }
+    if tokens.is_empty() {
         tracing::warn!("CLOSELOOP_API_TOKENS is empty: only the public endpoints can be used");
     }
     tracing::info!(
@@ -36,6 +45,11 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
 
     let store = Arc::new(super::open_store(data_dir)?);
+    if args.demo && store.head() == 0 {
+        tracing::info!("loading the demo data set…");
+        let loops = super::demo::load(store.as_ref(), 5000, 2015, jiff::Timestamp::now()).await?;
+        tracing::info!(loops, events = store.head(), "demo data loaded");
+    }
     let listener = TcpListener::bind(args.http_addr).await.with_context(|| {
         format!(
             "cannot listen on {}; is another service using it?",
@@ -49,7 +63,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
-        tokens: args.api_tokens,
+        tokens,
         clock: closeloop_api::system_clock(),
     });
     closeloop_api::serve(listener, closeloop_api::router(state), shutdown::signal())
