@@ -14,6 +14,7 @@ pub mod auth;
 mod commands;
 pub mod error;
 mod health;
+pub mod metrics;
 pub mod problem;
 
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct AppState<S> {
     pub tokens: ApiTokens,
     /// The time commands are recorded at; tests pass a controlled clock.
     pub clock: Clock,
+    /// Renders `GET /metrics`; `None` when no recorder is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl<S> std::fmt::Debug for AppState<S> {
@@ -70,6 +73,7 @@ pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz::<S>))
+        .route("/metrics", get(metrics::render::<S>))
         .route("/v1/feedback", post(commands::post_feedback::<S>))
         .route("/v1/loops/{loop_id}/{step}", post(commands::post_step::<S>))
         .route("/v1/changes", post(commands::post_changes::<S>))
@@ -77,6 +81,7 @@ pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         .route("/v1/audit/verify", get(audit::audit_verify::<S>))
         .fallback(problem::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -99,6 +99,8 @@ pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
 /// A batch the writer applied, waiting for its flush.
 pub(super) struct Ticket {
     last_position: u64,
+    /// New events in the batch (duplicates and refusals not counted).
+    appended: u64,
     replies: Vec<(Reply, Result<AppendOutcome, AppendError>)>,
 }
 
@@ -171,6 +173,7 @@ impl Writer {
         }
         Ticket {
             last_position: self.next_position - 1,
+            appended: self.next_position - first_position,
             replies,
         }
     }
@@ -306,6 +309,7 @@ impl Writer {
 fn failed_ticket(replies: impl Iterator<Item = Reply>, reason: &str, last_position: u64) -> Ticket {
     Ticket {
         last_position,
+        appended: 0,
         replies: replies
             .map(|reply| (reply, Err(StoreError::Stopped(reason.to_owned()).into())))
             .collect(),
@@ -328,6 +332,9 @@ pub(super) fn run_flusher(shared: &Shared, tickets: &std_mpsc::Receiver<Ticket>)
                     *head = (*head).max(last_position);
                     moved
                 });
+                metrics::counter!("closeloop_store_flushes_total").increment(1);
+                metrics::counter!("closeloop_events_appended_total")
+                    .increment(pending.iter().map(|t| t.appended).sum());
                 for ticket in pending {
                     for (reply, result) in ticket.replies {
                         // A caller that stopped waiting has nothing to hear.

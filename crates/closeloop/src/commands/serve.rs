@@ -65,6 +65,9 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         store: Arc::clone(&store),
         tokens,
         clock: closeloop_api::system_clock(),
+        metrics: closeloop_api::metrics::install_recorder()
+            .map_err(|err| tracing::warn!(%err, "metrics are disabled"))
+            .ok(),
     });
     closeloop_api::serve(listener, closeloop_api::router(state), shutdown::signal())
         .await
