@@ -425,3 +425,31 @@ async fn one_change_lands_on_every_loop_or_none() {
         "invalid_request",
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_served_routes() {
+    let api = Api::start();
+    let document = api
+        .call(Method::GET, "/v1/openapi.json", None, &[], None)
+        .await;
+    assert_eq!(document.status, StatusCode::OK);
+    assert_eq!(document.body["openapi"], "3.1.0");
+    let paths = document.body["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 10, "{}", document.text);
+    for (path, item) in paths {
+        let concrete = path.replace("{loop_id}", "some-loop");
+        for method in item.as_object().expect("path item").keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let answer = api.call(method.clone(), &concrete, None, &[], None).await;
+            assert_ne!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_ne!(
+                answer.body["code"], "not_found",
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+}

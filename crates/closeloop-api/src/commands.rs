@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use closeloop_domain::{Command, EventType, LoopEvent, LoopId, Rejection};
@@ -47,16 +47,15 @@ pub(crate) async fn post_feedback<S: EventStore>(
     ))
 }
 
-/// `POST /v1/loops/{loop_id}/{step}`: records one step of a loop.
+/// `POST /v1/loops/{loop_id}/<step>`: records one step of a loop, as `event_type`.
 pub(crate) async fn post_step<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    Path((loop_id, step)): Path<(String, String)>,
+    state: Arc<AppState<S>>,
+    loop_id: String,
     headers: HeaderMap,
     body: Bytes,
+    event_type: EventType,
 ) -> Result<Response, ApiError> {
     Caller::from_headers(&state.tokens, &headers)?.require(WRITERS, "record steps of a loop")?;
-    let event_type = step_type(&step)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no step called {step:?}")))?;
     let loop_id = LoopId::parse(&loop_id)?;
     let expected = if_match(&headers)?;
     let key = idempotency_key(&headers)?;
@@ -68,19 +67,16 @@ pub(crate) async fn post_step<S: EventStore>(
     ))
 }
 
-/// The event type each step path records.
-fn step_type(step: &str) -> Option<EventType> {
-    Some(match step {
-        "acknowledgements" => EventType::Acknowledged,
-        "responses" => EventType::Responded,
-        "actions" => EventType::ActionPlanned,
-        "changes" => EventType::ChangeMade,
-        "no-change" => EventType::NoChange,
-        "report-backs" => EventType::ReportedBack,
-        "reopenings" => EventType::Reopened,
-        _ => return None,
-    })
-}
+/// The path segment of each step endpoint and the event it records.
+pub(crate) const STEPS: [(&str, EventType); 7] = [
+    ("acknowledgements", EventType::Acknowledged),
+    ("responses", EventType::Responded),
+    ("actions", EventType::ActionPlanned),
+    ("changes", EventType::ChangeMade),
+    ("no-change", EventType::NoChange),
+    ("report-backs", EventType::ReportedBack),
+    ("reopenings", EventType::Reopened),
+];
 
 /// `POST /v1/changes`: one change (one `change_id`) recorded on many loops, all or none.
 pub(crate) async fn post_changes<S: EventStore>(

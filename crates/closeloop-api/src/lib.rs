@@ -15,6 +15,7 @@ mod commands;
 pub mod error;
 mod health;
 pub mod metrics;
+mod openapi;
 pub mod problem;
 
 use std::future::Future;
@@ -22,7 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{MethodRouter, get, post};
 use closeloop_store::EventStore;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
@@ -68,17 +72,62 @@ pub fn system_clock() -> Clock {
     Arc::new(Timestamp::now)
 }
 
-/// The HTTP routes of the service, with body limit, timeout and request tracing.
+/// Every route the service serves, as (method, path template). The router and the OpenAPI
+/// document are both built from this list, so they cannot drift apart.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.json"),
+    ("POST", "/v1/feedback"),
+    ("POST", "/v1/loops/{loop_id}/acknowledgements"),
+    ("POST", "/v1/loops/{loop_id}/responses"),
+    ("POST", "/v1/loops/{loop_id}/actions"),
+    ("POST", "/v1/loops/{loop_id}/changes"),
+    ("POST", "/v1/loops/{loop_id}/no-change"),
+    ("POST", "/v1/loops/{loop_id}/report-backs"),
+    ("POST", "/v1/loops/{loop_id}/reopenings"),
+    ("POST", "/v1/changes"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/audit/verify"),
+];
+
+/// The handler of one entry of [`ROUTES`].
+fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState<S>>> {
+    if let Some(step) = path.strip_prefix("/v1/loops/{loop_id}/") {
+        let (_, event_type) = commands::STEPS
+            .into_iter()
+            .find(|(name, _)| *name == step)
+            .unwrap_or_else(|| panic!("no step endpoint called {step}"));
+        return post(
+            move |State(state): State<Arc<AppState<S>>>,
+                  Path(loop_id): Path<String>,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                commands::post_step(state, loop_id, headers, body, event_type)
+            },
+        );
+    }
+    match (method, path) {
+        ("GET", "/healthz") => get(health::healthz),
+        ("GET", "/readyz") => get(health::readyz::<S>),
+        ("GET", "/metrics") => get(metrics::render::<S>),
+        ("GET", "/v1/openapi.json") => get(openapi::serve_document),
+        ("POST", "/v1/feedback") => post(commands::post_feedback::<S>),
+        ("POST", "/v1/changes") => post(commands::post_changes::<S>),
+        ("GET", "/v1/events") => get(audit::events::<S>),
+        ("GET", "/v1/audit/verify") => get(audit::audit_verify::<S>),
+        _ => panic!("no handler for {method} {path}"),
+    }
+}
+
+/// The HTTP routes of the service, with body limit, timeout, metrics and request tracing.
 pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz::<S>))
-        .route("/metrics", get(metrics::render::<S>))
-        .route("/v1/feedback", post(commands::post_feedback::<S>))
-        .route("/v1/loops/{loop_id}/{step}", post(commands::post_step::<S>))
-        .route("/v1/changes", post(commands::post_changes::<S>))
-        .route("/v1/events", get(audit::events::<S>))
-        .route("/v1/audit/verify", get(audit::audit_verify::<S>))
+    let mut router = Router::new();
+    for (method, path) in ROUTES {
+        router = router.route(path, handler::<S>(method, path));
+    }
+    router
         .fallback(problem::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track_requests))

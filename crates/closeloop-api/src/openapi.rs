@@ -1,0 +1,277 @@
+//! The OpenAPI 3.1 document served at `GET /v1/openapi.json`, built from [`ROUTES`]: every
+//! served route has exactly one operation here (a missing one panics in tests), and nothing is
+//! documented that is not served.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::Json;
+use serde_json::{Value, json};
+
+use crate::ROUTES;
+
+/// `GET /v1/openapi.json`.
+pub(crate) async fn serve_document() -> Json<Value> {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    Json(DOCUMENT.get_or_init(document).clone())
+}
+
+/// The whole document.
+pub(crate) fn document() -> Value {
+    let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+    for (method, path) in ROUTES {
+        paths
+            .entry(path)
+            .or_default()
+            .insert(method.to_lowercase(), operation(method, path));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Closeloop",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Log every piece of patient and carer feedback and close the loop: \"you said, we did\". Errors are RFC 9457 application/problem+json with a `code` member.",
+        },
+        "paths": paths,
+        "components": components(),
+    })
+}
+
+fn operation(method: &str, path: &str) -> Value {
+    if let Some(step) = path.strip_prefix("/v1/loops/{loop_id}/") {
+        return step_operation(step);
+    }
+    match (method, path) {
+        ("GET", "/healthz") => public(
+            "The process is up",
+            json!({"200": plain("Always", &json!({"type": "object"}))}),
+        ),
+        ("GET", "/readyz") => public(
+            "The service can take writes",
+            json!({"200": plain("Ready", &json!({"type": "object"})), "503": problem("Not ready, with the reason")}),
+        ),
+        ("GET", "/metrics") => json!({
+            "summary": "Prometheus metrics",
+            "security": [],
+            "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }),
+        ("GET", "/v1/openapi.json") => public(
+            "This document",
+            json!({"200": plain("OpenAPI 3.1", &json!({"type": "object"}))}),
+        ),
+        ("POST", "/v1/feedback") => json!({
+            "summary": "Record feedback: opens a loop",
+            "description": "Role: staff. The body is the data of `org.closeloop.feedback.received`, with an optional `loop_id` (generated when absent; derived from the Idempotency-Key when one is sent).",
+            "security": [{"bearer": []}],
+            "parameters": [ref_param("IdempotencyKey")],
+            "requestBody": body("FeedbackReceived"),
+            "responses": write_responses(),
+        }),
+        ("POST", "/v1/changes") => json!({
+            "summary": "Record one change on many loops, all or none",
+            "description": "Role: staff. Every listed loop gets a `loop.change_made` with the same `change_id`; if any loop refuses, none is changed.",
+            "security": [{"bearer": []}],
+            "parameters": [ref_param("IdempotencyKey")],
+            "requestBody": body("ChangeAcrossLoops"),
+            "responses": {
+                "201": plain("Recorded on every loop", &json!({"type": "object", "required": ["change_id"], "properties": {"change_id": {"type": "string"}, "loops": {"type": "array", "items": schema_ref("Recorded")}}})),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+                "404": problem("unknown_loop"), "409": problem("version_conflict"), "422": problem("a rule of the loop or invalid_data"),
+            },
+        }),
+        ("GET", "/v1/events") => json!({
+            "summary": "The event log as NDJSON",
+            "description": "Role: auditor. One stored event a line, in position order, streamed. `hash` = SHA-256(position u64 BE ‖ version u64 BE ‖ len(loop_id) u32 BE ‖ loop_id ‖ prev_hash ‖ record bytes).",
+            "security": [{"bearer": []}],
+            "parameters": [query("after", "integer", "Start after this global position (default 0)"), query("limit", "integer", "At most this many events")],
+            "responses": {
+                "200": {"description": "One EventLine per line", "content": {"application/x-ndjson": {"schema": schema_ref("EventLine")}}},
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+            },
+        }),
+        ("GET", "/v1/audit/verify") => json!({
+            "summary": "Re-walk the hash chains and compute the RFC 6962 tree head",
+            "description": "Role: auditor.",
+            "security": [{"bearer": []}],
+            "parameters": [query("upto", "integer", "Verify up to this position (default: the head)")],
+            "responses": {
+                "200": plain("The verification report", &schema_ref("VerifyReport")),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+            },
+        }),
+        _ => panic!("no OpenAPI operation for {method} {path}: document it in openapi.rs"),
+    }
+}
+
+fn step_operation(step: &str) -> Value {
+    let (event_type, schema) = match step {
+        "acknowledgements" => ("loop.acknowledged", "Acknowledged"),
+        "responses" => ("loop.responded", "Responded"),
+        "actions" => ("loop.action_planned", "ActionPlanned"),
+        "changes" => ("loop.change_made", "ChangeMade"),
+        "no-change" => ("loop.no_change", "NoChange"),
+        "report-backs" => ("loop.reported_back", "ReportedBack"),
+        "reopenings" => ("loop.reopened", "Reopened"),
+        _ => panic!("no OpenAPI operation for step {step}"),
+    };
+    json!({
+        "summary": format!("Record `{event_type}` on a loop"),
+        "description": "Role: staff. Optional `If-Match: <version>` (bare or quoted) gives 409 version_conflict when the loop has moved on.",
+        "security": [{"bearer": []}],
+        "parameters": [
+            {"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")},
+            ref_param("IfMatch"),
+            ref_param("IdempotencyKey"),
+        ],
+        "requestBody": body(schema),
+        "responses": write_responses(),
+    })
+}
+
+fn write_responses() -> Value {
+    json!({
+        "201": {
+            "description": "Stored durably",
+            "headers": {"ETag": {"description": "The loop's version, quoted", "schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": schema_ref("Recorded")}},
+        },
+        "400": problem("invalid_request: broken JSON or headers"),
+        "401": problem("unauthorized"),
+        "403": problem("forbidden"),
+        "404": problem("unknown_loop"),
+        "409": problem("version_conflict"),
+        "422": problem("loop_exists, loop_closed, already_acknowledged, no_outcome, not_closed or invalid_data"),
+        "503": problem("unavailable: the store cannot take writes now"),
+    })
+}
+
+fn public(summary: &str, responses: Value) -> Value {
+    json!({"summary": summary, "security": [], "responses": responses})
+}
+
+fn plain(description: &str, schema: &Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn problem(description: &str) -> Value {
+    json!({"description": description, "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema_ref(schema)}}})
+}
+
+fn query(name: &str, kind: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": kind}})
+}
+
+fn ref_param(name: &str) -> Value {
+    json!({"$ref": format!("#/components/parameters/{name}")})
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn text(description: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "description": description})
+}
+
+fn components() -> Value {
+    let by = text("Who recorded it");
+    json!({
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS"}},
+        "parameters": {
+            "IfMatch": {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The loop version the change expects"},
+            "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}, "description": "Retrying with the same key returns the original answer and stores nothing new"},
+        },
+        "schemas": {
+            "LoopId": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+            "OrgUnit": {"type": "string", "pattern": "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", "example": "rxx/site-a/ward-7"},
+            "Channel": {"type": "string", "enum": ["web", "sms", "email", "phone", "paper", "in_person", "survey", "social", "community_partner", "other"]},
+            "Problem": {
+                "type": "object", "required": ["type", "title", "status", "detail", "code"],
+                "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "code": {"type": "string"}},
+            },
+            "Recorded": {
+                "type": "object", "required": ["loop_id", "version"],
+                "properties": {"loop_id": schema_ref("LoopId"), "version": {"type": "integer"}, "position": {"type": "integer"}},
+            },
+            "FeedbackReceived": {
+                "type": "object", "required": ["org_unit", "channel"], "additionalProperties": true,
+                "description": "At least one of story or ratings is required. Unknown fields are kept.",
+                "properties": {
+                    "loop_id": schema_ref("LoopId"), "org_unit": schema_ref("OrgUnit"), "channel": schema_ref("Channel"),
+                    "received_at": {"type": "string", "format": "date-time"}, "story": {"type": "string"},
+                    "ratings": {"type": "object", "additionalProperties": {"type": "number"}, "description": "fft: 1 very good … 5 very poor, 6 don't know"},
+                    "themes": {"type": "array", "items": {"type": "string"}}, "seldom_heard": {"type": "array", "items": {"type": "string"}},
+                    "author": {"type": "object", "properties": {"anonymous": {"type": "boolean"}, "name": {"type": "string"}, "contact": {"type": "string"}}},
+                    "consent_to_publish": {"type": "boolean", "default": false}, "language": {"type": "string"},
+                },
+            },
+            "Acknowledged": {"type": "object", "required": ["by"], "properties": {"by": by, "message": {"type": "string"}}},
+            "Responded": {"type": "object", "required": ["by", "text"], "properties": {"by": by, "text": text("The reply")}},
+            "ActionPlanned": {"type": "object", "required": ["by", "description"], "properties": {"by": by, "description": text("What will be done"), "owner": {"type": "string"}, "due": {"type": "string", "format": "date"}}},
+            "ChangeMade": {"type": "object", "required": ["by", "description"], "properties": {"by": by, "description": text("What changed"), "change_id": {"type": "string"}, "evidence": {}}},
+            "NoChange": {"type": "object", "required": ["by", "reason"], "properties": {"by": by, "reason": text("Why nothing could change")}},
+            "ReportedBack": {"type": "object", "required": ["by", "message"], "properties": {"by": by, "message": text("What the person was told"), "channel": schema_ref("Channel")}},
+            "Reopened": {"type": "object", "required": ["by", "reason"], "properties": {"by": by, "reason": text("Why")}},
+            "ChangeAcrossLoops": {
+                "type": "object", "required": ["description", "by", "loop_ids"],
+                "properties": {"description": text("What changed"), "by": by, "loop_ids": {"type": "array", "minItems": 1, "maxItems": 1000, "items": schema_ref("LoopId")}, "evidence": {}},
+            },
+            "EventLine": {
+                "type": "object",
+                "required": ["position", "loop_id", "version", "event_id", "source", "type", "time", "data", "record", "prev_hash", "hash"],
+                "properties": {
+                    "position": {"type": "integer"}, "loop_id": schema_ref("LoopId"), "version": {"type": "integer"},
+                    "event_id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"},
+                    "time": {"type": "string", "format": "date-time"}, "data": {"type": "object"},
+                    "record": {"type": "string", "contentEncoding": "base64"},
+                    "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                },
+            },
+            "VerifyReport": {
+                "type": "object", "required": ["ok", "events", "head_hash", "first_bad_position"],
+                "properties": {"ok": {"type": "boolean"}, "events": {"type": "integer"}, "head_hash": {"type": "string"}, "first_bad_position": {"type": ["integer", "null"]}, "problem": {"type": "string"}},
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_route_is_documented_and_nothing_else() {
+        let document = document();
+        let mut documented = Vec::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let document = document();
+        let rendered = document.to_string();
+        for reference in rendered.split("\"$ref\":\"").skip(1) {
+            let target = reference.split('"').next().expect("reference");
+            let pointer = target.trim_start_matches('#');
+            assert!(
+                document.pointer(pointer).is_some(),
+                "dangling reference {target}"
+            );
+        }
+    }
+}
