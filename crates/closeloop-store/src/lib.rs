@@ -236,6 +236,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The reason the store cannot accept appends, e.g. [`StoreError::Stopped`].
     fn ready(&self) -> Result<(), StoreError>;
 
+    /// Runs `f` on the Merkle index of the log: RFC 6962 tree heads and proofs for any tree
+    /// size up to [`head`](EventStore::head), fetching leaves with
+    /// [`read_all`](EventStore::read_all) where a proof needs them.
+    fn with_merkle<R>(&self, f: impl FnOnce(&merkle::MerkleIndex) -> R) -> R;
+
     /// Where the event with this idempotency key (`source`, `event_id`) is stored, once it is
     /// durable; `None` when no such event is stored.
     fn lookup(

@@ -8,6 +8,7 @@ use closeloop_domain::LoopId;
 use sha2::{Digest, Sha256};
 
 use crate::chain::Hash;
+use crate::merkle::MerkleIndex;
 
 /// One loop's positions (index = version - 1) and the hash of its last entry.
 #[derive(Debug, Default)]
@@ -30,6 +31,8 @@ pub(super) struct Index {
     /// First 16 bytes of SHA-256 over the key → position. A hit is confirmed against the
     /// entry's header before it counts, so even a collision cannot misreport a duplicate.
     keys: HashMap<u128, u64>,
+    /// Every entry hash in position order, as RFC 6962 block roots, for tree heads and proofs.
+    pub merkle: MerkleIndex,
 }
 
 impl Index {
@@ -49,6 +52,7 @@ impl Index {
         entries.positions.push(position);
         entries.head_hash = hash;
         self.keys.insert(key_digest(source, event_id), position);
+        self.merkle.push(&hash);
     }
 
     /// The position stored under an idempotency key, if any (to be confirmed by the caller).

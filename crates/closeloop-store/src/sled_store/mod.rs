@@ -292,6 +292,10 @@ impl EventStore for SledStore {
         )
     }
 
+    fn with_merkle<R>(&self, f: impl FnOnce(&crate::merkle::MerkleIndex) -> R) -> R {
+        f(&self.shared.index.read().expect("index lock").merkle)
+    }
+
     fn ready(&self) -> Result<(), StoreError> {
         match self.shared.stopped() {
             Some(reason) => Err(StoreError::Stopped(reason)),
@@ -312,6 +316,12 @@ fn rebuild_index(tree: &sled::Tree) -> Result<(Index, u64, Option<StoreError>), 
     for item in tree.scan_prefix([entry::ENTRY]) {
         let (key, value) = item.map_err(backend)?;
         let position = entry::position_of(&key)?;
+        if position != head + 1 {
+            damage.get_or_insert(StoreError::Corrupt {
+                position: head + 1,
+                detail: format!("position {} is missing from the log", head + 1),
+            });
+        }
         head = position;
         let header = entry::decode(position, &value).and_then(|(header, _)| {
             let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {

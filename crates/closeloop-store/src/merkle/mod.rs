@@ -1,13 +1,34 @@
-//! The RFC 6962 Merkle tree head over the log's entry hashes, in position order.
+//! The RFC 6962 Merkle tree head over the log's entry hashes, in position order, and the
+//! proofs an auditor checks against it.
 //!
 //! Leaves are the entries' 32-byte `hash` values: leaf = SHA-256(0x00 ‖ hash),
 //! node = SHA-256(0x01 ‖ left ‖ right), and a tree of n leaves splits at the largest power of
 //! two below n. An auditor who noted (size, head) once can later check that that prefix of
 //! history is unchanged.
+//!
+//! Position p of the log is leaf index p - 1.
+//!
+//! - [`root_of`], [`inclusion_path`] and [`consistency_path`] are the recursive reference
+//!   definitions of RFC 6962 §2.1 over an in-memory slice (the test oracle; fine for small
+//!   logs).
+//! - [`verify_inclusion`] and [`verify_consistency`] are the iterative verifiers of RFC 9162
+//!   §2.1.3.2 and §2.1.4.2, what an auditor runs.
+//! - [`MerkleFrontier`] computes the head incrementally in O(log n) memory.
+//! - [`MerkleIndex`] answers heads and proofs for any size of a big log while keeping only one
+//!   hash per [`BLOCK`] entries; proofs are two-phase so the leaves of the few blocks a proof
+//!   cuts into can be fetched from storage in between.
+
+mod index;
+mod proof;
+#[cfg(test)]
+mod tests;
 
 use sha2::{Digest, Sha256};
 
 use crate::Hash;
+
+pub use index::{BLOCK, MerkleError, MerkleIndex};
+pub use proof::{consistency_path, inclusion_path, verify_consistency, verify_inclusion};
 
 /// The RFC 6962 leaf hash of an entry hash.
 #[must_use]
@@ -87,7 +108,7 @@ impl MerkleFrontier {
 }
 
 /// The tree head over `entries`, by the recursive definition of RFC 6962 §2.1 (used to check
-/// [`MerkleFrontier`]; it holds every leaf in memory).
+/// [`MerkleFrontier`] and [`MerkleIndex`]; it holds every leaf in memory).
 #[must_use]
 pub fn root_of(entries: &[Hash]) -> Hash {
     match entries {
@@ -100,48 +121,8 @@ pub fn root_of(entries: &[Hash]) -> Hash {
     }
 }
 
+/// Where RFC 6962 splits a tree of `n` > 1 leaves: the largest power of two below `n`.
 fn largest_power_of_two_below(n: usize) -> usize {
     debug_assert!(n > 1);
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entries(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| Hash::of(&i.to_be_bytes())).collect()
-    }
-
-    #[test]
-    fn frontier_agrees_with_the_recursive_definition_for_every_size() {
-        let all = entries(70);
-        let mut frontier = MerkleFrontier::new();
-        assert_eq!(frontier.root(), root_of(&[]));
-        for (i, entry) in all.iter().enumerate() {
-            frontier.push(entry);
-            assert_eq!(frontier.root(), root_of(&all[..=i]), "size {}", i + 1);
-        }
-    }
-
-    #[test]
-    fn split_points_are_the_largest_power_of_two_below_n() {
-        assert_eq!(largest_power_of_two_below(2), 1);
-        assert_eq!(largest_power_of_two_below(3), 2);
-        assert_eq!(largest_power_of_two_below(4), 2);
-        assert_eq!(largest_power_of_two_below(5), 4);
-        assert_eq!(largest_power_of_two_below(8), 4);
-        assert_eq!(largest_power_of_two_below(9), 8);
-    }
-
-    #[test]
-    fn three_leaves_hash_as_rfc_6962_says() {
-        let [a, b, c] = [Hash::of(b"a"), Hash::of(b"b"), Hash::of(b"c")];
-        let expected = node_hash(&node_hash(&leaf_hash(&a), &leaf_hash(&b)), &leaf_hash(&c));
-        assert_eq!(root_of(&[a, b, c]), expected);
-        assert_eq!(
-            empty_root().to_hex(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
 }
