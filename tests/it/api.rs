@@ -5,11 +5,12 @@ use serde_json::{Value, json};
 
 use crate::Service;
 
-const STAFF: &str = "staff-token-e2e";
-const AUDITOR: &str = "auditor-token-e2e";
+pub const STAFF: &str = "staff-token-e2e";
+pub const AUDITOR: &str = "auditor-token-e2e";
+pub const LEADER: &str = "leader-token-e2e";
 
 /// A client of one running service.
-struct Api {
+pub struct Api {
     service: Service,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -17,18 +18,22 @@ struct Api {
 
 /// What came back: status, headers we look at, and the body as JSON (or text).
 #[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    etag: Option<String>,
-    replayed: bool,
-    body: Value,
-    text: String,
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub etag: Option<String>,
+    pub replayed: bool,
+    pub body: Value,
+    pub text: String,
 }
 
 impl Api {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+    pub fn start() -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Starts the service on a data directory prepared by the test.
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
         let service = Service::start(dir.path());
         Self {
             service,
@@ -37,7 +42,7 @@ impl Api {
         }
     }
 
-    async fn call(
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -80,7 +85,7 @@ impl Api {
         }
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Answer {
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
         self.call(
             Method::POST,
             path,
@@ -91,7 +96,7 @@ impl Api {
         .await
     }
 
-    async fn get(&self, path: &str, token: &str) -> Answer {
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
         self.call(Method::GET, path, Some(token), &[], None).await
     }
 }
@@ -103,7 +108,7 @@ fn feedback(loop_id: &str) -> Value {
 }
 
 /// Asserts a problem+json answer with this status and code.
-fn check_problem(answer: &Answer, status: u16, code: &str) {
+pub fn check_problem(answer: &Answer, status: u16, code: &str) {
     assert_eq!(answer.status.as_u16(), status, "{}", answer.text);
     assert_eq!(
         answer.content_type, "application/problem+json",

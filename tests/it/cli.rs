@@ -61,7 +61,7 @@ fn contract_hash(line: &Value) -> String {
 }
 
 /// RFC 6962 §2.1 Merkle Tree Hash over entry hashes.
-fn merkle_tree_hash(leaves: &[Vec<u8>]) -> Vec<u8> {
+pub fn merkle_tree_hash(leaves: &[Vec<u8>]) -> Vec<u8> {
     let sha = |parts: &[&[u8]]| {
         let mut hasher = Sha256::new();
         for part in parts {
@@ -86,14 +86,14 @@ fn merkle_tree_hash(leaves: &[Vec<u8>]) -> Vec<u8> {
     }
 }
 
-fn hex(raw: &str) -> Vec<u8> {
+pub fn hex(raw: &str) -> Vec<u8> {
     (0..raw.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&raw[i..i + 2], 16).expect("hex"))
         .collect()
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

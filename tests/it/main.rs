@@ -5,7 +5,9 @@
 //! named with `CLOSELOOP_BIN`.
 
 mod api;
+mod audit;
 mod cli;
+mod reads;
 mod serve;
 
 use std::io::{BufRead, BufReader};
@@ -92,7 +94,7 @@ impl Service {
             .env("CLOSELOOP_NATS_URL", "off")
             .env(
                 "CLOSELOOP_API_TOKENS",
-                "staff:staff-token-e2e,auditor:auditor-token-e2e",
+                "staff:staff-token-e2e,auditor:auditor-token-e2e,leader:leader-token-e2e",
             )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -68,3 +68,37 @@ async fn tools_explain_that_a_running_service_owns_the_store() {
     let stderr = String::from_utf8_lossy(&replay.stderr);
     assert!(stderr.contains("stop it first"), "{stderr}");
 }
+
+#[tokio::test]
+async fn read_models_survive_a_restart_through_their_snapshot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service = Service::start(dir.path());
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"loop_id": "kept", "org_unit": "rxx/a", "channel": "web", "story": "Still here?"});
+    let created = client
+        .post(service.url("/v1/feedback"))
+        .bearer_auth("staff-token-e2e")
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(created.status(), 201);
+    assert!(service.terminate().success());
+    assert!(
+        dir.path().join("projections.snapshot").exists(),
+        "a clean shutdown saves the read models"
+    );
+
+    let service = Service::start(dir.path());
+    let page: Value = client
+        .get(service.url("/v1/loops"))
+        .bearer_auth("staff-token-e2e")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["items"][0]["loop_id"], "kept");
+}

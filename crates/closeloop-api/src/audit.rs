@@ -7,8 +7,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use closeloop_store::{EventStore, VerifyReport, verify};
+use std::collections::BTreeMap;
+
+use closeloop_store::merkle::{BLOCK, MerkleError, leaf_hash};
+use closeloop_store::{EventStore, Hash, VerifyReport, verify};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{AUDITORS, Caller};
@@ -98,4 +102,133 @@ pub(crate) async fn audit_verify<S: EventStore>(
         )));
     }
     Ok(Json(verify(state.store.as_ref(), query.upto).await?))
+}
+
+/// Reads the entry hashes of the given 256-leaf blocks, cut at tree size `upto`.
+async fn fetch_blocks<S: EventStore>(
+    store: &S,
+    blocks: impl IntoIterator<Item = u64>,
+    upto: u64,
+) -> Result<BTreeMap<u64, Vec<Hash>>, ApiError> {
+    let mut fetched = BTreeMap::new();
+    for block in blocks {
+        let start = block * BLOCK;
+        let want = usize::try_from(BLOCK.min(upto.saturating_sub(start))).unwrap_or(0);
+        let entries = store.read_all(start, want).await?;
+        fetched.insert(block, entries.iter().map(|entry| entry.hash).collect());
+    }
+    Ok(fetched)
+}
+
+fn merkle_failed(err: &MerkleError) -> ApiError {
+    ApiError::Internal(format!("Merkle proof failed: {err}"))
+}
+
+/// Checks `1 <= low <= upto <= head`, naming the parameters in the error.
+fn check_range(low_name: &str, low: u64, upto: u64, head: u64) -> Result<(), ApiError> {
+    if low == 0 || low > upto || upto > head {
+        return Err(ApiError::InvalidRequest(format!(
+            "need 1 <= {low_name} <= upto <= {head} (the head of the log); got {low_name}={low}, upto={upto}"
+        )));
+    }
+    Ok(())
+}
+
+/// Query of `GET /v1/audit/proof/inclusion`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct InclusionQuery {
+    position: u64,
+    upto: Option<u64>,
+}
+
+/// `GET /v1/audit/proof/inclusion`: the RFC 6962 audit path of one entry in the tree of size
+/// `upto` (default: the head).
+pub(crate) async fn inclusion_proof<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    Caller::from_headers(&state.tokens, &headers)?.require(AUDITORS, "read proofs")?;
+    let Query(query) = query
+        .map_err(|err| ApiError::InvalidRequest(format!("{err}; use position=<n>&upto=<n>")))?;
+    let head = state.store.head();
+    let upto = query.upto.unwrap_or(head);
+    check_range("position", query.position, upto, head)?;
+    let index = query.position - 1;
+    let needed = state.store.with_merkle(|merkle| {
+        let mut blocks = merkle.blocks_needed_for_inclusion(index, upto);
+        blocks.extend(merkle.blocks_needed_for_root(upto));
+        blocks
+    });
+    let blocks = fetch_blocks(state.store.as_ref(), needed, upto).await?;
+    let entry = state
+        .store
+        .read_all(index, 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal(format!("position {} is missing", query.position)))?;
+    let (path, head_hash) = state
+        .store
+        .with_merkle(|merkle| {
+            Ok::<_, MerkleError>((
+                merkle.inclusion_proof(index, upto, &blocks)?,
+                merkle.root(upto, &blocks)?,
+            ))
+        })
+        .map_err(|err| merkle_failed(&err))?;
+    Ok(Json(json!({
+        "position": query.position,
+        "upto": upto,
+        "leaf_hash": leaf_hash(&entry.hash),
+        "hash": entry.hash,
+        "path": path,
+        "head_hash": head_hash,
+    })))
+}
+
+/// Query of `GET /v1/audit/proof/consistency`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConsistencyQuery {
+    from: u64,
+    upto: Option<u64>,
+}
+
+/// `GET /v1/audit/proof/consistency`: the RFC 6962 proof that the tree of size `from` is a
+/// prefix of the tree of size `upto` (default: the head).
+pub(crate) async fn consistency_proof<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    Caller::from_headers(&state.tokens, &headers)?.require(AUDITORS, "read proofs")?;
+    let Query(query) =
+        query.map_err(|err| ApiError::InvalidRequest(format!("{err}; use from=<n>&upto=<n>")))?;
+    let head = state.store.head();
+    let upto = query.upto.unwrap_or(head);
+    check_range("from", query.from, upto, head)?;
+    let needed = state.store.with_merkle(|merkle| {
+        let mut blocks = merkle.blocks_needed_for_consistency(query.from, upto);
+        blocks.extend(merkle.blocks_needed_for_root(upto));
+        blocks.extend(merkle.blocks_needed_for_root(query.from));
+        blocks
+    });
+    let blocks = fetch_blocks(state.store.as_ref(), needed, upto).await?;
+    let (path, from_head, head_hash) = state
+        .store
+        .with_merkle(|merkle| {
+            Ok::<_, MerkleError>((
+                merkle.consistency_proof(query.from, upto, &blocks)?,
+                merkle.root(query.from, &blocks)?,
+                merkle.root(upto, &blocks)?,
+            ))
+        })
+        .map_err(|err| merkle_failed(&err))?;
+    Ok(Json(json!({
+        "from": query.from,
+        "upto": upto,
+        "path": path,
+        "from_head_hash": from_head,
+        "head_hash": head_hash,
+    })))
 }

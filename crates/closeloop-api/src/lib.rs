@@ -17,6 +17,7 @@ mod health;
 pub mod metrics;
 mod openapi;
 pub mod problem;
+mod reads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +48,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState<S> {
     /// The event store.
     pub store: Arc<S>,
+    /// The read models, kept up to date from the store's log.
+    pub projections: Arc<closeloop_projections::Projections>,
+    /// Due dates.
+    pub sla: closeloop_domain::Sla,
     /// Bearer tokens and their roles.
     pub tokens: ApiTokens,
     /// The time commands are recorded at; tests pass a controlled clock.
@@ -79,7 +84,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/v1/openapi.json"),
+    ("GET", "/you-said-we-did"),
+    ("GET", "/v1/you-said-we-did"),
     ("POST", "/v1/feedback"),
+    ("GET", "/v1/loops"),
+    ("GET", "/v1/loops/{loop_id}"),
     ("POST", "/v1/loops/{loop_id}/acknowledgements"),
     ("POST", "/v1/loops/{loop_id}/responses"),
     ("POST", "/v1/loops/{loop_id}/actions"),
@@ -88,8 +97,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/loops/{loop_id}/report-backs"),
     ("POST", "/v1/loops/{loop_id}/reopenings"),
     ("POST", "/v1/changes"),
+    ("GET", "/v1/stats"),
     ("GET", "/v1/events"),
     ("GET", "/v1/audit/verify"),
+    ("GET", "/v1/audit/proof/inclusion"),
+    ("GET", "/v1/audit/proof/consistency"),
 ];
 
 /// The handler of one entry of [`ROUTES`].
@@ -113,10 +125,17 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/readyz") => get(health::readyz::<S>),
         ("GET", "/metrics") => get(metrics::render::<S>),
         ("GET", "/v1/openapi.json") => get(openapi::serve_document),
+        ("GET", "/you-said-we-did") => get(reads::you_said_we_did_page::<S>),
+        ("GET", "/v1/you-said-we-did") => get(reads::you_said_we_did::<S>),
         ("POST", "/v1/feedback") => post(commands::post_feedback::<S>),
+        ("GET", "/v1/loops") => get(reads::list_loops::<S>),
+        ("GET", "/v1/loops/{loop_id}") => get(reads::get_loop::<S>),
+        ("GET", "/v1/stats") => get(reads::stats::<S>),
         ("POST", "/v1/changes") => post(commands::post_changes::<S>),
         ("GET", "/v1/events") => get(audit::events::<S>),
         ("GET", "/v1/audit/verify") => get(audit::audit_verify::<S>),
+        ("GET", "/v1/audit/proof/inclusion") => get(audit::inclusion_proof::<S>),
+        ("GET", "/v1/audit/proof/consistency") => get(audit::consistency_proof::<S>),
         _ => panic!("no handler for {method} {path}"),
     }
 }

@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests and latencies by route, appends, the log head and projection lag.
+//! Prometheus metrics: requests and latencies by route, appends, the log head and how far the
+//! read models lag behind it.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -59,6 +59,62 @@ fn operation(method: &str, path: &str) -> Value {
             "This document",
             json!({"200": plain("OpenAPI 3.1", &json!({"type": "object"}))}),
         ),
+        ("GET", "/you-said-we-did") => json!({
+            "summary": "\"You said, we did\" as an HTML page",
+            "security": [],
+            "parameters": [query("limit", "integer", "Entries per page, 1–500 (default 100)"), query("cursor", "string", "From a previous page")],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }),
+        ("GET", "/v1/you-said-we-did") => json!({
+            "summary": "\"You said, we did\": closed loops with a change whose authors agreed to publication",
+            "description": "Public. Stories have the author's name, e-mail addresses and phone numbers redacted. The next page, if any, is in a `Link: <…>; rel=\"next\"` header.",
+            "security": [],
+            "parameters": [query("limit", "integer", "Entries per page, 1–500 (default 100)"), query("cursor", "string", "From the Link header of a previous page")],
+            "responses": {
+                "200": plain("Entries, most recently closed last", &json!({"type": "array", "items": schema_ref("YouSaidWeDid")})),
+                "400": problem("invalid_request"),
+            },
+        }),
+        ("GET", "/v1/loops") => json!({
+            "summary": "List loops, oldest received first",
+            "description": "Roles: staff, leader, auditor.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                query("status", "string", "open (default), closed or all"), query("stage", "string", "Only loops at this stage"),
+                query("org_unit", "string", "Prefix match on whole path segments"), query("theme", "string", "Only loops with this theme"),
+                query("channel", "string", "Only loops from this channel"), query("seldom_heard", "string", "Only loops with this community tag"),
+                query("overdue", "boolean", "true: only overdue loops; false: only loops that are not"),
+                query("limit", "integer", "1–500, default 50"), query("cursor", "string", "next_cursor of the previous page"),
+            ],
+            "responses": {
+                "200": plain("A page", &json!({"type": "object", "required": ["items", "next_cursor", "total"], "properties": {
+                    "items": {"type": "array", "items": schema_ref("LoopSummary")}, "next_cursor": {"type": ["string", "null"]}, "total": {"type": "integer"}}})),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"), "503": problem("unavailable"),
+            },
+        }),
+        ("GET", "/v1/loops/{loop_id}") => json!({
+            "summary": "One loop and its timeline",
+            "description": "Roles: staff, leader, auditor. The timeline holds the loop's events in the GET /v1/events line format.",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")}],
+            "responses": {
+                "200": plain("The loop", &json!({"allOf": [schema_ref("LoopSummary"), {"type": "object", "properties": {"timeline": {"type": "array", "items": schema_ref("EventLine")}}}]})),
+                "401": problem("unauthorized"), "403": problem("forbidden"), "404": problem("unknown_loop"),
+            },
+        }),
+        ("GET", "/v1/stats") => json!({
+            "summary": "Plain-language figures per group",
+            "description": "Roles: staff, leader, auditor. FFT percent_positive = answers 1 or 2 among all answers 1–6; percent_negative = 4 or 5. Medians are in working days.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                query("group_by", "string", "org_unit, theme, channel or seldom_heard; absent: one group, all"),
+                query("from", "string", "Received at or after (date or RFC 3339)"), query("to", "string", "Received before (an RFC 3339 time) or on (a date)"),
+            ],
+            "responses": {
+                "200": plain("The groups", &json!({"type": "object", "properties": {"groups": {"type": "array", "items": schema_ref("StatsGroup")}}})),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+            },
+        }),
         ("POST", "/v1/feedback") => json!({
             "summary": "Record feedback: opens a loop",
             "description": "Role: staff. The body is the data of `org.closeloop.feedback.received`, with an optional `loop_id` (generated when absent; derived from the Idempotency-Key when one is sent).",
@@ -96,6 +152,36 @@ fn operation(method: &str, path: &str) -> Value {
             "parameters": [query("upto", "integer", "Verify up to this position (default: the head)")],
             "responses": {
                 "200": plain("The verification report", &schema_ref("VerifyReport")),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+            },
+        }),
+        ("GET", "/v1/audit/proof/inclusion") => json!({
+            "summary": "RFC 6962 audit path of one entry",
+            "description": "Role: auditor. leaf_hash = SHA-256(0x00 ‖ hash); verify with the algorithm of RFC 9162 §2.1.3.2 against head_hash, leaf index = position - 1.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": "position", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}},
+                query("upto", "integer", "Tree size (default: the head)"),
+            ],
+            "responses": {
+                "200": plain("The proof", &json!({"type": "object", "required": ["position", "upto", "leaf_hash", "path", "head_hash"], "properties": {
+                    "position": {"type": "integer"}, "upto": {"type": "integer"}, "leaf_hash": {"type": "string"}, "hash": {"type": "string"},
+                    "path": {"type": "array", "items": {"type": "string"}}, "head_hash": {"type": "string"}}})),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+            },
+        }),
+        ("GET", "/v1/audit/proof/consistency") => json!({
+            "summary": "RFC 6962 consistency proof between two tree sizes",
+            "description": "Role: auditor. Verify with the algorithm of RFC 9162 §2.1.4.2.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": "from", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}},
+                query("upto", "integer", "Tree size (default: the head)"),
+            ],
+            "responses": {
+                "200": plain("The proof", &json!({"type": "object", "required": ["from", "upto", "path", "from_head_hash", "head_hash"], "properties": {
+                    "from": {"type": "integer"}, "upto": {"type": "integer"}, "path": {"type": "array", "items": {"type": "string"}},
+                    "from_head_hash": {"type": "string"}, "head_hash": {"type": "string"}}})),
                 "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
             },
         }),
@@ -230,6 +316,34 @@ fn components() -> Value {
                     "record": {"type": "string", "contentEncoding": "base64"},
                     "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 },
+            },
+            "LoopSummary": {
+                "type": "object",
+                "required": ["loop_id", "status", "stage", "org_unit", "channel", "themes", "seldom_heard", "ratings", "received_at", "acknowledged_at", "closed_at", "acknowledge_by", "close_by", "overdue", "version"],
+                "properties": {
+                    "loop_id": schema_ref("LoopId"), "status": {"type": "string", "enum": ["open", "closed"]},
+                    "stage": {"type": "string", "enum": ["received", "acknowledged", "responded", "action_planned", "outcome_recorded", "closed"]},
+                    "org_unit": schema_ref("OrgUnit"), "channel": schema_ref("Channel"),
+                    "themes": {"type": "array", "items": {"type": "string"}}, "seldom_heard": {"type": "array", "items": {"type": "string"}},
+                    "ratings": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "received_at": {"type": "string", "format": "date-time"}, "acknowledged_at": {"type": ["string", "null"], "format": "date-time"},
+                    "closed_at": {"type": ["string", "null"], "format": "date-time"}, "acknowledge_by": {"type": "string", "format": "date-time"},
+                    "close_by": {"type": "string", "format": "date-time"}, "overdue": {"type": "boolean"}, "version": {"type": "integer"},
+                },
+            },
+            "StatsGroup": {
+                "type": "object",
+                "properties": {
+                    "key": {"type": "string"}, "received": {"type": "integer"}, "open": {"type": "integer"}, "closed": {"type": "integer"},
+                    "closure_rate": {"type": "number"}, "overdue": {"type": "integer"},
+                    "median_days_to_acknowledge": {"type": ["number", "null"]}, "median_days_to_close": {"type": ["number", "null"]},
+                    "ratings": {"type": "object", "additionalProperties": {"type": "object"}},
+                    "top_themes": {"type": "array", "items": {"type": "object", "properties": {"theme": {"type": "string"}, "count": {"type": "integer"}}}},
+                },
+            },
+            "YouSaidWeDid": {
+                "type": "object", "required": ["loop_id", "themes", "you_said", "we_did", "closed_at"],
+                "properties": {"loop_id": schema_ref("LoopId"), "themes": {"type": "array", "items": {"type": "string"}}, "you_said": {"type": "string"}, "we_did": {"type": "string"}, "closed_at": {"type": "string", "format": "date-time"}},
             },
             "VerifyReport": {
                 "type": "object", "required": ["ok", "events", "head_hash", "first_bad_position"],

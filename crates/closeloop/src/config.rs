@@ -48,6 +48,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Load a realistic demo data set (several thousand loops) into the data directory.
     Demo(DemoArgs),
+    /// Drop the read models and rebuild them from the log, with progress.
+    Rebuild,
 }
 
 /// `closeloop demo`.

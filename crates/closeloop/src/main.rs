@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Replay(args) => commands::replay::run(&cli.data_dir, &args).await,
             Command::Verify(args) => commands::verify::run(&cli.data_dir, &args).await,
             Command::Demo(args) => commands::demo::run(&cli.data_dir, &args).await,
+            Command::Rebuild => commands::rebuild::run(&cli.data_dir).await,
         }
     });
     match result {

@@ -1,14 +1,18 @@
 //! One module per subcommand.
 
 pub mod demo;
+pub mod rebuild;
 pub mod replay;
 pub mod serve;
 pub mod verify;
 
 use std::path::Path;
 
+use std::path::PathBuf;
+
 use anyhow::Context;
-use closeloop_store::{SledStore, SledStoreOptions};
+use closeloop_projections::{Projections, ReadModels};
+use closeloop_store::{EventStore, SledStore, SledStoreOptions};
 
 /// Opens the embedded store, explaining the usual reason it fails: another process has it.
 pub fn open_store(data_dir: &Path) -> anyhow::Result<SledStore> {
@@ -21,4 +25,36 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<SledStore> {
             data_dir.display()
         )
     })
+}
+
+/// Where the read models' snapshot lives.
+pub fn snapshot_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("projections.snapshot")
+}
+
+/// The read models from their snapshot, or empty ones (rebuilt from the log as the projector
+/// catches up) when there is no usable snapshot.
+pub fn load_projections(data_dir: &Path, store: &impl EventStore) -> ReadModels {
+    let path = snapshot_path(data_dir);
+    match Projections::load_snapshot(&path) {
+        Ok(models) if models.checkpoint() <= store.head() => {
+            tracing::info!(
+                checkpoint = models.checkpoint(),
+                "read models loaded from their snapshot"
+            );
+            models
+        }
+        Ok(models) => {
+            tracing::warn!(
+                checkpoint = models.checkpoint(),
+                head = store.head(),
+                "the snapshot is ahead of the log (was the store replaced?); rebuilding the read models"
+            );
+            ReadModels::default()
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot use the read models' snapshot; rebuilding them from the log");
+            ReadModels::default()
+        }
+    }
 }

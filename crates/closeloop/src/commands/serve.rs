@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use closeloop_api::AppState;
+use closeloop_domain::{Calendar, Sla};
+use closeloop_projections::{Projections, ProjectorOptions, run_projector};
 use closeloop_store::EventStore;
 use tokio::net::TcpListener;
 
@@ -61,8 +63,34 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("listener has no local address")?;
     tracing::info!("closeloop listening on http://{local}");
 
+    let sla = Sla {
+        acknowledge_days: args.sla_ack_days,
+        close_days: args.sla_close_days,
+        calendar: Calendar::weekdays(),
+    };
+    let models = super::load_projections(data_dir, store.as_ref());
+    // Computes the due-date figures once now rather than in the first request.
+    models.prepare(&sla);
+    let projections = Arc::new(Projections::new(models));
+    let (stop_projector, stopped) = tokio::sync::watch::channel(false);
+    let projector = tokio::spawn(run_projector(
+        Arc::clone(&store),
+        Arc::clone(&projections),
+        ProjectorOptions {
+            snapshot_path: Some(super::snapshot_path(data_dir)),
+            ..ProjectorOptions::default()
+        },
+        async move {
+            let mut stopped = stopped;
+            // An error means the sender is gone, which also means stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    ));
+
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
+        projections,
+        sla,
         tokens,
         clock: closeloop_api::system_clock(),
         metrics: closeloop_api::metrics::install_recorder()
@@ -73,7 +101,14 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("HTTP server failed")?;
 
-    // Every request has finished, so this is the last handle: close the store cleanly.
+    // Every request has finished: stop the projector (it saves a snapshot), then close the
+    // store, whose last handle this is.
+    let _ = stop_projector.send(true);
+    match projector.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(%err, "the projector stopped with an error"),
+        Err(err) => tracing::error!(%err, "the projector task failed"),
+    }
     match Arc::try_unwrap(store) {
         Ok(store) => store.close().await,
         Err(_) => tracing::warn!("store still in use at shutdown; it flushes as it is dropped"),

@@ -1,0 +1,58 @@
+//! Closeloop's read models: everything `GET /v1/loops`, `GET /v1/stats` and the "you said,
+//! we did" page show, built **only from the global log**.
+//!
+//! # Layout
+//! - [`ReadModels`] (`model`) is the pure, synchronous core. It holds one compact record per
+//!   loop in a *slot* (a dense `u32` handed out as loops are received): a 32-byte hot half that
+//!   filters and stats read (`received_at`, stage, channel and interned ids of the org unit,
+//!   theme list, tag list and rating set) and a cold half only summaries read (the other
+//!   times, the version). Names are interned once (`intern`).
+//! - `index` keeps a bitmap of slots per filter value (status, stage, channel, each org unit
+//!   *prefix*, theme, seldom-heard tag) and the (`received_at`, `loop_id`) order as a B-tree of
+//!   small bitmap buckets. [`ReadModels::list`] intersects bitmaps and walks the order from the
+//!   cursor: its cost follows the page and the number of buckets, not the number of loops.
+//! - `timing` keeps, per SLA, the instant each open loop becomes overdue and the working days
+//!   each took to acknowledge and close, so `overdue` is one comparison with `now`.
+//! - [`ReadModels::stats`] (`stats`) is one tight pass over the hot records (or over the
+//!   buckets covering `from`/`to`).
+//! - [`ReadModels::published`] (`published`) serves closed, consented loops with a change, and
+//!   [`redact`] scrubs stories before they are shown.
+//! - [`ReadModels::to_snapshot`] / [`ReadModels::from_snapshot`] (`snapshot`) store the records
+//!   and the checkpoint together, versioned and checksummed; indexes are rebuilt on load.
+//! - [`Projections`] and [`run_projector`] (`runner`) share the models behind a lock and keep
+//!   them caught up with an [`EventStore`](closeloop_store::EventStore); [`rebuild`] builds them
+//!   from position 0 for the `rebuild` command.
+//!
+//! # Invariants
+//! - **Built only from the global log.** Nothing else feeds the read models, so a rebuild from
+//!   position 0 gives exactly what incremental catch-up, with snapshots and restarts in
+//!   between, gives (a property test checks this).
+//! - **The checkpoint never passes an unapplied event.** Entries are applied strictly at
+//!   `checkpoint + 1`; [`ReadModels::apply`] panics on anything else, and the projector stops a
+//!   page at a gap and reads again rather than skip. A snapshot stores the data and its
+//!   checkpoint in one file, written atomically.
+//! - **Queries do not depend on slot numbers**: order is (`received_at`, `loop_id`), groups are
+//!   sorted by key, so replaying the same log in any number of steps answers the same.
+
+mod index;
+mod intern;
+mod model;
+mod published;
+mod query;
+mod record;
+mod redact;
+mod runner;
+mod snapshot;
+mod stats;
+mod timing;
+
+pub use model::ReadModels;
+pub use published::{PublishedLoop, PublishedPage};
+pub use query::{LoopPage, LoopQuery, LoopSummary, QueryError, StatusFilter};
+pub use redact::{REDACTED, redact};
+pub use runner::{Projections, ProjectorOptions, rebuild, run_projector};
+pub use snapshot::{SNAPSHOT_VERSION, SnapshotError, tmp_path};
+pub use stats::{
+    ALL_KEY, FFT, GroupBy, NONE_KEY, RatingStats, Stats, StatsGroup, StatsQuery, TOP_THEMES,
+    ThemeCount,
+};

@@ -1,0 +1,438 @@
+//! [`ReadModels`]: every read model, and how one log entry changes them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
+
+use closeloop_domain::event::{ChangeMade, FeedbackReceived};
+use closeloop_domain::{Event, LoopEvent, LoopId, LoopState, OrgUnit, Stage};
+use closeloop_store::StoredEvent;
+
+use crate::index::{Bitmaps, Order, OrderKey, bitmap_mut};
+use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
+use crate::record::{
+    CONSENT, Cold, HAS_CHANGE, HAS_OUTCOME, Hot, Ts, When, channel_index, stage_index,
+};
+use crate::timing::Timing;
+
+/// Every read model of Closeloop, built only from the global log, and the position of the last
+/// log entry applied to it (its *checkpoint*).
+///
+/// Feed it every entry of the log, in position order, with [`apply`](Self::apply); query it
+/// with [`summary`](Self::summary), [`list`](Self::list), [`stats`](Self::stats) and
+/// [`published`](Self::published). Loops live in *slots* (dense `u32` ids handed out as loops
+/// are received) as compact records; filters are bitmaps of slots (see the crate docs).
+///
+/// Queries take `now` and the [`Sla`](closeloop_domain::Sla) in force, because due dates and
+/// `overdue` depend on both. What depends on the SLA but not on `now` (each loop's earliest
+/// missed-deadline instant and its working days to acknowledge and close) is computed once per
+/// SLA, kept up to date by `apply`, and rebuilt if a query brings a different SLA; call
+/// [`prepare`](Self::prepare) once after start-up so that the first query does not pay for it.
+pub struct ReadModels {
+    pub(crate) checkpoint: u64,
+    pub(crate) ids: LoopIds,
+    pub(crate) hot: Vec<Hot>,
+    pub(crate) cold: Vec<Cold>,
+    /// Org unit paths *and* all their prefixes.
+    pub(crate) orgs: Names,
+    pub(crate) themes: Names,
+    pub(crate) tags: Names,
+    pub(crate) rating_names: Names,
+    /// Lists of theme ids and lists of tag ids share one table: a list is only numbers.
+    pub(crate) lists: Lists,
+    pub(crate) ratings: RatingSets,
+    /// Change descriptions, in order, of loops whose author consented to publication: the only
+    /// loops whose changes the "you said, we did" page shows.
+    pub(crate) changes: HashMap<u32, Vec<Box<str>>>,
+    pub(crate) bitmaps: Bitmaps,
+    pub(crate) order: Order,
+    /// Closed, consented loops with a change, by (`closed_at`, `loop_id`).
+    pub(crate) published: BTreeMap<OrderKey, u32>,
+    /// SLA-dependent figures per slot, built on first use (see the type docs).
+    pub(crate) timing: RwLock<Option<Timing>>,
+}
+
+impl Default for ReadModels {
+    fn default() -> Self {
+        Self {
+            checkpoint: 0,
+            ids: LoopIds::default(),
+            hot: Vec::new(),
+            cold: Vec::new(),
+            orgs: Names::default(),
+            themes: Names::default(),
+            tags: Names::default(),
+            rating_names: Names::default(),
+            lists: Lists::default(),
+            ratings: RatingSets::default(),
+            changes: HashMap::new(),
+            bitmaps: Bitmaps::default(),
+            order: Order::default(),
+            published: BTreeMap::new(),
+            timing: RwLock::new(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadModels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadModels")
+            .field("checkpoint", &self.checkpoint)
+            .field("loops", &self.hot.len())
+            .field("org_units", &self.orgs.len())
+            .field("themes", &self.themes.len())
+            .field("published", &self.published.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadModels {
+    /// Empty read models at position 0.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one entry of the global log, `event` being `entry` decoded.
+    ///
+    /// Entries must come strictly in position order, each exactly once: this is what makes the
+    /// checkpoint mean "everything up to here, nothing after".
+    ///
+    /// # Panics
+    /// When `entry.position` is not `checkpoint() + 1`: applying out of order or twice would
+    /// silently corrupt every read model, so it is treated as the bug it is.
+    pub fn apply(&mut self, entry: &StoredEvent, event: &Event) {
+        assert_eq!(
+            entry.position,
+            self.checkpoint + 1,
+            "read models at position {} were given the entry at position {}; entries must be applied in order, each once",
+            self.checkpoint,
+            entry.position
+        );
+        self.checkpoint = entry.position;
+        if let LoopEvent::FeedbackReceived(data) = &event.payload {
+            self.receive(entry, event, data);
+            return;
+        }
+        let Some(slot) = self.ids.find(entry.loop_id.as_str()) else {
+            // `decide` never lets this happen; the domain's `apply` ignores such an event too.
+            tracing::warn!(
+                position = entry.position,
+                loop_id = %entry.loop_id,
+                "log entry for a loop that was never received; ignored by the read models"
+            );
+            return;
+        };
+        self.advance(slot, entry, event);
+    }
+
+    /// The position of the last log entry applied; 0 when none.
+    #[must_use]
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    /// How many loops there are.
+    #[must_use]
+    pub fn loop_count(&self) -> usize {
+        self.hot.len()
+    }
+
+    /// The domain state of a loop, as [`LoopState::replay`] of its events would give it.
+    #[must_use]
+    pub fn state(&self, loop_id: &LoopId) -> Option<LoopState> {
+        self.ids
+            .find(loop_id.as_str())
+            .map(|slot| self.state_of(slot))
+    }
+
+    pub(crate) fn state_of(&self, slot: u32) -> LoopState {
+        let hot = &self.hot[slot as usize];
+        let cold = &self.cold[slot as usize];
+        let received = hot.received();
+        LoopState {
+            version: cold.version,
+            stage: hot.stage(),
+            org_unit: self.org_unit(hot.org),
+            channel: hot.channel(),
+            themes: self.theme_names(hot.themes),
+            seldom_heard: self.tag_names(hot.tags),
+            ratings: self.rating_map(hot.ratings),
+            consent_to_publish: hot.has(CONSENT),
+            received_at: received.timestamp(),
+            acknowledged_at: cold.get(When::AcknowledgedAt).map(Ts::timestamp),
+            first_contact_at: cold.get(When::FirstContactAt).map(Ts::timestamp),
+            closed_at: cold.get(When::ClosedAt).map(Ts::timestamp),
+            close_clock_from: cold.close_clock_from(received).timestamp(),
+            has_outcome: hot.has(HAS_OUTCOME),
+        }
+    }
+
+    pub(crate) fn org_unit(&self, org: u32) -> OrgUnit {
+        // Org names came from parsed `OrgUnit`s (or their prefixes, which are valid too).
+        OrgUnit::parse(self.orgs.name(org)).expect("interned org units are valid")
+    }
+
+    pub(crate) fn theme_names(&self, list: u32) -> Vec<String> {
+        self.lists
+            .items(list)
+            .iter()
+            .map(|&id| self.themes.name(id).to_owned())
+            .collect()
+    }
+
+    pub(crate) fn tag_names(&self, list: u32) -> Vec<String> {
+        self.lists
+            .items(list)
+            .iter()
+            .map(|&id| self.tags.name(id).to_owned())
+            .collect()
+    }
+
+    pub(crate) fn rating_map(&self, set: u32) -> BTreeMap<String, serde_json::Number> {
+        self.ratings
+            .get(set)
+            .iter()
+            .map(|&(name, value)| (self.rating_names.name(name).to_owned(), value.to_number()))
+            .collect()
+    }
+
+    /// The order key of a slot: (`received_at`, `loop_id`).
+    pub(crate) fn order_key(&self, slot: u32) -> (Ts, &str) {
+        (self.hot[slot as usize].received(), self.ids.get(slot))
+    }
+
+    fn receive(&mut self, entry: &StoredEvent, event: &Event, data: &FeedbackReceived) {
+        let received = Ts::of(data.received_at.unwrap_or(event.time));
+        let org = self.orgs.intern(data.org_unit.as_str());
+        let theme_ids: Vec<u32> = data.themes.iter().map(|t| self.themes.intern(t)).collect();
+        let tag_ids: Vec<u32> = data
+            .seldom_heard
+            .iter()
+            .map(|t| self.tags.intern(t))
+            .collect();
+        let ratings: Vec<(u32, RatingValue)> = data
+            .ratings
+            .iter()
+            .map(|(name, value)| {
+                (
+                    self.rating_names.intern(name),
+                    RatingValue::from_number(value),
+                )
+            })
+            .collect();
+        let hot = Hot {
+            received_secs: received.secs,
+            received_nanos: received.nanos,
+            org,
+            themes: self.lists.intern(&theme_ids),
+            tags: self.lists.intern(&tag_ids),
+            ratings: self.ratings.intern(ratings.into()),
+            stage: stage_index(Stage::Received),
+            channel: channel_index(data.channel),
+            flags: if data.consent_to_publish { CONSENT } else { 0 },
+        };
+        let cold = Cold::new(entry.version, received);
+        let slot = match self.ids.find(entry.loop_id.as_str()) {
+            Some(slot) => {
+                // A second `feedback.received` for a loop: `decide` refuses it, but the
+                // domain's `apply` would start the loop afresh, so the read models do too.
+                tracing::warn!(
+                    position = entry.position,
+                    loop_id = %entry.loop_id,
+                    "feedback.received for an existing loop; the loop starts afresh"
+                );
+                self.unindex(slot);
+                self.changes.remove(&slot);
+                self.hot[slot as usize] = hot;
+                self.cold[slot as usize] = cold;
+                slot
+            }
+            None => {
+                let slot = self.ids.push(entry.loop_id.as_str());
+                self.hot.push(hot);
+                self.cold.push(cold);
+                slot
+            }
+        };
+        self.index(slot);
+        self.refresh_timing(slot);
+    }
+
+    /// Mirrors `closeloop_domain::apply` for every event but `feedback.received`.
+    fn advance(&mut self, slot: u32, entry: &StoredEvent, event: &Event) {
+        let i = slot as usize;
+        let (mut hot, mut cold) = (self.hot[i], self.cold[i]);
+        let was_published = self.is_published(&hot, &cold);
+        cold.version = entry.version;
+        let time = Ts::of(event.time);
+        if cold.get(When::FirstContactAt).is_none()
+            && !matches!(event.payload, LoopEvent::Reopened(_))
+        {
+            cold.set(When::FirstContactAt, Some(time));
+        }
+        let advance_to = |hot: &mut Hot, stage: Stage| {
+            hot.stage = hot.stage.max(stage_index(stage));
+        };
+        match &event.payload {
+            LoopEvent::FeedbackReceived(_) => unreachable!("handled by receive"),
+            LoopEvent::Acknowledged(_) => {
+                cold.set(When::AcknowledgedAt, Some(time));
+                advance_to(&mut hot, Stage::Acknowledged);
+            }
+            LoopEvent::Responded(_) => advance_to(&mut hot, Stage::Responded),
+            LoopEvent::ActionPlanned(_) => advance_to(&mut hot, Stage::ActionPlanned),
+            LoopEvent::ChangeMade(ChangeMade { description, .. }) => {
+                hot.flags |= HAS_OUTCOME | HAS_CHANGE;
+                advance_to(&mut hot, Stage::OutcomeRecorded);
+                if hot.has(CONSENT) {
+                    self.changes
+                        .entry(slot)
+                        .or_default()
+                        .push(description.as_str().into());
+                }
+            }
+            LoopEvent::NoChange(_) => {
+                hot.flags |= HAS_OUTCOME;
+                advance_to(&mut hot, Stage::OutcomeRecorded);
+            }
+            LoopEvent::ReportedBack(_) => {
+                cold.set(When::ClosedAt, Some(time));
+                advance_to(&mut hot, Stage::Closed);
+            }
+            LoopEvent::Reopened(_) => {
+                hot.stage = stage_index(Stage::Responded);
+                cold.set(When::ClosedAt, None);
+                hot.flags &= !HAS_OUTCOME;
+                cold.set(When::CloseClockFrom, Some(time));
+            }
+        }
+        if hot.stage != self.hot[i].stage {
+            let old = self.hot[i];
+            self.set_stage_bits(slot, &old, false);
+            self.set_stage_bits(slot, &hot, true);
+        }
+        if was_published {
+            self.unpublish(slot);
+        }
+        self.hot[i] = hot;
+        self.cold[i] = cold;
+        self.publish_if_due(slot);
+        self.refresh_timing(slot);
+    }
+
+    fn is_published(&self, hot: &Hot, cold: &Cold) -> bool {
+        hot.is_closed()
+            && hot.has(CONSENT)
+            && hot.has(HAS_CHANGE)
+            && cold.get(When::ClosedAt).is_some()
+    }
+
+    fn published_key(&self, slot: u32) -> Option<OrderKey> {
+        let (hot, cold) = (&self.hot[slot as usize], &self.cold[slot as usize]);
+        if !self.is_published(hot, cold) {
+            return None;
+        }
+        let closed = cold.get(When::ClosedAt)?;
+        Some(OrderKey::new(closed, self.ids.get(slot)))
+    }
+
+    fn publish_if_due(&mut self, slot: u32) {
+        if let Some(key) = self.published_key(slot) {
+            self.published.insert(key, slot);
+        }
+    }
+
+    fn unpublish(&mut self, slot: u32) {
+        if let Some(key) = self.published_key(slot) {
+            self.published.remove(&key);
+        }
+    }
+
+    fn set_stage_bits(&mut self, slot: u32, hot: &Hot, on: bool) {
+        let status = usize::from(hot.is_closed());
+        for bitmap in [
+            &mut self.bitmaps.status[status],
+            &mut self.bitmaps.stage[usize::from(hot.stage)],
+        ] {
+            if on {
+                bitmap.insert(slot);
+            } else {
+                bitmap.remove(slot);
+            }
+        }
+    }
+
+    /// Adds a slot to every index, from its record.
+    fn index(&mut self, slot: u32) {
+        self.index_filters(slot);
+        let received = self.hot[slot as usize].received();
+        let Self {
+            order, ids, hot, ..
+        } = self;
+        order.insert(slot, received, ids.get(slot), |s| {
+            (hot[s as usize].received(), ids.get(s))
+        });
+    }
+
+    /// Adds a slot to every index but the order, from its record.
+    pub(crate) fn index_filters(&mut self, slot: u32) {
+        let hot = self.hot[slot as usize];
+        self.set_stage_bits(slot, &hot, true);
+        self.bitmaps.channel[usize::from(hot.channel)].insert(slot);
+        for prefix in self.org_prefixes(hot.org) {
+            bitmap_mut(&mut self.bitmaps.org, prefix).insert(slot);
+        }
+        for &theme in self.lists.distinct(hot.themes) {
+            bitmap_mut(&mut self.bitmaps.theme, theme).insert(slot);
+        }
+        for &tag in self.lists.distinct(hot.tags) {
+            bitmap_mut(&mut self.bitmaps.tag, tag).insert(slot);
+        }
+        self.publish_if_due(slot);
+    }
+
+    /// Removes a slot from every index.
+    fn unindex(&mut self, slot: u32) {
+        let hot = self.hot[slot as usize];
+        self.unpublish(slot);
+        self.set_stage_bits(slot, &hot, false);
+        self.bitmaps.channel[usize::from(hot.channel)].remove(slot);
+        for prefix in self.org_prefixes(hot.org) {
+            bitmap_mut(&mut self.bitmaps.org, prefix).remove(slot);
+        }
+        for &theme in self.lists.distinct(hot.themes) {
+            bitmap_mut(&mut self.bitmaps.theme, theme).remove(slot);
+        }
+        for &tag in self.lists.distinct(hot.tags) {
+            bitmap_mut(&mut self.bitmaps.tag, tag).remove(slot);
+        }
+        self.order.remove(slot, hot.received(), self.ids.get(slot));
+    }
+
+    /// The ids of an org unit and all its prefixes, interning the prefixes.
+    fn org_prefixes(&mut self, org: u32) -> Vec<u32> {
+        let path = self.orgs.name(org).to_owned();
+        let mut ids = Vec::new();
+        for (i, byte) in path.bytes().enumerate() {
+            if byte == b'/' {
+                ids.push(self.orgs.intern(&path[..i]));
+            }
+        }
+        ids.push(org);
+        ids
+    }
+
+    /// Recomputes a slot's SLA-dependent figures, if they are being kept.
+    fn refresh_timing(&mut self, slot: u32) {
+        let Self {
+            timing, hot, cold, ..
+        } = self;
+        if let Some(timing) = timing
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            timing.update(slot, &hot[slot as usize], &cold[slot as usize]);
+        }
+    }
+}

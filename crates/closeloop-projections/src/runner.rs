@@ -1,0 +1,363 @@
+//! The projector: keeps shared [`ReadModels`] caught up with the event store.
+//!
+//! [`run_projector`] reads the global log from the read models' checkpoint, page by page,
+//! applies each entry in position order, publishes the applied position on a
+//! [`watch`](tokio::sync::watch) channel, and then waits for the store's head to move. Readers
+//! share the models through [`Projections`] and use [`Projections::wait_for`] to see their own
+//! writes. Snapshots are written periodically and on shutdown, so a restart replays only the
+//! tail of the log.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use closeloop_domain::Event;
+use closeloop_store::{EventStore, StoreError, StoredEvent};
+use tokio::sync::watch;
+
+use crate::model::ReadModels;
+use crate::snapshot::{self, SnapshotError};
+
+/// How many entries are applied under one write lock: small enough that readers never wait
+/// long, large enough that locking costs nothing.
+const APPLY_CHUNK: usize = 256;
+/// The first and the longest wait before reading again when the log has a gap or a short read.
+const RETRY_MIN: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Read models shared between the projector (the only writer) and any number of readers.
+#[derive(Debug)]
+pub struct Projections {
+    models: RwLock<ReadModels>,
+    applied: watch::Sender<u64>,
+}
+
+impl Projections {
+    /// Shares `models`, whose checkpoint becomes the applied position.
+    #[must_use]
+    pub fn new(models: ReadModels) -> Self {
+        let (applied, _) = watch::channel(models.checkpoint());
+        Self {
+            models: RwLock::new(models),
+            applied,
+        }
+    }
+
+    /// Read access to the models. Hold the guard only for one query: the projector waits for
+    /// it to apply new entries.
+    pub fn read(&self) -> RwLockReadGuard<'_, ReadModels> {
+        // The lock is poisoned only if applying an entry panicked, which stops the projector;
+        // serving the models as they were beats failing every read until a restart.
+        self.models.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The position of the last log entry applied.
+    #[must_use]
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A live view of [`applied`](Self::applied).
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Waits until every entry up to `position` is applied (read-your-writes), at most
+    /// `timeout`. Returns whether it was.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        let reached = applied.wait_for(|&applied| applied >= position);
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
+    }
+
+    /// Loads read models from the snapshot file at `path`; a missing file gives empty models
+    /// at position 0. A leftover temporary file from an interrupted save is ignored.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] when the file exists but cannot be read or is not a valid snapshot:
+    /// log it and start from empty models, which rebuild from the log.
+    pub fn load_snapshot(path: &Path) -> Result<ReadModels, SnapshotError> {
+        snapshot::read_file(path)
+    }
+
+    /// Writes a snapshot of the models (data and checkpoint together) to `path`, atomically:
+    /// a crash leaves either the previous snapshot or this one.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Io`] when the file cannot be written.
+    pub fn save_snapshot(&self, path: &Path) -> Result<(), SnapshotError> {
+        let bytes = self.read().to_snapshot();
+        snapshot::write_atomically(path, &bytes)
+    }
+
+    /// Applies decoded entries in order, a chunk per write lock, publishing the applied
+    /// position after each chunk.
+    fn apply_all(&self, entries: &[(StoredEvent, Event)]) {
+        for chunk in entries.chunks(APPLY_CHUNK) {
+            let checkpoint = {
+                let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+                for (entry, event) in chunk {
+                    models.apply(entry, event);
+                }
+                models.checkpoint()
+            };
+            self.applied.send_replace(checkpoint);
+        }
+    }
+}
+
+/// How the projector reads and snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectorOptions {
+    /// How many log entries to read at a time.
+    pub page: usize,
+    /// Where to keep the snapshot; `None`: no snapshots.
+    pub snapshot_path: Option<PathBuf>,
+    /// Snapshot after this many entries applied since the last one.
+    pub snapshot_every_events: u64,
+    /// Snapshot at least this often while entries are being applied.
+    pub snapshot_every: Duration,
+}
+
+impl Default for ProjectorOptions {
+    fn default() -> Self {
+        Self {
+            page: 4096,
+            snapshot_path: None,
+            snapshot_every_events: 100_000,
+            snapshot_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The leading entries of `page` that continue `checkpoint` without a gap, and the position
+/// of the first entry that does not, if any.
+fn contiguous(checkpoint: u64, page: Vec<StoredEvent>) -> (Vec<StoredEvent>, Option<u64>) {
+    let mut ready = Vec::with_capacity(page.len());
+    for (expected, entry) in (checkpoint + 1..).zip(page) {
+        if entry.position != expected {
+            return (ready, Some(entry.position));
+        }
+        ready.push(entry);
+    }
+    (ready, None)
+}
+
+/// Decodes entries; on the first that cannot be decoded, the ones before it and the error.
+fn decode(entries: Vec<StoredEvent>) -> (Vec<(StoredEvent, Event)>, Option<StoreError>) {
+    let mut decoded = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry.event() {
+            Ok(event) => decoded.push((entry, event)),
+            Err(err) => {
+                let error = StoreError::Corrupt {
+                    position: entry.position,
+                    detail: format!("cannot decode the stored event: {err}"),
+                };
+                return (decoded, Some(error));
+            }
+        }
+    }
+    (decoded, None)
+}
+
+/// Keeps `projections` caught up with `store` until `shutdown` completes.
+///
+/// Reads the log after the applied position, `options.page` entries at a time; applies them
+/// strictly in position order; then waits for the store's head to move. The checkpoint never
+/// passes an entry that was not applied: when a read returns a gap (an entry after the next
+/// expected position), the entries before the gap are applied and the rest is read again
+/// later, with a warning; nothing is ever skipped. Snapshots are written every
+/// `snapshot_every_events` entries or `snapshot_every`, whichever comes first, and once more
+/// on shutdown; a failed snapshot is logged and retried at the next occasion.
+///
+/// # Errors
+/// [`StoreError`] when the store fails, or [`StoreError::Corrupt`] when a stored entry cannot
+/// be decoded: a projection that skipped it would be silently wrong, so it stops instead.
+pub async fn run_projector<S: EventStore>(
+    store: Arc<S>,
+    projections: Arc<Projections>,
+    options: ProjectorOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StoreError> {
+    tokio::pin!(shutdown);
+    let page_size = options.page.max(1);
+    let mut head = store.subscribe();
+    let mut snapshots = Snapshots::new(&options, projections.applied());
+    let mut retry = RETRY_MIN;
+    tracing::info!(
+        applied = projections.applied(),
+        head = store.head(),
+        "projector starting"
+    );
+    let result = loop {
+        let checkpoint = projections.applied();
+        let page = tokio::select! {
+            page = store.read_all(checkpoint, page_size) => page,
+            () = &mut shutdown => break Ok(()),
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(err) => break Err(err),
+        };
+        let read = page.len();
+        let (ready, gap) = contiguous(checkpoint, page);
+        let applied_now = ready.len();
+        if applied_now > 0 {
+            let shared = Arc::clone(&projections);
+            let joined = tokio::task::spawn_blocking(move || {
+                let (decoded, error) = decode(ready);
+                shared.apply_all(&decoded);
+                error
+            })
+            .await;
+            let failed = match joined {
+                Ok(failed) => failed,
+                Err(err) => {
+                    break Err(StoreError::Backend(format!("projector task failed: {err}")));
+                }
+            };
+            if let Some(err) = failed {
+                tracing::error!(%err, "projector stops: a stored event cannot be decoded");
+                break Err(err);
+            }
+            retry = RETRY_MIN;
+        }
+        snapshots.maybe_save(&projections).await;
+        let applied = projections.applied();
+        if let Some(found) = gap {
+            tracing::warn!(
+                expected = applied + 1,
+                found,
+                "the log read has a gap; waiting for the missing entry instead of skipping it"
+            );
+        }
+        let short = applied_now == 0 && store.head() > applied;
+        if gap.is_some() || short {
+            tokio::select! {
+                () = tokio::time::sleep(retry) => {}
+                () = &mut shutdown => break Ok(()),
+            }
+            retry = (retry * 2).min(RETRY_MAX);
+            continue;
+        }
+        if read == page_size || store.head() > applied {
+            continue;
+        }
+        tokio::select! {
+            changed = head.wait_for(|&head| head > applied) => {
+                if changed.is_err() {
+                    tracing::info!("event store closed; projector stops");
+                    break Ok(());
+                }
+            }
+            () = &mut shutdown => break Ok(()),
+        }
+    };
+    snapshots.save(&projections).await;
+    tracing::info!(applied = projections.applied(), "projector stopped");
+    result
+}
+
+/// When to snapshot, and where.
+struct Snapshots {
+    path: Option<PathBuf>,
+    every_events: u64,
+    every: Duration,
+    last_position: u64,
+    last_at: Instant,
+}
+
+impl Snapshots {
+    fn new(options: &ProjectorOptions, position: u64) -> Self {
+        Self {
+            path: options.snapshot_path.clone(),
+            every_events: options.snapshot_every_events.max(1),
+            every: options.snapshot_every,
+            last_position: position,
+            last_at: Instant::now(),
+        }
+    }
+
+    async fn maybe_save(&mut self, projections: &Arc<Projections>) {
+        let pending = projections.applied().saturating_sub(self.last_position);
+        if pending >= self.every_events || (pending > 0 && self.last_at.elapsed() >= self.every) {
+            self.save(projections).await;
+        }
+    }
+
+    async fn save(&mut self, projections: &Arc<Projections>) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let position = projections.applied();
+        if position == self.last_position {
+            return;
+        }
+        let shared = Arc::clone(projections);
+        let started = Instant::now();
+        let saved = tokio::task::spawn_blocking(move || shared.save_snapshot(&path)).await;
+        self.last_at = Instant::now();
+        match saved {
+            Ok(Ok(())) => {
+                self.last_position = position;
+                tracing::info!(
+                    position,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "projection snapshot saved"
+                );
+            }
+            Ok(Err(err)) => tracing::warn!(%err, "projection snapshot failed; will retry"),
+            Err(err) => tracing::warn!(%err, "projection snapshot task failed; will retry"),
+        }
+    }
+}
+
+/// Builds fresh read models from position 0 up to the head the store has when this starts,
+/// calling `progress(applied, head)` after each page (for the `rebuild` command's progress
+/// bar).
+///
+/// # Errors
+/// [`StoreError`] when the store fails, a stored entry cannot be decoded, or an entry below
+/// the head stays missing after repeated reads.
+pub async fn rebuild<S: EventStore>(
+    store: &S,
+    page: usize,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ReadModels, StoreError> {
+    const MAX_RETRIES: u32 = 50;
+    let head = store.head();
+    let mut models = ReadModels::default();
+    let mut retries = 0;
+    progress(0, head);
+    while models.checkpoint() < head {
+        let checkpoint = models.checkpoint();
+        let entries = store.read_all(checkpoint, page.max(1)).await?;
+        let (ready, gap) = contiguous(checkpoint, entries);
+        if ready.is_empty() {
+            retries += 1;
+            if retries > MAX_RETRIES {
+                return Err(StoreError::Corrupt {
+                    position: checkpoint + 1,
+                    detail: format!(
+                        "the entry is missing from the log (read returned {gap:?} instead)"
+                    ),
+                });
+            }
+            tokio::time::sleep(RETRY_MIN * retries).await;
+            continue;
+        }
+        retries = 0;
+        let (decoded, error) = decode(ready);
+        for (entry, event) in &decoded {
+            models.apply(entry, event);
+        }
+        if let Some(err) = error {
+            return Err(err);
+        }
+        progress(models.checkpoint(), head);
+    }
+    Ok(models)
+}

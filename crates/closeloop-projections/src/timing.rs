@@ -1,0 +1,169 @@
+//! Per-loop figures that depend on the SLA but not on `now`, kept per slot.
+//!
+//! A loop is overdue when it is open and `now` is past a due date it has not met
+//! ([`Sla::is_overdue`]). Its due dates depend only on its state and the SLA, so the earliest
+//! instant at which it *becomes* overdue is computed once per state change: a query then
+//! decides `overdue` for each loop with one comparison. The working days it took to
+//! acknowledge and to close (for the stats' medians) are kept the same way.
+
+use std::sync::PoisonError;
+
+use closeloop_domain::{Channel, LoopState, OrgUnit, Sla, Stage};
+use jiff::Timestamp;
+
+use crate::model::ReadModels;
+use crate::record::{Cold, Hot, Ts, When, clamped_nanos};
+
+/// The SLA-dependent figures of every slot, for one [`Sla`].
+#[derive(Debug)]
+pub(crate) struct Timing {
+    sla: Sla,
+    /// By slot, side by side so that a scan reads one stream.
+    pub(crate) slots: Vec<SlotTiming>,
+    /// A scratch state through which the [`Sla`]'s own methods compute due dates, so that
+    /// they are never re-implemented here.
+    scratch: LoopState,
+}
+
+impl Timing {
+    pub(crate) fn build(sla: &Sla, hot: &[Hot], cold: &[Cold]) -> Self {
+        let mut timing = Self {
+            sla: sla.clone(),
+            slots: Vec::with_capacity(hot.len()),
+            scratch: scratch_state(),
+        };
+        for (slot, (hot, cold)) in hot.iter().zip(cold).enumerate() {
+            let slot = u32::try_from(slot).expect("slots are u32");
+            timing.update(slot, hot, cold);
+        }
+        timing
+    }
+
+    pub(crate) fn sla(&self) -> &Sla {
+        &self.sla
+    }
+
+    /// Recomputes one slot (a new slot must be the next one).
+    pub(crate) fn update(&mut self, slot: u32, hot: &Hot, cold: &Cold) {
+        let received = hot.received();
+        let state = &mut self.scratch;
+        state.stage = hot.stage();
+        state.received_at = received.timestamp();
+        state.first_contact_at = cold.get(When::FirstContactAt).map(Ts::timestamp);
+        state.close_clock_from = cold.close_clock_from(received).timestamp();
+        let due = if hot.is_closed() {
+            i64::MAX
+        } else {
+            // `Sla::is_overdue` is: open && ((no first contact && now > acknowledge_by) ||
+            // now > close_by), that is: now > the earlier of the due dates still unmet.
+            let close_by = self.sla.close_by(state);
+            let due = if state.first_contact_at.is_none() {
+                close_by.min(self.sla.acknowledge_by(state))
+            } else {
+                close_by
+            };
+            clamped_nanos(due)
+        };
+        let days = |to: Option<Timestamp>| {
+            to.map_or(NO_DAYS, |to| {
+                days_key(
+                    self.sla
+                        .calendar
+                        .working_days_between(state.received_at, to),
+                )
+            })
+        };
+        let timing = SlotTiming {
+            due,
+            ack: days(state.first_contact_at),
+            close: days(cold.get(When::ClosedAt).map(Ts::timestamp)),
+        };
+        let i = slot as usize;
+        if i == self.slots.len() {
+            self.slots.push(timing);
+        } else {
+            self.slots[i] = timing;
+        }
+    }
+
+    /// Whether the loop in `slot` is overdue at `now` (see [`clamped_nanos`]).
+    pub(crate) fn is_overdue(&self, slot: u32, now: i64) -> bool {
+        now > self.slots[slot as usize].due
+    }
+}
+
+/// One slot's SLA-dependent figures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotTiming {
+    /// The loop is overdue exactly when `clamped_nanos(now) > due`; `i64::MAX` for a closed
+    /// loop, which is never overdue.
+    pub(crate) due: i64,
+    /// Working days from `received_at` to the first contact, as a [`days_key`]; [`NO_DAYS`]
+    /// when there was none.
+    pub(crate) ack: u64,
+    /// Working days from `received_at` to `closed_at`, as a [`days_key`]; [`NO_DAYS`] while
+    /// open.
+    pub(crate) close: u64,
+}
+
+/// Marks "no value" among [`days_key`]s: a NaN pattern `working_days_between` never returns.
+pub(crate) const NO_DAYS: u64 = u64::MAX;
+
+/// A number of working days (never negative) as the bits of its `f64`: for non-negative
+/// floats, ordering the bits as integers orders the numbers, and integers compare faster.
+pub(crate) fn days_key(days: f64) -> u64 {
+    debug_assert!(days >= 0.0, "working days are never negative");
+    days.max(0.0).to_bits()
+}
+
+fn scratch_state() -> LoopState {
+    LoopState {
+        version: 0,
+        stage: Stage::Received,
+        org_unit: OrgUnit::parse("scratch").expect("a valid org unit"),
+        channel: Channel::Other,
+        themes: Vec::new(),
+        seldom_heard: Vec::new(),
+        ratings: std::collections::BTreeMap::new(),
+        consent_to_publish: false,
+        received_at: Timestamp::UNIX_EPOCH,
+        acknowledged_at: None,
+        first_contact_at: None,
+        closed_at: None,
+        close_clock_from: Timestamp::UNIX_EPOCH,
+        has_outcome: false,
+    }
+}
+
+impl ReadModels {
+    /// Computes the SLA-dependent figures for `sla` now, if they are not kept already, so
+    /// that the first query with this SLA is as fast as the rest. From then on
+    /// [`apply`](Self::apply) keeps them up to date.
+    pub fn prepare(&self, sla: &Sla) {
+        self.with_timing(sla, |_| ());
+    }
+
+    /// Runs `f` with the figures for `sla`, computing them first when they are missing or were
+    /// computed for another SLA.
+    pub(crate) fn with_timing<R>(&self, sla: &Sla, f: impl FnOnce(&Timing) -> R) -> R {
+        {
+            let guard = self.timing.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(timing) = guard.as_ref()
+                && timing.sla() == sla
+            {
+                return f(timing);
+            }
+        }
+        let mut guard = self.timing.write().unwrap_or_else(PoisonError::into_inner);
+        if guard.as_ref().is_none_or(|t| t.sla() != sla) {
+            let started = std::time::Instant::now();
+            *guard = Some(Timing::build(sla, &self.hot, &self.cold));
+            tracing::debug!(
+                loops = self.hot.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "computed due dates for the SLA in use"
+            );
+        }
+        f(guard.as_ref().expect("just computed"))
+    }
+}

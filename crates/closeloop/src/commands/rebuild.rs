@@ -1,0 +1,42 @@
+//! `closeloop rebuild`: drops the read models and rebuilds them from the log, with progress.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use closeloop_projections::{Projections, rebuild};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Entries read from the log at a time.
+const PAGE: usize = 8192;
+
+/// Rebuilds the read models from position 0 and saves them as the new snapshot.
+pub async fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(data_dir)?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, eta {eta}")
+            .context("progress bar template")?,
+    );
+    let started = Instant::now();
+    let result = rebuild(&store, PAGE, |applied, head| {
+        bar.set_length(head);
+        bar.set_position(applied);
+    })
+    .await;
+    store.close().await;
+    bar.finish();
+    let models = result.context("rebuilding the read models failed")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let events = models.checkpoint();
+    let loops = models.loop_count();
+    Projections::new(models)
+        .save_snapshot(&super::snapshot_path(data_dir))
+        .context("cannot save the rebuilt read models")?;
+    #[allow(clippy::cast_precision_loss, reason = "a rate for people to read")]
+    let rate = events as f64 / seconds.max(f64::MIN_POSITIVE);
+    eprintln!(
+        "rebuilt the read models: {events} events, {loops} loops in {seconds:.2} s ({rate:.0} events/s)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
