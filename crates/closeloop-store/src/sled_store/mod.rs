@@ -98,6 +98,38 @@ impl Shared {
         *self.durable.borrow()
     }
 
+    /// The entry at `position` as a [`Committed`], if its header really carries this
+    /// idempotency key: the index holds digests of keys, so a hit is confirmed here. A
+    /// mismatch (a digest collision) means the key is new.
+    fn confirm_key(
+        &self,
+        position: u64,
+        source: &str,
+        event_id: &str,
+    ) -> Result<Option<Committed>, StoreError> {
+        let value = self
+            .tree
+            .get(entry::key(position))
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::Corrupt {
+                position,
+                detail: "an idempotency key points at a missing entry".to_owned(),
+            })?;
+        let (header, _) = entry::decode(position, &value)?;
+        if header.source != source || header.event_id != event_id {
+            return Ok(None);
+        }
+        let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
+            position,
+            detail: "entry's loop id is not valid".to_owned(),
+        })?;
+        Ok(Some(Committed {
+            loop_id,
+            version: header.version,
+            position,
+        }))
+    }
+
     fn read_entry(&self, position: u64) -> Result<StoredEvent, StoreError> {
         let value = self
             .tree
@@ -277,19 +309,7 @@ impl EventStore for SledStore {
         if head.wait_for(|&head| head >= position).await.is_err() {
             return Err(StoreError::Stopped("the store was closed".to_owned()));
         }
-        let entry = self.shared.read_entry(position)?;
-        let original = entry.event().map_err(|err| StoreError::Corrupt {
-            position,
-            detail: err.to_string(),
-        })?;
-        // The index holds digests of keys; confirm it is really this key.
-        Ok(
-            (original.source == source && original.event_id == event_id).then_some(Committed {
-                loop_id: entry.loop_id,
-                version: entry.version,
-                position,
-            }),
-        )
+        self.shared.confirm_key(position, source, event_id)
     }
 
     fn with_merkle<R>(&self, f: impl FnOnce(&crate::merkle::MerkleIndex) -> R) -> R {

@@ -7,7 +7,7 @@ use closeloop_domain::LoopId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::Index;
-use super::{Shared, backend, entry};
+use super::{Shared, entry};
 use crate::chain::entry_hash;
 use crate::record;
 use crate::{AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, StoreError};
@@ -280,29 +280,7 @@ impl Writer {
         if let Some((s, e, done)) = staged.iter().find(|(_, _, done)| done.position == position) {
             return Ok((s == source && e == event_id).then(|| done.clone()));
         }
-        let value = self
-            .shared
-            .tree
-            .get(entry::key(position))
-            .map_err(backend)?
-            .ok_or_else(|| StoreError::Corrupt {
-                position,
-                detail: "an idempotency key points at a missing entry".to_owned(),
-            })?;
-        let (header, _) = entry::decode(position, &value)?;
-        if header.source != source || header.event_id != event_id {
-            // A digest collision: a different key. Treat it as new.
-            return Ok(None);
-        }
-        let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
-            position,
-            detail: "entry's loop id is not valid".to_owned(),
-        })?;
-        Ok(Some(Committed {
-            loop_id,
-            version: header.version,
-            position,
-        }))
+        self.shared.confirm_key(position, source, event_id)
     }
 }
 
