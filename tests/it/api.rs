@@ -339,35 +339,24 @@ async fn if_match_and_idempotency_keys_protect_against_races_and_retries() {
 
     let path = format!("/v1/loops/{loop_id}/responses");
     let reply = json!({"by": "pals", "text": "Sorry, we will call today."}).to_string();
-    let stale = api
-        .call(
-            Method::POST,
-            &path,
-            Some(STAFF),
-            &[("if-match", "\"7\"")],
-            Some(&reply),
-        )
-        .await;
+    let reply_with = |if_match: &'static str| {
+        let (api, path, reply) = (&api, &path, &reply);
+        async move {
+            api.call(
+                Method::POST,
+                path,
+                Some(STAFF),
+                &[("if-match", if_match)],
+                Some(reply),
+            )
+            .await
+        }
+    };
+    let stale = reply_with("\"7\"").await;
     check_problem(&stale, 409, "version_conflict");
-    let fresh = api
-        .call(
-            Method::POST,
-            &path,
-            Some(STAFF),
-            &[("if-match", "1")],
-            Some(&reply),
-        )
-        .await;
+    let fresh = reply_with("1").await;
     assert_eq!(fresh.status, StatusCode::CREATED, "{}", fresh.text);
-    let garbled = api
-        .call(
-            Method::POST,
-            &path,
-            Some(STAFF),
-            &[("if-match", "soon")],
-            Some(&reply),
-        )
-        .await;
+    let garbled = reply_with("soon").await;
     check_problem(&garbled, 400, "invalid_request");
 }
 

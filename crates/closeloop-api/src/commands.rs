@@ -41,10 +41,7 @@ pub(crate) async fn post_feedback<S: EventStore>(
     };
     let payload = LoopEvent::from_data(EventType::FeedbackReceived, Value::Object(data))?;
     let recorded = record(&state, loop_id, payload, key, None).await?;
-    Ok(created(
-        &recorded,
-        json!({"loop_id": recorded.loop_id, "version": recorded.version, "position": recorded.position}),
-    ))
+    Ok(created(&recorded))
 }
 
 /// `POST /v1/loops/{loop_id}/<step>`: records one step of a loop, as `event_type`.
@@ -61,10 +58,7 @@ pub(crate) async fn post_step<S: EventStore>(
     let key = idempotency_key(&headers)?;
     let payload = LoopEvent::from_data(event_type, Value::Object(json_object(&body)?))?;
     let recorded = record(&state, loop_id, payload, key, expected).await?;
-    Ok(created(
-        &recorded,
-        json!({"loop_id": recorded.loop_id, "version": recorded.version, "position": recorded.position}),
-    ))
+    Ok(created(&recorded))
 }
 
 /// The path segment of each step endpoint and the event it records.
@@ -184,8 +178,10 @@ async fn record<S: EventStore>(
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
 }
 
-/// 201 with `ETag` and `Location`; a replayed idempotent request says so in a header.
-fn created(recorded: &Recorded, body: Value) -> Response {
+/// 201 `{"loop_id","version","position"}` with `ETag` and `Location`; a replayed idempotent
+/// request says so in a header.
+fn created(recorded: &Recorded) -> Response {
+    let body = json!({"loop_id": recorded.loop_id, "version": recorded.version, "position": recorded.position});
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     let headers = response.headers_mut();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", recorded.version)) {
