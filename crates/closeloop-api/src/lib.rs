@@ -5,9 +5,10 @@
 //! - [`problem`] turns every error into RFC 9457 `application/problem+json` with a `code`.
 //! - [`auth`] parses `CLOSELOOP_API_TOKENS` into roles.
 //! - `health` answers `/healthz` (the process is up) and `/readyz` (it can take writes).
-//!
 //! - `commands`: every write endpoint, through the one write path of `closeloop-store`.
-//! - `audit`: the NDJSON log and the chain check.
+//! - `reads`: loop lists and details, stats, and "you said, we did" (JSON and HTML).
+//! - `audit`: the NDJSON log, the chain check and RFC 6962 proofs.
+//! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
 
 mod audit;
 pub mod auth;
