@@ -70,7 +70,7 @@ async fn tools_explain_that_a_running_service_owns_the_store() {
 }
 
 #[tokio::test]
-async fn read_models_survive_a_restart_through_their_snapshot() {
+async fn read_models_are_saved_at_shutdown_and_serve_again_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let service = Service::start(dir.path());
     let client = reqwest::Client::new();
