@@ -21,6 +21,10 @@ mod store;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator the service runs with (see the `closeloop` binary), so figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Throughput benchmarks of Closeloop, beside the raw backend doing the same work.
 #[derive(Debug, Parser)]
 #[command(name = "closeloop-bench", version, about)]

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -319,45 +320,97 @@ impl Snapshots {
 /// calling `progress(applied, head)` after each page (for the `rebuild` command's progress
 /// bar).
 ///
+/// Two stages run side by side: this task reads pages from the store, and a worker thread
+/// decodes and applies them in order, so reading and applying share the machine's cores. A
+/// couple of pages wait between them at most.
+///
 /// # Errors
 /// [`StoreError`] when the store fails, a stored entry cannot be decoded, or an entry below
 /// the head stays missing after repeated reads.
+///
+/// # Panics
+/// When applying an entry panicked on the worker thread (a bug): the panic is passed on.
 pub async fn rebuild<S: EventStore>(
     store: &S,
     page: usize,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ReadModels, StoreError> {
     const MAX_RETRIES: u32 = 50;
+    const PAGES_IN_FLIGHT: usize = 2;
     let head = store.head();
-    let mut models = ReadModels::default();
+    let applied = Arc::new(AtomicU64::new(0));
+    let (pages, to_apply) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(PAGES_IN_FLIGHT);
+    let worker = {
+        let applied = Arc::clone(&applied);
+        std::thread::Builder::new()
+            .name("rebuild-apply".to_owned())
+            .spawn(move || apply_pages(&to_apply, &applied))
+            .map_err(|err| StoreError::Backend(format!("cannot start the rebuild worker: {err}")))?
+    };
+
+    let mut read_upto = 0;
     let mut retries = 0;
+    let mut read_error = None;
     progress(0, head);
-    while models.checkpoint() < head {
-        let checkpoint = models.checkpoint();
-        let entries = store.read_all(checkpoint, page.max(1)).await?;
-        let (ready, gap) = contiguous(checkpoint, entries);
+    while read_upto < head {
+        let entries = match store.read_all(read_upto, page.max(1)).await {
+            Ok(entries) => entries,
+            Err(err) => {
+                read_error = Some(err);
+                break;
+            }
+        };
+        let (ready, gap) = contiguous(read_upto, entries);
         if ready.is_empty() {
             retries += 1;
             if retries > MAX_RETRIES {
-                return Err(StoreError::Corrupt {
-                    position: checkpoint + 1,
+                read_error = Some(StoreError::Corrupt {
+                    position: read_upto + 1,
                     detail: format!(
                         "the entry is missing from the log (read returned {gap:?} instead)"
                     ),
                 });
+                break;
             }
             tokio::time::sleep(RETRY_MIN * retries).await;
             continue;
         }
         retries = 0;
-        let (decoded, error) = decode(ready);
+        read_upto += ready.len() as u64;
+        if pages.send(ready).is_err() {
+            // The worker stopped on an entry it could not decode; its error says which.
+            break;
+        }
+        progress(applied.load(Ordering::Acquire), head);
+    }
+    drop(pages);
+    let (models, apply_error) = match worker.join() {
+        Ok(outcome) => outcome,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    if let Some(err) = apply_error.or(read_error) {
+        return Err(err);
+    }
+    progress(models.checkpoint(), head);
+    Ok(models)
+}
+
+/// The rebuild worker: decodes and applies pages in the order they arrive, until the sender
+/// hangs up or an entry cannot be decoded.
+fn apply_pages(
+    pages: &std::sync::mpsc::Receiver<Vec<StoredEvent>>,
+    applied: &AtomicU64,
+) -> (ReadModels, Option<StoreError>) {
+    let mut models = ReadModels::default();
+    for page in pages {
+        let (decoded, error) = decode(page);
         for (entry, event) in &decoded {
             models.apply(entry, event);
         }
-        if let Some(err) = error {
-            return Err(err);
+        applied.store(models.checkpoint(), Ordering::Release);
+        if error.is_some() {
+            return (models, error);
         }
-        progress(models.checkpoint(), head);
     }
-    Ok(models)
+    (models, None)
 }

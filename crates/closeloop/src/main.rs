@@ -15,6 +15,12 @@ use clap::Parser;
 
 use crate::config::{Cli, Command};
 
+/// mimalloc instead of the system allocator: the read models and the store's indexes make
+/// millions of small allocations, where glibc's malloc spent 40% of a rebuild and kept freed
+/// memory resident.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);

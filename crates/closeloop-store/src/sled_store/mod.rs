@@ -48,7 +48,9 @@ const FORMAT_KEY: &[u8] = b"mformat";
 pub struct SledStoreOptions {
     /// The most events one group commit takes.
     pub max_batch_events: usize,
-    /// sled's page cache size in bytes.
+    /// sled's page cache size in bytes. Small by default: loop heads and idempotency keys are
+    /// indexed in memory and the read models answer queries, so the cache mostly serves
+    /// reading one loop's few entries and sequential audit scans.
     pub cache_capacity_bytes: u64,
     /// How many appends may wait for the writer before callers are held back.
     pub queue_capacity: usize,
@@ -58,7 +60,7 @@ impl Default for SledStoreOptions {
     fn default() -> Self {
         Self {
             max_batch_events: 4096,
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: 64 * 1024 * 1024,
             queue_capacity: 8192,
         }
     }
@@ -296,20 +298,22 @@ impl EventStore for SledStore {
     }
 
     async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<Committed>, StoreError> {
-        let position = {
+        let candidates = {
             let index = self.shared.index.read().expect("index lock");
-            index.position_of_key(source, event_id)
+            index.candidates_for_key(source, event_id)
         };
-        let Some(position) = position else {
-            return Ok(None);
-        };
-        // The original may still be on its way to disk: answer only once it is durable, so
-        // nobody hears "already stored" about an event a crash could take away.
-        let mut head = self.shared.durable.subscribe();
-        if head.wait_for(|&head| head >= position).await.is_err() {
-            return Err(StoreError::Stopped("the store was closed".to_owned()));
+        for position in candidates {
+            // The original may still be on its way to disk: answer only once it is durable,
+            // so nobody hears "already stored" about an event a crash could take away.
+            let mut head = self.shared.durable.subscribe();
+            if head.wait_for(|&head| head >= position).await.is_err() {
+                return Err(StoreError::Stopped("the store was closed".to_owned()));
+            }
+            if let Some(committed) = self.shared.confirm_key(position, source, event_id)? {
+                return Ok(Some(committed));
+            }
         }
-        self.shared.confirm_key(position, source, event_id)
+        Ok(None)
     }
 
     fn with_merkle<R>(&self, f: impl FnOnce(&crate::merkle::MerkleIndex) -> R) -> R {

@@ -274,13 +274,16 @@ impl Writer {
         source: &str,
         event_id: &str,
     ) -> Result<Option<Committed>, StoreError> {
-        let Some(position) = index.position_of_key(source, event_id) else {
-            return Ok(None);
-        };
-        if let Some((s, e, done)) = staged.iter().find(|(_, _, done)| done.position == position) {
-            return Ok((s == source && e == event_id).then(|| done.clone()));
+        for position in index.candidates_for_key(source, event_id) {
+            let confirmed = match staged.iter().find(|(_, _, done)| done.position == position) {
+                Some((s, e, done)) => (s == source && e == event_id).then(|| done.clone()),
+                None => self.shared.confirm_key(position, source, event_id)?,
+            };
+            if confirmed.is_some() {
+                return Ok(confirmed);
+            }
         }
-        self.shared.confirm_key(position, source, event_id)
+        Ok(None)
     }
 }
 

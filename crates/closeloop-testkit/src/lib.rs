@@ -1,0 +1,212 @@
+//! Test fixtures shared by Closeloop's crates.
+//!
+//! [`NatsServer`] starts a private `nats-server -js` for one test: a free port on 127.0.0.1
+//! and its own temporary JetStream directory, so tests never collide with each other or with
+//! a server already running on 4222. The server is killed when the fixture is dropped.
+//! `scripts/test` installs `nats-server` when a machine lacks it; set `NATS_SERVER_BIN` to use
+//! another binary.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a starting server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A private `nats-server` with JetStream, killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store_dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port and waits until it answers.
+    ///
+    /// # Panics
+    /// When `nats-server` cannot be found or started, or does not answer in time: a test
+    /// cannot go on without it, and the message says how to install it.
+    #[must_use]
+    pub fn start() -> Self {
+        let store_dir = tempfile::Builder::new()
+            .prefix("closeloop-nats-")
+            .tempdir()
+            .expect("cannot create a temp dir for JetStream");
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            store_dir,
+        };
+        server.launch();
+        server
+    }
+
+    /// The URL clients connect to, e.g. `nats://127.0.0.1:41234`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Where JetStream keeps its files.
+    #[must_use]
+    pub fn store_dir(&self) -> &Path {
+        self.store_dir.path()
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit; [`restart`](Self::restart) brings
+    /// it back on the same port with the same JetStream files.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same port and directory.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    fn launch(&mut self) {
+        let bin = binary();
+        let child = Command::new(&bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start {}: {err}; install it with `apt-get install -y nats-server` \
+                     (scripts/test does) or set NATS_SERVER_BIN",
+                    bin.display()
+                )
+            });
+        self.child = Some(child);
+        self.wait_until_ready();
+    }
+
+    fn wait_until_ready(&mut self) {
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "nats-server exited at start with {status} (port {})",
+                    self.port
+                );
+            }
+            if answers_ping(address) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("nats-server did not answer on {address} within {START_TIMEOUT:?}");
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `nats-server` to run: `NATS_SERVER_BIN`, else the first on `PATH`, else Debian's.
+fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+/// A port nothing listens on right now (the OS picks it).
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("cannot find a free port")
+        .port()
+}
+
+/// Whether a NATS server at `address` greets, takes a PING and answers PONG.
+fn answers_ping(address: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut seen = Vec::new();
+    let mut buf = [0_u8; 4096];
+    let mut pinged = false;
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            return false;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if !pinged && text.contains("INFO ") && text.contains("\r\n") {
+            if stream
+                .write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+                .is_err()
+            {
+                return false;
+            }
+            pinged = true;
+        } else if pinged && text.contains("PONG") {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_server_answers_and_a_stopped_one_does_not() {
+        let mut server = NatsServer::start();
+        let address = SocketAddr::from(([127, 0, 0, 1], server.port()));
+        assert!(answers_ping(address));
+        assert!(server.url().ends_with(&server.port().to_string()));
+        server.stop();
+        assert!(!answers_ping(address));
+        server.restart();
+        assert!(answers_ping(address));
+    }
+
+    #[test]
+    fn two_servers_get_their_own_ports_and_directories() {
+        let first = NatsServer::start();
+        let second = NatsServer::start();
+        assert_ne!(first.port(), second.port());
+        assert_ne!(first.store_dir(), second.store_dir());
+    }
+}
