@@ -170,6 +170,8 @@ pub const WRITERS: &[Role] = &[Role::Staff];
 pub const READERS: &[Role] = &[Role::Staff, Role::Leader, Role::Auditor];
 /// Roles that read the raw log and proofs.
 pub const AUDITORS: &[Role] = &[Role::Auditor];
+/// Roles that manage dead letters: only admin (who may do everything).
+pub const ADMINS: &[Role] = &[];
 
 /// Compares without an early exit, so response timing does not reveal how much of a guessed
 /// token was right.

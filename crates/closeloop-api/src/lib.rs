@@ -13,6 +13,7 @@
 mod audit;
 pub mod auth;
 mod commands;
+mod dead_letters;
 pub mod error;
 mod health;
 pub mod metrics;
@@ -59,6 +60,8 @@ pub struct AppState<S> {
     pub clock: Clock,
     /// Renders `GET /metrics`; `None` when no recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The NATS side (status for `/readyz`, dead letters); `None` when NATS is off.
+    pub nats: Option<closeloop_ingest::NatsHandle>,
 }
 
 impl<S> std::fmt::Debug for AppState<S> {
@@ -103,6 +106,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit/verify"),
     ("GET", "/v1/audit/proof/inclusion"),
     ("GET", "/v1/audit/proof/consistency"),
+    ("GET", "/v1/dead-letters"),
+    ("POST", "/v1/dead-letters/{seq}/retry"),
 ];
 
 /// The handler of one entry of [`ROUTES`].
@@ -137,6 +142,8 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/v1/audit/verify") => get(audit::audit_verify::<S>),
         ("GET", "/v1/audit/proof/inclusion") => get(audit::inclusion_proof::<S>),
         ("GET", "/v1/audit/proof/consistency") => get(audit::consistency_proof::<S>),
+        ("GET", "/v1/dead-letters") => get(dead_letters::list::<S>),
+        ("POST", "/v1/dead-letters/{seq}/retry") => post(dead_letters::retry::<S>),
         _ => panic!("no handler for {method} {path}"),
     }
 }

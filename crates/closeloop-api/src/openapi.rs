@@ -185,6 +185,34 @@ fn operation(method: &str, path: &str) -> Value {
                 "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
             },
         }),
+        ("GET", "/v1/dead-letters") => json!({
+            "summary": "Messages NATS ingestion could not store (FEEDBACK_DLQ), oldest first",
+            "description": "Role: admin. Each item: seq, dead_lettered_at, error (the Closeloop-Error code), detail, original_subject, original_sequence, and the original payload (payload, or payload_base64 when it is not UTF-8; it may hold personal data).",
+            "security": [{"bearer": []}],
+            "parameters": [
+                query("after", "integer", "Start after this FEEDBACK_DLQ sequence (default 0)"),
+                query("limit", "integer", "1 to 500, default 50"),
+            ],
+            "responses": {
+                "200": plain("A page of dead letters", &json!({"type": "object", "required": ["items", "next_after"], "properties": {
+                    "items": {"type": "array", "items": {"type": "object"}}, "next_after": {"type": ["integer", "null"]}}})),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+                "503": problem("unavailable: NATS is off or unreachable"),
+            },
+        }),
+        ("POST", "/v1/dead-letters/{seq}/retry") => json!({
+            "summary": "Re-drive one dead letter after fixing its cause",
+            "description": "Role: admin. Publishes the original bytes again on their original subject under feedback.> and removes the dead letter; if it still cannot be stored it comes back as a new dead letter.",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "seq", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}],
+            "responses": {
+                "202": plain("Published again", &json!({"type": "object", "required": ["seq", "subject", "feedback_sequence"], "properties": {
+                    "seq": {"type": "integer"}, "subject": {"type": "string"}, "feedback_sequence": {"type": "integer"}}})),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+                "404": problem("not_found: no such dead letter"),
+                "503": problem("unavailable: NATS is off or unreachable"),
+            },
+        }),
         _ => panic!("no OpenAPI operation for {method} {path}: document it in openapi.rs"),
     }
 }

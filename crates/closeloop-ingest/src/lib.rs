@@ -1,6 +1,227 @@
-//! Closeloop's NATS JetStream side (contract §2).
+//! Closeloop's NATS JetStream side (contract §2): feedback in, dead letters, events out.
 //!
 //! - [`cloudevent`]: decodes CloudEvents 1.0 messages (structured JSON, or binary mode with
 //!   `ce-` headers) into the same domain commands the HTTP API records.
+//! - ingestion (`consumer`): the durable pull consumer `closeloop-ingest` on `FEEDBACK`;
+//!   each message is recorded through the store's one write path and acked only once its
+//!   outcome is durable.
+//! - [`dead_letter`]: messages that cannot be stored go to `FEEDBACK_DLQ` with their reason;
+//!   admins list and re-drive them.
+//! - the outbound feed (`feed`): every stored event on `closeloop.events.<type suffix>`, in
+//!   position order, from a checkpoint that survives restarts.
+//!
+//! [`start`] runs ingestion and the feed in the background. Neither needs NATS to be up: the
+//! client connects (and reconnects) with back-off, and each worker sets its streams up again
+//! after every failure, so the HTTP API keeps serving while NATS is away.
 
 pub mod cloudevent;
+mod consumer;
+pub mod dead_letter;
+mod feed;
+mod status;
+pub mod streams;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+use closeloop_store::EventStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use consumer::Outcome;
+pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetters, Redriven};
+pub use feed::POSITION_HEADER;
+pub use status::{Connection, NatsStatus, Worker};
+pub use streams::ConsumerLimits;
+
+use crate::status::Shared;
+
+/// How ingestion and the feed run; the defaults suit production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// The NATS server(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
+    pub url: String,
+    /// Where the feed keeps its checkpoint (a file in the data directory).
+    pub feed_checkpoint: PathBuf,
+    /// How many messages are pulled and recorded at a time.
+    pub batch: usize,
+    /// How the ingest consumer is created (when it does not exist yet).
+    pub limits: ConsumerLimits,
+    /// How many deliveries a follow-up for a loop that does not exist (yet) gets before it is
+    /// dead-lettered as `unknown_loop`.
+    pub unknown_loop_attempts: i64,
+    /// The first wait before such a follow-up is delivered again; it doubles each time.
+    pub unknown_loop_backoff: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            feed_checkpoint: PathBuf::from("data/feed.checkpoint"),
+            batch: 1024,
+            limits: ConsumerLimits {
+                ack_wait: Duration::from_secs(30),
+                max_deliver: 50,
+                max_ack_pending: 20_000,
+            },
+            unknown_loop_attempts: 5,
+            unknown_loop_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why the NATS side could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use NATS at {url}: {reason}")]
+pub struct StartError {
+    url: String,
+    reason: String,
+}
+
+/// The running NATS side: a [`NatsHandle`] for the HTTP API, and the task to await on
+/// shutdown.
+#[derive(Debug)]
+pub struct Running {
+    /// Status and dead-letter administration.
+    pub handle: NatsHandle,
+    /// Ends once both workers have stopped after `shutdown` turned true.
+    pub task: JoinHandle<()>,
+}
+
+/// What the HTTP API needs of the NATS side: its status and the dead letters.
+#[derive(Debug, Clone)]
+pub struct NatsHandle {
+    client: async_nats::Client,
+    shared: Arc<Shared>,
+    dead_letters: DeadLetters,
+}
+
+impl NatsHandle {
+    /// The connection and both workers, for `/readyz`. `head` is the store's head, to report
+    /// the feed's lag.
+    #[must_use]
+    pub fn status(&self, head: u64) -> NatsStatus {
+        self.shared
+            .snapshot(self.client.connection_state().into(), head)
+    }
+
+    /// Lists and re-drives dead letters.
+    #[must_use]
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
+    }
+}
+
+/// Connects to NATS in the background and starts ingestion and the outbound feed, until
+/// `shutdown` turns true.
+///
+/// # Errors
+/// [`StartError`] when the URL cannot be used at all (a configuration mistake). An
+/// unreachable server is not an error: the client keeps trying with back-off.
+pub async fn start<S: EventStore + 'static>(
+    store: Arc<S>,
+    options: IngestOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Running, StartError> {
+    let client = ConnectOptions::new()
+        .name("closeloop")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting");
+                }
+                other => tracing::info!(event = %other, "NATS event"),
+            }
+        })
+        .connect(options.url.as_str())
+        .await
+        .map_err(|err| StartError {
+            url: options.url.clone(),
+            reason: err.to_string(),
+        })?;
+    let js = streams::context(client.clone());
+    let shared = Arc::new(Shared::default());
+    let handle = NatsHandle {
+        client,
+        shared: Arc::clone(&shared),
+        dead_letters: DeadLetters::new(js.clone()),
+    };
+    let task = tokio::spawn(async move {
+        let ingest = supervise(
+            "ingestion",
+            Shared::set_ingest,
+            &shared,
+            shutdown.clone(),
+            {
+                let (store, js, options, shared) = (&store, &js, &options, &shared);
+                move |mut stop| async move { consumer::run(store, js, options, shared, &mut stop).await }
+            },
+        );
+        let feed = supervise(
+            "outbound feed",
+            Shared::set_feed,
+            &shared,
+            shutdown.clone(),
+            {
+                let (store, js, options, shared) = (&store, &js, &options, &shared);
+                move |mut stop| async move {
+                    feed::run(store, js, &options.feed_checkpoint, shared, &mut stop).await
+                }
+            },
+        );
+        futures::join!(ingest, feed);
+        shared.set_ingest(Worker::Stopped);
+        shared.set_feed(Worker::Stopped);
+        if let Err(err) = js.client().flush().await {
+            tracing::warn!(%err, "cannot flush the last acks to NATS");
+        }
+    });
+    Ok(Running { handle, task })
+}
+
+/// Runs `work` until it returns `Ok` (shutdown) or `shutdown` turns true; after each failure,
+/// records it, marks the worker as starting (`set_state`), waits with back-off and runs it
+/// again.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    set_state: fn(&Shared, Worker),
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+    work: F,
+) where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
+{
+    let mut failures = 0_u32;
+    while !*shutdown.borrow() {
+        match work(shutdown.clone()).await {
+            Ok(()) => break,
+            Err(err) => {
+                failures += 1;
+                let delay = reconnect_delay(failures as usize);
+                tracing::warn!(worker = name, %err, retry_in = ?delay, "NATS worker failed; starting it again");
+                shared.set_error(format!("{name}: {err}"));
+                set_state(shared, Worker::Starting);
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// 250 ms doubling per attempt, at most 10 s.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1).min(6)).unwrap_or(6);
+    Duration::from_millis(250)
+        .saturating_mul(1 << doublings)
+        .min(Duration::from_secs(10))
+}

@@ -16,8 +16,11 @@ use crate::{
     AppendError, AppendRequest, Committed, EventStore, ExpectedVersion, LoopAppend, StoreError,
 };
 
-/// How many times a command is decided again after losing a race to another writer.
-const RACE_RETRIES: usize = 8;
+/// How many times a command is decided again after losing a race to another writer. Each
+/// round lets at least one of the racing writers through (the store takes appends one at a
+/// time), so `n` writers racing on one loop need up to `n` rounds: this bounds how many
+/// concurrent writers one loop can take before some hear 409 "try again".
+const RACE_RETRIES: usize = 64;
 
 /// Who says so: the idempotency key of the event a command records.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use closeloop_api::AppState;
 use closeloop_domain::{Calendar, Sla};
+use closeloop_ingest::IngestOptions;
 use closeloop_projections::{Projections, ProjectorOptions, run_projector};
 use closeloop_store::EventStore;
 use tokio::net::TcpListener;
@@ -23,13 +24,6 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         bail!(
             "CLOSELOOP_STORE=jetstream is not available in this release; use the embedded store \
              (CLOSELOOP_STORE=sled, the default)"
-        );
-    }
-    if args.nats_url != "off" {
-        tracing::warn!(
-            nats_url = %args.nats_url,
-            "NATS ingestion and the outbound feed are not in this release, so NATS is not \
-             contacted (set CLOSELOOP_NATS_URL=off to silence this)"
         );
     }
     let mut tokens = args.api_tokens;
@@ -87,6 +81,24 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     ));
 
+    // One shutdown signal, heard by the HTTP server and the NATS workers alike.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        let _ = stop.send(true);
+    });
+    let nats = if args.nats_url == "off" {
+        tracing::info!("NATS is off (CLOSELOOP_NATS_URL=off): no ingestion, no outbound feed");
+        None
+    } else {
+        let options = IngestOptions {
+            url: args.nats_url.clone(),
+            feed_checkpoint: data_dir.join("feed.checkpoint"),
+            ..IngestOptions::default()
+        };
+        Some(closeloop_ingest::start(Arc::clone(&store), options, stopping.clone()).await?)
+    };
+
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
         projections,
@@ -96,10 +108,22 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics: closeloop_api::metrics::install_recorder()
             .map_err(|err| tracing::warn!(%err, "metrics are disabled"))
             .ok(),
+        nats: nats.as_ref().map(|running| running.handle.clone()),
     });
-    closeloop_api::serve(listener, closeloop_api::router(state), shutdown::signal())
-        .await
-        .context("HTTP server failed")?;
+    let mut http_stopping = stopping.clone();
+    closeloop_api::serve(listener, closeloop_api::router(state), async move {
+        let _ = http_stopping.wait_for(|stop| *stop).await;
+    })
+    .await
+    .context("HTTP server failed")?;
+
+    // Ingestion finishes the batch in hand (acks go out; messages pulled but not recorded
+    // stay unacked and are redelivered), and the feed saves its checkpoint.
+    if let Some(nats) = nats
+        && let Err(err) = nats.task.await
+    {
+        tracing::error!(%err, "the NATS task failed");
+    }
 
     // Every request has finished: stop the projector (it saves a snapshot), then close the
     // store, whose last handle this is.

@@ -1,0 +1,401 @@
+//! Ingestion: pulls batches from `FEEDBACK`, records each message through the one write path,
+//! and acknowledges it only once its outcome is durable.
+//!
+//! A batch is decoded whole, then split by loop: each loop's messages are recorded one after
+//! another, in delivery order, while different loops are recorded concurrently, so the store's
+//! group commit takes the whole batch in a few fsyncs. Every message ends in exactly one
+//! [`Outcome`]: stored, a duplicate, dead-lettered, or handed back to JetStream (nak) to be
+//! tried again later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use closeloop_domain::{LoopId, Rejection};
+use closeloop_store::EventStore;
+use closeloop_store::write::{self, WriteError};
+use futures::StreamExt;
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::IngestOptions;
+use crate::cloudevent::{self, Decoded};
+use crate::dead_letter::{self, Reason};
+use crate::status::{Shared, Worker};
+use crate::streams;
+
+/// What became of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and acked.
+    Stored,
+    /// Its (`source`, `id`) was stored before: acked, nothing stored.
+    Duplicate,
+    /// Published to `FEEDBACK_DLQ` with its reason, then acked.
+    DeadLettered,
+    /// Not acked (nak with a delay): JetStream delivers it again later.
+    Retried,
+}
+
+impl Outcome {
+    /// The metric label.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Retried => "retried",
+        }
+    }
+}
+
+/// What to do with a message after trying to record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// Ack it: stored (or a duplicate).
+    Ack(Outcome),
+    /// Dead-letter it with this reason.
+    DeadLetter(Reason),
+    /// Nak it with this delay.
+    Retry(Duration),
+}
+
+/// Decides what to do with a message given the result of recording it and how many times it
+/// has been delivered (1 the first time).
+pub(crate) fn dispose(
+    result: &Result<write::Recorded, WriteError>,
+    delivered: i64,
+    options: &IngestOptions,
+) -> Disposition {
+    let last_chance = delivered >= options.limits.max_deliver - 1 && options.limits.max_deliver > 0;
+    match result {
+        Ok(recorded) if recorded.duplicate => Disposition::Ack(Outcome::Duplicate),
+        Ok(_) => Disposition::Ack(Outcome::Stored),
+        Err(WriteError::Rejected {
+            rejection: Rejection::UnknownLoop(_),
+            ..
+        }) if delivered < options.unknown_loop_attempts && !last_chance => {
+            // Publishers race: the loop's feedback may be a moment behind its follow-up.
+            Disposition::Retry(backoff(options.unknown_loop_backoff, delivered))
+        }
+        Err(WriteError::Rejected { rejection, .. }) => Disposition::DeadLetter(Reason {
+            code: rejection.code().to_owned(),
+            detail: rejection.to_string(),
+        }),
+        Err(WriteError::KeyReused(detail)) => Disposition::DeadLetter(Reason {
+            code: "invalid_data".to_owned(),
+            detail: detail.clone(),
+        }),
+        Err(
+            err @ (WriteError::VersionConflict { .. }
+            | WriteError::Contended(_)
+            | WriteError::Store(_)),
+        ) => {
+            if last_chance {
+                Disposition::DeadLetter(Reason {
+                    code: "unavailable".to_owned(),
+                    detail: format!(
+                        "not stored after {delivered} deliveries ({err}); retry it once the store is healthy"
+                    ),
+                })
+            } else {
+                Disposition::Retry(backoff(Duration::from_secs(1), delivered))
+            }
+        }
+    }
+}
+
+/// `base`, doubled for each delivery after the first, at most 30 s.
+fn backoff(base: Duration, delivered: i64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    base.saturating_mul(1 << doublings)
+        .min(Duration::from_secs(30))
+}
+
+/// Consumes `FEEDBACK` until `shutdown` turns true (then returns `Ok`) or the connection
+/// fails (an error: the caller sets things up again after a pause).
+pub(crate) async fn run<S: EventStore>(
+    store: &Arc<S>,
+    js: &jetstream::Context,
+    options: &IngestOptions,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), async_nats::Error> {
+    let stream = streams::feedback_stream(js).await?;
+    streams::dead_letter_stream(js).await?;
+    let consumer = streams::ingest_consumer(&stream, options.limits).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(options.batch)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await?
+        .ready_chunks(options.batch);
+    shared.set_ingest(Worker::Running);
+    tracing::info!(
+        stream = streams::FEEDBACK_STREAM,
+        consumer = streams::INGEST_CONSUMER,
+        "consuming feedback from NATS"
+    );
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            batch = messages.next() => batch,
+        };
+        let Some(batch) = batch else {
+            return Err("the consumer's message stream ended".into());
+        };
+        let mut delivered = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for item in batch {
+            match item {
+                Ok(message) => delivered.push(message),
+                Err(err) => failure = Some(err),
+            }
+        }
+        process_batch(store, js, options, delivered).await;
+        if let Some(err) = failure {
+            return Err(err.into());
+        }
+    }
+    // Messages pulled but not processed stay unacked: JetStream redelivers them after
+    // `ack_wait`. Acks already sent must leave before the connection closes.
+    js.client().flush().await?;
+    Ok(())
+}
+
+/// Records a batch: each loop's messages in order, loops concurrently.
+pub(crate) async fn process_batch<S: EventStore>(
+    store: &Arc<S>,
+    js: &jetstream::Context,
+    options: &IngestOptions,
+    messages: Vec<jetstream::Message>,
+) {
+    let received_at = Timestamp::now();
+    let mut by_loop: HashMap<LoopId, Vec<(jetstream::Message, Decoded)>> = HashMap::new();
+    let mut order: Vec<LoopId> = Vec::new();
+    let mut refused = Vec::new();
+    for message in messages {
+        let headers = header_pairs(&message);
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        match cloudevent::decode(
+            &message.payload,
+            &pairs,
+            published_at(&message).unwrap_or(received_at),
+        ) {
+            Ok(decoded) => {
+                let loop_id = decoded.command.loop_id.clone();
+                by_loop
+                    .entry(loop_id.clone())
+                    .or_insert_with(|| {
+                        order.push(loop_id);
+                        Vec::new()
+                    })
+                    .push((message, decoded));
+            }
+            Err(err) => refused.push((
+                message,
+                Reason {
+                    code: err.code().to_owned(),
+                    detail: err.detail(),
+                },
+            )),
+        }
+    }
+    let loops = order
+        .into_iter()
+        .filter_map(|loop_id| by_loop.remove(&loop_id))
+        .map(|messages| async move {
+            for (message, decoded) in messages {
+                let result =
+                    write::record(store.as_ref(), decoded.command, decoded.origin, None).await;
+                let delivered = message.info().map_or(1, |info| info.delivered);
+                let disposition = dispose(&result, delivered, options);
+                finish(js, &message, disposition).await;
+            }
+        });
+    let dead = refused.into_iter().map(|(message, reason)| async move {
+        finish(js, &message, Disposition::DeadLetter(reason)).await;
+    });
+    futures::join!(
+        futures::future::join_all(loops),
+        futures::future::join_all(dead)
+    );
+}
+
+/// Carries out a disposition and counts the outcome.
+async fn finish(js: &jetstream::Context, message: &jetstream::Message, disposition: Disposition) {
+    let outcome = match disposition {
+        Disposition::Ack(outcome) => {
+            ack(message, AckKind::Ack).await;
+            outcome
+        }
+        Disposition::Retry(delay) => {
+            ack(message, AckKind::Nak(Some(delay))).await;
+            Outcome::Retried
+        }
+        Disposition::DeadLetter(reason) => match dead_letter::publish(js, message, &reason).await {
+            Ok(()) => {
+                tracing::info!(
+                    code = %reason.code,
+                    subject = %message.subject,
+                    "message dead-lettered"
+                );
+                ack(message, AckKind::Ack).await;
+                Outcome::DeadLettered
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot publish a dead letter; the message will be redelivered");
+                ack(message, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                Outcome::Retried
+            }
+        },
+    };
+    metrics::counter!("closeloop_ingest_messages_total", "outcome" => outcome.label()).increment(1);
+}
+
+/// Sends an ack or nak; a lost one only means a redelivery, which is recognised.
+async fn ack(message: &jetstream::Message, kind: AckKind) {
+    if let Err(err) = message.ack_with(kind).await {
+        tracing::warn!(%err, "cannot acknowledge a message; JetStream will redeliver it");
+    }
+}
+
+/// The message's headers as (name, value) pairs.
+fn header_pairs(message: &jetstream::Message) -> Vec<(String, String)> {
+    message
+        .headers
+        .as_ref()
+        .map(|headers| {
+            headers
+                .iter()
+                .flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |value| (name.to_string(), value.as_str().to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// When JetStream received the message from its publisher.
+fn published_at(message: &jetstream::Message) -> Option<Timestamp> {
+    let info = message.info().ok()?;
+    Timestamp::from_nanosecond(info.published.unix_timestamp_nanos()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use closeloop_store::StoreError;
+
+    use super::*;
+
+    fn options() -> IngestOptions {
+        IngestOptions::default()
+    }
+
+    fn loop_id() -> LoopId {
+        LoopId::parse("loop-1").expect("valid")
+    }
+
+    fn rejected(rejection: Rejection) -> Result<write::Recorded, WriteError> {
+        Err(WriteError::Rejected {
+            loop_id: loop_id(),
+            rejection,
+        })
+    }
+
+    #[test]
+    fn stored_and_duplicate_messages_are_acked() {
+        let mut recorded = write::Recorded {
+            loop_id: loop_id(),
+            version: 1,
+            position: 7,
+            duplicate: false,
+        };
+        assert_eq!(
+            dispose(&Ok(recorded.clone()), 1, &options()),
+            Disposition::Ack(Outcome::Stored)
+        );
+        recorded.duplicate = true;
+        assert_eq!(
+            dispose(&Ok(recorded), 3, &options()),
+            Disposition::Ack(Outcome::Duplicate)
+        );
+    }
+
+    #[test]
+    fn unknown_loops_are_retried_with_growing_delays_then_dead_lettered() {
+        let options = options();
+        let unknown = rejected(Rejection::UnknownLoop("loop-1".to_owned()));
+        let mut delays = Vec::new();
+        for delivered in 1..options.unknown_loop_attempts {
+            match dispose(&unknown, delivered, &options) {
+                Disposition::Retry(delay) => delays.push(delay),
+                other => panic!("delivery {delivered}: {other:?}"),
+            }
+        }
+        assert!(
+            delays.windows(2).all(|pair| pair[0] < pair[1]),
+            "{delays:?}"
+        );
+        match dispose(&unknown, options.unknown_loop_attempts, &options) {
+            Disposition::DeadLetter(reason) => assert_eq!(reason.code, "unknown_loop"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rule_violations_are_dead_lettered_with_their_code() {
+        for (rejection, code) in [
+            (Rejection::LoopClosed, "loop_closed"),
+            (Rejection::NoOutcome, "no_outcome"),
+            (Rejection::AlreadyAcknowledged, "already_acknowledged"),
+            (Rejection::LoopExists("loop-1".to_owned()), "loop_exists"),
+            (Rejection::invalid("story is too long"), "invalid_data"),
+        ] {
+            match dispose(&rejected(rejection), 1, &options()) {
+                Disposition::DeadLetter(reason) => {
+                    assert_eq!(reason.code, code);
+                    assert!(!reason.detail.is_empty());
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn store_failures_are_retried_until_the_last_delivery_then_kept_as_dead_letters() {
+        let options = options();
+        let failed = Err(WriteError::Store(StoreError::Stopped(
+            "disk full".to_owned(),
+        )));
+        assert!(matches!(
+            dispose(&failed, 1, &options),
+            Disposition::Retry(_)
+        ));
+        match dispose(&failed, options.limits.max_deliver - 1, &options) {
+            Disposition::DeadLetter(reason) => {
+                assert_eq!(reason.code, "unavailable");
+                assert!(reason.detail.contains("disk full"), "{}", reason.detail);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::from_millis(500);
+        assert_eq!(backoff(base, 1), base);
+        assert_eq!(backoff(base, 2), base * 2);
+        assert_eq!(backoff(base, 3), base * 4);
+        assert_eq!(backoff(base, 40), Duration::from_secs(30));
+    }
+}
