@@ -8,6 +8,7 @@ use crate::Service;
 pub const STAFF: &str = "staff-token-e2e";
 pub const AUDITOR: &str = "auditor-token-e2e";
 pub const LEADER: &str = "leader-token-e2e";
+pub const ADMIN: &str = "admin-token-e2e";
 
 /// A client of one running service.
 pub struct Api {
@@ -34,7 +35,12 @@ impl Api {
 
     /// Starts the service on a data directory prepared by the test.
     pub fn start_in(dir: tempfile::TempDir) -> Self {
-        let service = Service::start(dir.path());
+        Self::start_with_nats(dir, "off")
+    }
+
+    /// Starts the service on `dir` with NATS at `nats_url`.
+    pub fn start_with_nats(dir: tempfile::TempDir, nats_url: &str) -> Self {
+        let service = Service::start_with_nats(dir.path(), nats_url);
         Self {
             service,
             http: reqwest::Client::new(),

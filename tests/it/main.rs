@@ -7,6 +7,7 @@
 mod api;
 mod audit;
 mod cli;
+mod nats;
 mod reads;
 mod serve;
 
@@ -85,16 +86,23 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `closeloop serve` on a free port over `data_dir` and waits until it listens.
+    /// Starts `closeloop serve` on a free port over `data_dir`, with NATS off, and waits until
+    /// it listens.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with_nats(data_dir, "off")
+    }
+
+    /// Starts `closeloop serve` on a free port over `data_dir`, using the NATS server at
+    /// `nats_url` (e.g. a [`closeloop_testkit::NatsServer`]), and waits until it listens.
+    pub fn start_with_nats(data_dir: &Path, nats_url: &str) -> Self {
         let mut child = Command::new(closeloop_bin())
             .arg("serve")
             .env("CLOSELOOP_DATA_DIR", data_dir)
             .env("CLOSELOOP_HTTP_ADDR", "127.0.0.1:0")
-            .env("CLOSELOOP_NATS_URL", "off")
+            .env("CLOSELOOP_NATS_URL", nats_url)
             .env(
                 "CLOSELOOP_API_TOKENS",
-                "staff:staff-token-e2e,auditor:auditor-token-e2e,leader:leader-token-e2e",
+                "staff:staff-token-e2e,auditor:auditor-token-e2e,leader:leader-token-e2e,admin:admin-token-e2e",
             )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -144,6 +152,14 @@ impl Service {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Service {
+    /// Kills the process with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

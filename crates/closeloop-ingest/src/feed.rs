@@ -29,7 +29,9 @@ use tokio::sync::watch;
 use crate::status::{Shared, Worker};
 use crate::streams::{self, FEED_SUBJECT_PREFIX};
 
-/// Events read and published per page.
+/// Events read and published per page: all are in flight before the first ack is awaited, so
+/// this stays well below the client's limit of 5,000 unacknowledged publishes (beyond it
+/// `send_publish` waits for acks that nobody awaits yet).
 const PAGE: usize = 1024;
 /// How often the checkpoint file is written at most while events flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
