@@ -8,6 +8,7 @@ mod api;
 mod audit;
 mod cli;
 mod nats;
+mod publisher_guide;
 mod reads;
 mod serve;
 

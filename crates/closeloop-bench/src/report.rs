@@ -1,7 +1,8 @@
 //! The figures as markdown, and their section in a document.
 //!
-//! A section sits between [`START`] and [`END`]; writing it again replaces it and leaves the
-//! rest of the document alone.
+//! A section sits between markers such as [`START`] and [`END`] (`<!-- bench:NAME:start -->`
+//! and `<!-- bench:NAME:end -->`, one pair per benchmark); writing it again replaces it and
+//! leaves the rest of the document alone.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -9,6 +10,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use std::time::Duration;
+
+use crate::ingest::IngestFigures;
 use crate::machine::Machine;
 use crate::store::{Figures, Measurement, RAW_BATCH, READ_PAGE, WRITERS};
 
@@ -156,6 +160,109 @@ fn targets_table(f: &Figures) -> String {
     out
 }
 
+/// Durably stored events/s the drain must reach.
+const MIN_DRAIN_RATE: f64 = 30_000.0;
+/// The drain as a fraction of the raw pull-consume-and-ack rate.
+const MIN_DRAIN_RATIO: f64 = 0.25;
+/// Publish-to-feed p99 at the steady rate.
+const MAX_FEED_P99: Duration = Duration::from_millis(50);
+
+/// The whole ingest section, markers included, ending in a newline.
+#[must_use]
+pub fn ingest_section(f: &IngestFigures, machine: &Machine, command: &str) -> String {
+    let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC");
+    let profile = if cfg!(debug_assertions) {
+        "debug build: not representative"
+    } else {
+        "release build"
+    };
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    let ratio = f.drain_rate() / f.raw_rate().max(f64::MIN_POSITIVE);
+    let p99 = f.latency(99.0);
+    let mut out = String::new();
+    let _ = writeln!(out, "<!-- bench:ingest:start -->");
+    let _ = writeln!(out, "## NATS ingestion and the outbound feed\n");
+    let _ = writeln!(out, "- Date: {date}");
+    let _ = writeln!(out, "- Machine: {}", machine.describe());
+    let _ = writeln!(out, "- Command: `{command}` ({profile})\n");
+    let _ = writeln!(
+        out,
+        "A private `nats-server` 2.9 (JetStream, file storage) on the same 2 cores. {} \
+         CloudEvents (loops of a `feedback.received` and a `loop.acknowledged`) are published to \
+         `FEEDBACK` first; a raw durable pull consumer then pulls and acks them all (no other \
+         work), and Closeloop's NATS side (as `closeloop serve` runs it, over a fresh sled \
+         store) drains the same messages, timed until every event is durably stored. Then, \
+         with the backlog gone, feedback is published at a steady rate and each event timed \
+         from publish until it arrives on `closeloop.events.*`.\n",
+        thousands(f.events as f64)
+    );
+    let _ = writeln!(out, "| # | Work | Events | Seconds | Events/s |");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    let rows = [
+        (
+            "publish to `FEEDBACK`, 1,000 acks in flight",
+            f.events,
+            f.load,
+        ),
+        ("raw pull consumer: pull + ack each", f.events, f.raw),
+        ("Closeloop: consume, store durably, ack", f.events, f.drain),
+        (
+            "Closeloop: … and every event on the feed",
+            f.events,
+            f.feed_caught_up,
+        ),
+    ];
+    for (n, (work, events, elapsed)) in rows.into_iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {work} | {} | {:.2} | {} |",
+            n + 1,
+            thousands(events as f64),
+            elapsed.as_secs_f64(),
+            thousands(events as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPublish to feed at {} events/s for {} events: p50 {}, p99 {}, max {}.\n",
+        thousands(f.rate as f64),
+        thousands(f.latency_events as f64),
+        ms(f.latency(50.0)),
+        ms(p99),
+        ms(f.latency(100.0)),
+    );
+    let targets = [
+        (
+            "drain: durably stored events/s".to_owned(),
+            format!("≥ {}", thousands(MIN_DRAIN_RATE)),
+            thousands(f.drain_rate()),
+            f.drain_rate() >= MIN_DRAIN_RATE,
+        ),
+        (
+            "drain vs raw pull consumer (3 vs 2)".to_owned(),
+            format!("≥ {}", percent(MIN_DRAIN_RATIO)),
+            percent(ratio),
+            ratio >= MIN_DRAIN_RATIO,
+        ),
+        (
+            format!(
+                "publish-to-feed p99 at {} events/s",
+                thousands(f.rate as f64)
+            ),
+            format!("≤ {}", ms(MAX_FEED_P99)),
+            ms(p99),
+            p99 <= MAX_FEED_P99,
+        ),
+    ];
+    out.push_str("| Target | Required | Measured | Result |\n|---|---:|---:|---|\n");
+    for (target, required, measured, met) in targets {
+        let result = if met { "PASS" } else { "MISS" };
+        let _ = writeln!(out, "| {target} | {required} | {measured} | {result} |");
+    }
+    let _ = writeln!(out, "<!-- bench:ingest:end -->");
+    out
+}
+
 /// A ratio as a whole percentage.
 fn percent(ratio: f64) -> String {
     format!("{:.0}%", ratio * 100.0)
@@ -206,8 +313,9 @@ fn shell_quote(arg: &OsString) -> String {
     }
 }
 
-/// Puts `section` (markers included) into the markdown file at `path`: in place of its
-/// existing section, else at its end; a missing file is created with a heading.
+/// Puts `section` (markers included; its first line is the start marker) into the markdown
+/// file at `path`: in place of its existing section, else at its end; a missing file is
+/// created with a heading.
 ///
 /// # Errors
 /// When the file cannot be read or written.
@@ -232,10 +340,13 @@ pub fn write_section(path: &Path, section: &str) -> io::Result<()> {
 
 /// `text` with its section replaced by `section`, or with `section` appended.
 fn splice(text: &str, section: &str) -> String {
-    if let Some(start) = text.find(START)
-        && let Some(length) = text[start..].find(END)
+    // The section's first line is its start marker; the end marker is named alike.
+    let start_marker = section.lines().next().unwrap_or_default();
+    let end_marker = start_marker.replace(":start -->", ":end -->");
+    if let Some(start) = text.find(start_marker)
+        && let Some(length) = text[start..].find(&end_marker)
     {
-        let end = start + length + END.len();
+        let end = start + length + end_marker.len();
         // `section` ends in a newline: take the old one's along so lines do not multiply.
         let rest = text[end..].strip_prefix('\n').unwrap_or(&text[end..]);
         return format!("{}{section}{rest}", &text[..start]);

@@ -1,9 +1,10 @@
 //! Ingestion: pulls batches from `FEEDBACK`, records each message through the one write path,
 //! and acknowledges it only once its outcome is durable.
 //!
-//! A batch is decoded whole, then split by loop: each loop's messages are recorded one after
-//! another, in delivery order, while different loops are recorded concurrently, so the store's
-//! group commit takes the whole batch in a few fsyncs. Every message ends in exactly one
+//! A batch gathers what arrives within a few milliseconds (up to `batch` messages), is decoded
+//! whole, then split by loop: each loop's messages are decided in delivery order and stored in
+//! one append ([`write::record_in_order`]), while different loops are recorded concurrently,
+//! so the store's group commit takes the whole batch in one or two fsyncs. Every message ends in exactly one
 //! [`Outcome`]: stored, a duplicate, dead-lettered, or handed back to JetStream (nak) to be
 //! tried again later.
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use closeloop_domain::{LoopId, Rejection};
-use closeloop_store::EventStore;
 use closeloop_store::write::{self, WriteError};
+use closeloop_store::{EventStore, StoreError};
 use futures::StreamExt;
 use jiff::Timestamp;
 use tokio::sync::watch;
@@ -23,7 +24,7 @@ use crate::IngestOptions;
 use crate::cloudevent::{self, Decoded};
 use crate::dead_letter::{self, Reason};
 use crate::status::{Shared, Worker};
-use crate::streams;
+use crate::streams::{self, ConsumerLimits};
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,13 +127,21 @@ pub(crate) async fn run<S: EventStore>(
     let stream = streams::feedback_stream(js).await?;
     streams::dead_letter_stream(js).await?;
     let consumer = streams::ingest_consumer(&stream, options.limits).await?;
+    // Decide on the last delivery by the consumer's real limit: an operator may have changed
+    // it, and a message that runs out of deliveries unrecorded would be lost.
+    let options = IngestOptions {
+        limits: ConsumerLimits {
+            max_deliver: consumer.cached_info().config.max_deliver,
+            ..options.limits
+        },
+        ..options.clone()
+    };
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(options.batch)
         .heartbeat(Duration::from_secs(5))
         .messages()
-        .await?
-        .ready_chunks(options.batch);
+        .await?;
     shared.set_ingest(Worker::Running);
     tracing::info!(
         stream = streams::FEEDBACK_STREAM,
@@ -140,25 +149,39 @@ pub(crate) async fn run<S: EventStore>(
         "consuming feedback from NATS"
     );
     loop {
-        let batch = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-            batch = messages.next() => batch,
+            first = messages.next() => first,
         };
-        let Some(batch) = batch else {
-            return Err("the consumer's message stream ended".into());
-        };
-        let mut delivered = Vec::with_capacity(batch.len());
-        let mut failure = None;
-        for item in batch {
-            match item {
-                Ok(message) => delivered.push(message),
-                Err(err) => failure = Some(err),
+        shared.set_ingest_backlogged(false);
+        // Gather what arrives within a short window into one batch: the store commits a
+        // batch in a few fsyncs, whatever its size.
+        let deadline = tokio::time::Instant::now() + options.gather;
+        let mut batch = Vec::with_capacity(options.batch);
+        let mut next = first;
+        let failure = loop {
+            match next {
+                None => {
+                    break Some(async_nats::Error::from(
+                        "the consumer's message stream ended",
+                    ));
+                }
+                Some(Err(err)) => break Some(err.into()),
+                Some(Ok(message)) => batch.push(message),
             }
-        }
-        process_batch(store, js, options, delivered).await;
+            if batch.len() >= options.batch {
+                break None;
+            }
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(item) => next = item,
+                Err(_) => break None,
+            }
+        };
+        shared.set_ingest_backlogged(batch.len() >= options.batch);
+        process_batch(store, js, &options, batch).await;
         if let Some(err) = failure {
-            return Err(err.into());
+            return Err(err);
         }
     }
     // Messages pulled but not processed stay unacked: JetStream redelivers them after
@@ -210,14 +233,28 @@ pub(crate) async fn process_batch<S: EventStore>(
     }
     let loops = order
         .into_iter()
-        .filter_map(|loop_id| by_loop.remove(&loop_id))
-        .map(|messages| async move {
-            for (message, decoded) in messages {
-                let result =
-                    write::record(store.as_ref(), decoded.command, decoded.origin, None).await;
+        .filter_map(|loop_id| by_loop.remove(&loop_id).map(|messages| (loop_id, messages)))
+        .map(|(loop_id, messages)| async move {
+            let (messages, commands): (Vec<_>, Vec<_>) = messages
+                .into_iter()
+                .map(|(message, decoded)| (message, (decoded.command, decoded.origin)))
+                .unzip();
+            // The loop's messages are decided in order and stored in one append.
+            let results = match write::record_in_order(store.as_ref(), &loop_id, commands).await {
+                Ok(results) => results,
+                // Nothing of the loop's messages was stored: each goes back for a retry.
+                Err(err) => {
+                    let detail = err.to_string();
+                    messages
+                        .iter()
+                        .map(|_| Err(WriteError::Store(StoreError::Backend(detail.clone()))))
+                        .collect()
+                }
+            };
+            for (message, result) in messages.iter().zip(results) {
                 let delivered = message.info().map_or(1, |info| info.delivered);
                 let disposition = dispose(&result, delivered, options);
-                finish(js, &message, disposition).await;
+                finish(js, message, disposition).await;
             }
         });
     let dead = refused.into_iter().map(|(message, reason)| async move {
@@ -293,8 +330,6 @@ fn published_at(message: &jetstream::Message) -> Option<Timestamp> {
 
 #[cfg(test)]
 mod tests {
-    use closeloop_store::StoreError;
-
     use super::*;
 
     fn options() -> IngestOptions {

@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, Context};
 use base64::Engine as _;
 use serde::Serialize;
 
+use crate::cloudevent::DETAIL_MAX_LEN;
 use crate::streams::{self, DLQ_SUBJECT, FEEDBACK_SUBJECTS};
 
 /// The header with the error code.
@@ -90,11 +91,22 @@ fn is_ours(name: &str) -> bool {
     name.starts_with("nats-") || name.starts_with("closeloop-")
 }
 
-/// A header value must be one line.
+/// A header value: one line, at most [`DETAIL_MAX_LEN`] characters.
 fn one_line(text: &str) -> String {
-    text.chars()
+    let mut line: String = text
+        .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+        .take(DETAIL_MAX_LEN)
+        .collect();
+    if text.chars().count() > DETAIL_MAX_LEN {
+        line.truncate(
+            line.char_indices()
+                .nth(DETAIL_MAX_LEN - 3)
+                .map_or(line.len(), |(i, _)| i),
+        );
+        line.push_str("...");
+    }
+    line
 }
 
 /// One dead letter, as `GET /v1/dead-letters` lists it.
@@ -278,7 +290,10 @@ mod tests {
     }
 
     #[test]
-    fn details_become_one_line() {
+    fn details_become_one_short_line() {
         assert_eq!(one_line("a\r\nb\tc"), "a  b c");
+        let long = one_line(&"é".repeat(1000));
+        assert_eq!(long.chars().count(), DETAIL_MAX_LEN);
+        assert!(long.ends_with("..."));
     }
 }

@@ -1,6 +1,11 @@
 //! The outbound feed: every stored event, published on `closeloop.events.<type suffix>` in
 //! position order, at least once, with `Nats-Msg-Id` = its global position.
 //!
+//! While ingestion works through a backlog (its batches come full), the feed yields: it
+//! pauses before each page, so storing feedback durably gets the machine first and the feed
+//! catches up at full speed once the backlog is gone. At a steady rate there is no backlog and
+//! no pause.
+//!
 //! The store is the truth and the feed catches up with it (an outbox): the feed reads the log
 //! after its checkpoint, publishes a page, waits until JetStream has acknowledged every message
 //! of it, and only then moves the checkpoint. The checkpoint is a small file in the data
@@ -22,7 +27,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::message::PublishMessage;
 use closeloop_domain::EventType;
-use closeloop_store::{EventStore, StoredEvent};
+use closeloop_store::{EventStore, StoredEvent, record};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -35,6 +40,8 @@ use crate::streams::{self, FEED_SUBJECT_PREFIX};
 const PAGE: usize = 1024;
 /// How often the checkpoint file is written at most while events flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How long the feed pauses before each page while ingestion works through a backlog.
+const YIELD_TO_INGESTION: Duration = Duration::from_millis(50);
 /// The header with the event's global position, besides `Nats-Msg-Id`.
 pub const POSITION_HEADER: &str = "Closeloop-Position";
 
@@ -61,6 +68,14 @@ pub(crate) async fn run<S: EventStore>(
     let result = loop {
         if *shutdown.borrow() {
             break Ok(());
+        }
+        if shared.ingest_backlogged() {
+            // Storing a backlog of feedback comes first; the feed catches up a page at a
+            // time meanwhile, and at full speed once the backlog is gone.
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => {}
+                () = tokio::time::sleep(YIELD_TO_INGESTION) => {}
+            }
         }
         let entries = match store.read_all(checkpoint.position, PAGE).await {
             Ok(entries) => entries,
@@ -118,25 +133,25 @@ async fn publish_page(
 pub(crate) fn feed_message(
     entry: &StoredEvent,
 ) -> Result<(String, PublishMessage), async_nats::Error> {
-    let line = entry.to_line()?;
-    let event_type = EventType::parse(&line.event_type).ok_or_else(|| {
+    let view = record::decode_view(&entry.record)?;
+    let event_type = EventType::parse(&view.event_type).ok_or_else(|| {
         format!(
             "position {} holds an unknown event type {:?}",
-            entry.position, line.event_type
+            entry.position, view.event_type
         )
     })?;
     let body = json!({
         "specversion": "1.0",
-        "id": line.event_id,
-        "source": line.source,
-        "type": line.event_type,
-        "subject": line.loop_id,
-        "time": line.time,
+        "id": view.event_id,
+        "source": view.source,
+        "type": view.event_type,
+        "subject": entry.loop_id.as_str(),
+        "time": view.time.to_string(),
         "datacontenttype": "application/json",
-        "position": line.position,
-        "loopversion": line.version,
-        "hash": line.hash,
-        "data": line.data,
+        "position": entry.position,
+        "loopversion": entry.version,
+        "hash": entry.hash,
+        "data": view.data,
     });
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/cloudevents+json");

@@ -1,7 +1,7 @@
 //! What the NATS side is doing, for `/readyz` and the logs.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use async_nats::connection::State;
 use serde::Serialize;
@@ -56,6 +56,7 @@ pub(crate) struct Shared {
     ingest: AtomicU8,
     feed: AtomicU8,
     feed_published: AtomicU64,
+    ingest_backlogged: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -70,6 +71,15 @@ impl Shared {
 
     pub fn set_feed_published(&self, position: u64) {
         self.feed_published.store(position, Ordering::Relaxed);
+    }
+
+    /// Ingestion says whether its last batch was full: more messages are waiting.
+    pub fn set_ingest_backlogged(&self, backlogged: bool) {
+        self.ingest_backlogged.store(backlogged, Ordering::Relaxed);
+    }
+
+    pub fn ingest_backlogged(&self) -> bool {
+        self.ingest_backlogged.load(Ordering::Relaxed)
     }
 
     pub fn feed_published(&self) -> u64 {

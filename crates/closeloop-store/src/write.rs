@@ -10,7 +10,7 @@
 //!    version read, so a concurrent write in between is noticed;
 //! 5. on such a race, with no expected version from the caller, read and decide again.
 
-use closeloop_domain::{Command, Event, LoopId, LoopState, Rejection, decide};
+use closeloop_domain::{Command, Event, LoopEvent, LoopId, LoopState, Rejection, decide};
 
 use crate::{
     AppendError, AppendRequest, Committed, EventStore, ExpectedVersion, LoopAppend, StoreError,
@@ -131,22 +131,7 @@ pub async fn record_many<S: EventStore>(
                     rejection,
                 }
             })?;
-            let events = payloads
-                .into_iter()
-                .enumerate()
-                .map(|(n, payload)| Event {
-                    // `decide` returns one event per command today; should it ever return more,
-                    // each still gets its own key.
-                    event_id: if n == 0 {
-                        origin.event_id.clone()
-                    } else {
-                        format!("{}#{n}", origin.event_id)
-                    },
-                    source: origin.source.clone(),
-                    time: command.at,
-                    payload,
-                })
-                .collect();
+            let events = events_of(origin, command, payloads);
             loops.push(LoopAppend {
                 loop_id: command.loop_id.clone(),
                 expected: if version == 0 {
@@ -200,6 +185,163 @@ pub async fn record_many<S: EventStore>(
         }
     }
     Err(WriteError::Contended(commands[0].0.loop_id.clone()))
+}
+
+/// Records several commands for one loop, in the order given, as one atomic append.
+///
+/// Each command is decided against the state the commands before it leave, exactly as if
+/// they were recorded one by one; but the accepted events go to the store together, so a
+/// whole run of one loop's commands costs one durable write instead of one each (NATS
+/// ingestion records a batch this way). Each command gets its own result: a rule that refuses
+/// one does not stop the others, and a command whose idempotency key was used before — in
+/// the store or earlier in `commands` — gets the original as a duplicate.
+///
+/// # Errors
+/// [`StoreError`] when the store fails; then nothing of `commands` was stored.
+///
+/// # Panics
+/// When a command is for another loop than `loop_id` (a caller bug).
+pub async fn record_in_order<S: EventStore>(
+    store: &S,
+    loop_id: &LoopId,
+    commands: Vec<(Command, Origin)>,
+) -> Result<Vec<Result<Recorded, WriteError>>, StoreError> {
+    assert!(
+        commands
+            .iter()
+            .all(|(command, _)| &command.loop_id == loop_id),
+        "every command must be for loop {loop_id}"
+    );
+    for _ in 0..RACE_RETRIES {
+        // What each command is: a repeat of a stored key, a repeat of a key earlier in this
+        // call, or one to decide.
+        let mut plan = Vec::with_capacity(commands.len());
+        for (n, (_, origin)) in commands.iter().enumerate() {
+            let earlier = commands[..n].iter().position(|(_, o)| o == origin);
+            plan.push(match earlier {
+                Some(first) => Planned::RepeatOf(first),
+                None => match store.lookup(&origin.source, &origin.event_id).await? {
+                    Some(original) => Planned::Done(Ok(recorded(original, true))),
+                    None => Planned::Decide,
+                },
+            });
+        }
+
+        let mut state = current_state(store, loop_id).await?;
+        let version = state.as_ref().map_or(0, |s| s.version);
+        let mut events = Vec::new();
+        for ((command, origin), planned) in commands.iter().zip(&mut plan) {
+            if !matches!(planned, Planned::Decide) {
+                continue;
+            }
+            match decide(state.as_ref(), command.clone()) {
+                Ok(payloads) => {
+                    let first = events.len();
+                    for event in events_of(origin, command, payloads) {
+                        state = closeloop_domain::apply(state, &event);
+                        events.push(event);
+                    }
+                    *planned = Planned::Appended(first);
+                }
+                Err(rejection) => {
+                    *planned = Planned::Done(Err(WriteError::Rejected {
+                        loop_id: loop_id.clone(),
+                        rejection,
+                    }));
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(resolve(plan, &[]));
+        }
+        let expected = if version == 0 {
+            ExpectedVersion::NoLoop
+        } else {
+            ExpectedVersion::Exactly(version)
+        };
+        let request = AppendRequest::single(loop_id.clone(), expected, events);
+        match store.append(request).await {
+            Ok(outcome) => return Ok(resolve(plan, &outcome.committed)),
+            // Another writer got in between (a write to the loop, or one of our keys): look
+            // again and decide again.
+            Err(AppendError::Conflict { .. } | AppendError::IdempotencyMismatch { .. }) => {}
+            Err(AppendError::Invalid(detail)) => {
+                return Ok(commands
+                    .iter()
+                    .map(|_| Err(WriteError::KeyReused(detail.clone())))
+                    .collect());
+            }
+            Err(AppendError::Store(err)) => return Err(err),
+        }
+    }
+    Ok(commands
+        .iter()
+        .map(|_| Err(WriteError::Contended(loop_id.clone())))
+        .collect())
+}
+
+/// How [`record_in_order`] handles one command.
+#[derive(Debug)]
+enum Planned {
+    /// Settled without appending: a stored duplicate or a refusal.
+    Done(Result<Recorded, WriteError>),
+    /// Uses the same key as the command at this index.
+    RepeatOf(usize),
+    /// To be decided.
+    Decide,
+    /// Its first event is at this index of the append.
+    Appended(usize),
+}
+
+/// Each command's result once the append (whose entries are `committed`) is done.
+fn resolve(plan: Vec<Planned>, committed: &[Committed]) -> Vec<Result<Recorded, WriteError>> {
+    let mut results: Vec<Result<Recorded, WriteError>> = Vec::with_capacity(plan.len());
+    for planned in plan {
+        let result = match planned {
+            Planned::Done(result) => result,
+            Planned::Appended(first) => Ok(recorded(committed[first].clone(), false)),
+            Planned::RepeatOf(first) => match &results[first] {
+                Ok(original) => Ok(Recorded {
+                    duplicate: true,
+                    ..original.clone()
+                }),
+                Err(err) => Err(repeat_of(err)),
+            },
+            Planned::Decide => unreachable!("every command is decided before the append"),
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// The result for a repeat of a command that was not recorded: the same refusal.
+fn repeat_of(err: &WriteError) -> WriteError {
+    match err {
+        WriteError::Rejected { loop_id, rejection } => WriteError::Rejected {
+            loop_id: loop_id.clone(),
+            rejection: rejection.clone(),
+        },
+        other => WriteError::KeyReused(format!("a repeat of a request that failed: {other}")),
+    }
+}
+
+/// The events `payloads` become under `origin`'s key: the first takes the key itself, any
+/// further ones `<event_id>#<n>`.
+fn events_of(origin: &Origin, command: &Command, payloads: Vec<LoopEvent>) -> Vec<Event> {
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(n, payload)| Event {
+            event_id: if n == 0 {
+                origin.event_id.clone()
+            } else {
+                format!("{}#{n}", origin.event_id)
+            },
+            source: origin.source.clone(),
+            time: command.at,
+            payload,
+        })
+        .collect()
 }
 
 /// The original outcomes when every key was used before; `None` when none was.

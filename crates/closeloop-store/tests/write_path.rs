@@ -178,3 +178,89 @@ async fn a_change_across_loops_is_recorded_on_all_or_none() {
     assert!(again.iter().all(|r| r.duplicate));
     assert_eq!(store.head(), 4);
 }
+
+fn acknowledge(loop_id: &str) -> Command {
+    command(loop_id, EventType::Acknowledged, json!({"by": "pals"}))
+}
+
+fn code(result: &Result<write::Recorded, WriteError>) -> &'static str {
+    match result {
+        Ok(recorded) if recorded.duplicate => "duplicate",
+        Ok(_) => "stored",
+        Err(WriteError::Rejected { rejection, .. }) => rejection.code(),
+        Err(_) => "failed",
+    }
+}
+
+#[tokio::test]
+async fn a_run_of_one_loops_commands_is_decided_in_order_and_stored_in_one_append() {
+    let (store, _dir) = open();
+    let loop_id = LoopId::parse("run").expect("loop id");
+    let results = write::record_in_order(
+        &store,
+        &loop_id,
+        vec![
+            (acknowledge("run"), origin("early-ack")),
+            (feedback("run"), origin("fb")),
+            (acknowledge("run"), origin("ack")),
+            (acknowledge("run"), origin("second-ack")),
+            (respond("run"), origin("reply")),
+            (respond("run"), origin("reply")),
+        ],
+    )
+    .await
+    .expect("the store works");
+    let codes: Vec<&str> = results.iter().map(code).collect();
+    assert_eq!(
+        codes,
+        [
+            "unknown_loop",
+            "stored",
+            "stored",
+            "already_acknowledged",
+            "stored",
+            "duplicate"
+        ]
+    );
+    let versions: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|r| r.version))
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 3]);
+    let positions: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|r| r.position))
+        .collect();
+    assert_eq!(positions, [1, 2, 3, 3], "consecutive: one append");
+    assert_eq!(store.head(), 3);
+    let state = write::current_state(&store, &loop_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(state.version, 3);
+}
+
+#[tokio::test]
+async fn keys_stored_before_are_answered_with_their_originals() {
+    let (store, _dir) = open();
+    let loop_id = LoopId::parse("again").expect("loop id");
+    write::record(&store, feedback("again"), origin("fb"), None)
+        .await
+        .expect("record");
+    let results = write::record_in_order(
+        &store,
+        &loop_id,
+        vec![
+            (feedback("again"), origin("fb")),
+            (feedback("again"), origin("fb-other")),
+            (change("again"), origin("chg")),
+        ],
+    )
+    .await
+    .expect("the store works");
+    let codes: Vec<&str> = results.iter().map(code).collect();
+    assert_eq!(codes, ["duplicate", "loop_exists", "stored"]);
+    assert_eq!(results[0].as_ref().map(|r| r.position).ok(), Some(1));
+    assert_eq!(results[2].as_ref().map(|r| r.version).ok(), Some(2));
+    assert_eq!(store.head(), 2);
+}
