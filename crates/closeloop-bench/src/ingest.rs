@@ -9,7 +9,10 @@
 //!    each (explicit acks, no other work): the ceiling for anything that consumes them;
 //! 3. **drain**: Closeloop's NATS side ([`closeloop_ingest::start`], as `closeloop serve`
 //!    runs it, over a fresh sled store in the temp dir) consumes them; timed from start until
-//!    the store's durable head holds every event;
+//!    the store's durable head holds every event, and until every event is on the feed.
+//!
+//! Steps 2 and 3 run `--repeat` times (a new raw consumer each time; the ingest consumer, the
+//! feed stream and the store made afresh) and the medians are reported.
 //! 4. **latency**: with the service running and the backlog gone, events are published at a
 //!    steady `--rate` for `--seconds`; each one's time from publish to its arrival on
 //!    `closeloop.events.*` (a core NATS subscription) is recorded, and p50/p99 reported.
@@ -49,6 +52,10 @@ pub struct IngestArgs {
     /// How long the latency measurement publishes.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
+    /// How many times the raw consumer and the drain run (each drain over a fresh store);
+    /// their figures are the medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub repeat: u16,
     /// Write the figures into this markdown file, replacing its ingest section.
     #[arg(long, value_name = "PATH")]
     pub write: Option<PathBuf>,
@@ -59,6 +66,8 @@ pub struct IngestArgs {
 pub struct IngestFigures {
     /// Messages pre-loaded.
     pub events: u64,
+    /// Rounds of the raw and drain measurements (medians reported).
+    pub repeat: u16,
     /// Pre-loading: publishes with acks awaited in windows.
     pub load: Duration,
     /// Raw pull-consume-and-ack of every message.
@@ -151,15 +160,72 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
     let load = start.elapsed();
     let events = loops * 2;
 
-    eprintln!("raw pull consumer…");
-    let raw_consumer = feedback
+    let mut raws = Vec::with_capacity(usize::from(args.repeat));
+    let mut drains = Vec::with_capacity(usize::from(args.repeat));
+    let mut feeds = Vec::with_capacity(usize::from(args.repeat));
+    let mut service = None;
+    for round in 1..=args.repeat {
+        eprintln!("round {round} of {}: raw pull consumer…", args.repeat);
+        raws.push(raw_consume(&client, &feedback, &format!("bench-raw-{round}"), events).await?);
+        if let Some(previous) = service.take() {
+            // A fresh start: no ingest consumer, no feed stream, an empty store.
+            stop_service(previous).await?;
+            feedback.delete_consumer(streams::INGEST_CONSUMER).await?;
+            js.delete_stream(streams::FEED_STREAM).await?;
+        }
+        eprintln!("round {round}: Closeloop draining the same messages…");
+        let (running, drain, feed_caught_up) = drain(&server, events).await?;
+        eprintln!(
+            "round {round}: stored {events} events in {:.2} s, all on the feed after {:.2} s",
+            drain.as_secs_f64(),
+            feed_caught_up.as_secs_f64()
+        );
+        drains.push(drain);
+        feeds.push(feed_caught_up);
+        service = Some(running);
+    }
+    let service = service.context("at least one round")?;
+
+    eprintln!("latency: {} events/s for {} s…", args.rate, args.seconds);
+    let latencies = latency(&client, &js, args.rate, args.seconds).await?;
+
+    stop_service(service).await?;
+    Ok(IngestFigures {
+        events,
+        repeat: args.repeat,
+        load,
+        raw: median(raws),
+        drain: median(drains),
+        feed_caught_up: median(feeds),
+        latency_events: args.rate * args.seconds,
+        rate: args.rate,
+        latencies,
+    })
+}
+
+/// Closeloop's NATS side over a fresh store, as `closeloop serve` runs it.
+struct Service {
+    store: Arc<SledStore>,
+    stop: tokio::sync::watch::Sender<bool>,
+    running: closeloop_ingest::Running,
+    _dir: tempfile::TempDir,
+}
+
+/// A raw durable pull consumer `name` pulls and acks `events` messages; how long it took.
+async fn raw_consume(
+    client: &async_nats::Client,
+    feedback: &jetstream::stream::Stream,
+    name: &str,
+    events: u64,
+) -> Result<Duration> {
+    let consumer = feedback
         .create_consumer(pull::Config {
-            durable_name: Some("bench-raw".to_owned()),
+            durable_name: Some(name.to_owned()),
             ack_policy: AckPolicy::Explicit,
             ..pull::Config::default()
         })
         .await?;
-    let mut messages = raw_consumer
+    let mut messages = consumer
         .stream()
         .max_messages_per_batch(RAW_BATCH)
         .messages()
@@ -178,10 +244,13 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
         consumed += 1;
     }
     client.flush().await?;
-    let raw = start.elapsed();
-    drop(messages);
+    Ok(start.elapsed())
+}
 
-    eprintln!("Closeloop draining the same messages…");
+/// Starts Closeloop's NATS side over a fresh store; returns it once every one of the `events`
+/// waiting in `FEEDBACK` is durably stored and once all are on the feed, both timed from the
+/// start.
+async fn drain(server: &NatsServer, events: u64) -> Result<(Service, Duration, Duration)> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(
         &dir.path().join("store"),
@@ -202,41 +271,42 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
     )
     .await
     .context("the drain did not finish in 10 minutes")??;
-    let drain = start.elapsed();
+    let drained = start.elapsed();
     ensure!(
         store.head() == events,
         "stored {} of {events}",
         store.head()
-    );
-
-    eprintln!(
-        "drained {events} events in {:.2} s; waiting for the feed to catch up…",
-        drain.as_secs_f64()
     );
     let deadline = Instant::now() + Duration::from_secs(600);
     while running.handle.status(events).feed_lag > 0 {
         ensure!(Instant::now() < deadline, "the feed did not catch up");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let feed_caught_up = start.elapsed();
+    let fed = start.elapsed();
+    let service = Service {
+        store,
+        stop,
+        running,
+        _dir: dir,
+    };
+    Ok((service, drained, fed))
+}
 
-    eprintln!("latency: {} events/s for {} s…", args.rate, args.seconds);
-    let latencies = latency(&client, &js, args.rate, args.seconds).await?;
-
-    stop.send(true).ok();
-    running.task.await?;
-    let store = Arc::into_inner(store).context("the store is still shared")?;
+async fn stop_service(service: Service) -> Result<()> {
+    service.stop.send(true).ok();
+    service.running.task.await?;
+    let store = Arc::into_inner(service.store).context("the store is still shared")?;
     store.close().await;
-    Ok(IngestFigures {
-        events,
-        load,
-        raw,
-        drain,
-        feed_caught_up,
-        latency_events: args.rate * args.seconds,
-        rate: args.rate,
-        latencies,
-    })
+    Ok(())
+}
+
+/// The median of `durations` (the upper one of an even count).
+fn median(mut durations: Vec<Duration>) -> Duration {
+    durations.sort_unstable();
+    durations
+        .get(durations.len() / 2)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// Publishes `rate` feedback events a second for `seconds`, each timed until it shows up on

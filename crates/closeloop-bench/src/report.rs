@@ -193,8 +193,10 @@ pub fn ingest_section(f: &IngestFigures, machine: &Machine, command: &str) -> St
          work), and Closeloop's NATS side (as `closeloop serve` runs it, over a fresh sled \
          store) drains the same messages, timed until every event is durably stored. Then, \
          with the backlog gone, feedback is published at a steady rate and each event timed \
-         from publish until it arrives on `closeloop.events.*`.\n",
-        thousands(f.events as f64)
+         from publish until it arrives on `closeloop.events.*`. Steps 2 to 4 are the medians \
+         of {} rounds.\n",
+        thousands(f.events as f64),
+        f.repeat
     );
     let _ = writeln!(out, "| # | Work | Events | Seconds | Events/s |");
     let _ = writeln!(out, "|---|---|---:|---:|---:|");

@@ -8,7 +8,7 @@
 //! [`Outcome`]: stored, a duplicate, dead-lettered, or handed back to JetStream (nak) to be
 //! tried again later.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, AckKind};
 use closeloop_domain::{LoopId, Rejection};
 use closeloop_store::write::{self, WriteError};
 use closeloop_store::{EventStore, StoreError};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
@@ -136,9 +136,10 @@ pub(crate) async fn run<S: EventStore>(
         },
         ..options.clone()
     };
+    let options = Arc::new(options);
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(options.batch)
+        .max_messages_per_batch(options.batch * 2)
         .heartbeat(Duration::from_secs(5))
         .messages()
         .await?;
@@ -148,17 +149,20 @@ pub(crate) async fn run<S: EventStore>(
         consumer = streams::INGEST_CONSUMER,
         "consuming feedback from NATS"
     );
-    loop {
+    // Two batches overlap: while one waits for its fsync, the next is gathered, decoded and
+    // recorded for the loops the first does not touch.
+    let mut in_flight: VecDeque<(HashSet<LoopId>, BatchDone)> = VecDeque::new();
+    let failure = loop {
         let first = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = shutdown.wait_for(|stop| *stop) => break None,
             first = messages.next() => first,
         };
         shared.set_ingest_backlogged(false);
         // Gather what arrives within a short window into one batch: the store commits a
         // batch in a few fsyncs, whatever its size.
         let deadline = tokio::time::Instant::now() + options.gather;
-        let mut batch = Vec::with_capacity(options.batch);
+        let mut gathered = Vec::with_capacity(options.batch);
         let mut next = first;
         let failure = loop {
             match next {
@@ -168,9 +172,9 @@ pub(crate) async fn run<S: EventStore>(
                     ));
                 }
                 Some(Err(err)) => break Some(err.into()),
-                Some(Ok(message)) => batch.push(message),
+                Some(Ok(message)) => gathered.push(message),
             }
-            if batch.len() >= options.batch {
+            if gathered.len() >= options.batch {
                 break None;
             }
             match tokio::time::timeout_at(deadline, messages.next()).await {
@@ -178,11 +182,43 @@ pub(crate) async fn run<S: EventStore>(
                 Err(_) => break None,
             }
         };
-        shared.set_ingest_backlogged(batch.len() >= options.batch);
-        process_batch(store, js, &options, batch).await;
-        if let Some(err) = failure {
-            return Err(err);
+        shared.set_ingest_backlogged(gathered.len() >= options.batch);
+        let batch = Batch::decode(gathered);
+        if in_flight.len() >= 2
+            && let Some((_, oldest)) = in_flight.pop_front()
+        {
+            oldest.await;
         }
+        let (busy, previous) = in_flight
+            .back()
+            .map(|(loops, done)| (loops.clone(), Some(done.clone())))
+            .unwrap_or_default();
+        let loops = batch.loop_ids();
+        let task = tokio::spawn(record_batch(
+            Arc::clone(store),
+            js.clone(),
+            Arc::clone(&options),
+            batch,
+            busy,
+            previous,
+        ));
+        let done: BatchDone = async move {
+            if let Err(err) = task.await {
+                tracing::error!(%err, "a batch task failed; its unacked messages will be redelivered");
+            }
+        }
+        .boxed()
+        .shared();
+        in_flight.push_back((loops, done));
+        if failure.is_some() {
+            break failure;
+        }
+    };
+    for (_, done) in in_flight {
+        done.await;
+    }
+    if let Some(err) = failure {
+        return Err(err);
     }
     // Messages pulled but not processed stay unacked: JetStream redelivers them after
     // `ack_wait`. Acks already sent must leave before the connection closes.
@@ -190,81 +226,128 @@ pub(crate) async fn run<S: EventStore>(
     Ok(())
 }
 
-/// Records a batch: each loop's messages in order, loops concurrently.
-pub(crate) async fn process_batch<S: EventStore>(
-    store: &Arc<S>,
+/// A decoded batch: each loop's messages in delivery order, and the messages that cannot be
+/// decoded with their reasons.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    loops: Vec<(LoopId, Vec<(jetstream::Message, Decoded)>)>,
+    refused: Vec<(jetstream::Message, Reason)>,
+}
+
+impl Batch {
+    /// Decodes `messages` and groups them by loop, keeping each loop's delivery order.
+    pub(crate) fn decode(messages: Vec<jetstream::Message>) -> Self {
+        let received_at = Timestamp::now();
+        let mut index: HashMap<LoopId, usize> = HashMap::new();
+        let mut batch = Batch::default();
+        for message in messages {
+            let headers = header_pairs(&message);
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let at = published_at(&message).unwrap_or(received_at);
+            match cloudevent::decode(&message.payload, &pairs, at) {
+                Ok(decoded) => {
+                    let loop_id = decoded.command.loop_id.clone();
+                    let slot = *index.entry(loop_id.clone()).or_insert_with(|| {
+                        batch.loops.push((loop_id, Vec::new()));
+                        batch.loops.len() - 1
+                    });
+                    batch.loops[slot].1.push((message, decoded));
+                }
+                Err(err) => batch.refused.push((
+                    message,
+                    Reason {
+                        code: err.code().to_owned(),
+                        detail: err.detail(),
+                    },
+                )),
+            }
+        }
+        batch
+    }
+
+    /// The loops the batch touches.
+    fn loop_ids(&self) -> HashSet<LoopId> {
+        self.loops
+            .iter()
+            .map(|(loop_id, _)| loop_id.clone())
+            .collect()
+    }
+}
+
+/// Records a batch: loops concurrently, each loop's messages in order. Loops in `busy` (those
+/// of the batch still in flight before this one) start only once `previous` is done, so a
+/// loop's messages are never recorded out of order across batches.
+async fn record_batch<S: EventStore>(
+    store: Arc<S>,
+    js: jetstream::Context,
+    options: Arc<IngestOptions>,
+    batch: Batch,
+    busy: HashSet<LoopId>,
+    previous: Option<BatchDone>,
+) {
+    let (waiting, free): (Vec<_>, Vec<_>) = batch
+        .loops
+        .into_iter()
+        .partition(|(loop_id, _)| busy.contains(loop_id));
+    let (store, js, options) = (&store, &js, &options);
+    let free =
+        futures::future::join_all(free.into_iter().map(|(loop_id, messages)| {
+            record_loop(store.as_ref(), js, options, loop_id, messages)
+        }));
+    let waiting = async move {
+        if let Some(previous) = previous {
+            previous.await;
+        }
+        futures::future::join_all(waiting.into_iter().map(|(loop_id, messages)| {
+            record_loop(store.as_ref(), js, options, loop_id, messages)
+        }))
+        .await;
+    };
+    let dead = futures::future::join_all(batch.refused.into_iter().map(
+        |(message, reason)| async move {
+            finish(js, &message, Disposition::DeadLetter(reason)).await;
+        },
+    ));
+    futures::join!(free, waiting, dead);
+}
+
+/// Records one loop's messages: decided in order and stored in one append
+/// ([`write::record_in_order`]); then each is acked, retried or dead-lettered.
+async fn record_loop<S: EventStore>(
+    store: &S,
     js: &jetstream::Context,
     options: &IngestOptions,
-    messages: Vec<jetstream::Message>,
+    loop_id: LoopId,
+    messages: Vec<(jetstream::Message, Decoded)>,
 ) {
-    let received_at = Timestamp::now();
-    let mut by_loop: HashMap<LoopId, Vec<(jetstream::Message, Decoded)>> = HashMap::new();
-    let mut order: Vec<LoopId> = Vec::new();
-    let mut refused = Vec::new();
-    for message in messages {
-        let headers = header_pairs(&message);
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        match cloudevent::decode(
-            &message.payload,
-            &pairs,
-            published_at(&message).unwrap_or(received_at),
-        ) {
-            Ok(decoded) => {
-                let loop_id = decoded.command.loop_id.clone();
-                by_loop
-                    .entry(loop_id.clone())
-                    .or_insert_with(|| {
-                        order.push(loop_id);
-                        Vec::new()
-                    })
-                    .push((message, decoded));
-            }
-            Err(err) => refused.push((
-                message,
-                Reason {
-                    code: err.code().to_owned(),
-                    detail: err.detail(),
-                },
-            )),
-        }
-    }
-    let loops = order
+    let (messages, commands): (Vec<_>, Vec<_>) = messages
         .into_iter()
-        .filter_map(|loop_id| by_loop.remove(&loop_id).map(|messages| (loop_id, messages)))
-        .map(|(loop_id, messages)| async move {
-            let (messages, commands): (Vec<_>, Vec<_>) = messages
-                .into_iter()
-                .map(|(message, decoded)| (message, (decoded.command, decoded.origin)))
-                .unzip();
-            // The loop's messages are decided in order and stored in one append.
-            let results = match write::record_in_order(store.as_ref(), &loop_id, commands).await {
-                Ok(results) => results,
-                // Nothing of the loop's messages was stored: each goes back for a retry.
-                Err(err) => {
-                    let detail = err.to_string();
-                    messages
-                        .iter()
-                        .map(|_| Err(WriteError::Store(StoreError::Backend(detail.clone()))))
-                        .collect()
-                }
-            };
-            for (message, result) in messages.iter().zip(results) {
-                let delivered = message.info().map_or(1, |info| info.delivered);
-                let disposition = dispose(&result, delivered, options);
-                finish(js, message, disposition).await;
-            }
-        });
-    let dead = refused.into_iter().map(|(message, reason)| async move {
-        finish(js, &message, Disposition::DeadLetter(reason)).await;
-    });
-    futures::join!(
-        futures::future::join_all(loops),
-        futures::future::join_all(dead)
-    );
+        .map(|(message, decoded)| (message, (decoded.command, decoded.origin)))
+        .unzip();
+    let results = match write::record_in_order(store, &loop_id, commands).await {
+        Ok(results) => results,
+        // Nothing of the loop's messages was stored: each goes back for a retry.
+        Err(err) => {
+            let detail = err.to_string();
+            messages
+                .iter()
+                .map(|_| Err(WriteError::Store(StoreError::Backend(detail.clone()))))
+                .collect()
+        }
+    };
+    for (message, result) in messages.iter().zip(results) {
+        let delivered = message.info().map_or(1, |info| info.delivered);
+        let disposition = dispose(&result, delivered, options);
+        finish(js, message, disposition).await;
+    }
 }
+
+/// Resolves when a batch in flight is fully handled (every message acked, retried or
+/// dead-lettered); cloneable, so the next batch and the shutdown can both wait for it.
+type BatchDone = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
 /// Carries out a disposition and counts the outcome.
 async fn finish(js: &jetstream::Context, message: &jetstream::Message, disposition: Disposition) {

@@ -41,7 +41,7 @@ const PAGE: usize = 1024;
 /// How often the checkpoint file is written at most while events flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// How long the feed pauses before each page while ingestion works through a backlog.
-const YIELD_TO_INGESTION: Duration = Duration::from_millis(50);
+const YIELD_TO_INGESTION: Duration = Duration::from_millis(200);
 /// The header with the event's global position, besides `Nats-Msg-Id`.
 pub const POSITION_HEADER: &str = "Closeloop-Position";
 

@@ -28,6 +28,15 @@ struct Service {
 
 impl Service {
     async fn start(url: &str, dir: &std::path::Path, store: Option<Arc<SledStore>>) -> Self {
+        Self::start_batching(url, dir, store, IngestOptions::default().batch).await
+    }
+
+    async fn start_batching(
+        url: &str,
+        dir: &std::path::Path,
+        store: Option<Arc<SledStore>>,
+        batch: usize,
+    ) -> Self {
         let store = store.unwrap_or_else(|| {
             Arc::new(SledStore::open(&dir.join("store"), &SledStoreOptions::default()).unwrap())
         });
@@ -37,6 +46,7 @@ impl Service {
             feed_checkpoint: dir.join("feed.checkpoint"),
             unknown_loop_attempts: 3,
             unknown_loop_backoff: Duration::from_millis(100),
+            batch,
             ..IngestOptions::default()
         };
         let Running { handle, task } = start(Arc::clone(&store), options, stopping).await.unwrap();
@@ -516,5 +526,74 @@ async fn nats_down_at_start_then_up_is_caught_up() {
     publish_event(&js, &feedback("fb-after-outage", None)).await;
     service.wait_for_head(1).await;
     wait_for_messages(&js, FEED_STREAM, 1).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_loops_messages_keep_their_order_across_overlapping_batches() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let js = client(&server).await;
+    // Everything is published before the service starts, so it meets a backlog: full batches
+    // of 3, two in flight at once, one loop's 40 messages spread over many of them.
+    closeloop_ingest::streams::feedback_stream(&js)
+        .await
+        .unwrap();
+    let mut acks = Vec::new();
+    let mut publish_in_order = |event: Value| {
+        let js = js.clone();
+        acks.push(async move { publish_event(&js, &event).await });
+    };
+    publish_in_order(feedback("fb-order", Some("loop-order")));
+    publish_in_order(step(
+        "ack-order",
+        EventType::Acknowledged,
+        "loop-order",
+        &json!({"by": "pals"}),
+    ));
+    for n in 0..36 {
+        publish_in_order(step(
+            &format!("reply-{n}"),
+            EventType::Responded,
+            "loop-order",
+            &json!({"by": "pals", "text": format!("reply {n}")}),
+        ));
+        // Another loop in between, so batches mix loops.
+        publish_in_order(feedback(
+            &format!("fb-other-{n}"),
+            Some(&format!("loop-other-{n}")),
+        ));
+    }
+    publish_in_order(step(
+        "chg-order",
+        EventType::ChangeMade,
+        "loop-order",
+        &json!({"by": "ward manager", "description": "Quiet hours"}),
+    ));
+    publish_in_order(step(
+        "rb-order",
+        EventType::ReportedBack,
+        "loop-order",
+        &json!({"by": "pals", "message": "We did it"}),
+    ));
+    for ack in acks {
+        ack.await;
+    }
+    let service = Service::start_batching(&server.url(), dir.path(), None, 3).await;
+    service.wait_for_head(76).await;
+    let entries = service
+        .store
+        .read_loop(&LoopId::parse("loop-order").unwrap())
+        .await
+        .unwrap();
+    let ids: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.event().unwrap().event_id)
+        .collect();
+    let mut expected = vec!["fb-order".to_owned(), "ack-order".to_owned()];
+    expected.extend((0..36).map(|n| format!("reply-{n}")));
+    expected.extend(["chg-order".to_owned(), "rb-order".to_owned()]);
+    assert_eq!(ids, expected, "stored in the order published");
+    assert!(stream_messages(&js, DLQ_STREAM).await.is_empty());
     service.stop().await;
 }
