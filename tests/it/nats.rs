@@ -201,10 +201,29 @@ async fn serve_answers_http_while_nats_is_down_and_ingests_once_it_is_up() {
     .await;
 }
 
+/// How `serve` is stopped in the middle of ingesting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interruption {
+    /// SIGKILL, as a crash.
+    Kill,
+    /// SIGTERM, a graceful shutdown: it must exit 0.
+    Terminate,
+}
+
 /// Every published message is stored exactly once across a SIGKILL of `serve` in the middle
 /// of ingesting, and the chain verifies.
 #[tokio::test]
 async fn a_crash_in_the_middle_of_ingesting_loses_and_repeats_nothing() {
+    interrupted_ingest(Interruption::Kill).await;
+}
+
+/// The same across a SIGTERM: in-flight messages finish, the rest are redelivered.
+#[tokio::test]
+async fn a_graceful_stop_in_the_middle_of_ingesting_loses_and_repeats_nothing() {
+    interrupted_ingest(Interruption::Terminate).await;
+}
+
+async fn interrupted_ingest(interruption: Interruption) {
     const LOOPS: usize = 5_000;
     let server = NatsServer::start();
     let js = jetstream(&server).await;
@@ -273,10 +292,16 @@ async fn a_crash_in_the_middle_of_ingesting_loses_and_repeats_nothing() {
         async move { head.await.filter(|&head| head >= 200) }
     })
     .await;
-    service.kill();
+    match interruption {
+        Interruption::Kill => service.kill(),
+        Interruption::Terminate => {
+            let status = service.terminate();
+            assert!(status.success(), "a graceful stop exits 0, not {status}");
+        }
+    }
     assert!(
         before_crash < total,
-        "the crash must come mid-ingest ({before_crash} of {total} stored)"
+        "the stop must come mid-ingest ({before_crash} of {total} stored)"
     );
 
     let service = Service::start_with_nats(dir.path(), &server.url());

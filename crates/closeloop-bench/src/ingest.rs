@@ -136,7 +136,7 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
     let server = NatsServer::start();
     let client = async_nats::connect(server.url()).await?;
     let js = jetstream::new(client.clone());
-    let feedback = streams::feedback_stream(&js)
+    let feedback = streams::feedback_stream(&js, 1)
         .await
         .map_err(|err| anyhow::anyhow!("{err}"))?;
 

@@ -124,8 +124,8 @@ pub(crate) async fn run<S: EventStore>(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), async_nats::Error> {
-    let stream = streams::feedback_stream(js).await?;
-    streams::dead_letter_stream(js).await?;
+    let stream = streams::feedback_stream(js, options.replicas).await?;
+    streams::dead_letter_stream(js, options.replicas).await?;
     let consumer = streams::ingest_consumer(&stream, options.limits).await?;
     // Decide on the last delivery by the consumer's real limit: an operator may have changed
     // it, and a message that runs out of deliveries unrecorded would be lost.

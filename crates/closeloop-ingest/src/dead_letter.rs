@@ -159,11 +159,12 @@ pub enum DeadLetterError {
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     js: Context,
+    replicas: usize,
 }
 
 impl DeadLetters {
-    pub(crate) fn new(js: Context) -> Self {
-        Self { js }
+    pub(crate) fn new(js: Context, replicas: usize) -> Self {
+        Self { js, replicas }
     }
 
     /// Up to `limit` dead letters with a sequence above `after`, oldest first.
@@ -171,7 +172,7 @@ impl DeadLetters {
     /// # Errors
     /// [`DeadLetterError::Unavailable`] when NATS cannot be asked.
     pub async fn list(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
-        let mut stream = streams::dead_letter_stream(&self.js)
+        let mut stream = streams::dead_letter_stream(&self.js, self.replicas)
             .await
             .map_err(unavailable)?;
         let state = stream.info().await.map_err(unavailable)?.state.clone();
@@ -196,7 +197,7 @@ impl DeadLetters {
     /// # Errors
     /// [`DeadLetterError`] says why nothing was re-driven.
     pub async fn redrive(&self, seq: u64) -> Result<Redriven, DeadLetterError> {
-        let stream = streams::dead_letter_stream(&self.js)
+        let stream = streams::dead_letter_stream(&self.js, self.replicas)
             .await
             .map_err(unavailable)?;
         let message = match stream.get_raw_message(seq).await {

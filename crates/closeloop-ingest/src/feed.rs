@@ -31,6 +31,7 @@ use closeloop_store::{EventStore, StoredEvent, record};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::IngestOptions;
 use crate::status::{Shared, Worker};
 use crate::streams::{self, FEED_SUBJECT_PREFIX};
 
@@ -51,12 +52,12 @@ pub const POSITION_HEADER: &str = "Closeloop-Position";
 pub(crate) async fn run<S: EventStore>(
     store: &Arc<S>,
     js: &Context,
-    checkpoint_path: &Path,
+    options: &IngestOptions,
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), async_nats::Error> {
-    streams::feed_stream(js).await?;
-    let mut checkpoint = Checkpoint::load(checkpoint_path)?;
+    streams::feed_stream(js, options.replicas).await?;
+    let mut checkpoint = Checkpoint::load(&options.feed_checkpoint)?;
     shared.set_feed_published(checkpoint.position);
     shared.set_feed(Worker::Running);
     tracing::info!(

@@ -41,10 +41,13 @@ use crate::status::Shared;
 /// How ingestion and the feed run; the defaults suit production.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestOptions {
-    /// The NATS server(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
+    /// The NATS server(s), e.g. `nats://127.0.0.1:4222`; comma-separated for a cluster, e.g.
+    /// `nats://n1:4222,nats://n2:4222,nats://n3:4222`.
     pub url: String,
     /// Where the feed keeps its checkpoint (a file in the data directory).
     pub feed_checkpoint: PathBuf,
+    /// Copies of each stream Closeloop creates: 1 for a single server, 3 for a cluster.
+    pub replicas: usize,
     /// How many messages are pulled and recorded at a time at most.
     pub batch: usize,
     /// How long a batch waits for more messages after its first: longer batches share
@@ -64,6 +67,7 @@ impl Default for IngestOptions {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
             feed_checkpoint: PathBuf::from("data/feed.checkpoint"),
+            replicas: 1,
             batch: 1024,
             gather: Duration::from_millis(5),
             limits: ConsumerLimits {
@@ -144,7 +148,7 @@ pub async fn start<S: EventStore + 'static>(
                 other => tracing::info!(event = %other, "NATS event"),
             }
         })
-        .connect(options.url.as_str())
+        .connect(server_urls(&options.url))
         .await
         .map_err(|err| StartError {
             url: options.url.clone(),
@@ -155,7 +159,7 @@ pub async fn start<S: EventStore + 'static>(
     let handle = NatsHandle {
         client,
         shared: Arc::clone(&shared),
-        dead_letters: DeadLetters::new(js.clone()),
+        dead_letters: DeadLetters::new(js.clone(), options.replicas),
     };
     let task = tokio::spawn(async move {
         let ingest = supervise(
@@ -175,9 +179,7 @@ pub async fn start<S: EventStore + 'static>(
             shutdown.clone(),
             {
                 let (store, js, options, shared) = (&store, &js, &options, &shared);
-                move |mut stop| async move {
-                    feed::run(store, js, &options.feed_checkpoint, shared, &mut stop).await
-                }
+                move |mut stop| async move { feed::run(store, js, options, shared, &mut stop).await }
             },
         );
         futures::join!(ingest, feed);
@@ -222,10 +224,42 @@ async fn supervise<F, Fut>(
     }
 }
 
+/// The servers of a comma-separated URL list, e.g. `nats://n1:4222,nats://n2:4222`.
+fn server_urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
 /// 250 ms doubling per attempt, at most 10 s.
 fn reconnect_delay(attempts: usize) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1).min(6)).unwrap_or(6);
     Duration::from_millis(250)
         .saturating_mul(1 << doublings)
         .min(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_list_names_each_server() {
+        assert_eq!(
+            server_urls("nats://127.0.0.1:4222"),
+            ["nats://127.0.0.1:4222"]
+        );
+        assert_eq!(
+            server_urls("nats://n1:4222, nats://n2:4222,,nats://n3:4222"),
+            ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+        );
+    }
+
+    #[test]
+    fn reconnect_delays_grow_to_ten_seconds() {
+        assert_eq!(reconnect_delay(1), Duration::from_millis(250));
+        assert_eq!(reconnect_delay(2), Duration::from_millis(500));
+        assert_eq!(reconnect_delay(100), Duration::from_secs(10));
+    }
 }

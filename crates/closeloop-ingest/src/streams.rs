@@ -1,7 +1,8 @@
 //! The JetStream streams and the consumer Closeloop uses, and how they are created.
 //!
-//! Each is created when missing and left as it is when it exists, so an operator can tune
-//! limits or replicas (`nats stream edit`) without Closeloop undoing it on the next start.
+//! Each is created when missing — with `replicas` copies: 1 for a single server, 3 for the
+//! cluster in `deploy/` — and left as it is when it exists, so an operator can tune limits or
+//! replicas (`nats stream edit`) without Closeloop undoing it on the next start.
 
 use std::time::Duration;
 
@@ -41,12 +42,16 @@ pub struct ConsumerLimits {
 ///
 /// # Errors
 /// When JetStream cannot be reached or refuses the stream.
-pub async fn feedback_stream(js: &Context) -> Result<stream::Stream, async_nats::Error> {
+pub async fn feedback_stream(
+    js: &Context,
+    replicas: usize,
+) -> Result<stream::Stream, async_nats::Error> {
     Ok(js
         .get_or_create_stream(stream::Config {
             name: FEEDBACK_STREAM.to_owned(),
             subjects: vec![FEEDBACK_SUBJECTS.to_owned()],
             storage: StorageType::File,
+            num_replicas: replicas,
             description: Some("Feedback and follow-ups for Closeloop, as CloudEvents".to_owned()),
             ..stream::Config::default()
         })
@@ -81,12 +86,16 @@ pub async fn ingest_consumer(
 ///
 /// # Errors
 /// When JetStream cannot be reached or refuses the stream.
-pub async fn dead_letter_stream(js: &Context) -> Result<stream::Stream, async_nats::Error> {
+pub async fn dead_letter_stream(
+    js: &Context,
+    replicas: usize,
+) -> Result<stream::Stream, async_nats::Error> {
     Ok(js
         .get_or_create_stream(stream::Config {
             name: DLQ_STREAM.to_owned(),
             subjects: vec![DLQ_SUBJECT.to_owned()],
             storage: StorageType::File,
+            num_replicas: replicas,
             description: Some(
                 "Messages Closeloop could not store, with Closeloop-Error headers".to_owned(),
             ),
@@ -101,12 +110,16 @@ pub async fn dead_letter_stream(js: &Context) -> Result<stream::Stream, async_na
 ///
 /// # Errors
 /// When JetStream cannot be reached or refuses the stream.
-pub async fn feed_stream(js: &Context) -> Result<stream::Stream, async_nats::Error> {
+pub async fn feed_stream(
+    js: &Context,
+    replicas: usize,
+) -> Result<stream::Stream, async_nats::Error> {
     Ok(js
         .get_or_create_stream(stream::Config {
             name: FEED_STREAM.to_owned(),
             subjects: vec![format!("{FEED_SUBJECT_PREFIX}.>")],
             storage: StorageType::File,
+            num_replicas: replicas,
             max_age: Duration::from_secs(30 * 24 * 60 * 60),
             duplicate_window: Duration::from_secs(120),
             description: Some("Every event Closeloop stored, in position order".to_owned()),

@@ -536,7 +536,7 @@ async fn a_loops_messages_keep_their_order_across_overlapping_batches() {
     let js = client(&server).await;
     // Everything is published before the service starts, so it meets a backlog: full batches
     // of 3, two in flight at once, one loop's 40 messages spread over many of them.
-    closeloop_ingest::streams::feedback_stream(&js)
+    closeloop_ingest::streams::feedback_stream(&js, 1)
         .await
         .unwrap();
     let mut acks = Vec::new();

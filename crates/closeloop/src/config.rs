@@ -40,7 +40,7 @@ pub enum LogFormat {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service: HTTP API (and, in later releases, NATS ingestion) in one process.
+    /// Run the service: HTTP API, NATS ingestion and the outbound feed in one process.
     Serve(ServeArgs),
     /// Print every stored event as NDJSON, in position order (the `GET /v1/events` format).
     Replay(ReplayArgs),
@@ -81,13 +81,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOSELOOP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// NATS server for ingestion and the outbound feed; `off` disables NATS.
+    /// NATS server(s) for ingestion and the outbound feed (comma-separated for a cluster);
+    /// `off` disables NATS.
     #[arg(
         long,
         env = "CLOSELOOP_NATS_URL",
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+
+    /// Copies of each NATS stream Closeloop creates (FEEDBACK, FEEDBACK_DLQ,
+    /// CLOSELOOP_EVENTS): 1 for a single server, 3 for a cluster. Existing streams are left
+    /// as they are.
+    #[arg(long, env = "CLOSELOOP_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
 
     /// Which event store to use.
     #[arg(long, env = "CLOSELOOP_STORE", value_enum, default_value_t = StoreKind::Sled)]

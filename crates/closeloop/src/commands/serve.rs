@@ -94,6 +94,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let options = IngestOptions {
             url: args.nats_url.clone(),
             feed_checkpoint: data_dir.join("feed.checkpoint"),
+            replicas: usize::from(args.nats_replicas),
             ..IngestOptions::default()
         };
         Some(closeloop_ingest::start(Arc::clone(&store), options, stopping.clone()).await?)
