@@ -296,7 +296,34 @@ async fn every_kind_of_bad_message_is_dead_lettered_with_its_code() {
     let js = client(&server).await;
 
     publish_event(&js, &feedback("fb-ok", Some("loop-ok"))).await;
-    service.wait_for_head(1).await;
+    publish_event(
+        &js,
+        &step(
+            "ack-ok",
+            EventType::Acknowledged,
+            "loop-ok",
+            &json!({"by": "pals"}),
+        ),
+    )
+    .await;
+    // A loop acknowledged, changed and reported back: closed.
+    publish_event(&js, &feedback("fb-done", Some("loop-done"))).await;
+    for (id, event_type, data) in [
+        ("ack-done", EventType::Acknowledged, json!({"by": "pals"})),
+        (
+            "chg-done",
+            EventType::ChangeMade,
+            json!({"by": "ward manager", "description": "Signs"}),
+        ),
+        (
+            "rb-done",
+            EventType::ReportedBack,
+            json!({"by": "pals", "message": "Done"}),
+        ),
+    ] {
+        publish_event(&js, &step(id, event_type, "loop-done", &data)).await;
+    }
+    service.wait_for_head(6).await;
 
     let mut bad_type = feedback("bad-type", Some("loop-x"));
     bad_type["type"] = json!("org.closeloop.loop.teleported");
@@ -331,6 +358,39 @@ async fn every_kind_of_bad_message_is_dead_lettered_with_its_code() {
                 EventType::ReportedBack,
                 "loop-ok",
                 &json!({"by": "pals", "message": "done"}),
+            )
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "already_acknowledged",
+            step(
+                "ack-twice",
+                EventType::Acknowledged,
+                "loop-ok",
+                &json!({"by": "pals"}),
+            )
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "loop_closed",
+            step(
+                "reply-closed",
+                EventType::Responded,
+                "loop-done",
+                &json!({"by": "pals", "text": "More"}),
+            )
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "not_closed",
+            step(
+                "reopen-open",
+                EventType::Reopened,
+                "loop-ok",
+                &json!({"by": "pals", "reason": "again"}),
             )
             .to_string()
             .into_bytes(),
@@ -385,14 +445,14 @@ async fn every_kind_of_bad_message_is_dead_lettered_with_its_code() {
         "3",
         "unknown_loop is retried before it is dead-lettered"
     );
-    assert_eq!(service.store.head(), 1, "nothing bad was stored");
+    assert_eq!(service.store.head(), 6, "nothing bad was stored");
 
     // The admin view lists them, and a re-drive after fixing the cause stores the message.
     let listed = service.handle.dead_letters().list(0, 100).await.unwrap();
     assert_eq!(listed.len(), cases.len());
     let ghost = listed.iter().find(|l| l.error == "unknown_loop").unwrap();
     publish_event(&js, &feedback("fb-ghost", Some("loop-ghost"))).await;
-    service.wait_for_head(2).await;
+    service.wait_for_head(7).await;
     let redriven = service
         .handle
         .dead_letters()
@@ -400,7 +460,7 @@ async fn every_kind_of_bad_message_is_dead_lettered_with_its_code() {
         .await
         .unwrap();
     assert_eq!(redriven.subject, "feedback.bad");
-    service.wait_for_head(3).await;
+    service.wait_for_head(8).await;
     assert!(
         service
             .store
