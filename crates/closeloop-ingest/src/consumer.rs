@@ -222,7 +222,7 @@ pub(crate) async fn run<S: EventStore>(
     }
     // Messages pulled but not processed stay unacked: JetStream redelivers them after
     // `ack_wait`. Acks already sent must leave before the connection closes.
-    js.client().flush().await?;
+    crate::flush_acks(&js.client()).await;
     Ok(())
 }
 

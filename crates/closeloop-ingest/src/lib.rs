@@ -145,7 +145,8 @@ pub async fn start<S: EventStore + 'static>(
                 async_nats::Event::Disconnected => {
                     tracing::warn!("disconnected from NATS; reconnecting");
                 }
-                other => tracing::info!(event = %other, "NATS event"),
+                // async-nats logs these itself; repeated while the server is unreachable.
+                other => tracing::debug!(event = %other, "NATS event"),
             }
         })
         .connect(server_urls(&options.url))
@@ -185,11 +186,27 @@ pub async fn start<S: EventStore + 'static>(
         futures::join!(ingest, feed);
         shared.set_ingest(Worker::Stopped);
         shared.set_feed(Worker::Stopped);
-        if let Err(err) = js.client().flush().await {
-            tracing::warn!(%err, "cannot flush the last acks to NATS");
-        }
+        flush_acks(&js.client()).await;
     });
     Ok(Running { handle, task })
+}
+
+/// How long shutdown waits for the last acks to reach NATS: a client that is not connected
+/// never flushes, and shutdown must not hang on it (unsent acks mean redeliveries, which are
+/// recognised as duplicates).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends the acks still buffered, waiting at most [`FLUSH_TIMEOUT`].
+pub(crate) async fn flush_acks(client: &async_nats::Client) {
+    match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "cannot flush the last acks to NATS; those messages will be redelivered")
+        }
+        Err(_) => tracing::warn!(
+            "NATS is unreachable: the last acks were not sent; those messages will be redelivered"
+        ),
+    }
 }
 
 /// Runs `work` until it returns `Ok` (shutdown) or `shutdown` turns true; after each failure,
