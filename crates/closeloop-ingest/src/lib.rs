@@ -201,11 +201,13 @@ pub(crate) async fn flush_acks(client: &async_nats::Client) {
     match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
-            tracing::warn!(%err, "cannot flush the last acks to NATS; those messages will be redelivered")
+            tracing::warn!(%err, "cannot flush the last acks to NATS; those messages will be redelivered");
         }
-        Err(_) => tracing::warn!(
-            "NATS is unreachable: the last acks were not sent; those messages will be redelivered"
-        ),
+        Err(_) => {
+            tracing::warn!(
+                "NATS is unreachable, so any acks still buffered were not sent; those messages will be redelivered"
+            );
+        }
     }
 }
 
