@@ -52,17 +52,11 @@ pub(crate) async fn publish(
     message: &jetstream::Message,
     reason: &Reason,
 ) -> Result<(), async_nats::Error> {
-    let mut headers = HeaderMap::new();
-    if let Some(original) = &message.headers {
-        for (name, values) in original.iter() {
-            if is_ours(name.as_ref()) {
-                continue;
-            }
-            for value in values {
-                headers.append(name.as_ref(), value.as_str());
-            }
-        }
-    }
+    let mut headers = message
+        .headers
+        .as_ref()
+        .map(publishers_headers)
+        .unwrap_or_default();
     headers.insert(ERROR_HEADER, reason.code.as_str());
     headers.insert(DETAIL_HEADER, one_line(&reason.detail).as_str());
     headers.insert(ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
@@ -83,6 +77,21 @@ pub(crate) async fn publish(
         .await?
         .await?;
     Ok(())
+}
+
+/// The publisher's own headers of `original` (binary-mode `ce-` attributes, for instance):
+/// all but JetStream's and ours.
+fn publishers_headers(original: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, values) in original.iter() {
+        if is_ours(name.as_ref()) {
+            continue;
+        }
+        for value in values {
+            headers.append(name.as_ref(), value.as_str());
+        }
+    }
+    headers
 }
 
 /// Headers not copied from the original: JetStream's own and ours.
@@ -211,15 +220,7 @@ impl DeadLetters {
                 subject.starts_with(prefix) && subject.len() > prefix.len()
             })
             .ok_or(DeadLetterError::NoSubject(seq))?;
-        let mut headers = HeaderMap::new();
-        for (name, values) in message.headers.iter() {
-            if is_ours(name.as_ref()) {
-                continue;
-            }
-            for value in values {
-                headers.append(name.as_ref(), value.as_str());
-            }
-        }
+        let headers = publishers_headers(&message.headers);
         let ack = self
             .js
             .send_publish(
