@@ -70,7 +70,14 @@ pub(crate) fn dispose(
     delivered: i64,
     options: &IngestOptions,
 ) -> Disposition {
-    let last_chance = delivered >= options.limits.max_deliver - 1 && options.limits.max_deliver > 0;
+    // The delivery from which a message that still fails is dead-lettered rather than
+    // retried: our own limit, or one before the consumer's if an operator set a lower one
+    // (the spare delivery covers a dead letter that could not be published).
+    let limit = match options.limits.max_deliver {
+        max if max > 0 => options.attempts.min(max - 1),
+        _ => options.attempts,
+    };
+    let last_chance = delivered >= limit;
     match result {
         Ok(recorded) if recorded.duplicate => Disposition::Ack(Outcome::Duplicate),
         Ok(_) => Disposition::Ack(Outcome::Stored),
@@ -499,13 +506,49 @@ mod tests {
             dispose(&failed, 1, &options),
             Disposition::Retry(_)
         ));
-        match dispose(&failed, options.limits.max_deliver - 1, &options) {
-            Disposition::DeadLetter(reason) => {
-                assert_eq!(reason.code, "unavailable");
-                assert!(reason.detail.contains("disk full"), "{}", reason.detail);
+        assert!(matches!(
+            dispose(&failed, options.attempts - 1, &options),
+            Disposition::Retry(_)
+        ));
+        for delivered in [options.attempts, options.attempts + 7] {
+            match dispose(&failed, delivered, &options) {
+                Disposition::DeadLetter(reason) => {
+                    assert_eq!(reason.code, "unavailable");
+                    assert!(reason.detail.contains("disk full"), "{}", reason.detail);
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lower_delivery_limit_on_the_consumer_is_respected_with_one_to_spare() {
+        let mut options = options();
+        options.limits.max_deliver = 10;
+        let failed = Err(WriteError::Store(StoreError::Stopped(
+            "disk full".to_owned(),
+        )));
+        assert!(matches!(
+            dispose(&failed, 8, &options),
+            Disposition::Retry(_)
+        ));
+        assert!(matches!(
+            dispose(&failed, 9, &options),
+            Disposition::DeadLetter(_)
+        ));
+        let unknown = Err(WriteError::Rejected {
+            loop_id: loop_id(),
+            rejection: Rejection::UnknownLoop("loop-1".to_owned()),
+        });
+        options.limits.max_deliver = 3;
+        assert!(matches!(
+            dispose(&unknown, 1, &options),
+            Disposition::Retry(_)
+        ));
+        assert!(matches!(
+            dispose(&unknown, 2, &options),
+            Disposition::DeadLetter(_)
+        ));
     }
 
     #[test]

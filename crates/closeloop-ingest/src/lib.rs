@@ -60,6 +60,11 @@ pub struct IngestOptions {
     pub unknown_loop_attempts: i64,
     /// The first wait before such a follow-up is delivered again; it doubles each time.
     pub unknown_loop_backoff: Duration,
+    /// How many deliveries a message that keeps failing to be stored (the store is down) gets
+    /// before it is dead-lettered as `unavailable`. Closeloop counts them itself, so the
+    /// consumer is created without a delivery limit: JetStream never gives up on a message
+    /// that Closeloop has not settled.
+    pub attempts: i64,
 }
 
 impl Default for IngestOptions {
@@ -72,11 +77,12 @@ impl Default for IngestOptions {
             gather: Duration::from_millis(5),
             limits: ConsumerLimits {
                 ack_wait: Duration::from_secs(30),
-                max_deliver: 50,
+                max_deliver: -1,
                 max_ack_pending: 20_000,
             },
             unknown_loop_attempts: 5,
             unknown_loop_backoff: Duration::from_millis(500),
+            attempts: 50,
         }
     }
 }

@@ -32,7 +32,10 @@ pub const FEED_SUBJECT_PREFIX: &str = "closeloop.events";
 pub struct ConsumerLimits {
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
-    /// How many times a message is delivered at most.
+    /// How many times a message is delivered at most; -1: no limit (the default, as
+    /// Closeloop dead-letters a message it cannot store after [`IngestOptions::attempts`]).
+    ///
+    /// [`IngestOptions::attempts`]: crate::IngestOptions::attempts
     pub max_deliver: i64,
     /// How many messages may be delivered and not yet acked.
     pub max_ack_pending: i64,
