@@ -109,14 +109,7 @@ impl Shared {
         source: &str,
         event_id: &str,
     ) -> Result<Option<Committed>, StoreError> {
-        let value = self
-            .tree
-            .get(entry::key(position))
-            .map_err(backend)?
-            .ok_or_else(|| StoreError::Corrupt {
-                position,
-                detail: "an idempotency key points at a missing entry".to_owned(),
-            })?;
+        let value = self.entry_bytes(position)?;
         let (header, _) = entry::decode(position, &value)?;
         if header.source != source || header.event_id != event_id {
             return Ok(None);
@@ -133,15 +126,18 @@ impl Shared {
     }
 
     fn read_entry(&self, position: u64) -> Result<StoredEvent, StoreError> {
-        let value = self
-            .tree
+        entry::to_stored(position, &self.entry_bytes(position)?)
+    }
+
+    /// The stored bytes of the entry at `position`, which the indexes say exists.
+    fn entry_bytes(&self, position: u64) -> Result<sled::IVec, StoreError> {
+        self.tree
             .get(entry::key(position))
             .map_err(backend)?
             .ok_or_else(|| StoreError::Corrupt {
                 position,
-                detail: "the entry is missing".to_owned(),
-            })?;
-        entry::to_stored(position, &value)
+                detail: "the entry is missing, though the indexes point at it".to_owned(),
+            })
     }
 }
 
