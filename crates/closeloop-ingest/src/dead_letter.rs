@@ -16,6 +16,8 @@
 //! `Nats-*` headers.
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
 use async_nats::jetstream::{self, Context};
@@ -168,12 +170,29 @@ pub enum DeadLetterError {
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     js: Context,
-    replicas: usize,
 }
 
 impl DeadLetters {
-    pub(crate) fn new(js: Context, replicas: usize) -> Self {
-        Self { js, replicas }
+    pub(crate) fn new(js: Context) -> Self {
+        Self { js }
+    }
+
+    /// The `FEEDBACK_DLQ` stream, or `None` when ingestion has not created it yet. Reading
+    /// dead letters never creates it.
+    async fn stream(&self) -> Result<Option<jetstream::stream::Stream>, DeadLetterError> {
+        match self.js.get_stream(streams::DLQ_STREAM).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    GetStreamErrorKind::JetStream(ref js_err)
+                        if js_err.error_code() == ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(unavailable(err)),
+        }
     }
 
     /// Up to `limit` dead letters with a sequence above `after`, oldest first.
@@ -181,9 +200,9 @@ impl DeadLetters {
     /// # Errors
     /// [`DeadLetterError::Unavailable`] when NATS cannot be asked.
     pub async fn list(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
-        let mut stream = streams::dead_letter_stream(&self.js, self.replicas)
-            .await
-            .map_err(unavailable)?;
+        let Some(mut stream) = self.stream().await? else {
+            return Ok(Vec::new());
+        };
         let state = stream.info().await.map_err(unavailable)?.state.clone();
         let mut letters = Vec::new();
         let mut seq = after.max(state.first_sequence.saturating_sub(1)) + 1;
@@ -206,9 +225,9 @@ impl DeadLetters {
     /// # Errors
     /// [`DeadLetterError`] says why nothing was re-driven.
     pub async fn redrive(&self, seq: u64) -> Result<Redriven, DeadLetterError> {
-        let stream = streams::dead_letter_stream(&self.js, self.replicas)
-            .await
-            .map_err(unavailable)?;
+        let Some(stream) = self.stream().await? else {
+            return Err(DeadLetterError::NotFound(seq));
+        };
         let message = match stream.get_raw_message(seq).await {
             Ok(message) => message,
             Err(err) if is_missing(&err) => return Err(DeadLetterError::NotFound(seq)),

@@ -166,7 +166,7 @@ pub async fn start<S: EventStore + 'static>(
     let handle = NatsHandle {
         client,
         shared: Arc::clone(&shared),
-        dead_letters: DeadLetters::new(js.clone(), options.replicas),
+        dead_letters: DeadLetters::new(js.clone()),
     };
     let task = tokio::spawn(async move {
         let ingest = supervise(
