@@ -37,6 +37,7 @@ macro_rules! conformance_tests {
             reads_see_every_acknowledged_append,
             malformed_requests_are_refused,
             idempotency_keys_can_be_looked_up,
+            records_too_large_to_publish_are_refused,
         ]);
     };
     (@each $make:path, [$($check:ident),* $(,)?]) => {
@@ -68,12 +69,23 @@ pub fn acknowledgement(source: &str, event_id: &str) -> Event {
     )
 }
 
-fn event(source: &str, event_id: &str, event_type: EventType, data: serde_json::Value) -> Event {
+/// An event of `event_type` with `data`, read as stored data: the store checks no field rules,
+/// so tests may build events today's rules would refuse (as events stored before them were).
+///
+/// # Panics
+/// When `data` does not have the type's shape at all.
+#[must_use]
+pub fn event(
+    source: &str,
+    event_id: &str,
+    event_type: EventType,
+    data: serde_json::Value,
+) -> Event {
     Event {
         event_id: event_id.to_owned(),
         source: source.to_owned(),
         time: "2026-11-27T09:30:00Z".parse().expect("valid timestamp"),
-        payload: LoopEvent::from_data(event_type, data).expect("valid test data"),
+        payload: LoopEvent::from_stored_data(event_type, data).expect("data of the type's shape"),
     }
 }
 
@@ -453,4 +465,52 @@ pub async fn idempotency_keys_can_be_looked_up<S: EventStore>(store: &S) {
         Some(outcome.committed[1].clone())
     );
     assert_eq!(store.lookup("other", "l2").await.expect("lookup"), None);
+}
+
+/// An event whose record would exceed [`MAX_RECORD_BYTES`](crate::record::MAX_RECORD_BYTES)
+/// is refused, naming which event of the request it is; nothing of the request is stored and
+/// the store keeps working.
+pub async fn records_too_large_to_publish_are_refused<S: EventStore>(store: &S) {
+    let big = "x".repeat(crate::record::MAX_RECORD_BYTES);
+    let oversized = event(
+        "t",
+        "big",
+        EventType::Acknowledged,
+        json!({"by": "pals", "note": big}),
+    );
+    let err = store
+        .append(AppendRequest {
+            loops: vec![
+                LoopAppend {
+                    loop_id: loop_id("small"),
+                    expected: ExpectedVersion::NoLoop,
+                    events: vec![feedback("t", "small")],
+                },
+                LoopAppend {
+                    loop_id: loop_id("big"),
+                    expected: ExpectedVersion::NoLoop,
+                    events: vec![feedback("t", "big-fb"), oversized],
+                },
+            ],
+        })
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, AppendError::TooLarge { event_index: 2, size, limit }
+            if size > limit && limit == crate::record::MAX_RECORD_BYTES),
+        "{err}"
+    );
+    assert_eq!(store.head(), 0, "nothing of the request is stored");
+    assert!(
+        store.ready().is_ok(),
+        "a refused request does not stop the store"
+    );
+    store
+        .append(single(
+            "small",
+            ExpectedVersion::NoLoop,
+            vec![feedback("t", "small")],
+        ))
+        .await
+        .expect("the store keeps working");
 }

@@ -31,7 +31,7 @@ use closeloop_domain::{Event, LoopId};
 use tokio::sync::watch;
 
 pub use chain::Hash;
-pub use sled_store::{SledStore, SledStoreOptions};
+pub use sled_store::{FaultInjector, FaultPoint, SledStore, SledStoreOptions};
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};
 pub use write::{Origin, Recorded, WriteError};
@@ -156,6 +156,18 @@ pub enum AppendError {
     /// The request itself is malformed (empty, a loop twice, a key twice).
     #[error("invalid append: {0}")]
     Invalid(String),
+    /// One event's record is larger than [`record::MAX_RECORD_BYTES`]; nothing was stored.
+    #[error(
+        "the event would take {size} bytes once stored; the limit is {limit} bytes: shorten its texts or leave out unknown fields"
+    )]
+    TooLarge {
+        /// Which event of the request, counting across its loops in order from 0.
+        event_index: usize,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The store could not do its job.
     #[error(transparent)]
     Store(#[from] StoreError),

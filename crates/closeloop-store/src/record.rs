@@ -23,6 +23,12 @@ use serde_json::{Map, Value};
 /// The schema version this build writes, and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The largest record the store accepts, in bytes. Well below what NATS carries in one message
+/// (1 MiB by default) with a CloudEvent envelope and headers around it, so every stored event
+/// can be published on the outbound feed; with room for the encryption and actor fields a
+/// later schema adds to the field limits of [`closeloop_domain::Limits`].
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
 /// Why stored bytes could not be read as an event.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -142,6 +142,10 @@ pub async fn record_many<S: EventStore>(
                 events,
             });
         }
+        let loop_of_event: Vec<LoopId> = loops
+            .iter()
+            .flat_map(|append| append.events.iter().map(|_| append.loop_id.clone()))
+            .collect();
         match store.append(AppendRequest { loops }).await {
             Ok(outcome) => {
                 // One event per command: the committed list lines up with the commands.
@@ -166,6 +170,12 @@ pub async fn record_many<S: EventStore>(
                     });
                 }
                 // Someone else wrote to the loop between our read and our append: decide again.
+            }
+            Err(too_large @ AppendError::TooLarge { event_index, .. }) => {
+                return Err(WriteError::Rejected {
+                    loop_id: loop_of_event[event_index].clone(),
+                    rejection: Rejection::invalid(too_large.to_string()),
+                });
             }
             Err(AppendError::IdempotencyMismatch { .. } | AppendError::Invalid(_))
                 if origins.len() > 1 =>
@@ -212,15 +222,23 @@ pub async fn record_in_order<S: EventStore>(
             .all(|(command, _)| &command.loop_id == loop_id),
         "every command must be for loop {loop_id}"
     );
+    // Commands whose event the store refused as too large, with the store's reason: they are
+    // refused as invalid data, and the rest are decided again without them.
+    let mut too_large: Vec<(usize, String)> = Vec::new();
     for _ in 0..RACE_RETRIES {
         // What each command is: a repeat of a stored key, a repeat of a key earlier in this
         // call, or one to decide.
         let mut plan = Vec::with_capacity(commands.len());
         for (n, (_, origin)) in commands.iter().enumerate() {
             let earlier = commands[..n].iter().position(|(_, o)| o == origin);
-            plan.push(match earlier {
-                Some(first) => Planned::RepeatOf(first),
-                None => match store.lookup(&origin.source, &origin.event_id).await? {
+            let refused = too_large.iter().find(|(at, _)| *at == n);
+            plan.push(match (earlier, refused) {
+                (Some(first), _) => Planned::RepeatOf(first),
+                (None, Some((_, reason))) => Planned::Done(Err(WriteError::Rejected {
+                    loop_id: loop_id.clone(),
+                    rejection: Rejection::invalid(reason.clone()),
+                })),
+                (None, None) => match store.lookup(&origin.source, &origin.event_id).await? {
                     Some(original) => Planned::Done(Ok(recorded(original, true))),
                     None => Planned::Decide,
                 },
@@ -230,7 +248,9 @@ pub async fn record_in_order<S: EventStore>(
         let mut state = current_state(store, loop_id).await?;
         let version = state.as_ref().map_or(0, |s| s.version);
         let mut events = Vec::new();
-        for ((command, origin), planned) in commands.iter().zip(&mut plan) {
+        // The command each event of `events` comes from.
+        let mut owners = Vec::new();
+        for (n, ((command, origin), planned)) in commands.iter().zip(&mut plan).enumerate() {
             if !matches!(planned, Planned::Decide) {
                 continue;
             }
@@ -240,6 +260,7 @@ pub async fn record_in_order<S: EventStore>(
                     for event in events_of(origin, command, payloads) {
                         state = closeloop_domain::apply(state, &event);
                         events.push(event);
+                        owners.push(n);
                     }
                     *planned = Planned::Appended(first);
                 }
@@ -265,6 +286,9 @@ pub async fn record_in_order<S: EventStore>(
             // Another writer got in between (a write to the loop, or one of our keys): look
             // again and decide again.
             Err(AppendError::Conflict { .. } | AppendError::IdempotencyMismatch { .. }) => {}
+            Err(err @ AppendError::TooLarge { event_index, .. }) => {
+                too_large.push((owners[event_index], err.to_string()));
+            }
             Err(AppendError::Invalid(detail)) => {
                 return Ok(commands
                     .iter()

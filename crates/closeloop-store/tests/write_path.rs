@@ -264,3 +264,47 @@ async fn keys_stored_before_are_answered_with_their_originals() {
     assert_eq!(results[2].as_ref().map(|r| r.version).ok(), Some(2));
     assert_eq!(store.head(), 2);
 }
+
+/// A command whose data would make a record larger than the store takes.
+fn oversized_response(loop_id: &str) -> Command {
+    let note = "x".repeat(closeloop_store::record::MAX_RECORD_BYTES);
+    Command {
+        loop_id: LoopId::parse(loop_id).expect("loop id"),
+        at: "2026-11-23T10:00:00Z".parse().expect("time"),
+        // Built as stored data: today's field limits would refuse it before the store does.
+        payload: LoopEvent::from_stored_data(
+            EventType::Responded,
+            json!({"by": "pals", "text": "Thank you", "note": note}),
+        )
+        .expect("shape"),
+    }
+}
+
+#[tokio::test]
+async fn an_event_too_large_to_store_is_refused_as_invalid_data_and_the_rest_are_stored() {
+    let (store, _dir) = open();
+    let results = write::record_in_order(
+        &store,
+        &LoopId::parse("big").expect("loop id"),
+        vec![
+            (feedback("big"), origin("1")),
+            (oversized_response("big"), origin("2")),
+            (acknowledge("big"), origin("3")),
+        ],
+    )
+    .await
+    .expect("the store works");
+    assert_eq!(
+        results.iter().map(code).collect::<Vec<_>>(),
+        ["stored", "invalid_data", "stored"]
+    );
+    let Err(WriteError::Rejected { rejection, .. }) = &results[1] else {
+        unreachable!("checked above")
+    };
+    assert!(rejection.to_string().contains("limit"), "{rejection}");
+    assert_eq!(store.head(), 2);
+
+    let single = write::record(&store, oversized_response("big"), origin("4"), None).await;
+    assert_eq!(code(&single), "invalid_data");
+    assert_eq!(store.head(), 2);
+}

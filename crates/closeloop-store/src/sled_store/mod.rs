@@ -19,16 +19,23 @@
 //! the writer prepares the next.
 //!
 //! Reads stop at the durable head: nobody sees an event that a crash could still take away.
-//! If a write or a flush fails, the store stops accepting appends: it cannot know what reached
-//! the disk, so it acknowledges nothing more until it is reopened.
+//! If a write or a flush fails (or a flush does not finish within
+//! [`SledStoreOptions::flush_deadline`]), the store stops: it cannot know what reached the disk,
+//! so it acknowledges nothing more until it is reopened. Every waiter hears at once — appends
+//! queued or in flight, and idempotency lookups waiting for an entry to become durable.
+//!
+//! # Blocking
+//! sled reads block on disk, so every read runs on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]), never on the async worker threads that answer requests.
 
 mod entry;
 mod index;
 mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, mpsc as std_mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use closeloop_domain::LoopId;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -54,6 +61,12 @@ pub struct SledStoreOptions {
     pub cache_capacity_bytes: u64,
     /// How many appends may wait for the writer before callers are held back.
     pub queue_capacity: usize,
+    /// How long one fsync may take before the store gives up on the disk: it stops, and every
+    /// append waiting for that flush hears an error, instead of hanging until its caller's
+    /// timeout (a disk that is full or failing can block a flush indefinitely).
+    pub flush_deadline: Duration,
+    /// Failures injected by tests; see [`FaultInjector`].
+    pub faults: Option<FaultInjector>,
 }
 
 impl Default for SledStoreOptions {
@@ -62,7 +75,40 @@ impl Default for SledStoreOptions {
             max_batch_events: 4096,
             cache_capacity_bytes: 64 * 1024 * 1024,
             queue_capacity: 8192,
+            flush_deadline: Duration::from_secs(10),
+            faults: None,
         }
+    }
+}
+
+/// Where a [`FaultInjector`] is asked whether to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Before the writer applies a batch to sled.
+    Apply,
+    /// Before the flusher fsyncs; a fault here may also block, to imitate a hung disk.
+    Flush,
+}
+
+/// Makes the store fail on purpose, for fault-injection tests: called at each [`FaultPoint`],
+/// an `Err` there acts as if sled had returned that error. Not for production use.
+#[derive(Clone)]
+pub struct FaultInjector(Arc<dyn Fn(FaultPoint) -> Result<(), String> + Send + Sync>);
+
+impl FaultInjector {
+    /// An injector that consults `decide` at every fault point.
+    pub fn new(decide: impl Fn(FaultPoint) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(decide))
+    }
+
+    pub(crate) fn check(faults: Option<&Self>, point: FaultPoint) -> Result<(), String> {
+        faults.map_or(Ok(()), |faults| (faults.0)(point))
+    }
+}
+
+impl std::fmt::Debug for FaultInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultInjector")
     }
 }
 
@@ -80,24 +126,94 @@ struct Shared {
     tree: sled::Tree,
     index: RwLock<Index>,
     durable: watch::Sender<u64>,
-    stopped: Mutex<Option<String>>,
+    /// Why the store stopped, once it has; a watch so that waiters wake when it happens.
+    failure: watch::Sender<Option<String>>,
+    faults: Option<FaultInjector>,
 }
 
 impl Shared {
     fn stopped(&self) -> Option<String> {
-        self.stopped.lock().expect("stop flag lock").clone()
+        self.failure.borrow().clone()
     }
 
+    /// Stops the store for good (until it is reopened). `reason` may hold backend error text:
+    /// it goes to the log and to [`StoreError::Stopped`], which callers must not show to users.
     fn stop(&self, reason: String) {
-        tracing::error!(%reason, "event store stops accepting appends");
-        self.stopped
-            .lock()
-            .expect("stop flag lock")
-            .get_or_insert(reason);
+        let first = self.failure.send_if_modified(|failure| {
+            if failure.is_some() {
+                return false;
+            }
+            *failure = Some(reason.clone());
+            true
+        });
+        if first {
+            tracing::error!(%reason, "event store stopped: it accepts no more appends until restarted");
+            metrics::counter!("closeloop_store_failures_total").increment(1);
+        }
     }
 
     fn durable_head(&self) -> u64 {
         *self.durable.borrow()
+    }
+
+    /// Waits until the entry at `position` is durable; fails at once when the store stops
+    /// first, since then it never will be.
+    async fn wait_durable(&self, position: u64) -> Result<(), StoreError> {
+        let mut durable = self.durable.subscribe();
+        let mut failure = self.failure.subscribe();
+        loop {
+            if *durable.borrow_and_update() >= position {
+                return Ok(());
+            }
+            if let Some(reason) = failure.borrow_and_update().clone() {
+                return Err(StoreError::Stopped(reason));
+            }
+            // Both senders live as long as `self`, so neither wait can fail.
+            tokio::select! {
+                _ = durable.changed() => {}
+                _ = failure.changed() => {}
+            }
+        }
+    }
+
+    /// The in-memory index, for reading. Entries up to the durable head are complete even if a
+    /// store thread panicked while holding the lock (it panicked staging a later batch), and
+    /// every reader stops at the durable head, so a poisoned lock is still safe to read.
+    fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The durable positions of a loop's entries, in version order.
+    fn loop_positions(&self, loop_id: &LoopId) -> Vec<u64> {
+        let durable = self.durable_head();
+        self.index()
+            .loops
+            .get(loop_id)
+            .map(|entries| {
+                entries
+                    .positions
+                    .iter()
+                    .copied()
+                    .take_while(|&p| p <= durable)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Up to `limit` durable entries after `after`; blocks on disk.
+    fn read_range(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let durable = self.durable_head();
+        if after >= durable || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.tree
+            .range(entry::key(after + 1)..=entry::key(durable))
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                entry::to_stored(entry::position_of(&key)?, &value)
+            })
+            .collect()
     }
 
     /// The entry at `position` as a [`Committed`], if its header really carries this
@@ -166,12 +282,14 @@ impl SledStore {
             "event store opened"
         );
         let (durable, _) = watch::channel(head);
+        let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             db,
             tree,
             index: RwLock::new(index),
             durable,
-            stopped: Mutex::new(None),
+            failure,
+            faults: options.faults.clone(),
         });
         if let Some(damage) = damage {
             // Appends would chain onto an index with a hole: refuse them, but keep reading,
@@ -186,6 +304,7 @@ impl SledStore {
             options.max_batch_events.max(1),
         );
         let flusher_shared = Arc::clone(&shared);
+        let flush_deadline = options.flush_deadline;
         let spawn_failed =
             |err: std::io::Error| StoreError::Backend(format!("cannot start store thread: {err}"));
         let threads = vec![
@@ -195,7 +314,7 @@ impl SledStore {
                 .map_err(spawn_failed)?,
             std::thread::Builder::new()
                 .name("closeloop-flusher".into())
-                .spawn(move || writer::run_flusher(&flusher_shared, &ticket_rx))
+                .spawn(move || writer::run_flusher(&flusher_shared, &ticket_rx, flush_deadline))
                 .map_err(spawn_failed)?,
         ];
         Ok(Self {
@@ -206,7 +325,9 @@ impl SledStore {
     }
 
     /// Stops accepting appends, answers everything queued, waits for the writer and flusher
-    /// to finish and flushes: afterwards the directory can be opened again.
+    /// to finish and flushes: afterwards the directory can be opened again. A store that
+    /// stopped after a failure skips the final flush (the disk already failed it once), so
+    /// closing never hangs on a broken disk.
     pub async fn close(self) {
         let Self {
             shared,
@@ -220,6 +341,9 @@ impl SledStore {
                 // we could act on.
                 let _ = thread.join();
             }
+            if shared.stopped().is_some() {
+                return Ok(0);
+            }
             shared.db.flush()
         })
         .await;
@@ -227,6 +351,19 @@ impl SledStore {
             tracing::error!(%err, "final flush of the event store failed");
         }
     }
+}
+
+/// Runs a blocking store read on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or_else(|err| {
+            Err(StoreError::Backend(format!(
+                "a read of the event store did not finish: {err}"
+            )))
+        })
 }
 
 impl EventStore for SledStore {
@@ -247,42 +384,26 @@ impl EventStore for SledStore {
     }
 
     async fn read_loop(&self, loop_id: &LoopId) -> Result<Vec<StoredEvent>, StoreError> {
-        let durable = self.shared.durable_head();
-        let positions: Vec<u64> = {
-            let index = self.shared.index.read().expect("index lock");
-            index
-                .loops
-                .get(loop_id)
-                .map(|entries| {
-                    entries
-                        .positions
-                        .iter()
-                        .copied()
-                        .take_while(|&p| p <= durable)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        positions
-            .into_iter()
-            .map(|position| self.shared.read_entry(position))
-            .collect()
+        let positions = self.shared.loop_positions(loop_id);
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = Arc::clone(&self.shared);
+        blocking(move || {
+            positions
+                .into_iter()
+                .map(|position| shared.read_entry(position))
+                .collect()
+        })
+        .await
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let durable = self.shared.durable_head();
-        if after >= durable || limit == 0 {
+        if after >= self.shared.durable_head() || limit == 0 {
             return Ok(Vec::new());
         }
-        self.shared
-            .tree
-            .range(entry::key(after + 1)..=entry::key(durable))
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(backend)?;
-                entry::to_stored(entry::position_of(&key)?, &value)
-            })
-            .collect()
+        let shared = Arc::clone(&self.shared);
+        blocking(move || shared.read_range(after, limit)).await
     }
 
     fn head(&self) -> u64 {
@@ -294,26 +415,25 @@ impl EventStore for SledStore {
     }
 
     async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<Committed>, StoreError> {
-        let candidates = {
-            let index = self.shared.index.read().expect("index lock");
-            index.candidates_for_key(source, event_id)
-        };
+        let candidates = self.shared.index().candidates_for_key(source, event_id);
         for position in candidates {
             // The original may still be on its way to disk: answer only once it is durable,
-            // so nobody hears "already stored" about an event a crash could take away.
-            let mut head = self.shared.durable.subscribe();
-            if head.wait_for(|&head| head >= position).await.is_err() {
-                return Err(StoreError::Stopped("the store was closed".to_owned()));
-            }
-            if let Some(committed) = self.shared.confirm_key(position, source, event_id)? {
-                return Ok(Some(committed));
+            // so nobody hears "already stored" about an event a crash could take away. If the
+            // store stops first, it never will be: say so at once.
+            self.shared.wait_durable(position).await?;
+            let shared = Arc::clone(&self.shared);
+            let (source, event_id) = (source.to_owned(), event_id.to_owned());
+            let confirmed =
+                blocking(move || shared.confirm_key(position, &source, &event_id)).await?;
+            if confirmed.is_some() {
+                return Ok(confirmed);
             }
         }
         Ok(None)
     }
 
     fn with_merkle<R>(&self, f: impl FnOnce(&crate::merkle::MerkleIndex) -> R) -> R {
-        f(&self.shared.index.read().expect("index lock").merkle)
+        f(&self.shared.index().merkle)
     }
 
     fn ready(&self) -> Result<(), StoreError> {

@@ -2,12 +2,13 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::Duration;
 
 use closeloop_domain::LoopId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::Index;
-use super::{Shared, entry};
+use super::{FaultInjector, FaultPoint, Shared, entry};
 use crate::chain::entry_hash;
 use crate::record;
 use crate::{AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, StoreError};
@@ -76,23 +77,32 @@ pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
         }
     }
     let event_count = request.event_count();
-    let loops = request
-        .loops
-        .into_iter()
-        .map(|append| PreparedLoop {
+    let mut loops = Vec::with_capacity(request.loops.len());
+    let mut event_index = 0;
+    for append in request.loops {
+        let mut events = Vec::with_capacity(append.events.len());
+        for event in append.events {
+            let record = record::encode(&event);
+            if record.len() > record::MAX_RECORD_BYTES {
+                return Err(AppendError::TooLarge {
+                    event_index,
+                    size: record.len(),
+                    limit: record::MAX_RECORD_BYTES,
+                });
+            }
+            event_index += 1;
+            events.push(PreparedEvent {
+                record,
+                source: event.source,
+                event_id: event.event_id,
+            });
+        }
+        loops.push(PreparedLoop {
             loop_id: append.loop_id,
             expected: append.expected,
-            events: append
-                .events
-                .into_iter()
-                .map(|event| PreparedEvent {
-                    record: record::encode(&event),
-                    source: event.source,
-                    event_id: event.event_id,
-                })
-                .collect(),
-        })
-        .collect();
+            events,
+        });
+    }
     Ok(Prepared { loops, event_count })
 }
 
@@ -154,14 +164,34 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         {
             let shared = Arc::clone(&self.shared);
-            let mut index = shared.index.write().expect("index lock");
+            let Ok(mut index) = shared.index.write() else {
+                // Only this thread writes the index: a poisoned lock means it panicked earlier
+                // mid-batch, so the index cannot be trusted for new positions.
+                let reason = "the store's index was left half-updated by a panic".to_owned();
+                self.shared.stop(reason.clone());
+                return failed_ticket(
+                    batch.into_iter().map(|job| job.reply),
+                    &reason,
+                    first_position - 1,
+                );
+            };
             for job in batch {
                 let result = self.stage(&mut index, &job.request, &mut staged, &mut writes);
                 replies.push((job.reply, result));
             }
         }
+        // The index now holds this batch's entries. If the write fails they stay there, past
+        // the durable head, where no reader looks (reads stop at the durable head, and a lookup
+        // of a key staged there fails once the store has stopped); the store never writes
+        // again, so nothing is ever chained onto them.
         if self.next_position > first_position
-            && let Err(err) = self.shared.tree.apply_batch(writes)
+            && let Err(err) = FaultInjector::check(self.shared.faults.as_ref(), FaultPoint::Apply)
+                .and_then(|()| {
+                    self.shared
+                        .tree
+                        .apply_batch(writes)
+                        .map_err(|e| e.to_string())
+                })
         {
             let reason = format!("write failed: {err}");
             self.shared.stop(reason.clone());
@@ -299,13 +329,27 @@ fn failed_ticket(replies: impl Iterator<Item = Reply>, reason: &str, last_positi
 
 /// The flusher thread: one fsync for every batch waiting, then the durable head moves and
 /// callers hear back.
-pub(super) fn run_flusher(shared: &Shared, tickets: &std_mpsc::Receiver<Ticket>) {
+///
+/// The fsync itself runs on a helper thread and is given `deadline`: a disk that blocks a
+/// flush indefinitely (seen with a full filesystem) stops the store instead of holding every
+/// caller until its own timeout. Once the store has stopped — here, or in the writer — nothing
+/// more is flushed or acknowledged: batches still waiting are answered with the error.
+pub(super) fn run_flusher(
+    shared: &Arc<Shared>,
+    tickets: &std_mpsc::Receiver<Ticket>,
+    deadline: Duration,
+) {
+    let mut fsync = Fsync::start(shared);
     while let Ok(first) = tickets.recv() {
         let mut pending = vec![first];
         pending.extend(tickets.try_iter());
         let last_position = pending.iter().map(|t| t.last_position).max().unwrap_or(0);
-        match shared.db.flush() {
-            Ok(_) => {
+        if let Some(reason) = shared.stopped() {
+            answer_failed(pending, &reason);
+            continue;
+        }
+        match fsync.as_mut().map(|fsync| fsync.flush(deadline)) {
+            Some(Ok(())) => {
                 // Move the durable head before answering, so a caller that hears "stored"
                 // and then reads finds its events.
                 shared.durable.send_if_modified(|head| {
@@ -323,14 +367,88 @@ pub(super) fn run_flusher(shared: &Shared, tickets: &std_mpsc::Receiver<Ticket>)
                     }
                 }
             }
-            Err(err) => {
-                let reason = format!("flush failed: {err}");
+            Some(Err(reason)) => {
                 shared.stop(reason.clone());
-                for ticket in pending {
-                    for (reply, _) in ticket.replies {
-                        let _ = reply.send(Err(StoreError::Stopped(reason.clone()).into()));
+                answer_failed(pending, &reason);
+                if reason.starts_with(FLUSH_TIMED_OUT) {
+                    // The helper thread is stuck in the disk; leave it behind.
+                    fsync = None;
+                }
+            }
+            None => {
+                let reason = "the flush thread could not be started".to_owned();
+                shared.stop(reason.clone());
+                answer_failed(pending, &reason);
+            }
+        }
+    }
+    // The fsync thread holds the database open: wait for it, so that once the store is closed
+    // the directory can be opened again. One stuck in the disk was left behind above.
+    if let Some(fsync) = fsync {
+        fsync.finish();
+    }
+}
+
+fn answer_failed(pending: Vec<Ticket>, reason: &str) {
+    for ticket in pending {
+        for (reply, _) in ticket.replies {
+            let _ = reply.send(Err(StoreError::Stopped(reason.to_owned()).into()));
+        }
+    }
+}
+
+const FLUSH_TIMED_OUT: &str = "flush did not finish";
+
+/// A thread that runs sled's fsync on request, so the flusher can stop waiting for it.
+struct Fsync {
+    requests: std_mpsc::Sender<()>,
+    done: std_mpsc::Receiver<Result<(), String>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Fsync {
+    fn start(shared: &Arc<Shared>) -> Option<Self> {
+        let (requests, request_rx) = std_mpsc::channel::<()>();
+        let (done_tx, done) = std_mpsc::channel();
+        let shared = Arc::clone(shared);
+        let thread = std::thread::Builder::new()
+            .name("closeloop-fsync".into())
+            .spawn(move || {
+                while request_rx.recv().is_ok() {
+                    let result = FaultInjector::check(shared.faults.as_ref(), FaultPoint::Flush)
+                        .and_then(|()| shared.db.flush().map(drop).map_err(|e| e.to_string()));
+                    if done_tx.send(result).is_err() {
+                        break;
                     }
                 }
+            })
+            .ok()?;
+        Some(Self {
+            requests,
+            done,
+            thread,
+        })
+    }
+
+    /// Ends the thread and waits for it.
+    fn finish(self) {
+        drop(self.requests);
+        // A panicked fsync thread has nothing left to release.
+        let _ = self.thread.join();
+    }
+
+    fn flush(&mut self, deadline: Duration) -> Result<(), String> {
+        self.requests
+            .send(())
+            .map_err(|_| "the flush thread ended".to_owned())?;
+        match self.done.recv_timeout(deadline) {
+            Ok(result) => result.map_err(|err| format!("flush failed: {err}")),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(format!(
+                "{FLUSH_TIMED_OUT} within {} s; the disk may be full or failing",
+                deadline.as_secs_f64()
+            )),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                Err("the flush thread ended".to_owned())
             }
         }
     }
