@@ -15,13 +15,18 @@
 //!   each took to acknowledge and close, so `overdue` is one comparison with `now`.
 //! - [`ReadModels::stats`] (`stats`) is one tight pass over the hot records (or over the
 //!   buckets covering `from`/`to`).
-//! - [`ReadModels::published`] (`published`) serves closed, consented loops with a change, and
-//!   [`redact`] scrubs stories before they are shown.
+//! - [`ReadModels::published`] (`published`) is the "you said, we did" read model: closed,
+//!   consented loops whose latest outcome is a change, newest first, keyed by [`PublicKey`],
+//!   with a version for `ETag`s; it holds no story text. [`StoryCache`] keeps redacted stories
+//!   read from the store, bounded, and [`redact`] scrubs stories before they are shown.
+//! - `limits` caps what the read models take from one event ([`MAX_THEMES`] and the rest),
+//!   so that events stored before today's input limits cannot make any read expensive.
 //! - [`ReadModels::to_snapshot`] / [`ReadModels::from_snapshot`] (`snapshot`) store the records
 //!   and the checkpoint together, versioned and checksummed; indexes are rebuilt on load.
 //! - [`Projections`] and [`run_projector`] (`runner`) share the models behind a lock and keep
 //!   them caught up with an [`EventStore`](closeloop_store::EventStore); [`rebuild`] builds them
-//!   from position 0 for the `rebuild` command.
+//!   from position 0 for the `rebuild` command. [`Projections::load_snapshot_checked`] trusts a
+//!   snapshot only when the store's entry at its checkpoint is the one it was built from.
 //!
 //! # Invariants
 //! - **Built only from the global log.** Nothing else feeds the read models, so a rebuild from
@@ -36,6 +41,7 @@
 
 mod index;
 mod intern;
+mod limits;
 mod model;
 mod published;
 mod query;
@@ -44,15 +50,20 @@ mod redact;
 mod runner;
 mod snapshot;
 mod stats;
+mod story_cache;
 mod timing;
 
+pub use limits::{
+    MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
+};
 pub use model::ReadModels;
-pub use published::{PublishedLoop, PublishedPage};
+pub use published::{PublicKey, PublishedLoop, PublishedPage};
 pub use query::{LoopPage, LoopQuery, LoopSummary, QueryError, StatusFilter};
 pub use redact::{REDACTED, redact};
-pub use runner::{Projections, ProjectorOptions, rebuild, run_projector};
+pub use runner::{Projections, ProjectionsError, ProjectorOptions, rebuild, run_projector};
 pub use snapshot::{SNAPSHOT_VERSION, SnapshotError, tmp_path};
 pub use stats::{
     ALL_KEY, FFT, GroupBy, NONE_KEY, RatingStats, Stats, StatsGroup, StatsQuery, TOP_THEMES,
     ThemeCount,
 };
+pub use story_cache::{Epoch, StoryCache};

@@ -5,10 +5,15 @@ use std::sync::{PoisonError, RwLock};
 
 use closeloop_domain::event::{ChangeMade, FeedbackReceived};
 use closeloop_domain::{Event, LoopEvent, LoopId, LoopState, OrgUnit, Stage};
-use closeloop_store::StoredEvent;
+use closeloop_store::{Hash, StoredEvent};
 
-use crate::index::{Bitmaps, Order, OrderKey, bitmap_mut};
+use crate::index::{Bitmaps, Order, bitmap_mut};
 use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
+use crate::limits::{
+    MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
+    truncate,
+};
+use crate::published::{NewestFirst, PublicKey};
 use crate::record::{
     CONSENT, Cold, HAS_CHANGE, HAS_OUTCOME, Hot, Ts, When, channel_index, stage_index,
 };
@@ -29,6 +34,9 @@ use crate::timing::Timing;
 /// [`prepare`](Self::prepare) once after start-up so that the first query does not pay for it.
 pub struct ReadModels {
     pub(crate) checkpoint: u64,
+    /// The `hash` of the entry at the checkpoint (zeros at position 0): a snapshot keeps it so
+    /// that loading can check the snapshot was built from the log it is loaded against.
+    pub(crate) checkpoint_hash: Hash,
     pub(crate) ids: LoopIds,
     pub(crate) hot: Vec<Hot>,
     pub(crate) cold: Vec<Cold>,
@@ -40,13 +48,19 @@ pub struct ReadModels {
     /// Lists of theme ids and lists of tag ids share one table: a list is only numbers.
     pub(crate) lists: Lists,
     pub(crate) ratings: RatingSets,
-    /// Change descriptions, in order, of loops whose author consented to publication: the only
-    /// loops whose changes the "you said, we did" page shows.
+    /// Change descriptions recorded since receipt or the last reopening, in order, of loops
+    /// whose author consented to publication: the only loops whose changes the "you said, we
+    /// did" page shows. At most [`MAX_CHANGES_PER_LOOP`] a loop, each cut to
+    /// [`MAX_DESCRIPTION_BYTES`].
     pub(crate) changes: HashMap<u32, Vec<Box<str>>>,
     pub(crate) bitmaps: Bitmaps,
     pub(crate) order: Order,
-    /// Closed, consented loops with a change, by (`closed_at`, `loop_id`).
-    pub(crate) published: BTreeMap<OrderKey, u32>,
+    /// The "you said, we did" read model: closed, consented loops whose latest outcome is a
+    /// change, newest `closed_at` first.
+    pub(crate) published: BTreeMap<NewestFirst, u32>,
+    /// The position of the last entry that changed what `published` shows (0: none did).
+    /// Derived from the log alone, so it is the same after a rebuild or a restart.
+    pub(crate) published_version: u64,
     /// SLA-dependent figures per slot, built on first use (see the type docs).
     pub(crate) timing: RwLock<Option<Timing>>,
 }
@@ -55,6 +69,7 @@ impl Default for ReadModels {
     fn default() -> Self {
         Self {
             checkpoint: 0,
+            checkpoint_hash: Hash::ZERO,
             ids: LoopIds::default(),
             hot: Vec::new(),
             cold: Vec::new(),
@@ -68,6 +83,7 @@ impl Default for ReadModels {
             bitmaps: Bitmaps::default(),
             order: Order::default(),
             published: BTreeMap::new(),
+            published_version: 0,
             timing: RwLock::new(None),
         }
     }
@@ -109,6 +125,7 @@ impl ReadModels {
             entry.position
         );
         self.checkpoint = entry.position;
+        self.checkpoint_hash = entry.hash;
         if let LoopEvent::FeedbackReceived(data) = &event.payload {
             self.receive(entry, event, data);
             return;
@@ -129,6 +146,23 @@ impl ReadModels {
     #[must_use]
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
+    }
+
+    /// The `hash` of the log entry at the checkpoint; zeros when nothing was applied.
+    #[must_use]
+    pub fn checkpoint_hash(&self) -> Hash {
+        self.checkpoint_hash
+    }
+
+    /// Whether `entry`, read from the store at the checkpoint's position, is the entry these
+    /// read models were built up to: same position, same hash. At position 0 there is no
+    /// entry to compare and the answer is `true` when `entry` is `None`.
+    #[must_use]
+    pub fn built_from(&self, entry: Option<&StoredEvent>) -> bool {
+        match entry {
+            None => self.checkpoint == 0,
+            Some(entry) => entry.position == self.checkpoint && entry.hash == self.checkpoint_hash,
+        }
     }
 
     /// How many loops there are.
@@ -204,22 +238,34 @@ impl ReadModels {
     fn receive(&mut self, entry: &StoredEvent, event: &Event, data: &FeedbackReceived) {
         let received = Ts::of(data.received_at.unwrap_or(event.time));
         let org = self.orgs.intern(data.org_unit.as_str());
-        let theme_ids: Vec<u32> = data.themes.iter().map(|t| self.themes.intern(t)).collect();
+        // Capped, so that an event stored before today's limits cannot make any read
+        // expensive (see `limits`).
+        let theme_ids: Vec<u32> = data
+            .themes
+            .iter()
+            .take(MAX_THEMES)
+            .map(|t| self.themes.intern(truncate(t, MAX_NAME_BYTES)))
+            .collect();
         let tag_ids: Vec<u32> = data
             .seldom_heard
             .iter()
-            .map(|t| self.tags.intern(t))
+            .take(MAX_TAGS)
+            .map(|t| self.tags.intern(truncate(t, MAX_NAME_BYTES)))
             .collect();
-        let ratings: Vec<(u32, RatingValue)> = data
+        let mut ratings: Vec<(u32, RatingValue)> = data
             .ratings
             .iter()
+            .take(MAX_RATINGS)
             .map(|(name, value)| {
                 (
-                    self.rating_names.intern(name),
+                    self.rating_names.intern(truncate(name, MAX_NAME_BYTES)),
                     RatingValue::from_number(value),
                 )
             })
             .collect();
+        // Cutting names that share their first bytes makes them equal; they come out of the
+        // sorted map side by side, and the first one stands for them.
+        ratings.dedup_by_key(|&mut (name, _)| name);
         let hot = Hot {
             received_secs: received.secs,
             received_nanos: received.nanos,
@@ -241,7 +287,9 @@ impl ReadModels {
                     loop_id = %entry.loop_id,
                     "feedback.received for an existing loop; the loop starts afresh"
                 );
-                self.unindex(slot);
+                if self.unindex(slot) {
+                    self.published_version = entry.position;
+                }
                 self.changes.remove(&slot);
                 self.hot[slot as usize] = hot;
                 self.cold[slot as usize] = cold;
@@ -262,7 +310,7 @@ impl ReadModels {
     fn advance(&mut self, slot: u32, entry: &StoredEvent, event: &Event) {
         let i = slot as usize;
         let (mut hot, mut cold) = (self.hot[i], self.cold[i]);
-        let was_published = self.is_published(&hot, &cold);
+        let shown_before = self.shown(slot);
         cold.version = entry.version;
         let time = Ts::of(event.time);
         if cold.get(When::FirstContactAt).is_none()
@@ -285,14 +333,15 @@ impl ReadModels {
                 hot.flags |= HAS_OUTCOME | HAS_CHANGE;
                 advance_to(&mut hot, Stage::OutcomeRecorded);
                 if hot.has(CONSENT) {
-                    self.changes
-                        .entry(slot)
-                        .or_default()
-                        .push(description.as_str().into());
+                    let changes = self.changes.entry(slot).or_default();
+                    if changes.len() < MAX_CHANGES_PER_LOOP {
+                        changes.push(truncate(description, MAX_DESCRIPTION_BYTES).into());
+                    }
                 }
             }
             LoopEvent::NoChange(_) => {
                 hot.flags |= HAS_OUTCOME;
+                hot.flags &= !HAS_CHANGE;
                 advance_to(&mut hot, Stage::OutcomeRecorded);
             }
             LoopEvent::ReportedBack(_) => {
@@ -302,8 +351,10 @@ impl ReadModels {
             LoopEvent::Reopened(_) => {
                 hot.stage = stage_index(Stage::Responded);
                 cold.set(When::ClosedAt, None);
-                hot.flags &= !HAS_OUTCOME;
+                hot.flags &= !(HAS_OUTCOME | HAS_CHANGE);
                 cold.set(When::CloseClockFrom, Some(time));
+                // The public page shows what was done since the last reopening only.
+                self.changes.remove(&slot);
             }
         }
         if hot.stage != self.hot[i].stage {
@@ -311,29 +362,45 @@ impl ReadModels {
             self.set_stage_bits(slot, &old, false);
             self.set_stage_bits(slot, &hot, true);
         }
-        if was_published {
-            self.unpublish(slot);
+        if let Some((key, _)) = &shown_before {
+            self.published.remove(key);
         }
         self.hot[i] = hot;
         self.cold[i] = cold;
         self.publish_if_due(slot);
+        if self.shown(slot) != shown_before {
+            self.published_version = entry.position;
+        }
         self.refresh_timing(slot);
     }
 
-    fn is_published(&self, hot: &Hot, cold: &Cold) -> bool {
+    /// Whether a loop belongs on the public page: closed, consented, and its latest outcome
+    /// since receipt or the last reopening is a change.
+    fn is_published(hot: &Hot, cold: &Cold) -> bool {
         hot.is_closed()
             && hot.has(CONSENT)
             && hot.has(HAS_CHANGE)
             && cold.get(When::ClosedAt).is_some()
     }
 
-    fn published_key(&self, slot: u32) -> Option<OrderKey> {
+    fn published_key(&self, slot: u32) -> Option<NewestFirst> {
         let (hot, cold) = (&self.hot[slot as usize], &self.cold[slot as usize]);
-        if !self.is_published(hot, cold) {
+        if !Self::is_published(hot, cold) {
             return None;
         }
         let closed = cold.get(When::ClosedAt)?;
-        Some(OrderKey::new(closed, self.ids.get(slot)))
+        Some(NewestFirst::new(
+            closed,
+            PublicKey::of_loop(self.ids.get(slot)),
+        ))
+    }
+
+    /// What the public page shows of a loop, as far as it can change by one event: its
+    /// place, and how many change descriptions it lists. `None` when it is not shown.
+    fn shown(&self, slot: u32) -> Option<(NewestFirst, usize)> {
+        let key = self.published_key(slot)?;
+        let changes = self.changes.get(&slot).map_or(0, Vec::len);
+        Some((key, changes))
     }
 
     fn publish_if_due(&mut self, slot: u32) {
@@ -342,9 +409,11 @@ impl ReadModels {
         }
     }
 
-    fn unpublish(&mut self, slot: u32) {
-        if let Some(key) = self.published_key(slot) {
-            self.published.remove(&key);
+    /// Takes a loop off the public page; whether it was on it.
+    fn unpublish(&mut self, slot: u32) -> bool {
+        match self.published_key(slot) {
+            Some(key) => self.published.remove(&key).is_some(),
+            None => false,
         }
     }
 
@@ -391,10 +460,10 @@ impl ReadModels {
         self.publish_if_due(slot);
     }
 
-    /// Removes a slot from every index.
-    fn unindex(&mut self, slot: u32) {
+    /// Removes a slot from every index; whether it was on the public page.
+    fn unindex(&mut self, slot: u32) -> bool {
         let hot = self.hot[slot as usize];
-        self.unpublish(slot);
+        let was_published = self.unpublish(slot);
         self.set_stage_bits(slot, &hot, false);
         self.bitmaps.channel[usize::from(hot.channel)].remove(slot);
         for prefix in self.org_prefixes(hot.org) {
@@ -407,6 +476,7 @@ impl ReadModels {
             bitmap_mut(&mut self.bitmaps.tag, tag).remove(slot);
         }
         self.order.remove(slot, hot.received(), self.ids.get(slot));
+        was_published
     }
 
     /// The ids of an org unit and all its prefixes, interning the prefixes.

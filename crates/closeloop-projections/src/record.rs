@@ -47,7 +47,8 @@ pub(crate) fn clamped_nanos(ts: Timestamp) -> i64 {
 pub(crate) const CONSENT: u8 = 1;
 /// Flag: a change or no-change was recorded since receipt or the last reopening.
 pub(crate) const HAS_OUTCOME: u8 = 2;
-/// Flag: at least one `loop.change_made` was ever recorded.
+/// Flag: the latest outcome recorded since receipt or the last reopening is a change (a
+/// `loop.change_made`, not a `loop.no_change`).
 pub(crate) const HAS_CHANGE: u8 = 4;
 
 /// What every filter and aggregate reads: kept small so that scans stay in cache.

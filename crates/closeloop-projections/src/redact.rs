@@ -1,5 +1,6 @@
 //! Redaction of a story before it is shown in public: the author's name, e-mail addresses and
-//! phone numbers become `[redacted]`.
+//! phone numbers become `[redacted]`, and characters that could hide or reorder text on the
+//! page are removed.
 //!
 //! Every detector marks character spans on the original text; overlapping spans merge and each
 //! is replaced once, so a replacement is never matched again.
@@ -10,6 +11,10 @@ pub const REDACTED: &str = "[redacted]";
 /// `story` with the author's name, e-mail addresses and phone numbers replaced by
 /// `[redacted]`.
 ///
+/// - Control characters other than newline and tab, and the bidirectional embedding,
+///   override and isolate characters (U+202A–U+202E, U+2066–U+2069), are removed first: they
+///   could reorder or hide text on the public page, and removing them before the detectors
+///   run means none can split a name or a number to slip it through.
 /// - The name matches case-insensitively on word boundaries, whole and word by word (each
 ///   word of two letters or more: "Jo Bloggs" also hides "Bloggs" and "jo").
 /// - E-mail addresses: `local@domain.tld`.
@@ -19,15 +24,16 @@ pub const REDACTED: &str = "[redacted]";
 ///   groups separated by single spaces, hyphens or dots.
 #[must_use]
 pub fn redact(story: &str, author_name: Option<&str>) -> String {
-    let chars: Vec<char> = story.chars().collect();
+    let chars: Vec<char> = story.chars().filter(|&c| is_shown(c)).collect();
     let mut spans = Vec::new();
     emails(&chars, &mut spans);
     phones(&chars, &mut spans);
     if let Some(name) = author_name {
-        names(&chars, name, &mut spans);
+        let name: String = name.chars().filter(|&c| is_shown(c)).collect();
+        names(&chars, &name, &mut spans);
     }
     if spans.is_empty() {
-        return story.to_owned();
+        return chars.into_iter().collect();
     }
     spans.sort_unstable();
     let mut out = String::with_capacity(story.len());
@@ -44,6 +50,13 @@ pub fn redact(story: &str, author_name: Option<&str>) -> String {
     }
     out.extend(&chars[at..]);
     out
+}
+
+/// Whether a character may reach the public page: not a control character (newline and tab
+/// excepted) nor a bidirectional embedding, override or isolate character.
+fn is_shown(c: char) -> bool {
+    let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    !bidi && (!c.is_control() || c == '\n' || c == '\t')
 }
 
 fn is_word(c: char) -> bool {

@@ -27,6 +27,20 @@ const APPLY_CHUNK: usize = 256;
 const RETRY_MIN: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// Why the shared read models or the projector cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionsError {
+    /// An update of the read models panicked part-way (a bug), so they may be inconsistent:
+    /// they are neither updated nor saved any more.
+    #[error(
+        "the read models were left inconsistent by an update that failed part-way; restart the service so that they are rebuilt from the log"
+    )]
+    Poisoned,
+    /// The event store failed, or holds an entry that cannot be decoded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Read models shared between the projector (the only writer) and any number of readers.
 #[derive(Debug)]
 pub struct Projections {
@@ -47,10 +61,27 @@ impl Projections {
 
     /// Read access to the models. Hold the guard only for one query: the projector waits for
     /// it to apply new entries.
+    ///
+    /// # Errors
+    /// [`ProjectionsError::Poisoned`] when an update of the models panicked part-way (the
+    /// projector has stopped): they may be inconsistent, and a restart rebuilds them.
+    pub fn try_read(&self) -> Result<RwLockReadGuard<'_, ReadModels>, ProjectionsError> {
+        self.models.read().map_err(|_| ProjectionsError::Poisoned)
+    }
+
+    /// Read access to the models, even after an update panicked part-way: see
+    /// [`try_read`](Self::try_read), which callers should prefer so that they can report the
+    /// failure instead of serving models that may be inconsistent.
     pub fn read(&self) -> RwLockReadGuard<'_, ReadModels> {
-        // The lock is poisoned only if applying an entry panicked, which stops the projector;
-        // serving the models as they were beats failing every read until a restart.
-        self.models.read().unwrap_or_else(PoisonError::into_inner)
+        match self.try_read() {
+            Ok(models) => models,
+            Err(err) => {
+                // Serving the models as they were beats failing every read until a restart,
+                // for the callers that have not moved to `try_read` yet.
+                tracing::error!(%err, "serving read models that may be inconsistent");
+                self.models.read().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
     }
 
     /// The position of the last log entry applied.
@@ -76,6 +107,9 @@ impl Projections {
     /// Loads read models from the snapshot file at `path`; a missing file gives empty models
     /// at position 0. A leftover temporary file from an interrupted save is ignored.
     ///
+    /// This does not check the snapshot against a log: to start a projector on a store, use
+    /// [`load_snapshot_checked`](Self::load_snapshot_checked).
+    ///
     /// # Errors
     /// [`SnapshotError`] when the file exists but cannot be read or is not a valid snapshot:
     /// log it and start from empty models, which rebuild from the log.
@@ -83,22 +117,90 @@ impl Projections {
         snapshot::read_file(path)
     }
 
+    /// Read models for a projector on `store`: those of the snapshot at `path` when it was
+    /// built from this store's log, otherwise empty ones, which the projector rebuilds from
+    /// position 0.
+    ///
+    /// The snapshot is trusted only when the store holds an entry at the snapshot's checkpoint
+    /// and that entry's hash is the one the snapshot recorded: a snapshot of another log (a
+    /// store restored from a backup, or replaced) would otherwise be served as if it were this
+    /// one's. Every reason not to use it (no file is not one) is logged as a warning.
+    pub async fn load_snapshot_checked<S: EventStore>(path: &Path, store: &S) -> ReadModels {
+        let owned = path.to_path_buf();
+        let loaded = match tokio::task::spawn_blocking(move || snapshot::read_file(&owned)).await {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                tracing::warn!(%err, "reading the read models' snapshot failed; rebuilding them from the log");
+                return ReadModels::default();
+            }
+        };
+        let models = match loaded {
+            Ok(models) => models,
+            Err(err) => {
+                tracing::warn!(%err, "cannot use the read models' snapshot; rebuilding them from the log");
+                return ReadModels::default();
+            }
+        };
+        let checkpoint = models.checkpoint();
+        if checkpoint == 0 {
+            return models;
+        }
+        let head = store.head();
+        if checkpoint > head {
+            tracing::warn!(
+                checkpoint,
+                head,
+                "the snapshot is ahead of the log (was the store replaced?); rebuilding the read models"
+            );
+            return ReadModels::default();
+        }
+        let entry = match store.read_all(checkpoint - 1, 1).await {
+            Ok(mut entries) => entries.drain(..).next(),
+            Err(err) => {
+                tracing::warn!(%err, checkpoint, "cannot read the log entry the snapshot was built up to; rebuilding the read models");
+                return ReadModels::default();
+            }
+        };
+        if models.built_from(entry.as_ref()) {
+            tracing::info!(checkpoint, "read models loaded from their snapshot");
+            models
+        } else {
+            tracing::warn!(
+                checkpoint,
+                found = entry.as_ref().map(|e| e.position),
+                "the snapshot was built from another log (the entry at its checkpoint differs); rebuilding the read models"
+            );
+            ReadModels::default()
+        }
+    }
+
     /// Writes a snapshot of the models (data and checkpoint together) to `path`, atomically:
     /// a crash leaves either the previous snapshot or this one.
     ///
     /// # Errors
-    /// [`SnapshotError::Io`] when the file cannot be written.
+    /// [`SnapshotError::Io`] when the file cannot be written; [`SnapshotError::Poisoned`]
+    /// when an update of the models panicked part-way, so they must not be kept.
     pub fn save_snapshot(&self, path: &Path) -> Result<(), SnapshotError> {
-        let bytes = self.read().to_snapshot();
+        let bytes = self
+            .try_read()
+            .map_err(|_| SnapshotError::Poisoned)?
+            .to_snapshot();
         snapshot::write_atomically(path, &bytes)
     }
 
     /// Applies decoded entries in order, a chunk per write lock, publishing the applied
     /// position after each chunk.
-    fn apply_all(&self, entries: &[(StoredEvent, Event)]) {
+    ///
+    /// # Errors
+    /// [`ProjectionsError::Poisoned`] when an earlier update panicked part-way: applying more
+    /// to models that may be inconsistent would only spread the damage.
+    fn apply_all(&self, entries: &[(StoredEvent, Event)]) -> Result<(), ProjectionsError> {
         for chunk in entries.chunks(APPLY_CHUNK) {
             let checkpoint = {
-                let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+                let mut models = self
+                    .models
+                    .write()
+                    .map_err(|_| ProjectionsError::Poisoned)?;
                 for (entry, event) in chunk {
                     models.apply(entry, event);
                 }
@@ -106,6 +208,7 @@ impl Projections {
             };
             self.applied.send_replace(checkpoint);
         }
+        Ok(())
     }
 }
 
@@ -175,14 +278,15 @@ fn decode(entries: Vec<StoredEvent>) -> (Vec<(StoredEvent, Event)>, Option<Store
 /// on shutdown; a failed snapshot is logged and retried at the next occasion.
 ///
 /// # Errors
-/// [`StoreError`] when the store fails, or [`StoreError::Corrupt`] when a stored entry cannot
-/// be decoded: a projection that skipped it would be silently wrong, so it stops instead.
+/// [`ProjectionsError::Store`] when the store fails, or holds an entry that cannot be decoded
+/// ([`StoreError::Corrupt`]): a projection that skipped it would be silently wrong, so it
+/// stops instead. [`ProjectionsError::Poisoned`] when an update of the models panicked.
 pub async fn run_projector<S: EventStore>(
     store: Arc<S>,
     projections: Arc<Projections>,
     options: ProjectorOptions,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), StoreError> {
+) -> Result<(), ProjectionsError> {
     tokio::pin!(shutdown);
     let page_size = options.page.max(1);
     let mut head = store.subscribe();
@@ -201,7 +305,7 @@ pub async fn run_projector<S: EventStore>(
         };
         let page = match page {
             Ok(page) => page,
-            Err(err) => break Err(err),
+            Err(err) => break Err(err.into()),
         };
         let read = page.len();
         let (ready, gap) = contiguous(checkpoint, page);
@@ -210,19 +314,28 @@ pub async fn run_projector<S: EventStore>(
             let shared = Arc::clone(&projections);
             let joined = tokio::task::spawn_blocking(move || {
                 let (decoded, error) = decode(ready);
-                shared.apply_all(&decoded);
-                error
+                shared.apply_all(&decoded).map(|()| error)
             })
             .await;
             let failed = match joined {
-                Ok(failed) => failed,
+                Ok(Ok(failed)) => failed,
+                Ok(Err(err)) => {
+                    tracing::error!(%err, "projector stops");
+                    break Err(err);
+                }
                 Err(err) => {
-                    break Err(StoreError::Backend(format!("projector task failed: {err}")));
+                    tracing::error!(%err, "projector stops: applying log entries failed");
+                    // A panic while applying (a bug) leaves the models poisoned for good.
+                    break Err(if projections.models.is_poisoned() {
+                        ProjectionsError::Poisoned
+                    } else {
+                        StoreError::Backend(format!("projector task failed: {err}")).into()
+                    });
                 }
             };
             if let Some(err) = failed {
                 tracing::error!(%err, "projector stops: a stored event cannot be decoded");
-                break Err(err);
+                break Err(err.into());
             }
             retry = RETRY_MIN;
         }
@@ -413,4 +526,63 @@ fn apply_pages(
         }
     }
     (models, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Poisons the models' lock the way a panic while applying would.
+    fn poisoned() -> Arc<Projections> {
+        let projections = Arc::new(Projections::new(ReadModels::default()));
+        let shared = Arc::clone(&projections);
+        let _ = std::thread::spawn(move || {
+            let _models = shared.models.write();
+            panic!("an update failed part-way");
+        })
+        .join();
+        assert!(projections.models.is_poisoned());
+        projections
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_an_error_not_a_panic() {
+        let projections = poisoned();
+        let err = projections.try_read().unwrap_err();
+        assert!(matches!(err, ProjectionsError::Poisoned));
+        assert!(err.to_string().contains("restart"), "{err}");
+        // The old accessor still serves the models, without panicking.
+        assert_eq!(projections.read().checkpoint(), 0);
+        // Nothing more is applied, and nothing is saved.
+        let event = Event {
+            event_id: "e-1".to_owned(),
+            source: "urn:test:runner".to_owned(),
+            time: "2026-11-23T09:00:00Z".parse().unwrap(),
+            payload: closeloop_domain::LoopEvent::from_stored_data(
+                closeloop_domain::EventType::FeedbackReceived,
+                serde_json::json!({"org_unit": "rxx", "channel": "web", "ratings": {"fft": 1}}),
+            )
+            .unwrap(),
+        };
+        let entry = StoredEvent {
+            position: 1,
+            loop_id: closeloop_domain::LoopId::parse("a").unwrap(),
+            version: 1,
+            prev_hash: closeloop_store::Hash::ZERO,
+            hash: closeloop_store::Hash::ZERO,
+            record: closeloop_store::record::encode(&event),
+        };
+        assert!(matches!(
+            projections.apply_all(&[(entry, event)]),
+            Err(ProjectionsError::Poisoned)
+        ));
+        assert_eq!(projections.applied(), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("projections.snapshot");
+        assert!(matches!(
+            projections.save_snapshot(&path),
+            Err(SnapshotError::Poisoned)
+        ));
+        assert!(!path.exists());
+    }
 }

@@ -4,6 +4,12 @@
 //! the records and tables, then SHA-256 over everything before it. Only primary data is
 //! stored; indexes (bitmaps, order, published) are rebuilt on load, so they can never
 //! disagree with the records, and an index change needs no new format.
+//!
+//! Since format 2 a snapshot also holds the `hash` of the log entry at its checkpoint, so
+//! that loading can check it against the store's entry at that position
+//! ([`Projections::load_snapshot_checked`](crate::Projections::load_snapshot_checked)): a
+//! snapshot of another log (a restored or replaced store) is never trusted. Format 1 had no
+//! such hash and is refused, which makes the projections rebuild from the log.
 
 use std::fs;
 use std::io::Write as _;
@@ -15,11 +21,12 @@ use sha2::{Digest, Sha256};
 
 use crate::index::Order;
 use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
+use crate::limits::{MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES};
 use crate::model::ReadModels;
 use crate::record::{Cold, Hot};
 
 /// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 const HASH_LEN: usize = 32;
 
@@ -36,7 +43,8 @@ pub enum SnapshotError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Written by a build with another snapshot format.
+    /// Written by a build with another snapshot format (format 1 included: it cannot be
+    /// checked against the log).
     #[error(
         "snapshot format {0} is not one this build reads ({SNAPSHOT_VERSION}); delete the file and the projections rebuild from the log"
     )]
@@ -44,11 +52,19 @@ pub enum SnapshotError {
     /// The bytes are damaged or inconsistent.
     #[error("snapshot is damaged ({0}); delete the file and the projections rebuild from the log")]
     Corrupt(String),
+    /// The read models cannot be read to be saved: an update of them panicked part-way, so
+    /// they may be inconsistent and must not be kept.
+    #[error(
+        "the read models were left inconsistent by a failed update, so no snapshot is saved; restart the service to rebuild them from the log"
+    )]
+    Poisoned,
 }
 
 #[derive(Serialize)]
 struct SnapshotOut<'a> {
     checkpoint: u64,
+    checkpoint_hash: [u8; 32],
+    published_version: u64,
     id_bytes: &'a str,
     id_ends: &'a [u64],
     hot: &'a [Hot],
@@ -66,6 +82,8 @@ struct SnapshotOut<'a> {
 #[derive(Deserialize)]
 struct SnapshotIn {
     checkpoint: u64,
+    checkpoint_hash: [u8; 32],
+    published_version: u64,
     id_bytes: String,
     id_ends: Vec<u64>,
     hot: Vec<Hot>,
@@ -92,6 +110,8 @@ impl ReadModels {
         changes.sort_unstable_by_key(|&(slot, _)| slot);
         let out = SnapshotOut {
             checkpoint: self.checkpoint,
+            checkpoint_hash: self.checkpoint_hash.0,
+            published_version: self.published_version,
             id_bytes: &id_bytes,
             id_ends: &id_ends,
             hot: &self.hot,
@@ -141,8 +161,13 @@ fn restore(s: SnapshotIn) -> Result<ReadModels, String> {
     if s.cold.len() != n || s.id_ends.len() != n || u32::try_from(n).is_err() {
         return Err("record counts differ".into());
     }
+    if s.published_version > s.checkpoint {
+        return Err("the public page version is past the checkpoint".into());
+    }
     let mut models = ReadModels {
         checkpoint: s.checkpoint,
+        checkpoint_hash: closeloop_store::Hash(s.checkpoint_hash),
+        published_version: s.published_version,
         ids: LoopIds::from_parts(&s.id_bytes, &s.id_ends)?,
         orgs: Names::from_vec(s.orgs)?,
         themes: Names::from_vec(s.themes)?,
@@ -208,6 +233,11 @@ fn restore(s: SnapshotIn) -> Result<ReadModels, String> {
     for (slot, changes) in s.changes {
         if slot as usize >= n {
             return Err("changes for a loop that does not exist".into());
+        }
+        if changes.len() > MAX_CHANGES_PER_LOOP
+            || changes.iter().any(|c| c.len() > MAX_DESCRIPTION_BYTES)
+        {
+            return Err("a loop has more or longer changes than the read models keep".into());
         }
         models.changes.insert(
             slot,

@@ -5,6 +5,13 @@
 //! notes two numbers; themes and ratings are tallied by the id of the loop's whole theme list
 //! or rating set (a handful of distinct values), and expanded to names once per group at the
 //! end.
+//!
+//! The cost is bounded by design: a loop counts in one group, or in one per theme or tag,
+//! and the projection keeps at most [`MAX_THEMES`](crate::MAX_THEMES) themes and
+//! [`MAX_TAGS`](crate::MAX_TAGS) tags per loop. So a query adds at most loops ×
+//! `MAX_THEMES` entries, and expanding theme lists counts at most loops × `MAX_THEMES` ×
+//! `MAX_THEMES` themes (`group_by=theme`, where a theme's group lists the themes its loops
+//! share); its memory is linear in the entries added and the number of distinct names.
 
 use std::collections::BTreeMap;
 
@@ -132,6 +139,8 @@ pub struct ThemeCount {
 }
 
 /// Counts per (group value, id): one flat array while that stays small, a hash map otherwise.
+///
+/// Either way its size is bounded by the number of `add` calls: at most one cell per call.
 enum Grid {
     Dense { width: usize, counts: Vec<u32> },
     Sparse(hashbrown::HashMap<(u32, u32), u64>),
@@ -167,11 +176,10 @@ impl Grid {
             Grid::Dense { width, counts } => {
                 if width > 0 {
                     for (value, row) in counts.chunks(width).enumerate() {
-                        rows[value] = row
-                            .iter()
-                            .enumerate()
+                        rows[value] = (0_u32..)
+                            .zip(row)
                             .filter(|&(_, &n)| n > 0)
-                            .map(|(id, &n)| (u32::try_from(id).expect("ids are u32"), u64::from(n)))
+                            .map(|(id, &n)| (id, u64::from(n)))
                             .collect();
                     }
                 }
@@ -194,19 +202,16 @@ struct Groups {
     overdue: Vec<u64>,
     ack_days: Vec<Vec<u64>>,
     close_days: Vec<Vec<u64>>,
-    /// Loops per (group, theme list id), or per (group, theme id) when that grid would be
-    /// too large (see [`Groups::by_list`]).
+    /// Loops per (group, theme list id). Counting whole lists, one cell per loop and group,
+    /// keeps this grid linear in the loops × groups per loop, however the themes are spread;
+    /// lists are expanded to themes one group at a time at the end.
     themes: Grid,
-    /// Whether `themes` counts whole theme lists (expanded to themes at the end) rather than
-    /// single themes: cheaper per loop, as long as groups × lists stays small.
-    by_list: bool,
     /// Loops per (group, rating set id).
     ratings: Grid,
 }
 
 impl Groups {
-    fn new(values: usize, lists: usize, themes: usize, rating_sets: usize) -> Self {
-        let by_list = values.saturating_mul(lists) <= DENSE_CELLS;
+    fn new(values: usize, lists: usize, rating_sets: usize) -> Self {
         Self {
             received: vec![0; values],
             open: vec![0; values],
@@ -214,16 +219,14 @@ impl Groups {
             overdue: vec![0; values],
             ack_days: vec![Vec::new(); values],
             close_days: vec![Vec::new(); values],
-            themes: Grid::new(values, if by_list { lists } else { themes }),
-            by_list,
+            themes: Grid::new(values, lists),
             ratings: Grid::new(values, rating_sets),
         }
     }
 
-    /// Adds a loop to the group `value`: `themes` is its theme list's id and `distinct` the
-    /// list's theme ids, each once.
+    /// Adds a loop to the group `value`.
     #[inline]
-    fn add(&mut self, value: u32, hot: &Hot, distinct: &[u32], timing: &SlotTiming, now: i64) {
+    fn add(&mut self, value: u32, hot: &Hot, timing: &SlotTiming, now: i64) {
         let v = value as usize;
         self.received[v] += 1;
         if hot.is_closed() {
@@ -240,18 +243,55 @@ impl Groups {
         if timing.close != NO_DAYS {
             self.close_days[v].push(timing.close);
         }
-        if self.by_list {
-            if hot.themes != 0 {
-                self.themes.add(value, hot.themes);
-            }
-        } else {
-            for &theme in distinct {
-                self.themes.add(value, theme);
-            }
+        if hot.themes != 0 {
+            self.themes.add(value, hot.themes);
         }
         if hot.ratings != 0 {
             self.ratings.add(value, hot.ratings);
         }
+    }
+}
+
+/// How much work a stats query did, for tests that check it stays linear.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatsWork {
+    /// Loops added to a group: one per loop and group it counts in.
+    pub(crate) adds: u64,
+    /// Themes counted while expanding theme lists: one per (group, list) cell and distinct
+    /// theme of the list.
+    pub(crate) theme_counts: u64,
+}
+
+/// Per-theme counts of one group at a time, reused across groups: touching only the themes
+/// the group has keeps the expansion linear in what it counts, not in all themes × groups.
+struct ThemeTally {
+    counts: Vec<u64>,
+    touched: Vec<u32>,
+}
+
+impl ThemeTally {
+    fn new(themes: usize) -> Self {
+        Self {
+            counts: vec![0; themes],
+            touched: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, theme: u32, n: u64) {
+        let count = &mut self.counts[theme as usize];
+        if *count == 0 {
+            self.touched.push(theme);
+        }
+        *count += n;
+    }
+
+    /// The (theme, count) pairs counted since the last drain, and a fresh start.
+    fn drain(&mut self) -> Vec<(u32, u64)> {
+        let counts = &mut self.counts;
+        self.touched
+            .drain(..)
+            .map(|theme| (theme, std::mem::take(&mut counts[theme as usize])))
+            .collect()
     }
 }
 
@@ -260,16 +300,30 @@ impl ReadModels {
     /// `GET /v1/stats`). Without `group_by` there is always exactly one group, `all`.
     #[must_use]
     pub fn stats(&self, query: &StatsQuery, now: Timestamp, sla: &Sla) -> Stats {
+        self.stats_traced(query, now, sla).0
+    }
+
+    /// Stats and the work they took (see [`StatsWork`]).
+    pub(crate) fn stats_traced(
+        &self,
+        query: &StatsQuery,
+        now: Timestamp,
+        sla: &Sla,
+    ) -> (Stats, StatsWork) {
         self.with_timing(sla, |timing| {
             self.stats_with(query, clamped_nanos(now), timing)
         })
     }
 
-    fn stats_with(&self, query: &StatsQuery, now: i64, timing: &Timing) -> Stats {
+    /// One pass over the loops in range adds each loop to its groups: at most one group, or
+    /// one per theme or tag, which the projection caps (`limits`). Theme counts are kept per
+    /// theme *list* and expanded per group at the end, so the work is at most loops × groups
+    /// per loop × themes per loop, all bounded, and the memory linear in what was added.
+    fn stats_with(&self, query: &StatsQuery, now: i64, timing: &Timing) -> (Stats, StatsWork) {
         let group_by = query.group_by;
         let from = query.from.map(Ts::of);
         let to = query.to.map(Ts::of);
-        let none_value = |names: usize| u32::try_from(names).expect("ids are u32");
+        let none_value = |names: usize| u32::try_from(names).unwrap_or(u32::MAX);
         let values = match group_by {
             None => 1,
             Some(GroupBy::OrgUnit) => self.orgs.len(),
@@ -277,20 +331,13 @@ impl ReadModels {
             Some(GroupBy::Theme) => self.themes.len() + 1,
             Some(GroupBy::SeldomHeard) => self.tags.len() + 1,
         };
-        let mut groups = Groups::new(
-            values,
-            self.lists.len(),
-            self.themes.len(),
-            self.ratings.len(),
-        );
+        let mut work = StatsWork::default();
+        let mut groups = Groups::new(values, self.lists.len(), self.ratings.len());
         if group_by.is_none() && from.is_none() && to.is_none() {
             groups.ack_days[0].reserve(self.hot.len());
             groups.close_days[0].reserve(self.hot.len());
         }
         let (theme_none, tag_none) = (none_value(self.themes.len()), none_value(self.tags.len()));
-        // Each loop's distinct themes are needed to group by theme, or to count themes one by
-        // one; counting whole lists needs only the list's id.
-        let need_distinct = !groups.by_list || group_by == Some(GroupBy::Theme);
         let mut add = |slot: u32| {
             let i = slot as usize;
             let hot = &self.hot[i];
@@ -298,18 +345,17 @@ impl ReadModels {
             if from.is_some_and(|from| received < from) || to.is_some_and(|to| received >= to) {
                 return;
             }
-            let themes = if need_distinct {
-                self.lists.distinct(hot.themes)
-            } else {
-                &[]
-            };
             let slot_timing = &timing.slots[i];
-            let mut add_to = |value: u32| groups.add(value, hot, themes, slot_timing, now);
+            let mut add_to = |value: u32| {
+                work.adds += 1;
+                groups.add(value, hot, slot_timing, now);
+            };
             match group_by {
                 None => add_to(0),
                 Some(GroupBy::OrgUnit) => add_to(hot.org),
                 Some(GroupBy::Channel) => add_to(u32::from(hot.channel)),
                 Some(GroupBy::Theme) => {
+                    let themes = self.lists.distinct(hot.themes);
                     if themes.is_empty() {
                         add_to(theme_none);
                     }
@@ -329,8 +375,8 @@ impl ReadModels {
             }
         };
         if from.is_none() && to.is_none() {
-            for slot in 0..self.hot.len() {
-                add(u32::try_from(slot).expect("slots are u32"));
+            for slot in 0..u32::try_from(self.hot.len()).unwrap_or(u32::MAX) {
+                add(slot);
             }
         } else {
             // Only the buckets that cover [from, to): the empty id sorts before every id.
@@ -350,22 +396,16 @@ impl ReadModels {
             mut ack_days,
             mut close_days,
             themes,
-            by_list,
             ratings,
         } = groups;
-        let mut theme_rows = themes.into_rows(values);
-        if by_list {
-            for row in &mut theme_rows {
-                *row = self.expand_lists(row);
-            }
-        }
+        let mut list_rows = themes.into_rows(values);
         let mut rating_rows = ratings.into_rows(values);
+        let mut tally = ThemeTally::new(self.themes.len());
         let mut out = Vec::new();
-        for v in 0..values {
+        for (v, value) in (0..values).zip(0_u32..) {
             if received[v] == 0 && group_by.is_some() {
                 continue;
             }
-            let value = u32::try_from(v).expect("ids are u32");
             let key = match group_by {
                 None => ALL_KEY.to_owned(),
                 Some(GroupBy::OrgUnit) => self.orgs.name(value).to_owned(),
@@ -375,6 +415,12 @@ impl ReadModels {
                 Some(GroupBy::SeldomHeard) if value == tag_none => NONE_KEY.to_owned(),
                 Some(GroupBy::SeldomHeard) => self.tags.name(value).to_owned(),
             };
+            for &(list, n) in &std::mem::take(&mut list_rows[v]) {
+                for &theme in self.lists.distinct(list) {
+                    work.theme_counts += 1;
+                    tally.add(theme, n);
+                }
+            }
             out.push(StatsGroup {
                 key,
                 received: received[v],
@@ -389,11 +435,11 @@ impl ReadModels {
                 median_days_to_acknowledge: median(&mut ack_days[v]),
                 median_days_to_close: median(&mut close_days[v]),
                 ratings: self.rating_stats(&std::mem::take(&mut rating_rows[v])),
-                top_themes: self.top_themes(std::mem::take(&mut theme_rows[v])),
+                top_themes: self.top_themes(tally.drain()),
             });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Stats { groups: out }
+        (Stats { groups: out }, work)
     }
 
     /// Rating figures from (rating set id, loops) counts.
@@ -441,24 +487,20 @@ impl ReadModels {
         ratings
     }
 
-    /// (theme id, loops) counts from (theme list id, loops) counts.
-    fn expand_lists(&self, lists: &[(u32, u64)]) -> Vec<(u32, u64)> {
-        let mut themes: BTreeMap<u32, u64> = BTreeMap::new();
-        for &(list, n) in lists {
-            for &theme in self.lists.distinct(list) {
-                *themes.entry(theme).or_default() += n;
-            }
-        }
-        themes.into_iter().collect()
-    }
-
     /// The [`TOP_THEMES`] most frequent themes from (theme id, loops) counts.
     fn top_themes(&self, counts: Vec<(u32, u64)>) -> Vec<ThemeCount> {
         let mut top: Vec<(u64, &str)> = counts
             .into_iter()
             .map(|(theme, n)| (n, self.themes.name(theme)))
             .collect();
-        top.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let order = |a: &(u64, &str), b: &(u64, &str)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
+        // Only the first few are wanted: pick them before sorting, so a group with many
+        // themes costs a linear pass rather than a full sort.
+        if top.len() > TOP_THEMES {
+            top.select_nth_unstable_by(TOP_THEMES, order);
+            top.truncate(TOP_THEMES);
+        }
+        top.sort_unstable_by(order);
         top.into_iter()
             .take(TOP_THEMES)
             .map(|(count, theme)| ThemeCount {
@@ -509,7 +551,114 @@ fn round_to(value: f64, decimals: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{MAX_TAGS, MAX_THEMES};
     use crate::timing::days_key;
+    use closeloop_domain::{Event, EventType, LoopEvent, LoopId};
+    use closeloop_store::{Hash, StoredEvent, record};
+
+    /// Read models of `loops` loops, loop `n` with the themes `themes(n)` and tags
+    /// `tags(n)`, stored as they are (no validation, as a log from before the limits may hold
+    /// them).
+    fn models_with(
+        loops: usize,
+        themes: impl Fn(usize) -> Vec<String>,
+        tags: impl Fn(usize) -> Vec<String>,
+    ) -> ReadModels {
+        let mut models = ReadModels::default();
+        for n in 0..loops {
+            let data = serde_json::json!({
+                "org_unit": "rxx", "channel": "web", "ratings": {"fft": 1},
+                "themes": themes(n), "seldom_heard": tags(n),
+            });
+            let event = Event {
+                event_id: format!("e-{n}"),
+                source: "urn:test:stats".to_owned(),
+                time: "2026-11-23T09:00:00Z".parse().unwrap(),
+                payload: LoopEvent::from_stored_data(EventType::FeedbackReceived, data).unwrap(),
+            };
+            let entry = StoredEvent {
+                position: n as u64 + 1,
+                loop_id: LoopId::parse(&format!("loop-{n}")).unwrap(),
+                version: 1,
+                prev_hash: Hash::ZERO,
+                hash: Hash::ZERO,
+                record: record::encode(&event),
+            };
+            models.apply(&entry, &event);
+        }
+        models
+    }
+
+    fn work(models: &ReadModels, group_by: Option<GroupBy>) -> (Stats, StatsWork) {
+        let query = StatsQuery {
+            group_by,
+            ..StatsQuery::default()
+        };
+        models.stats_traced(
+            &query,
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+            &Sla::default(),
+        )
+    }
+
+    fn names(prefix: &str, count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    #[test]
+    fn one_loop_with_sixty_thousand_themes_costs_what_fifty_do() {
+        let models = models_with(1, |_| names("theme", 60_000), |_| names("tag", 5_000));
+        let (stats, work) = work(&models, Some(GroupBy::Theme));
+        assert_eq!(stats.groups.len(), MAX_THEMES);
+        let cap = MAX_THEMES as u64;
+        assert_eq!(work.adds, cap, "one group per kept theme");
+        assert_eq!(
+            work.theme_counts,
+            cap * cap,
+            "each group counts the kept themes"
+        );
+        let (stats, work) = work_by_tag(&models);
+        assert_eq!(stats.groups.len(), MAX_TAGS);
+        assert_eq!(work.adds, MAX_TAGS as u64);
+        assert_eq!(work.theme_counts, MAX_TAGS as u64 * cap);
+    }
+
+    fn work_by_tag(models: &ReadModels) -> (Stats, StatsWork) {
+        work(models, Some(GroupBy::SeldomHeard))
+    }
+
+    #[test]
+    fn work_grows_linearly_with_the_loops() {
+        // Every loop has its own 50 themes, none shared: the worst spread for a grid of
+        // (group, theme) counts, which used to grow with the square of the themes.
+        let themes = |n: usize| names(&format!("loop{n}"), MAX_THEMES);
+        let no_tags = |_| Vec::new();
+        let small = models_with(40, themes, no_tags);
+        let large = models_with(80, themes, no_tags);
+        for group_by in [
+            None,
+            Some(GroupBy::OrgUnit),
+            Some(GroupBy::Channel),
+            Some(GroupBy::Theme),
+            Some(GroupBy::SeldomHeard),
+        ] {
+            let (_, w40) = work(&small, group_by);
+            let (_, w80) = work(&large, group_by);
+            assert_eq!(w80.adds, 2 * w40.adds, "{group_by:?}");
+            assert_eq!(w80.theme_counts, 2 * w40.theme_counts, "{group_by:?}");
+            let per_loop = if group_by == Some(GroupBy::Theme) {
+                MAX_THEMES as u64
+            } else {
+                1
+            };
+            assert_eq!(w40.adds, 40 * per_loop, "{group_by:?}");
+            assert_eq!(
+                w40.theme_counts,
+                40 * per_loop * MAX_THEMES as u64,
+                "{group_by:?}"
+            );
+        }
+    }
 
     #[test]
     fn medians_of_odd_and_even_counts() {

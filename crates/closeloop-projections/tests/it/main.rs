@@ -4,6 +4,7 @@
 //! `closeloop_domain::decide`, and what it accepts becomes a [`StoredEvent`] with the next
 //! position and version. Tests then feed that log to [`ReadModels`] and check the answers.
 
+mod limits;
 mod list;
 mod projector;
 mod properties;
@@ -11,6 +12,7 @@ mod published;
 mod redact;
 mod snapshot;
 mod stats;
+mod story_cache;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -89,6 +91,32 @@ impl Log {
             state.expect("accepted events make a state"),
         );
         Ok(())
+    }
+
+    /// Appends `payload` as stored, without asking `decide`: for events a log may hold from
+    /// before today's limits, which `decide` would now refuse.
+    pub fn stored(&mut self, loop_id: &str, at: &str, payload: LoopEvent) -> &mut Self {
+        let at = ts(at);
+        let state = self.states.get(loop_id).cloned();
+        let position = self.entries.len() as u64 + 1;
+        let event = Event {
+            event_id: format!("e-{position}"),
+            source: "urn:test:projections".to_owned(),
+            time: at,
+            payload,
+        };
+        let state = closeloop_domain::apply(state, &event).expect("the event makes a state");
+        let entry = StoredEvent {
+            position,
+            loop_id: id(loop_id),
+            version: state.version,
+            prev_hash: Hash::ZERO,
+            hash: Hash::ZERO,
+            record: record::encode(&event),
+        };
+        self.entries.push((entry, event));
+        self.states.insert(loop_id.to_owned(), state);
+        self
     }
 
     /// Records an event that must be accepted.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use closeloop_domain::{EventType, LoopId};
 use closeloop_projections::{
-    Projections, ProjectorOptions, ReadModels, StatusFilter, rebuild, run_projector,
+    Projections, ProjectionsError, ProjectorOptions, ReadModels, StatusFilter, rebuild,
+    run_projector,
 };
 use closeloop_store::merkle::MerkleIndex;
 use closeloop_store::{
@@ -207,7 +208,10 @@ async fn an_entry_that_cannot_be_decoded_stops_the_projector() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt { position: 3, .. }),
+        matches!(
+            err,
+            ProjectionsError::Store(StoreError::Corrupt { position: 3, .. })
+        ),
         "{err}"
     );
     assert_eq!(
@@ -217,7 +221,7 @@ async fn an_entry_that_cannot_be_decoded_stops_the_projector() {
     );
 }
 
-async fn append_all(store: &SledStore, log: &Log, from: usize) {
+pub async fn append_all(store: &SledStore, log: &Log, from: usize) {
     for (entry, event) in &log.entries[from..] {
         let outcome = store
             .append(AppendRequest::single(

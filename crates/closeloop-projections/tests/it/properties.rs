@@ -67,12 +67,60 @@ pub fn dump(models: &ReadModels, now: Timestamp) -> Value {
     }
     json!({
         "checkpoint": models.checkpoint(),
+        "published_version": models.published_version(),
         "loops": models.loop_count(),
         "lists": lists,
         "overdue": serde_json::to_value(overdue).unwrap(),
         "stats": stats,
         "published": published,
     })
+}
+
+/// The "you said, we did" page as its rule says, folded from the log independently of the
+/// read models: a loop is shown while it is closed, consented, and its latest outcome since
+/// receipt or the last reopening is a change; it shows the changes recorded since then;
+/// newest `closed_at` first, ties by loop id.
+fn expected_published(log: &Log) -> Vec<(String, Vec<String>, Timestamp)> {
+    #[derive(Default)]
+    struct Fold {
+        consent: bool,
+        closed_at: Option<Timestamp>,
+        latest_is_change: bool,
+        changes: Vec<String>,
+    }
+    let mut loops: std::collections::BTreeMap<String, Fold> = std::collections::BTreeMap::new();
+    for (entry, event) in &log.entries {
+        let fold = loops.entry(entry.loop_id.as_str().to_owned()).or_default();
+        match &event.payload {
+            LoopEvent::FeedbackReceived(data) => {
+                *fold = Fold {
+                    consent: data.consent_to_publish,
+                    ..Fold::default()
+                };
+            }
+            LoopEvent::ChangeMade(data) => {
+                fold.latest_is_change = true;
+                if fold.consent {
+                    fold.changes.push(data.description.clone());
+                }
+            }
+            LoopEvent::NoChange(_) => fold.latest_is_change = false,
+            LoopEvent::ReportedBack(_) => fold.closed_at = Some(event.time),
+            LoopEvent::Reopened(_) => {
+                fold.closed_at = None;
+                fold.latest_is_change = false;
+                fold.changes.clear();
+            }
+            _ => {}
+        }
+    }
+    let mut shown: Vec<_> = loops
+        .into_iter()
+        .filter(|(_, f)| f.consent && f.latest_is_change)
+        .filter_map(|(id, f)| f.closed_at.map(|at| (id, f.changes, at)))
+        .collect();
+    shown.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    shown
 }
 
 /// One generated command: which loop, which event, minutes after the previous command, and
@@ -215,6 +263,16 @@ proptest! {
         let mut sorted = listed.clone();
         sorted.sort();
         prop_assert_eq!(&sorted, &expected);
+        // The public page follows its latest-outcome rule.
+        let published: Vec<_> = models
+            .published(1_000, None)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| (p.loop_id.to_string(), p.we_did, p.closed_at))
+            .collect();
+        prop_assert_eq!(published, expected_published(&log));
+
         let stats = models.stats(&StatsQuery::default(), now, &sla());
         prop_assert_eq!(stats.groups[0].overdue, expected.len() as u64);
 

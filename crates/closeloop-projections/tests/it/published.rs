@@ -1,7 +1,8 @@
-//! `published`: closed, consented loops with a change; reopening takes a loop off the page.
+//! `published`: closed, consented loops whose latest outcome is a change, newest first;
+//! reopening takes a loop off the page, and only the latest closing's changes are shown.
 
 use closeloop_domain::EventType;
-use closeloop_projections::{PublishedPage, QueryError, ReadModels};
+use closeloop_projections::{PublicKey, PublishedPage, QueryError, ReadModels};
 use serde_json::json;
 
 use crate::{Log, ts};
@@ -92,39 +93,129 @@ fn only_closed_consented_loops_with_a_change_are_published() {
     assert_eq!(page.next_cursor, None);
 }
 
+fn reopen(log: &mut Log, loop_id: &str, at: &str) {
+    log.cmd(
+        loop_id,
+        at,
+        EventType::Reopened,
+        json!({"by": "pals", "reason": "It happened again"}),
+    );
+}
+
+fn no_change(log: &mut Log, loop_id: &str, at: &str) {
+    log.cmd(
+        loop_id,
+        at,
+        EventType::NoChange,
+        json!({"by": "ward", "reason": "Nothing more we can do"}),
+    );
+}
+
 #[test]
-fn reopening_removes_a_loop_and_closing_again_brings_it_back() {
+fn reopening_removes_a_loop_and_a_closing_without_a_change_keeps_it_off() {
     let mut log = Log::default();
     receive(&mut log, "r1", "2026-11-23T09:00:00Z", true);
     change(&mut log, "r1", "2026-11-24T09:00:00Z", "New signage");
     report_back(&mut log, "r1", "2026-11-25T09:00:00Z");
     assert_eq!(all(&log.models()), ["r1"]);
 
-    log.cmd(
-        "r1",
-        "2026-11-26T09:00:00Z",
-        EventType::Reopened,
-        json!({"by": "pals", "reason": "Signs fell down"}),
-    );
+    reopen(&mut log, "r1", "2026-11-26T09:00:00Z");
     assert!(all(&log.models()).is_empty());
 
-    // Closed again after a no-change: the earlier change still counts.
-    log.cmd(
+    // Closed again with no change: its latest outcome is not a change, so it stays off.
+    no_change(&mut log, "r1", "2026-11-27T09:00:00Z");
+    report_back(&mut log, "r1", "2026-11-28T09:00:00Z");
+    assert!(all(&log.models()).is_empty());
+}
+
+#[test]
+fn closing_again_after_a_new_change_shows_only_the_new_changes() {
+    let mut log = Log::default();
+    receive(&mut log, "r1", "2026-11-23T09:00:00Z", true);
+    change(&mut log, "r1", "2026-11-24T09:00:00Z", "New signage");
+    report_back(&mut log, "r1", "2026-11-25T09:00:00Z");
+    reopen(&mut log, "r1", "2026-11-26T09:00:00Z");
+    no_change(&mut log, "r1", "2026-11-26T10:00:00Z");
+    change(
+        &mut log,
         "r1",
         "2026-11-27T09:00:00Z",
-        EventType::NoChange,
-        json!({"by": "ward", "reason": "Signs are back up"}),
+        "Signs screwed to the wall",
+    );
+    change(
+        &mut log,
+        "r1",
+        "2026-11-27T10:00:00Z",
+        "Weekly check of the signs",
     );
     report_back(&mut log, "r1", "2026-11-28T09:00:00Z");
     let models = log.models();
     let page = models.published(10, None).unwrap();
     assert_eq!(ids(&page), ["r1"]);
-    assert_eq!(page.items[0].we_did, ["New signage"]);
+    assert_eq!(
+        page.items[0].we_did,
+        ["Signs screwed to the wall", "Weekly check of the signs"]
+    );
     assert_eq!(page.items[0].closed_at, ts("2026-11-28T09:00:00Z"));
 }
 
 #[test]
-fn pages_by_closed_at_then_loop_id() {
+fn a_no_change_after_a_change_makes_the_latest_outcome_no_change() {
+    let mut log = Log::default();
+    receive(&mut log, "n1", "2026-11-23T09:00:00Z", true);
+    change(&mut log, "n1", "2026-11-24T09:00:00Z", "Tried a rota");
+    no_change(&mut log, "n1", "2026-11-24T10:00:00Z");
+    report_back(&mut log, "n1", "2026-11-25T09:00:00Z");
+    assert!(all(&log.models()).is_empty());
+}
+
+#[test]
+fn the_version_moves_only_when_the_page_changes() {
+    let mut log = Log::default();
+    receive(&mut log, "v1", "2026-11-23T09:00:00Z", true);
+    change(&mut log, "v1", "2026-11-24T09:00:00Z", "Quiet hours");
+    let before = log.models().published_version();
+    // Unrelated loops and steps leave the page, and its version, alone.
+    log.feedback("other", "2026-11-24T09:30:00Z", "rxx/site-b");
+    assert_eq!(log.models().published_version(), before);
+
+    report_back(&mut log, "v1", "2026-11-25T09:00:00Z");
+    let shown = log.models().published_version();
+    assert_ne!(shown, before);
+    assert_eq!(log.models().published(10, None).unwrap().version, shown);
+
+    log.close("other", "2026-11-26T09:00:00Z");
+    assert_eq!(
+        log.models().published_version(),
+        shown,
+        "no consent: not shown"
+    );
+
+    reopen(&mut log, "v1", "2026-11-27T09:00:00Z");
+    let hidden = log.models().published_version();
+    assert!(hidden > shown);
+    // The version is the same however the models were built: a snapshot keeps it.
+    let models = log.models();
+    let back = ReadModels::from_snapshot(&models.to_snapshot()).unwrap();
+    assert_eq!(back.published_version(), hidden);
+}
+
+#[test]
+fn entries_are_keyed_by_a_public_key() {
+    let mut log = Log::default();
+    receive(&mut log, "case-123", "2026-11-23T09:00:00Z", true);
+    change(&mut log, "case-123", "2026-11-24T09:00:00Z", "A change");
+    report_back(&mut log, "case-123", "2026-11-25T09:00:00Z");
+    let page = log.models().published(10, None).unwrap();
+    let item = &page.items[0];
+    assert_eq!(item.key, PublicKey::of_loop("case-123"));
+    assert_eq!(item.loop_id.as_str(), "case-123");
+    assert_eq!(PublicKey::parse("case-123"), Some(item.key.clone()));
+    assert_eq!(PublicKey::parse("not a key"), None);
+}
+
+#[test]
+fn pages_newest_closed_first_then_by_key() {
     let mut log = Log::default();
     for (loop_id, closed) in [
         ("c", "2026-11-26T09:00:00Z"),
@@ -137,7 +228,7 @@ fn pages_by_closed_at_then_loop_id() {
         report_back(&mut log, loop_id, closed);
     }
     let models = log.models();
-    assert_eq!(all(&models), ["d", "b", "a", "c"]);
+    assert_eq!(all(&models), ["a", "c", "b", "d"]);
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
@@ -148,7 +239,7 @@ fn pages_by_closed_at_then_loop_id() {
             None => break,
         }
     }
-    assert_eq!(seen, ["d", "b", "a", "c"]);
+    assert_eq!(seen, ["a", "c", "b", "d"]);
     assert!(matches!(
         models.published(3, Some("garbage")),
         Err(QueryError::BadCursor(_))

@@ -88,3 +88,25 @@ fn everything_at_once() {
         "I'm [redacted] ([redacted], [redacted]). [redacted] thanks you.",
     );
 }
+
+#[test]
+fn control_and_bidi_override_characters_never_reach_the_page() {
+    // Bidirectional embeddings, overrides and isolates go; so do control characters, but
+    // newlines and tabs stay.
+    check(
+        "Good\u{202E}doog\u{202C} care\u{2066}!\u{2069}\u{202A}\u{202B}\u{202D}\u{2067}\u{2068}",
+        None,
+        "Gooddoog care!",
+    );
+    check(
+        "Line one\nline\ttwo\r\u{0}\u{7}\u{1b}[31m\u{7f}\u{85}end",
+        None,
+        "Line one\nline\ttwo[31mend",
+    );
+    // A hidden character cannot split a number or a name to slip past the detectors.
+    check(
+        "Call 07700\u{0} 900123 or ask for J\u{202E}o Blo\u{1}ggs",
+        Some("Jo Bloggs"),
+        "Call [redacted] or ask for [redacted]",
+    );
+}

@@ -1,7 +1,16 @@
-//! Snapshots: file round trip, an interrupted save, damage and unknown formats.
+//! Snapshots: file round trip, an interrupted save, damage and unknown formats, and the check
+//! against the log they are loaded for.
 
-use closeloop_projections::{Projections, ReadModels, SnapshotError, tmp_path};
+use std::sync::Arc;
+use std::time::Duration;
 
+use closeloop_projections::{
+    Projections, ProjectorOptions, ReadModels, SnapshotError, rebuild, run_projector, tmp_path,
+};
+use closeloop_store::{EventStore, SledStore, SledStoreOptions};
+use tokio::sync::oneshot;
+
+use crate::projector::append_all;
 use crate::properties::dump;
 use crate::{Log, ts};
 
@@ -90,4 +99,96 @@ fn empty_models_round_trip() {
     let bytes = ReadModels::default().to_snapshot();
     let back = ReadModels::from_snapshot(&bytes).unwrap();
     assert_eq!((back.checkpoint(), back.loop_count()), (0, 0));
+}
+
+/// Two stores whose logs have the same length but different entries.
+async fn two_stores(dir: &std::path::Path) -> [(Arc<SledStore>, Log); 2] {
+    let mut first = Log::default();
+    first
+        .feedback("a", "2026-11-23T09:00:00Z", "rxx/site-a")
+        .close("a", "2026-11-24T09:00:00Z");
+    let mut second = Log::default();
+    second
+        .feedback("b", "2026-11-23T10:00:00Z", "rxx/site-b")
+        .close("b", "2026-11-25T09:00:00Z");
+    assert_eq!(first.entries.len(), second.entries.len());
+    let mut out = Vec::new();
+    for (name, log) in [("first", first), ("second", second)] {
+        let store =
+            Arc::new(SledStore::open(&dir.join(name), &SledStoreOptions::default()).unwrap());
+        append_all(&store, &log, 0).await;
+        out.push((store, log));
+    }
+    out.try_into()
+        .unwrap_or_else(|_| unreachable!("two stores"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_another_log_is_not_trusted_and_the_models_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let [(first, first_log), (second, second_log)] = two_stores(dir.path()).await;
+    let path = dir.path().join("projections.snapshot");
+    let now = ts("2026-12-01T00:00:00Z");
+    let built = rebuild(&*first, 100, |_, _| {}).await.unwrap();
+    Projections::new(built).save_snapshot(&path).unwrap();
+
+    // Against its own store the snapshot is used as it is.
+    let own = Projections::load_snapshot_checked(&path, &*first).await;
+    assert_eq!(own.checkpoint(), first.head());
+    assert_eq!(dump(&own, now), dump(&first_log.models(), now));
+
+    // The other store has an entry at the same position, but another one: start from zero.
+    let loaded = Projections::load_snapshot_checked(&path, &*second).await;
+    assert_eq!((loaded.checkpoint(), loaded.loop_count()), (0, 0));
+    let projections = Arc::new(Projections::new(loaded));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let projector = tokio::spawn(run_projector(
+        Arc::clone(&second),
+        Arc::clone(&projections),
+        ProjectorOptions::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    assert!(
+        projections
+            .wait_for(second.head(), Duration::from_secs(10))
+            .await
+    );
+    stop.send(()).unwrap();
+    projector.await.unwrap().unwrap();
+    assert_eq!(
+        dump(&projections.try_read().unwrap(), now),
+        dump(&second_log.models(), now)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_ahead_of_the_log_or_of_the_old_format_are_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let [(first, _), _] = two_stores(dir.path()).await;
+    let path = dir.path().join("projections.snapshot");
+
+    // Built from a longer log than the store holds.
+    let (log, models) = models();
+    assert!(log.entries.len() as u64 > first.head());
+    Projections::new(models).save_snapshot(&path).unwrap();
+    let loaded = Projections::load_snapshot_checked(&path, &*first).await;
+    assert_eq!(loaded.checkpoint(), 0);
+
+    // Format 1 had no entry hash to check: such a snapshot is rebuilt, whatever it says.
+    let mut old = vec![1_u8];
+    old.extend_from_slice(&[0; 40]);
+    std::fs::write(&path, &old).unwrap();
+    let loaded = Projections::load_snapshot_checked(&path, &*first).await;
+    assert_eq!(loaded.checkpoint(), 0);
+    assert!(matches!(
+        ReadModels::from_snapshot(&old),
+        Err(SnapshotError::UnsupportedVersion(1))
+    ));
+
+    // No snapshot yet: empty models, nothing to check.
+    std::fs::remove_file(&path).unwrap();
+    let loaded = Projections::load_snapshot_checked(&path, &*first).await;
+    assert_eq!(loaded.checkpoint(), 0);
 }

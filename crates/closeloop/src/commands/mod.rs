@@ -32,29 +32,8 @@ pub fn snapshot_path(data_dir: &Path) -> PathBuf {
     data_dir.join("projections.snapshot")
 }
 
-/// The read models from their snapshot, or empty ones (rebuilt from the log as the projector
-/// catches up) when there is no usable snapshot.
-pub fn load_projections(data_dir: &Path, store: &impl EventStore) -> ReadModels {
-    let path = snapshot_path(data_dir);
-    match Projections::load_snapshot(&path) {
-        Ok(models) if models.checkpoint() <= store.head() => {
-            tracing::info!(
-                checkpoint = models.checkpoint(),
-                "read models loaded from their snapshot"
-            );
-            models
-        }
-        Ok(models) => {
-            tracing::warn!(
-                checkpoint = models.checkpoint(),
-                head = store.head(),
-                "the snapshot is ahead of the log (was the store replaced?); rebuilding the read models"
-            );
-            ReadModels::default()
-        }
-        Err(err) => {
-            tracing::warn!(%err, "cannot use the read models' snapshot; rebuilding them from the log");
-            ReadModels::default()
-        }
-    }
+/// The read models from their snapshot when it was built from this store's log, or empty
+/// ones (rebuilt from the log as the projector catches up) when there is no usable snapshot.
+pub async fn load_projections(data_dir: &Path, store: &impl EventStore) -> ReadModels {
+    Projections::load_snapshot_checked(&snapshot_path(data_dir), store).await
 }

@@ -62,7 +62,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         close_days: args.sla_close_days,
         calendar: Calendar::weekdays(),
     };
-    let models = super::load_projections(data_dir, store.as_ref());
+    let models = super::load_projections(data_dir, store.as_ref()).await;
     // Computes the due-date figures once now rather than in the first request.
     models.prepare(&sla);
     let projections = Arc::new(Projections::new(models));
