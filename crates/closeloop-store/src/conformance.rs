@@ -19,7 +19,9 @@ use futures::future::join_all;
 use serde_json::json;
 
 use crate::merkle::root_of;
-use crate::{AppendError, AppendRequest, EventStore, ExpectedVersion, Hash, LoopAppend, verify};
+use crate::{
+    AppendError, AppendRequest, EventStore, ExpectedVersion, Hash, LoopAppend, RequestDigest, verify,
+};
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async fn returning
 /// `(store, guard)`: a fresh empty store and whatever must live as long as it (a temp dir).
@@ -38,6 +40,7 @@ macro_rules! conformance_tests {
             malformed_requests_are_refused,
             idempotency_keys_can_be_looked_up,
             records_too_large_to_publish_are_refused,
+            keys_bound_to_another_request_are_refused,
         ]);
     };
     (@each $make:path, [$($check:ident),* $(,)?]) => {
@@ -224,6 +227,7 @@ pub async fn appends_across_loops_are_all_or_nothing<S: EventStore>(store: &S) {
         loop_id: loop_id(id),
         expected,
         events: vec![acknowledgement("t", key)],
+        requests: Vec::new(),
     };
     let err = store
         .append(AppendRequest {
@@ -423,6 +427,7 @@ pub async fn malformed_requests_are_refused<S: EventStore>(store: &S) {
         loop_id: loop_id("d"),
         expected: ExpectedVersion::Any,
         events: vec![feedback("t", "d1")],
+        requests: Vec::new(),
     };
     let err = store
         .append(AppendRequest {
@@ -485,11 +490,13 @@ pub async fn records_too_large_to_publish_are_refused<S: EventStore>(store: &S) 
                     loop_id: loop_id("small"),
                     expected: ExpectedVersion::NoLoop,
                     events: vec![feedback("t", "small")],
+                    requests: Vec::new(),
                 },
                 LoopAppend {
                     loop_id: loop_id("big"),
                     expected: ExpectedVersion::NoLoop,
                     events: vec![feedback("t", "big-fb"), oversized],
+                    requests: Vec::new(),
                 },
             ],
         })
@@ -513,4 +520,60 @@ pub async fn records_too_large_to_publish_are_refused<S: EventStore>(store: &S) 
         ))
         .await
         .expect("the store keeps working");
+}
+
+/// An idempotency key bound to a request ([`RequestDigest`]) answers a repeat of the same
+/// request with the original and refuses another request; lookups report the binding; a key
+/// stored without a binding is a repeat whatever the request.
+pub async fn keys_bound_to_another_request_are_refused<S: EventStore>(store: &S) {
+    let digest = |body: &str| RequestDigest::of(&["POST", "/v1/feedback"], &json!({"b": body}));
+    let append = |key: &str, request: Option<RequestDigest>| AppendRequest {
+        loops: vec![LoopAppend {
+            loop_id: loop_id(key),
+            expected: ExpectedVersion::Any,
+            events: vec![feedback("t", key)],
+            requests: vec![request],
+        }],
+    };
+    let first = store
+        .append(append("bound", Some(digest("one"))))
+        .await
+        .expect("first");
+    assert_eq!(first.committed[0].request, Some(digest("one")));
+    let repeat = store
+        .append(append("bound", Some(digest("one"))))
+        .await
+        .expect("repeat");
+    assert!(repeat.duplicate);
+    assert_eq!(repeat.committed, first.committed);
+    let err = store
+        .append(append("bound", Some(digest("two"))))
+        .await
+        .expect_err("another request");
+    assert!(
+        matches!(&err, AppendError::IdempotencyMismatch { event_id, .. } if event_id == "bound"),
+        "{err}"
+    );
+    assert_eq!(
+        store.lookup("t", "bound").await.expect("lookup"),
+        first.committed.into_iter().next()
+    );
+    // Unbound on either side: a repeat.
+    store.append(append("free", None)).await.expect("unbound");
+    assert!(
+        store
+            .append(append("free", Some(digest("any"))))
+            .await
+            .expect("repeat")
+            .duplicate
+    );
+    assert_eq!(store.head(), 2);
+    let mismatched = AppendRequest {
+        loops: vec![LoopAppend {
+            requests: vec![None, None],
+            ..append("pairs", None).loops.remove(0)
+        }],
+    };
+    let err = store.append(mismatched).await.expect_err("two digests, one event");
+    assert!(matches!(err, AppendError::Invalid(_)), "{err}");
 }

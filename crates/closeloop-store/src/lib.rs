@@ -69,6 +69,75 @@ impl fmt::Display for ExpectedVersion {
     }
 }
 
+/// A digest of the request an event was recorded for (SHA-256; see [`RequestDigest::of`]).
+///
+/// Bound to the event's idempotency key when it is stored: the same key sent again with the
+/// same request is a repeat (the original is answered), with another request it is a reuse
+/// of the key, refused ([`AppendError::IdempotencyMismatch`], HTTP 422
+/// `idempotency_key_reused`, NATS dead letter `id_reused`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestDigest(pub [u8; 32]);
+
+impl RequestDigest {
+    /// The digest of a request made of `parts` (e.g. method and path, or type and subject)
+    /// and a JSON `body`, compared as JSON: object members in any order, any whitespace.
+    #[must_use]
+    pub fn of(parts: &[&str], body: &serde_json::Value) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let mut canonical = Vec::new();
+        write_canonical(body, &mut canonical);
+        hasher.update(&canonical);
+        Self(hasher.finalize().into())
+    }
+}
+
+impl fmt::Debug for RequestDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestDigest({})", hex::encode(&self.0[..8]))
+    }
+}
+
+/// `value` as JSON with every object's members sorted by name, so that two equal JSON values
+/// write the same bytes.
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<_> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (n, (name, member)) in members.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_canonical(&Value::String(name.clone()), out);
+                out.push(b':');
+                write_canonical(member, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            // Strings, numbers, booleans and null have one JSON form each.
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
 /// Events for one loop within an [`AppendRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopAppend {
@@ -78,6 +147,9 @@ pub struct LoopAppend {
     pub expected: ExpectedVersion,
     /// The events, in order. Each one's (`source`, `event_id`) is its idempotency key.
     pub events: Vec<Event>,
+    /// The request each event was recorded for, bound to its idempotency key: one per event,
+    /// or empty when none is bound (then a repeated key is a repeat whatever the request).
+    pub requests: Vec<Option<RequestDigest>>,
 }
 
 /// One atomic append: every event of every loop in it is stored, or none is.
@@ -96,6 +168,7 @@ impl AppendRequest {
                 loop_id,
                 expected,
                 events,
+                requests: Vec::new(),
             }],
         }
     }
@@ -116,6 +189,8 @@ pub struct Committed {
     pub version: u64,
     /// Its position in the global log.
     pub position: u64,
+    /// The request its idempotency key is bound to, if one was given.
+    pub request: Option<RequestDigest>,
 }
 
 /// The result of an append, in request order.
@@ -142,8 +217,9 @@ pub enum AppendError {
         /// The loop's current version (0: it does not exist).
         actual: u64,
     },
-    /// Some events of the request were stored before under their idempotency keys and others
-    /// were not: the key was reused for a different request.
+    /// An idempotency key of the request is already bound to a different request, or some
+    /// events of the request were stored before under their keys and others were not: a key
+    /// was reused for a different request.
     #[error(
         "idempotency key ({event_source:?}, {event_id:?}) was already used for a different append; use a new key for a new request"
     )]
@@ -211,7 +287,9 @@ pub enum StoreError {
 ///   loop's version differs from the expected one; of concurrent writers expecting the same
 ///   version, exactly one wins;
 /// - an event whose (`source`, `event_id`) is already stored is not stored again: the append
-///   returns the original outcome with `duplicate: true`;
+///   returns the original outcome with `duplicate: true`; when both the stored and the new event
+///   are bound to a [`RequestDigest`] and the digests differ, the append is refused with
+///   [`AppendError::IdempotencyMismatch`];
 /// - an append returns only once its events are durable, and reads never show events that
 ///   are not yet durable;
 /// - every entry's `prev_hash` is the `hash` of its loop's previous entry (zeros for
@@ -254,7 +332,7 @@ pub trait EventStore: Send + Sync + 'static {
     fn with_merkle<R>(&self, f: impl FnOnce(&merkle::MerkleIndex) -> R) -> R;
 
     /// Where the event with this idempotency key (`source`, `event_id`) is stored, once it is
-    /// durable; `None` when no such event is stored.
+    /// durable, with the request the key is bound to; `None` when no such event is stored.
     fn lookup(
         &self,
         source: &str,

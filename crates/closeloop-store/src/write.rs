@@ -13,7 +13,8 @@
 use closeloop_domain::{Command, Event, LoopEvent, LoopId, LoopState, Rejection, decide};
 
 use crate::{
-    AppendError, AppendRequest, Committed, EventStore, ExpectedVersion, LoopAppend, StoreError,
+    AppendError, AppendRequest, Committed, EventStore, ExpectedVersion, LoopAppend, RequestDigest,
+    StoreError,
 };
 
 /// How many times a command is decided again after losing a race to another writer. Each
@@ -22,13 +23,25 @@ use crate::{
 /// concurrent writers one loop can take before some hear 409 "try again".
 const RACE_RETRIES: usize = 64;
 
-/// Who says so: the idempotency key of the event a command records.
+/// Who says so: the idempotency key of the event a command records, and the request it is
+/// bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// The publisher, e.g. `urn:trust:rxx:fft-kiosk` or `urn:closeloop:api`.
     pub source: String,
     /// The event's id within its source.
     pub event_id: String,
+    /// The request the key stands for (HTTP: credential, method, path and body; NATS: type,
+    /// subject and data). The key sent again with another request is refused as
+    /// [`WriteError::KeyReused`]; `None` binds nothing (any repeat is a repeat).
+    pub request: Option<RequestDigest>,
+}
+
+impl Origin {
+    /// Whether `original`, stored under this origin's key, was stored for another request.
+    fn conflicts_with(&self, original: &Committed) -> bool {
+        matches!((self.request, original.request), (Some(now), Some(then)) if now != then)
+    }
 }
 
 /// What a successful command stored.
@@ -139,6 +152,7 @@ pub async fn record_many<S: EventStore>(
                 } else {
                     ExpectedVersion::Exactly(version)
                 },
+                requests: vec![origin.request; events.len()],
                 events,
             });
         }
@@ -230,15 +244,28 @@ pub async fn record_in_order<S: EventStore>(
         // call, or one to decide.
         let mut plan = Vec::with_capacity(commands.len());
         for (n, (_, origin)) in commands.iter().enumerate() {
-            let earlier = commands[..n].iter().position(|(_, o)| o == origin);
+            let earlier = commands[..n]
+                .iter()
+                .position(|(_, o)| o.source == origin.source && o.event_id == origin.event_id);
             let refused = too_large.iter().find(|(at, _)| *at == n);
             plan.push(match (earlier, refused) {
+                (Some(first), _)
+                    if matches!(
+                        (commands[first].1.request, origin.request),
+                        (Some(then), Some(now)) if then != now
+                    ) =>
+                {
+                    Planned::Done(Err(key_reused(origin)))
+                }
                 (Some(first), _) => Planned::RepeatOf(first),
                 (None, Some((_, reason))) => Planned::Done(Err(WriteError::Rejected {
                     loop_id: loop_id.clone(),
                     rejection: Rejection::invalid(reason.clone()),
                 })),
                 (None, None) => match store.lookup(&origin.source, &origin.event_id).await? {
+                    Some(original) if origin.conflicts_with(&original) => {
+                        Planned::Done(Err(key_reused(origin)))
+                    }
                     Some(original) => Planned::Done(Ok(recorded(original, true))),
                     None => Planned::Decide,
                 },
@@ -248,6 +275,7 @@ pub async fn record_in_order<S: EventStore>(
         let mut state = current_state(store, loop_id).await?;
         let version = state.as_ref().map_or(0, |s| s.version);
         let mut events = Vec::new();
+        let mut requests = Vec::new();
         // The command each event of `events` comes from.
         let mut owners = Vec::new();
         for (n, ((command, origin), planned)) in commands.iter().zip(&mut plan).enumerate() {
@@ -260,6 +288,7 @@ pub async fn record_in_order<S: EventStore>(
                     for event in events_of(origin, command, payloads) {
                         state = closeloop_domain::apply(state, &event);
                         events.push(event);
+                        requests.push(origin.request);
                         owners.push(n);
                     }
                     *planned = Planned::Appended(first);
@@ -280,7 +309,14 @@ pub async fn record_in_order<S: EventStore>(
         } else {
             ExpectedVersion::Exactly(version)
         };
-        let request = AppendRequest::single(loop_id.clone(), expected, events);
+        let request = AppendRequest {
+            loops: vec![LoopAppend {
+                loop_id: loop_id.clone(),
+                expected,
+                events,
+                requests,
+            }],
+        };
         match store.append(request).await {
             Ok(outcome) => return Ok(resolve(plan, &outcome.committed)),
             // Another writer got in between (a write to the loop, or one of our keys): look
@@ -375,7 +411,13 @@ async fn originals<S: EventStore>(
 ) -> Result<Option<Vec<Recorded>>, WriteError> {
     let mut found = Vec::with_capacity(origins.len());
     for origin in origins {
-        found.push(store.lookup(&origin.source, &origin.event_id).await?);
+        let original = store.lookup(&origin.source, &origin.event_id).await?;
+        if let Some(original) = &original
+            && origin.conflicts_with(original)
+        {
+            return Err(key_reused(origin));
+        }
+        found.push(original);
     }
     if found.iter().all(Option::is_none) {
         return Ok(None);
@@ -392,6 +434,13 @@ async fn originals<S: EventStore>(
             .flatten()
             .map(|committed| recorded(committed, true))
             .collect(),
+    ))
+}
+
+fn key_reused(origin: &Origin) -> WriteError {
+    WriteError::KeyReused(format!(
+        "the idempotency key {:?} was already used for a different request; send a new key with a new request",
+        origin.event_id
     ))
 }
 

@@ -321,6 +321,7 @@ async fn a_long_verify_leaves_the_only_worker_thread_free() {
                 loop_id: loop_id(n * 1000 + i),
                 expected: ExpectedVersion::NoLoop,
                 events: vec![event.clone()],
+                requests: Vec::new(),
             })
             .collect();
         store.append(AppendRequest { loops }).await.expect("append");

@@ -2,7 +2,7 @@
 
 use closeloop_domain::{Command, EventType, LoopEvent, LoopId};
 use closeloop_store::write::{self, Origin};
-use closeloop_store::{EventStore, SledStore, SledStoreOptions, WriteError};
+use closeloop_store::{EventStore, RequestDigest, SledStore, SledStoreOptions, WriteError};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -48,6 +48,7 @@ fn origin(id: &str) -> Origin {
     Origin {
         source: "urn:test".to_owned(),
         event_id: id.to_owned(),
+        request: None,
     }
 }
 
@@ -307,4 +308,50 @@ async fn an_event_too_large_to_store_is_refused_as_invalid_data_and_the_rest_are
     let single = write::record(&store, oversized_response("big"), origin("4"), None).await;
     assert_eq!(code(&single), "invalid_data");
     assert_eq!(store.head(), 2);
+}
+
+/// An origin whose key is bound to `request`.
+fn bound(id: &str, request: &str) -> Origin {
+    Origin {
+        request: Some(RequestDigest::of(&["test"], &json!({"request": request}))),
+        ..origin(id)
+    }
+}
+
+#[tokio::test]
+async fn a_key_sent_again_with_another_request_is_refused_and_with_the_same_is_a_repeat() {
+    let (store, _dir) = open();
+    let first = write::record(&store, feedback("k"), bound("fb", "one"), None)
+        .await
+        .expect("record");
+    let repeat = write::record(&store, feedback("k"), bound("fb", "one"), None)
+        .await
+        .expect("repeat");
+    assert!(repeat.duplicate && repeat.position == first.position);
+
+    // The same key for another step of the same loop (an acknowledgement key reused for a
+    // response) is refused, not answered with the acknowledgement.
+    write::record(&store, acknowledge("k"), bound("step", "ack"), None)
+        .await
+        .expect("acknowledge");
+    let reused = write::record(&store, respond("k"), bound("step", "response"), None).await;
+    assert!(matches!(reused, Err(WriteError::KeyReused(_))), "{reused:?}");
+    let reused = write::record_in_order(
+        &store,
+        &LoopId::parse("k").expect("id"),
+        vec![
+            (change("k"), bound("step", "change")),
+            (respond("k"), bound("new", "response")),
+            (change("k"), bound("new", "another")),
+        ],
+    )
+    .await
+    .expect("store works");
+    assert_eq!(
+        reused.iter().map(code).collect::<Vec<_>>(),
+        ["failed", "stored", "failed"]
+    );
+    assert!(matches!(reused[0], Err(WriteError::KeyReused(_))), "{reused:?}");
+    assert!(matches!(reused[2], Err(WriteError::KeyReused(_))), "{reused:?}");
+    assert_eq!(store.head(), 3);
 }

@@ -2,13 +2,23 @@
 //!
 //! Key: `e` ‖ position (u64 BE). Value: version (u64 BE) ‖ prev_hash (32) ‖ hash (32) ‖
 //! loop id length (u8) ‖ loop id ‖ source length (u16 BE) ‖ source ‖ event id length (u16 BE) ‖
-//! event id ‖ record. The header repeats the idempotency key (source, event id) that the record
-//! also holds, so the in-memory indexes can be rebuilt without parsing any JSON.
+//! event id ‖ [request digest (32)] ‖ record. The header repeats the idempotency key (source,
+//! event id) that the record also holds, so the in-memory indexes can be rebuilt without
+//! parsing any JSON.
+//!
+//! The request digest (see [`RequestDigest`]) is present when the top bit of the version
+//! field is set; entries written before digests existed have it clear and read as unbound.
+//! It is not part of the record, so it is not covered by the entry's hash: it only decides
+//! whether a repeated idempotency key is the same request.
 
 use closeloop_domain::LoopId;
 
 use crate::chain::Hash;
-use crate::{StoreError, StoredEvent};
+use crate::{RequestDigest, StoreError, StoredEvent};
+
+/// The bit of the version field that says a request digest follows the event id. Loop
+/// versions never come near it.
+const HAS_REQUEST: u64 = 1 << 63;
 
 /// First byte of every entry key.
 pub(super) const ENTRY: u8 = b'e';
@@ -40,6 +50,7 @@ pub(super) struct Header<'a> {
     pub loop_id: &'a str,
     pub source: &'a str,
     pub event_id: &'a str,
+    pub request: Option<RequestDigest>,
 }
 
 /// Encodes an entry value.
@@ -47,7 +58,12 @@ pub(super) fn encode(header: &Header<'_>, record: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(
         77 + header.loop_id.len() + header.source.len() + header.event_id.len() + record.len(),
     );
-    value.extend_from_slice(&header.version.to_be_bytes());
+    let flag = if header.request.is_some() {
+        HAS_REQUEST
+    } else {
+        0
+    };
+    value.extend_from_slice(&(header.version | flag).to_be_bytes());
     value.extend_from_slice(&header.prev_hash.0);
     value.extend_from_slice(&header.hash.0);
     value.push(u8::try_from(header.loop_id.len()).expect("loop ids are at most 128 bytes"));
@@ -59,6 +75,9 @@ pub(super) fn encode(header: &Header<'_>, record: &[u8]) -> Vec<u8> {
                 .to_be_bytes(),
         );
         value.extend_from_slice(part.as_bytes());
+    }
+    if let Some(request) = &header.request {
+        value.extend_from_slice(&request.0);
     }
     value.extend_from_slice(record);
     value
@@ -72,13 +91,14 @@ pub(super) fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]),
         detail: detail.to_owned(),
     };
     let truncated = || corrupt("entry is truncated");
-    let version = u64::from_be_bytes(
+    let flagged = u64::from_be_bytes(
         reader
             .take(8)
             .ok_or_else(truncated)?
             .try_into()
             .expect("8 bytes"),
     );
+    let version = flagged & !HAS_REQUEST;
     let prev_hash = Hash(
         reader
             .take(32)
@@ -105,6 +125,17 @@ pub(super) fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]),
             .text(len)
             .ok_or_else(|| corrupt("entry's idempotency key is not valid"))?;
     }
+    let request = if flagged & HAS_REQUEST == 0 {
+        None
+    } else {
+        Some(RequestDigest(
+            reader
+                .take(32)
+                .ok_or_else(truncated)?
+                .try_into()
+                .expect("32 bytes"),
+        ))
+    };
     let header = Header {
         version,
         prev_hash,
@@ -112,6 +143,7 @@ pub(super) fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]),
         loop_id,
         source: parts[0],
         event_id: parts[1],
+        request,
     };
     Ok((header, &value[reader.at..]))
 }
@@ -163,6 +195,7 @@ mod tests {
             loop_id: "loop-1",
             source: "urn:test",
             event_id: "e-9",
+            request: None,
         };
         let value = encode(&header, b"{\"record\":1}");
         let (decoded, record) = decode(7, &value).unwrap();
@@ -183,5 +216,25 @@ mod tests {
             matches!(err, StoreError::Corrupt { position: 7, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_request_digest_round_trips_and_entries_without_one_read_as_unbound() {
+        let digest = RequestDigest([9; 32]);
+        let header = Header {
+            version: 2,
+            prev_hash: Hash([1; 32]),
+            hash: Hash([2; 32]),
+            loop_id: "loop-1",
+            source: "urn:test",
+            event_id: "e-9",
+            request: Some(digest),
+        };
+        let value = encode(&header, b"{}");
+        let (decoded, record) = decode(1, &value).unwrap();
+        assert_eq!((decoded.version, decoded.request, record), (2, Some(digest), &b"{}"[..]));
+        let plain = encode(&Header { request: None, ..header }, b"{}");
+        assert_eq!(plain.len() + 32, value.len());
+        assert_eq!(decode(1, &plain).unwrap().0.request, None);
     }
 }

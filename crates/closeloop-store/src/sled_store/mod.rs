@@ -238,6 +238,7 @@ impl Shared {
             loop_id,
             version: header.version,
             position,
+            request: header.request,
         }))
     }
 

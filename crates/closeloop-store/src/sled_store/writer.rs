@@ -11,7 +11,9 @@ use super::index::Index;
 use super::{FaultInjector, FaultPoint, Shared, entry};
 use crate::chain::entry_hash;
 use crate::record;
-use crate::{AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, StoreError};
+use crate::{
+    AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, RequestDigest, StoreError,
+};
 
 /// An append on its way to the writer.
 #[derive(Debug)]
@@ -40,6 +42,7 @@ struct PreparedLoop {
 struct PreparedEvent {
     source: String,
     event_id: String,
+    request: Option<RequestDigest>,
     record: Vec<u8>,
 }
 
@@ -53,6 +56,14 @@ pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
     let mut loops = HashSet::new();
     let mut keys = HashSet::new();
     for append in &request.loops {
+        if !append.requests.is_empty() && append.requests.len() != append.events.len() {
+            return Err(AppendError::Invalid(format!(
+                "loop {} has {} events but {} request digests; give one per event or none",
+                append.loop_id,
+                append.events.len(),
+                append.requests.len()
+            )));
+        }
         if !loops.insert(&append.loop_id) {
             return Err(AppendError::Invalid(format!(
                 "loop {} appears twice in one append",
@@ -81,7 +92,9 @@ pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
     let mut event_index = 0;
     for append in request.loops {
         let mut events = Vec::with_capacity(append.events.len());
+        let mut requests = append.requests.into_iter();
         for event in append.events {
+            let bound = requests.next().flatten();
             let record = record::encode(&event);
             if record.len() > record::MAX_RECORD_BYTES {
                 return Err(AppendError::TooLarge {
@@ -95,6 +108,7 @@ pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
                 record,
                 source: event.source,
                 event_id: event.event_id,
+                request: bound,
             });
         }
         loops.push(PreparedLoop {
@@ -217,10 +231,21 @@ impl Writer {
         staged: &mut Vec<(String, String, Committed)>,
         writes: &mut sled::Batch,
     ) -> Result<AppendOutcome, AppendError> {
-        // Idempotency: all keys known means a repeat of an earlier append; some means misuse.
+        // Idempotency: all keys known means a repeat of an earlier append; some means misuse,
+        // and so does a key bound to another request than this one.
         let mut originals = Vec::with_capacity(request.event_count);
         for event in request.loops.iter().flat_map(|l| &l.events) {
-            originals.push(self.original(index, staged, &event.source, &event.event_id)?);
+            let original = self.original(index, staged, &event.source, &event.event_id)?;
+            if let Some(original) = &original
+                && let (Some(then), Some(now)) = (original.request, event.request)
+                && then != now
+            {
+                return Err(AppendError::IdempotencyMismatch {
+                    event_source: event.source.clone(),
+                    event_id: event.event_id.clone(),
+                });
+            }
+            originals.push(original);
         }
         if originals.iter().all(Option::is_some) {
             return Ok(AppendOutcome {
@@ -269,6 +294,7 @@ impl Writer {
                     loop_id,
                     source: &event.source,
                     event_id: &event.event_id,
+                    request: event.request,
                 };
                 writes.insert(
                     entry::key(position).to_vec(),
@@ -285,6 +311,7 @@ impl Writer {
                     loop_id: append.loop_id.clone(),
                     version,
                     position,
+                    request: event.request,
                 };
                 staged.push((event.source.clone(), event.event_id.clone(), done.clone()));
                 committed.push(done);
