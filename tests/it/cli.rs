@@ -232,3 +232,50 @@ async fn verify_notices_a_deleted_entry() {
     });
     check_verify_fails_at(dir.path(), 2);
 }
+
+#[test]
+fn commands_that_read_the_log_refuse_a_data_directory_without_a_store() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let typo = parent.path().join("typo");
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).expect("empty dir");
+    for dir in [&typo, &empty] {
+        for command in [&["verify"][..], &["replay"], &["rebuild"]] {
+            let output = run_cli(dir, command);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(4), "{command:?}: {stderr}");
+            assert!(
+                stderr.contains("holds no event store"),
+                "{command:?}: {stderr}"
+            );
+            assert!(stderr.contains("--data-dir"), "{command:?}: {stderr}");
+            assert!(output.stdout.is_empty(), "{command:?}");
+        }
+    }
+    assert!(!typo.exists(), "no directory was created");
+    assert_eq!(
+        std::fs::read_dir(&empty).expect("read dir").count(),
+        0,
+        "no store was created"
+    );
+}
+
+#[tokio::test]
+async fn verify_upto_beyond_the_head_says_so_and_is_not_called_tampering() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    seed(dir.path(), 4).await;
+    let output = run_cli(dir.path(), &["verify", "--upto", "9"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("beyond the head"), "{stderr}");
+    assert!(stderr.contains("position 8"), "names the head: {stderr}");
+    assert!(!stderr.contains("TAMPERED"), "{stderr}");
+
+    // Up to the head itself is fine.
+    let output = run_cli(dir.path(), &["verify", "--upto", "8"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -88,7 +88,9 @@ fn nats<S>(state: &AppState<S>) -> Result<&NatsHandle, ApiError> {
 fn from_dead_letter_error(err: DeadLetterError) -> ApiError {
     match err {
         DeadLetterError::NotFound(_) => ApiError::NotFound(err.to_string()),
-        DeadLetterError::NoSubject(_) => ApiError::InvalidRequest(err.to_string()),
+        DeadLetterError::NoSubject(_) | DeadLetterError::Truncated(_) => {
+            ApiError::InvalidRequest(err.to_string())
+        }
         DeadLetterError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
     }
 }

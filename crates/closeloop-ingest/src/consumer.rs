@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::{self, AckKind};
 use closeloop_domain::{LoopId, Rejection};
 use closeloop_store::write::{self, WriteError};
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 use crate::IngestOptions;
 use crate::cloudevent::{self, Decoded};
 use crate::dead_letter::{self, Reason};
-use crate::status::{Shared, Worker};
+use crate::status::{Shared, Worker, WorkerError};
 use crate::streams::{self, ConsumerLimits};
 
 /// What became of one message.
@@ -65,19 +66,21 @@ pub(crate) enum Disposition {
 
 /// Decides what to do with a message given the result of recording it and how many times it
 /// has been delivered (1 the first time).
+///
+/// Only the message's own fault dead-letters it. When Closeloop itself fails (the store
+/// cannot write, or concurrent writers kept changing the loop), the message goes back to
+/// JetStream with a delay, however often that happens: the publisher did nothing wrong, and
+/// the message is stored once the store is healthy. The one exception is a delivery limit set
+/// by an operator on the consumer: at the last delivery but one the message is dead-lettered
+/// as `unavailable` (and can be re-driven), rather than dropped by JetStream.
 pub(crate) fn dispose(
     result: &Result<write::Recorded, WriteError>,
     delivered: i64,
     options: &IngestOptions,
 ) -> Disposition {
-    // The delivery from which a message that still fails is dead-lettered rather than
-    // retried: our own limit, or one before the consumer's if an operator set a lower one
-    // (the spare delivery covers a dead letter that could not be published).
-    let limit = match options.limits.max_deliver {
-        max if max > 0 => options.attempts.min(max - 1),
-        _ => options.attempts,
-    };
-    let last_chance = delivered >= limit;
+    // An operator's delivery limit, with one delivery to spare for a dead letter that could
+    // not be published.
+    let last_chance = options.limits.max_deliver > 0 && delivered >= options.limits.max_deliver - 1;
     match result {
         Ok(recorded) if recorded.duplicate => Disposition::Ack(Outcome::Duplicate),
         Ok(_) => Disposition::Ack(Outcome::Stored),
@@ -102,10 +105,11 @@ pub(crate) fn dispose(
             | WriteError::Store(_)),
         ) => {
             if last_chance {
+                tracing::warn!(%err, delivered, "the consumer's delivery limit is reached; dead-lettering the message as unavailable so that it is not dropped");
                 Disposition::DeadLetter(Reason {
                     code: "unavailable".to_owned(),
                     detail: format!(
-                        "not stored after {delivered} deliveries ({err}); retry it once the store is healthy"
+                        "not stored after {delivered} deliveries because Closeloop's event store was unavailable, and the consumer allows no more; re-drive it once GET /readyz reports the store ready"
                     ),
                 })
             } else {
@@ -122,48 +126,138 @@ fn backoff(base: Duration, delivered: i64) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// How often a paused ingestion asks the store whether it takes writes again, and how often a
+/// running one that waits for messages checks that the store still does.
+const READY_CHECK: Duration = Duration::from_secs(1);
+
 /// Consumes `FEEDBACK` until `shutdown` turns true (then returns `Ok`) or the connection
 /// fails (an error: the caller sets things up again after a pause).
+///
+/// While the store cannot take writes ([`EventStore::ready`]) nothing is fetched: the message
+/// stream is dropped, the status says ingestion is paused, and messages wait in `FEEDBACK`
+/// until the store is back. Messages fetched before the store failed stay unacknowledged or
+/// are handed back with a delay; none is dead-lettered for it.
 pub(crate) async fn run<S: EventStore>(
     store: &Arc<S>,
     js: &jetstream::Context,
     options: &IngestOptions,
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), async_nats::Error> {
-    let stream = streams::feedback_stream(js, options.replicas).await?;
-    streams::dead_letter_stream(js, options.replicas).await?;
-    let consumer = streams::ingest_consumer(&stream, options.limits).await?;
+) -> Result<(), WorkerError> {
+    let stream = streams::feedback_stream(js, options.replicas)
+        .await
+        .map_err(WorkerError::Setup)?;
+    streams::dead_letter_stream(js, options.replicas)
+        .await
+        .map_err(WorkerError::Setup)?;
+    let consumer = streams::ingest_consumer(&stream, options.limits)
+        .await
+        .map_err(WorkerError::Setup)?;
     // Decide on the last delivery by the consumer's real limit: an operator may have changed
     // it, and a message that runs out of deliveries unrecorded would be lost.
-    let options = IngestOptions {
+    let options = Arc::new(IngestOptions {
         limits: ConsumerLimits {
             max_deliver: consumer.cached_info().config.max_deliver,
             ..options.limits
         },
         ..options.clone()
-    };
-    let options = Arc::new(options);
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(options.batch * 2)
-        .heartbeat(Duration::from_secs(5))
-        .messages()
-        .await?;
-    shared.set_ingest(Worker::Running);
-    tracing::info!(
-        stream = streams::FEEDBACK_STREAM,
-        consumer = streams::INGEST_CONSUMER,
-        "consuming feedback from NATS"
-    );
+    });
+    loop {
+        if !wait_until_store_ready(store.as_ref(), shared, shutdown).await {
+            break;
+        }
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(options.batch * 2)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|err| WorkerError::Receive(err.into()))?;
+        shared.set_ingest(Worker::Running);
+        tracing::info!(
+            stream = streams::FEEDBACK_STREAM,
+            consumer = streams::INGEST_CONSUMER,
+            "consuming feedback from NATS"
+        );
+        match consume(store, js, &options, shared, shutdown, &mut messages).await? {
+            Stop::Shutdown => break,
+            // Dropping the message stream stops fetching; what it had fetched stays
+            // unacknowledged and is delivered again after `ack_wait`.
+            Stop::StoreNotReady => {}
+        }
+    }
+    // Messages pulled but not processed stay unacked: JetStream redelivers them after
+    // `ack_wait`. Acks already sent must leave before the connection closes.
+    crate::flush_acks(&js.client()).await;
+    Ok(())
+}
+
+/// Why [`consume`] returned.
+enum Stop {
+    /// `shutdown` turned true.
+    Shutdown,
+    /// The store stopped taking writes: fetch nothing until it does again.
+    StoreNotReady,
+}
+
+/// Waits until the store takes writes, marking ingestion paused meanwhile; `false` when
+/// `shutdown` turned true first.
+async fn wait_until_store_ready<S: EventStore>(
+    store: &S,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut paused = false;
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        match store.ready() {
+            Ok(()) => {
+                if paused {
+                    tracing::info!("the event store takes writes again; ingestion resumes");
+                }
+                return true;
+            }
+            Err(err) => {
+                if !paused {
+                    tracing::warn!(%err, "the event store cannot take writes; ingestion is paused until it can, and messages wait in FEEDBACK");
+                    shared.set_ingest(Worker::Paused);
+                    paused = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return false,
+            () = tokio::time::sleep(READY_CHECK) => {}
+        }
+    }
+}
+
+/// Records what `messages` delivers, batch by batch, until shutdown, until the store stops
+/// taking writes, or until the stream fails (an error). Waits for the batches in flight
+/// before it returns.
+async fn consume<S: EventStore>(
+    store: &Arc<S>,
+    js: &jetstream::Context,
+    options: &Arc<IngestOptions>,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+    messages: &mut pull::Stream,
+) -> Result<Stop, WorkerError> {
     // Two batches overlap: while one waits for its fsync, the next is gathered, decoded and
     // recorded for the loops the first does not touch.
     let mut in_flight: VecDeque<(HashSet<LoopId>, BatchDone)> = VecDeque::new();
-    let failure = loop {
+    let result = loop {
+        if store.ready().is_err() {
+            break Ok(Stop::StoreNotReady);
+        }
         let first = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break None,
+            _ = shutdown.wait_for(|stop| *stop) => break Ok(Stop::Shutdown),
             first = messages.next() => first,
+            // Nothing arrived for a while: look at the store again before waiting on.
+            () = tokio::time::sleep(READY_CHECK) => continue,
         };
         shared.set_ingest_backlogged(false);
         // Gather what arrives within a short window into one batch: the store commits a
@@ -174,11 +268,11 @@ pub(crate) async fn run<S: EventStore>(
         let failure = loop {
             match next {
                 None => {
-                    break Some(async_nats::Error::from(
-                        "the consumer's message stream ended",
+                    break Some(WorkerError::Receive(
+                        "the consumer's message stream ended".into(),
                     ));
                 }
-                Some(Err(err)) => break Some(err.into()),
+                Some(Err(err)) => break Some(WorkerError::Receive(err.into())),
                 Some(Ok(message)) => gathered.push(message),
             }
             if gathered.len() >= options.batch {
@@ -204,7 +298,7 @@ pub(crate) async fn run<S: EventStore>(
         let task = tokio::spawn(record_batch(
             Arc::clone(store),
             js.clone(),
-            Arc::clone(&options),
+            Arc::clone(options),
             batch,
             busy,
             previous,
@@ -217,20 +311,14 @@ pub(crate) async fn run<S: EventStore>(
         .boxed()
         .shared();
         in_flight.push_back((loops, done));
-        if failure.is_some() {
-            break failure;
+        if let Some(err) = failure {
+            break Err(err);
         }
     };
     for (_, done) in in_flight {
         done.await;
     }
-    if let Some(err) = failure {
-        return Err(err);
-    }
-    // Messages pulled but not processed stay unacked: JetStream redelivers them after
-    // `ack_wait`. Acks already sent must leave before the connection closes.
-    crate::flush_acks(&js.client()).await;
-    Ok(())
+    result
 }
 
 /// A decoded batch: each loop's messages in delivery order, and the messages that cannot be
@@ -497,26 +585,22 @@ mod tests {
     }
 
     #[test]
-    fn store_failures_are_retried_until_the_last_delivery_then_kept_as_dead_letters() {
+    fn our_own_failures_are_retried_however_often_they_happen_and_never_dead_lettered() {
         let options = options();
-        let failed = Err(WriteError::Store(StoreError::Stopped(
-            "disk full".to_owned(),
-        )));
-        assert!(matches!(
-            dispose(&failed, 1, &options),
-            Disposition::Retry(_)
-        ));
-        assert!(matches!(
-            dispose(&failed, options.attempts - 1, &options),
-            Disposition::Retry(_)
-        ));
-        for delivered in [options.attempts, options.attempts + 7] {
-            match dispose(&failed, delivered, &options) {
-                Disposition::DeadLetter(reason) => {
-                    assert_eq!(reason.code, "unavailable");
-                    assert!(reason.detail.contains("disk full"), "{}", reason.detail);
+        let failures = [
+            WriteError::Store(StoreError::Stopped("disk full".to_owned())),
+            WriteError::Store(StoreError::Backend("sled said no".to_owned())),
+            WriteError::Contended(loop_id()),
+        ];
+        for failure in failures {
+            let failed = Err(failure);
+            for delivered in [1, 2, 49, 50, 51, 1_000, i64::MAX] {
+                match dispose(&failed, delivered, &options) {
+                    Disposition::Retry(delay) => {
+                        assert!(delay <= Duration::from_secs(30), "{delay:?}");
+                    }
+                    other => panic!("delivery {delivered} of {failed:?}: {other:?}"),
                 }
-                other => panic!("{other:?}"),
             }
         }
     }
@@ -532,10 +616,13 @@ mod tests {
             dispose(&failed, 8, &options),
             Disposition::Retry(_)
         ));
-        assert!(matches!(
-            dispose(&failed, 9, &options),
-            Disposition::DeadLetter(_)
-        ));
+        match dispose(&failed, 9, &options) {
+            Disposition::DeadLetter(reason) => {
+                assert_eq!(reason.code, "unavailable");
+                assert!(!reason.detail.contains("disk full"), "{}", reason.detail);
+            }
+            other => panic!("{other:?}"),
+        }
         let unknown = Err(WriteError::Rejected {
             loop_id: loop_id(),
             rejection: Rejection::UnknownLoop("loop-1".to_owned()),

@@ -14,6 +14,20 @@
 //!
 //! The original's own headers (binary-mode `ce-` attributes, for instance) are kept too, except
 //! `Nats-*` headers.
+//!
+//! A message near the server's `max_payload` cannot be dead-lettered whole: the headers above
+//! push it over the limit. Such a dead letter is *truncated* — its payload cut to fit — and
+//! carries three more headers, so that it is still kept, listed and acknowledged instead of
+//! being delivered again for ever:
+//!
+//! | header | value |
+//! |---|---|
+//! | `Closeloop-Truncated` | `true` |
+//! | `Closeloop-Original-Size` | the original payload's size in bytes |
+//! | `Closeloop-Original-Sha256` | the original payload's SHA-256, lowercase hex |
+//!
+//! If even the publisher's headers leave no room, they are left out too. A truncated dead
+//! letter cannot be re-driven (the original is gone); the publisher sends it again instead.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::ErrorCode;
@@ -24,7 +38,10 @@ use async_nats::jetstream::{self, Context};
 use base64::Engine as _;
 use serde::Serialize;
 
+use closeloop_store::Hash;
+
 use crate::cloudevent::DETAIL_MAX_LEN;
+use crate::feed::wire_size;
 use crate::streams::{self, DLQ_SUBJECT, FEEDBACK_SUBJECTS};
 
 /// The header with the error code.
@@ -37,6 +54,14 @@ pub const ORIGINAL_SUBJECT_HEADER: &str = "Closeloop-Original-Subject";
 pub const ORIGINAL_SEQUENCE_HEADER: &str = "Closeloop-Original-Sequence";
 /// The header with the number of deliveries.
 pub const DELIVERED_HEADER: &str = "Closeloop-Delivered";
+/// The header set to `true` on a dead letter whose payload was cut to fit the server's
+/// `max_payload`.
+pub const TRUNCATED_HEADER: &str = "Closeloop-Truncated";
+/// The header with the original payload's size in bytes, on a truncated dead letter.
+pub const ORIGINAL_SIZE_HEADER: &str = "Closeloop-Original-Size";
+/// The header with the original payload's SHA-256 (lowercase hex), on a truncated dead
+/// letter.
+pub const ORIGINAL_SHA256_HEADER: &str = "Closeloop-Original-Sha256";
 
 /// Why a message was dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,37 +73,95 @@ pub struct Reason {
 }
 
 /// Publishes `message` to the dead-letter stream with `reason` and waits for JetStream to
-/// store it. The caller acks the original afterwards.
+/// store it, truncated when it would not fit whole. The caller acks the original afterwards.
 pub(crate) async fn publish(
     js: &Context,
     message: &jetstream::Message,
     reason: &Reason,
 ) -> Result<(), async_nats::Error> {
-    let mut headers = message
-        .headers
-        .as_ref()
-        .map(publishers_headers)
-        .unwrap_or_default();
-    headers.insert(ERROR_HEADER, reason.code.as_str());
-    headers.insert(DETAIL_HEADER, one_line(&reason.detail).as_str());
-    headers.insert(ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
-    let mut publish = PublishMessage::build().payload(message.payload.clone());
-    if let Ok(info) = message.info() {
-        headers.insert(
-            ORIGINAL_SEQUENCE_HEADER,
-            info.stream_sequence.to_string().as_str(),
+    let origin = Origin {
+        subject: message.subject.as_str(),
+        headers: message.headers.as_ref(),
+        delivery: message
+            .info()
+            .ok()
+            .map(|info| (info.stream_sequence, info.delivered)),
+    };
+    let (headers, payload) = compose(&origin, &message.payload, reason, js.client().max_payload());
+    if headers.get(TRUNCATED_HEADER).is_some() {
+        tracing::warn!(
+            subject = %message.subject,
+            size = message.payload.len(),
+            kept = payload.len(),
+            "a dead letter is too big for the NATS server's max_payload; keeping it truncated"
         );
-        headers.insert(DELIVERED_HEADER, info.delivered.to_string().as_str());
-        publish = publish.message_id(format!(
-            "{}-{}",
-            streams::FEEDBACK_STREAM,
-            info.stream_sequence
-        ));
     }
-    js.send_publish(DLQ_SUBJECT, publish.headers(headers))
-        .await?
-        .await?;
+    js.send_publish(
+        DLQ_SUBJECT,
+        PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers),
+    )
+    .await?
+    .await?;
     Ok(())
+}
+
+/// Where a message to dead-letter came from.
+struct Origin<'a> {
+    /// The subject it was published on.
+    subject: &'a str,
+    /// Its headers, if any.
+    headers: Option<&'a HeaderMap>,
+    /// Its sequence in `FEEDBACK` and how many times it was delivered, when known.
+    delivery: Option<(u64, i64)>,
+}
+
+/// The dead letter's headers and payload: the original whole when that fits in
+/// `max_payload`, else truncated (see the module docs).
+fn compose(
+    origin: &Origin<'_>,
+    payload: &[u8],
+    reason: &Reason,
+    max_payload: usize,
+) -> (HeaderMap, Vec<u8>) {
+    let ours = |keep_publishers: bool| {
+        let mut headers = if keep_publishers {
+            origin.headers.map(publishers_headers).unwrap_or_default()
+        } else {
+            HeaderMap::new()
+        };
+        headers.insert(ERROR_HEADER, reason.code.as_str());
+        headers.insert(DETAIL_HEADER, one_line(&reason.detail).as_str());
+        headers.insert(ORIGINAL_SUBJECT_HEADER, origin.subject);
+        if let Some((sequence, delivered)) = origin.delivery {
+            headers.insert(ORIGINAL_SEQUENCE_HEADER, sequence.to_string().as_str());
+            headers.insert(DELIVERED_HEADER, delivered.to_string().as_str());
+            // The same message dead-lettered twice (a lost ack) is stored once.
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("{}-{sequence}", streams::FEEDBACK_STREAM).as_str(),
+            );
+        }
+        headers
+    };
+    let headers = ours(true);
+    if wire_size(&headers, payload.len()) <= max_payload {
+        return (headers, payload.to_vec());
+    }
+    let truncated = |mut headers: HeaderMap| {
+        headers.insert(TRUNCATED_HEADER, "true");
+        headers.insert(ORIGINAL_SIZE_HEADER, payload.len().to_string().as_str());
+        headers.insert(ORIGINAL_SHA256_HEADER, Hash::of(payload).to_hex().as_str());
+        headers
+    };
+    let mut headers = truncated(headers);
+    if wire_size(&headers, 0) > max_payload {
+        // The publisher's headers alone fill the message: keep ours, which say what it was.
+        headers = truncated(ours(false));
+    }
+    let room = max_payload.saturating_sub(wire_size(&headers, 0));
+    (headers, payload[..room.min(payload.len())].to_vec())
 }
 
 /// The publisher's own headers of `original` (binary-mode `ce-` attributes, for instance):
@@ -139,6 +222,13 @@ pub struct DeadLetter {
     pub payload: Option<String>,
     /// The original payload in base64 when it is not UTF-8.
     pub payload_base64: Option<String>,
+    /// Whether the payload was cut to fit the server's `max_payload`: then `payload` (or
+    /// `payload_base64`) holds its beginning only, and the letter cannot be re-driven.
+    pub truncated: bool,
+    /// The original payload's size in bytes, when truncated.
+    pub original_size: Option<u64>,
+    /// The original payload's SHA-256 (lowercase hex), when truncated.
+    pub original_sha256: Option<String>,
 }
 
 /// What re-driving a dead letter did.
@@ -161,8 +251,15 @@ pub enum DeadLetterError {
     /// The dead letter has no original subject under `feedback.>` to send it back to.
     #[error("dead letter {0} has no original subject under feedback.>, so it cannot be re-driven")]
     NoSubject(u64),
-    /// NATS could not be reached or refused the request.
-    #[error("NATS is unavailable: {0}")]
+    /// The dead letter was truncated to fit the server's `max_payload`: the original is gone,
+    /// so it cannot be sent again from here.
+    #[error(
+        "dead letter {0} was truncated to fit the NATS server's max_payload, so the original is not kept and cannot be re-driven; ask its publisher to send it again (smaller), then delete the dead letter"
+    )]
+    Truncated(u64),
+    /// NATS could not be reached or refused the request. The field holds the client's error
+    /// for the log; the message shown to callers never includes it.
+    #[error("NATS is unavailable; try again once GET /readyz reports it connected")]
     Unavailable(String),
 }
 
@@ -239,6 +336,9 @@ impl DeadLetters {
                 subject.starts_with(prefix) && subject.len() > prefix.len()
             })
             .ok_or(DeadLetterError::NoSubject(seq))?;
+        if message.headers.get(TRUNCATED_HEADER).is_some() {
+            return Err(DeadLetterError::Truncated(seq));
+        }
         let headers = publishers_headers(&message.headers);
         let ack = self
             .js
@@ -263,8 +363,15 @@ impl DeadLetters {
 }
 
 fn describe(message: &jetstream::message::StreamMessage) -> DeadLetter {
+    let truncated = header(&message.headers, TRUNCATED_HEADER).is_some_and(|value| value == "true");
     let (payload, payload_base64) = match std::str::from_utf8(&message.payload) {
         Ok(text) => (Some(text.to_owned()), None),
+        // Cutting a truncated payload may split its last character: the text before it is
+        // still text.
+        Err(err) if truncated && err.error_len().is_none() => (
+            Some(String::from_utf8_lossy(&message.payload[..err.valid_up_to()]).into_owned()),
+            None,
+        ),
         Err(_) => (
             None,
             Some(base64::engine::general_purpose::STANDARD.encode(&message.payload)),
@@ -282,6 +389,10 @@ fn describe(message: &jetstream::message::StreamMessage) -> DeadLetter {
             .and_then(|seq| seq.parse().ok()),
         payload,
         payload_base64,
+        truncated,
+        original_size: header(&message.headers, ORIGINAL_SIZE_HEADER)
+            .and_then(|size| size.parse().ok()),
+        original_sha256: header(&message.headers, ORIGINAL_SHA256_HEADER),
     }
 }
 
@@ -294,7 +405,9 @@ fn is_missing(err: &RawMessageError) -> bool {
     matches!(err.kind(), RawMessageErrorKind::NoMessageFound)
 }
 
+/// NATS failed: the log gets its error, callers a plain sentence.
 fn unavailable(err: impl std::fmt::Display) -> DeadLetterError {
+    tracing::warn!(%err, "cannot reach the dead letters in NATS");
     DeadLetterError::Unavailable(err.to_string())
 }
 
@@ -308,6 +421,100 @@ mod tests {
         assert!(is_ours("closeloop-error"));
         assert!(!is_ours("ce-id"));
         assert!(!is_ours("Content-Type"));
+    }
+
+    fn reason() -> Reason {
+        Reason {
+            code: "invalid_json".to_owned(),
+            detail: "the message is not JSON: expected value at line 1 column 1".to_owned(),
+        }
+    }
+
+    fn publishers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-id", "fb-1");
+        headers.insert("Nats-Msg-Id", "theirs");
+        headers
+    }
+
+    fn origin(headers: &HeaderMap) -> Origin<'_> {
+        Origin {
+            subject: "feedback.fft",
+            headers: Some(headers),
+            delivery: Some((42, 1)),
+        }
+    }
+
+    fn value(headers: &HeaderMap, name: &str) -> Option<String> {
+        headers.get(name).map(|value| value.as_str().to_owned())
+    }
+
+    #[test]
+    fn a_dead_letter_that_fits_keeps_the_original_whole() {
+        let publishers = publishers();
+        let (headers, payload) = compose(&origin(&publishers), b"{not json", &reason(), 65_536);
+        assert_eq!(payload, b"{not json");
+        assert_eq!(value(&headers, TRUNCATED_HEADER), None);
+        assert_eq!(value(&headers, "ce-id").as_deref(), Some("fb-1"));
+        assert_eq!(
+            value(&headers, "Nats-Msg-Id").as_deref(),
+            Some("FEEDBACK-42")
+        );
+        assert_eq!(
+            value(&headers, ERROR_HEADER).as_deref(),
+            Some("invalid_json")
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_too_big_to_publish_is_truncated_to_fit_with_its_size_and_digest() {
+        let max_payload = 65_536;
+        let original = vec![b'x'; max_payload - 100];
+        let publishers = publishers();
+        let (headers, payload) = compose(&origin(&publishers), &original, &reason(), max_payload);
+        assert_eq!(
+            wire_size(&headers, payload.len()),
+            max_payload,
+            "as much as fits"
+        );
+        assert!(original.starts_with(&payload));
+        assert_eq!(value(&headers, TRUNCATED_HEADER).as_deref(), Some("true"));
+        assert_eq!(
+            value(&headers, ORIGINAL_SIZE_HEADER),
+            Some(original.len().to_string())
+        );
+        assert_eq!(
+            value(&headers, ORIGINAL_SHA256_HEADER),
+            Some(Hash::of(&original).to_hex())
+        );
+        assert_eq!(value(&headers, "ce-id").as_deref(), Some("fb-1"));
+        assert_eq!(
+            value(&headers, "Nats-Msg-Id").as_deref(),
+            Some("FEEDBACK-42")
+        );
+    }
+
+    #[test]
+    fn publishers_headers_that_leave_no_room_are_dropped_and_ours_kept() {
+        let max_payload = 4_096;
+        let mut publishers = publishers();
+        publishers.insert("ce-huge", "h".repeat(max_payload).as_str());
+        let (headers, payload) = compose(&origin(&publishers), b"{}", &reason(), max_payload);
+        assert!(wire_size(&headers, payload.len()) <= max_payload);
+        assert_eq!(value(&headers, "ce-huge"), None);
+        assert_eq!(value(&headers, TRUNCATED_HEADER).as_deref(), Some("true"));
+        assert_eq!(
+            value(&headers, ERROR_HEADER).as_deref(),
+            Some("invalid_json")
+        );
+        assert_eq!(payload, b"{}", "the payload itself still fits");
+    }
+
+    #[test]
+    fn an_unavailable_nats_is_told_without_the_clients_error_text() {
+        let err = unavailable("connection refused (os error 111)");
+        assert!(!err.to_string().contains("os error"), "{err}");
+        assert!(matches!(err, DeadLetterError::Unavailable(detail) if detail.contains("os error")));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use feed::POSITION_HEADER;
 pub use status::{Connection, NatsStatus, Worker};
 pub use streams::ConsumerLimits;
 
-use crate::status::Shared;
+use crate::status::{Shared, WorkerError};
 
 /// How ingestion and the feed run; the defaults suit production.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,11 +60,6 @@ pub struct IngestOptions {
     pub unknown_loop_attempts: i64,
     /// The first wait before such a follow-up is delivered again; it doubles each time.
     pub unknown_loop_backoff: Duration,
-    /// How many deliveries a message that keeps failing to be stored (the store is down) gets
-    /// before it is dead-lettered as `unavailable`. Closeloop counts them itself, so the
-    /// consumer is created without a delivery limit: JetStream never gives up on a message
-    /// that Closeloop has not settled.
-    pub attempts: i64,
 }
 
 impl Default for IngestOptions {
@@ -82,7 +77,6 @@ impl Default for IngestOptions {
             },
             unknown_loop_attempts: 5,
             unknown_loop_backoff: Duration::from_millis(500),
-            attempts: 50,
         }
     }
 }
@@ -228,7 +222,7 @@ async fn supervise<F, Fut>(
     work: F,
 ) where
     F: Fn(watch::Receiver<bool>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
+    Fut: std::future::Future<Output = Result<(), WorkerError>>,
 {
     let mut failures = 0_u32;
     while !*shutdown.borrow() {
@@ -238,7 +232,7 @@ async fn supervise<F, Fut>(
                 failures += 1;
                 let delay = reconnect_delay(failures as usize);
                 tracing::warn!(worker = name, %err, retry_in = ?delay, "NATS worker failed; starting it again");
-                shared.set_error(format!("{name}: {err}"));
+                shared.set_error(name, &err);
                 set_state(shared, Worker::Starting);
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => break,

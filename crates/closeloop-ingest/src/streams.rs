@@ -32,10 +32,12 @@ pub const FEED_SUBJECT_PREFIX: &str = "closeloop.events";
 pub struct ConsumerLimits {
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
-    /// How many times a message is delivered at most; -1: no limit (the default, as
-    /// Closeloop dead-letters a message it cannot store after [`IngestOptions::attempts`]).
-    ///
-    /// [`IngestOptions::attempts`]: crate::IngestOptions::attempts
+    /// How many times a message is delivered at most; -1: no limit (the default). Closeloop
+    /// settles every message itself — stored, a duplicate or dead-lettered — and keeps a
+    /// message it cannot store because of its own failure (the store is down) for as long as
+    /// that lasts, so JetStream must never give up on one. When an operator sets a limit
+    /// anyway, the last delivery but one dead-letters the message rather than let JetStream
+    /// drop it.
     pub max_deliver: i64,
     /// How many messages may be delivered and not yet acked.
     pub max_ack_pending: i64,

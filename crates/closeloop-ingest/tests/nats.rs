@@ -1,16 +1,21 @@
 //! Ingestion, dead letters and the outbound feed against a private `nats-server` each.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
-use closeloop_domain::{EventType, LoopId};
+use closeloop_domain::{Event, EventType, LoopEvent, LoopId};
 use closeloop_ingest::streams::{DLQ_STREAM, FEED_STREAM};
 use closeloop_ingest::{
-    Connection, IngestOptions, NatsHandle, Running, Worker, cloudevent::derived_loop_id, start,
+    Connection, DeadLetterError, IngestOptions, NatsHandle, Running, Worker,
+    cloudevent::derived_loop_id, start,
 };
-use closeloop_store::{EventStore, SledStore, SledStoreOptions, write};
+use closeloop_store::{
+    AppendError, AppendOutcome, AppendRequest, Committed, EventStore, ExpectedVersion, Hash,
+    SledStore, SledStoreOptions, StoreError, StoredEvent, merkle, write,
+};
 use closeloop_testkit::NatsServer;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -656,4 +661,334 @@ async fn a_loops_messages_keep_their_order_across_overlapping_batches() {
     assert_eq!(ids, expected, "stored in the order published");
     assert!(stream_messages(&js, DLQ_STREAM).await.is_empty());
     service.stop().await;
+}
+
+/// A server that carries at most 64 KiB a message, headers included.
+const SMALL_MAX_PAYLOAD: usize = 65_536;
+
+fn small_server() -> NatsServer {
+    NatsServer::start_with_config(&format!("max_payload: {SMALL_MAX_PAYLOAD}\n"))
+}
+
+/// Polls `done` until it holds, failing after [`WAIT`] with `what`.
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The ingest consumer's (pending, ack pending): (0, 0) once every message is settled.
+async fn consumer_backlog(js: &jetstream::Context) -> (u64, usize) {
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("FEEDBACK")
+        .await
+        .unwrap()
+        .get_consumer("closeloop-ingest")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    (info.num_pending, info.num_ack_pending)
+}
+
+#[tokio::test]
+async fn an_event_too_big_for_the_server_goes_out_as_a_reference_and_the_feed_moves_on() {
+    let server = small_server();
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(SledStore::open(&dir.path().join("store"), &SledStoreOptions::default()).unwrap());
+    // An acknowledgement with a 100 KB message, stored as an event from before the size limits
+    // was: straight through the store, without today's checks.
+    let big = Event {
+        event_id: "ack-big".to_owned(),
+        source: SOURCE.to_owned(),
+        time: "2026-11-27T09:35:00Z".parse().unwrap(),
+        payload: LoopEvent::from_stored_data(
+            EventType::Acknowledged,
+            json!({"by": "pals", "message": "m".repeat(100_000)}),
+        )
+        .unwrap(),
+    };
+    let append = async |loop_id: &str, expected, event| {
+        store
+            .append(AppendRequest::single(
+                LoopId::parse(loop_id).unwrap(),
+                expected,
+                vec![event],
+            ))
+            .await
+            .unwrap();
+    };
+    let conformance = |id: &str| closeloop_store::conformance::feedback(SOURCE, id);
+    append("loop-big", ExpectedVersion::NoLoop, conformance("fb-big")).await;
+    append("loop-big", ExpectedVersion::Exactly(1), big).await;
+    append(
+        "loop-after",
+        ExpectedVersion::NoLoop,
+        conformance("fb-after"),
+    )
+    .await;
+    append(
+        "loop-after",
+        ExpectedVersion::Exactly(1),
+        closeloop_store::conformance::acknowledgement(SOURCE, "ack-after"),
+    )
+    .await;
+    assert_eq!(store.head(), 4);
+
+    let service = Service::start(&server.url(), dir.path(), Some(store)).await;
+    let js = client(&server).await;
+    let fed = wait_for_messages(&js, FEED_STREAM, 4).await;
+    let ids: Vec<String> = fed
+        .iter()
+        .map(|m| header(&m.headers, "Nats-Msg-Id"))
+        .collect();
+    assert_eq!(
+        ids,
+        ["1", "2", "3", "4"],
+        "the events after the big one are published"
+    );
+
+    let reference = &fed[1];
+    assert_eq!(
+        reference.subject.as_str(),
+        "closeloop.events.loop.acknowledged"
+    );
+    assert_eq!(header(&reference.headers, "Closeloop-Reference"), "true");
+    let body: Value = serde_json::from_slice(&reference.payload).unwrap();
+    assert_eq!(body["reference"], true);
+    assert_eq!(body["position"], 2);
+    assert_eq!(body["type"], "org.closeloop.loop.acknowledged");
+    assert_eq!(body["id"], "ack-big");
+    assert_eq!(body["subject"], "loop-big");
+    assert_eq!(body["dataref"], "/v1/events?after=1&limit=1");
+    assert!(body.get("data").is_none(), "{body}");
+    assert!(body["size"].as_u64().unwrap() > 100_000, "{body}");
+    let digest = body["sha256"].as_str().unwrap();
+    assert_eq!(digest.len(), 64);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    for whole in [&fed[0], &fed[2], &fed[3]] {
+        assert_eq!(header(&whole.headers, "Closeloop-Reference"), "");
+        let body: Value = serde_json::from_slice(&whole.payload).unwrap();
+        assert!(body.get("data").is_some(), "{body}");
+    }
+    let status = service.handle.status(4);
+    assert_eq!((status.feed_published_upto, status.feed_lag), (4, 0));
+    assert_eq!(status.last_error, None);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_near_the_size_limit_is_dead_lettered_truncated_and_not_redelivered() {
+    let server = small_server();
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start_running(&server.url(), dir.path(), None).await;
+    let js = client(&server).await;
+
+    // Invalid JSON that just fits: the dead letter's headers would push it over the limit.
+    let mut payload = b"{not json ".to_vec();
+    payload.resize(SMALL_MAX_PAYLOAD - 16, b'x');
+    publish(&js, "feedback.big", payload.clone()).await;
+    publish_event(&js, &feedback("fb-after-big", Some("loop-after-big"))).await;
+    service.wait_for_head(1).await;
+
+    let letters = wait_for_messages(&js, DLQ_STREAM, 1).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(header(&letter.headers, "Closeloop-Error"), "invalid_json");
+    assert_eq!(header(&letter.headers, "Closeloop-Truncated"), "true");
+    assert_eq!(
+        header(&letter.headers, "Closeloop-Original-Size"),
+        payload.len().to_string()
+    );
+    assert_eq!(
+        header(&letter.headers, "Closeloop-Original-Sha256"),
+        Hash::of(&payload).to_hex()
+    );
+    assert_eq!(
+        header(&letter.headers, "Closeloop-Original-Subject"),
+        "feedback.big"
+    );
+    assert!(letter.payload.len() < payload.len());
+    assert!(payload.starts_with(&letter.payload));
+
+    // Acknowledged: nothing waits for a redelivery.
+    wait_until("every message is settled", async || {
+        consumer_backlog(&js).await == (0, 0)
+    })
+    .await;
+
+    let listed = service.handle.dead_letters().list(0, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].truncated);
+    assert_eq!(listed[0].original_size, Some(payload.len() as u64));
+    assert_eq!(
+        listed[0].original_sha256.as_deref(),
+        Some(Hash::of(&payload).to_hex().as_str())
+    );
+    assert!(
+        listed[0]
+            .payload
+            .as_deref()
+            .unwrap()
+            .starts_with("{not json")
+    );
+    let refused = service.handle.dead_letters().redrive(listed[0].seq).await;
+    match refused {
+        Err(err @ DeadLetterError::Truncated(_)) => {
+            assert!(err.to_string().contains("cannot be re-driven"), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        service
+            .handle
+            .dead_letters()
+            .list(0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    service.stop().await;
+}
+
+/// A store that fails on demand: `failing` makes appends fail while the store still says it
+/// is ready (a fault it has not noticed); `down` makes it say it is not ready as well.
+struct FlakyStore {
+    inner: SledStore,
+    failing: AtomicBool,
+    down: AtomicBool,
+    failed_appends: AtomicUsize,
+    ready_checks: AtomicUsize,
+}
+
+impl EventStore for FlakyStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        if self.failing.load(Ordering::SeqCst) || self.down.load(Ordering::SeqCst) {
+            self.failed_appends.fetch_add(1, Ordering::SeqCst);
+            return Err(AppendError::Store(StoreError::Backend(
+                "injected failure: no space left on device".to_owned(),
+            )));
+        }
+        self.inner.append(request).await
+    }
+
+    async fn read_loop(&self, loop_id: &LoopId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.read_loop(loop_id).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    fn head(&self) -> u64 {
+        self.inner.head()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        self.ready_checks.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Stopped(
+                "injected failure: no space left on device".to_owned(),
+            ));
+        }
+        self.inner.ready()
+    }
+
+    fn with_merkle<R>(&self, f: impl FnOnce(&merkle::MerkleIndex) -> R) -> R {
+        self.inner.with_merkle(f)
+    }
+
+    async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<Committed>, StoreError> {
+        self.inner.lookup(source, event_id).await
+    }
+}
+
+#[tokio::test]
+async fn our_own_store_failure_never_dead_letters_a_message_and_pauses_ingestion() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SledStore::open(&dir.path().join("store"), &SledStoreOptions::default()).unwrap(),
+        failing: AtomicBool::new(false),
+        down: AtomicBool::new(false),
+        failed_appends: AtomicUsize::new(0),
+        ready_checks: AtomicUsize::new(0),
+    });
+    let (stop, stopping) = watch::channel(false);
+    let options = IngestOptions {
+        url: server.url(),
+        feed_checkpoint: dir.path().join("feed.checkpoint"),
+        ..IngestOptions::default()
+    };
+    let Running { handle, task } = start(Arc::clone(&store), options, stopping).await.unwrap();
+    wait_until("both workers run", async || handle.status(0).is_healthy()).await;
+    let js = client(&server).await;
+
+    // Appends fail while the store still says it is ready: the message is retried.
+    store.failing.store(true, Ordering::SeqCst);
+    publish_event(&js, &feedback("fb-retried", Some("loop-retried"))).await;
+    wait_until("the append is tried twice", async || {
+        store.failed_appends.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    store.failing.store(false, Ordering::SeqCst);
+    let mut head = store.subscribe();
+    tokio::time::timeout(WAIT, head.wait_for(|&h| h >= 1))
+        .await
+        .expect("stored once the store works")
+        .unwrap();
+
+    // The store says it cannot take writes: ingestion pauses and fetches nothing.
+    store.down.store(true, Ordering::SeqCst);
+    wait_until("ingestion pauses", async || {
+        handle.status(1).ingest == Worker::Paused
+    })
+    .await;
+    let status = handle.status(1);
+    assert_eq!(
+        status.ingest_paused.as_deref(),
+        Some("ingest paused: event store unavailable")
+    );
+    assert!(!status.is_healthy());
+    publish_event(&js, &feedback("fb-waiting", Some("loop-waiting"))).await;
+    // Two readiness checks after the publish: ingestion had every chance to fetch it.
+    let checks = store.ready_checks.load(Ordering::SeqCst);
+    wait_until("two more readiness checks", async || {
+        store.ready_checks.load(Ordering::SeqCst) >= checks + 2
+    })
+    .await;
+    let failed = store.failed_appends.load(Ordering::SeqCst);
+    assert_eq!(consumer_backlog(&js).await, (1, 0), "it waits in FEEDBACK");
+    assert_eq!(
+        store.failed_appends.load(Ordering::SeqCst),
+        failed,
+        "nothing was tried"
+    );
+
+    store.down.store(false, Ordering::SeqCst);
+    tokio::time::timeout(WAIT, head.wait_for(|&h| h >= 2))
+        .await
+        .expect("stored once the store is back")
+        .unwrap();
+    wait_until("ingestion runs again", async || {
+        handle.status(2).ingest == Worker::Running
+    })
+    .await;
+    assert_eq!(handle.status(2).ingest_paused, None);
+    assert!(
+        stream_messages(&js, DLQ_STREAM).await.is_empty(),
+        "our own failure is never the publisher's fault"
+    );
+    assert!(store.lookup(SOURCE, "fb-retried").await.unwrap().is_some());
+    assert!(store.lookup(SOURCE, "fb-waiting").await.unwrap().is_some());
+    stop.send(true).unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }

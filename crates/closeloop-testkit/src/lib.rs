@@ -4,7 +4,8 @@
 //! and its own temporary JetStream directory, so tests never collide with each other or with
 //! a server already running on 4222. The server is killed when the fixture is dropped.
 //! `scripts/test` installs `nats-server` when a machine lacks it; set `NATS_SERVER_BIN` to use
-//! another binary.
+//! another binary. [`NatsServer::start_with_config`] passes server options the command line
+//! lacks, such as a small `max_payload`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +22,7 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store_dir: tempfile::TempDir,
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -31,14 +33,38 @@ impl NatsServer {
     /// cannot go on without it, and the message says how to install it.
     #[must_use]
     pub fn start() -> Self {
+        Self::launch_new(None)
+    }
+
+    /// Starts a server as [`start`](Self::start) does, with `config` as its configuration
+    /// file, e.g. `max_payload: 65536` (nats-server 2.9 has no command-line flag for it).
+    /// Address, port and JetStream directory still come from the command line, which wins
+    /// over the file.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), and when the file cannot be written or the server refuses
+    /// it.
+    #[must_use]
+    pub fn start_with_config(config: &str) -> Self {
+        Self::launch_new(Some(config))
+    }
+
+    fn launch_new(config: Option<&str>) -> Self {
         let store_dir = tempfile::Builder::new()
             .prefix("closeloop-nats-")
             .tempdir()
             .expect("cannot create a temp dir for JetStream");
+        // The file sits beside JetStream's own directory, which the server creates inside.
+        let config = config.map(|text| {
+            let path = store_dir.path().join("nats-server.conf");
+            std::fs::write(&path, text).expect("cannot write the nats-server configuration");
+            path
+        });
         let mut server = Self {
             child: None,
             port: free_port(),
             store_dir,
+            config,
         };
         server.launch();
         server
@@ -82,7 +108,11 @@ impl NatsServer {
 
     fn launch(&mut self) {
         let bin = binary();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -208,5 +238,29 @@ mod tests {
         let second = NatsServer::start();
         assert_ne!(first.port(), second.port());
         assert_ne!(first.store_dir(), second.store_dir());
+    }
+
+    #[test]
+    fn a_configuration_file_sets_what_the_command_line_cannot() {
+        let server = NatsServer::start_with_config("max_payload: 65536\n");
+        let address = SocketAddr::from(([127, 0, 0, 1], server.port()));
+        let greeting = greeting(address);
+        assert!(greeting.contains("\"max_payload\":65536"), "{greeting}");
+    }
+
+    /// The server's `INFO` line.
+    fn greeting(address: SocketAddr) -> String {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut seen = Vec::new();
+        let mut buf = [0_u8; 4096];
+        while !seen.ends_with(b"\r\n") {
+            let n = stream.read(&mut buf).expect("read INFO");
+            assert!(n > 0, "the server closed the connection");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
     }
 }

@@ -43,12 +43,20 @@ pub enum Command {
     /// Run the service: HTTP API, NATS ingestion and the outbound feed in one process.
     Serve(ServeArgs),
     /// Print every stored event as NDJSON, in position order (the `GET /v1/events` format).
+    ///
+    /// Exit status: 0 done; 4 the data directory holds no store; 5 any other failure.
     Replay(ReplayArgs),
     /// Re-walk the hash chains and print the Merkle tree head; exits 1 on tampering.
+    ///
+    /// Exit status: 0 the log verifies; 1 it does not (TAMPERED: altered or damaged); 3
+    /// --upto is beyond the head of the log; 4 the data directory holds no store; 5 any other
+    /// failure.
     Verify(VerifyArgs),
     /// Load a realistic demo data set (several thousand loops) into the data directory.
     Demo(DemoArgs),
     /// Drop the read models and rebuild them from the log, with progress.
+    ///
+    /// Exit status: 0 done; 4 the data directory holds no store; 5 any other failure.
     Rebuild,
 }
 

@@ -11,9 +11,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Entries read from the log at a time.
 const PAGE: usize = 8192;
 
-/// Rebuilds the read models from position 0 and saves them as the new snapshot.
+/// Rebuilds the read models from position 0 and saves them as the new snapshot. Exits 4 when
+/// the data directory holds no store, 5 on any other failure.
 pub async fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(data_dir)?;
+    // Errors become exit statuses here, not in `main`, so each failure has its own.
+    Ok(super::exit_status(rebuild_models(data_dir).await))
+}
+
+async fn rebuild_models(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let store = super::open_existing_store(data_dir)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, eta {eta}")
             .context("progress bar template")?,

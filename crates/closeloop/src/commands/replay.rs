@@ -12,9 +12,15 @@ use crate::config::ReplayArgs;
 /// How many events are read at a time.
 const PAGE: usize = 4096;
 
-/// Prints the log from `--after` to the head, one line an event.
+/// Prints the log from `--after` to the head, one line an event. Exits 4 when the data
+/// directory holds no store, 5 on any other failure.
 pub async fn run(data_dir: &Path, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(data_dir)?;
+    // Errors become exit statuses here, not in `main`, so each failure has its own.
+    Ok(super::exit_status(replay(data_dir, args).await))
+}
+
+async fn replay(data_dir: &Path, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_existing_store(data_dir)?;
     let result = print_log(&store, args.after).await;
     store.close().await;
     match result {
