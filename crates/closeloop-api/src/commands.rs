@@ -134,6 +134,7 @@ pub(crate) async fn post_changes<S: EventStore>(
         .map(|loop_id| Origin {
             source: HTTP_SOURCE.to_owned(),
             event_id: format!("{change_id}/{loop_id}"),
+            request: None,
         })
         .collect();
     let recorded = write::record_many(state.store.as_ref(), commands, &origins).await?;
@@ -174,6 +175,7 @@ async fn record<S: EventStore>(
     let origin = Origin {
         source: HTTP_SOURCE.to_owned(),
         event_id,
+        request: None,
     };
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
 }

@@ -17,6 +17,7 @@
 
 use closeloop_domain::event::EVENT_TYPE_PREFIX;
 use closeloop_domain::{Command, EventType, LoopEvent, LoopId, Rejection};
+use closeloop_store::RequestDigest;
 use closeloop_store::write::Origin;
 use jiff::Timestamp;
 use serde_json::{Map, Value};
@@ -409,7 +410,13 @@ fn finish(envelope: Envelope<'_>, data: Map<String, Value>) -> Result<Decoded, D
             )));
         }
     };
-    let payload = LoopEvent::from_data(event_type, Value::Object(data)).map_err(invalid_data)?;
+    let data = Value::Object(data);
+    // The (source, id) is bound to what it says — type, subject and data, compared as JSON —
+    // so that an id reused for another event is refused (`id_reused`) instead of being taken
+    // for a redelivery. The time is left out: a redelivered message without `time` gets a new
+    // receive time and is still the same event.
+    let request = RequestDigest::of(&[event_type.as_str(), loop_id.as_str()], &data);
+    let payload = LoopEvent::from_data(event_type, data).map_err(invalid_data)?;
     Ok(Decoded {
         command: Command {
             loop_id,
@@ -419,6 +426,7 @@ fn finish(envelope: Envelope<'_>, data: Map<String, Value>) -> Result<Decoded, D
         origin: Origin {
             source: envelope.source.to_owned(),
             event_id: envelope.id.to_owned(),
+            request: Some(request),
         },
     })
 }

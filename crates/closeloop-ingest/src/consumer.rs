@@ -95,9 +95,10 @@ pub(crate) fn dispose(
             code: rejection.code().to_owned(),
             detail: rejection.to_string(),
         }),
-        Err(WriteError::KeyReused(detail)) => Disposition::DeadLetter(Reason {
-            code: "invalid_data".to_owned(),
-            detail: detail.clone(),
+        // Contract §2 v1.1: the (source, id) was stored before with other content.
+        Err(WriteError::KeyReused(_)) => Disposition::DeadLetter(Reason {
+            code: "id_reused".to_owned(),
+            detail: "this source and id were already used for an event with another type, subject or data; give every new event a new id".to_owned(),
         }),
         Err(
             err @ (WriteError::VersionConflict { .. }

@@ -273,12 +273,23 @@ async fn duplicates_are_acked_and_not_stored_again() {
     for _ in 0..3 {
         publish_event(&js, &event).await;
     }
-    // A marker published last: once it is stored, the duplicates before it were handled.
+    // The same (source, id) with other content is not a duplicate: it is dead-lettered as
+    // `id_reused` (contract §2 v1.1), so a publisher reusing ids loses nothing silently.
+    let mut reused = event.clone();
+    reused["data"]["story"] = json!("Someone else's feedback under the same id.");
+    publish_event(&js, &reused).await;
+    // A redelivery without `time` gets a new receive time: still a duplicate.
+    let mut untimed = event.clone();
+    untimed.as_object_mut().unwrap().remove("time");
+    publish_event(&js, &untimed).await;
+    // A marker published last: once it is stored and the dead letter is out, every message
+    // before it was handled.
     publish_event(&js, &feedback("fb-marker", Some("loop-marker"))).await;
     service.wait_for_head(2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let letters = wait_for_messages(&js, DLQ_STREAM, 1).await;
     assert_eq!(service.store.head(), 2);
-    assert!(stream_messages(&js, DLQ_STREAM).await.is_empty());
+    assert_eq!(letters.len(), 1);
+    assert_eq!(header(&letters[0].headers, "Closeloop-Error"), "id_reused");
 
     // Nothing is left unacked: the consumer has no pending or redelivered messages.
     let mut consumer: jetstream::consumer::PullConsumer = js
@@ -547,6 +558,7 @@ async fn the_feed_resumes_from_its_checkpoint_after_a_restart() {
             write::Origin {
                 source: event.source,
                 event_id: event.event_id,
+                request: None,
             },
             None,
         )

@@ -20,7 +20,8 @@ use serde_json::json;
 
 use crate::merkle::root_of;
 use crate::{
-    AppendError, AppendRequest, EventStore, ExpectedVersion, Hash, LoopAppend, RequestDigest, verify,
+    AppendError, AppendRequest, EventStore, ExpectedVersion, Hash, LoopAppend, RequestDigest,
+    verify,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async fn returning
@@ -574,6 +575,9 @@ pub async fn keys_bound_to_another_request_are_refused<S: EventStore>(store: &S)
             ..append("pairs", None).loops.remove(0)
         }],
     };
-    let err = store.append(mismatched).await.expect_err("two digests, one event");
+    let err = store
+        .append(mismatched)
+        .await
+        .expect_err("two digests, one event");
     assert!(matches!(err, AppendError::Invalid(_)), "{err}");
 }

@@ -335,7 +335,10 @@ async fn a_key_sent_again_with_another_request_is_refused_and_with_the_same_is_a
         .await
         .expect("acknowledge");
     let reused = write::record(&store, respond("k"), bound("step", "response"), None).await;
-    assert!(matches!(reused, Err(WriteError::KeyReused(_))), "{reused:?}");
+    assert!(
+        matches!(reused, Err(WriteError::KeyReused(_))),
+        "{reused:?}"
+    );
     let reused = write::record_in_order(
         &store,
         &LoopId::parse("k").expect("id"),
@@ -351,7 +354,13 @@ async fn a_key_sent_again_with_another_request_is_refused_and_with_the_same_is_a
         reused.iter().map(code).collect::<Vec<_>>(),
         ["failed", "stored", "failed"]
     );
-    assert!(matches!(reused[0], Err(WriteError::KeyReused(_))), "{reused:?}");
-    assert!(matches!(reused[2], Err(WriteError::KeyReused(_))), "{reused:?}");
+    assert!(
+        matches!(reused[0], Err(WriteError::KeyReused(_))),
+        "{reused:?}"
+    );
+    assert!(
+        matches!(reused[2], Err(WriteError::KeyReused(_))),
+        "{reused:?}"
+    );
     assert_eq!(store.head(), 3);
 }

@@ -232,8 +232,17 @@ mod tests {
         };
         let value = encode(&header, b"{}");
         let (decoded, record) = decode(1, &value).unwrap();
-        assert_eq!((decoded.version, decoded.request, record), (2, Some(digest), &b"{}"[..]));
-        let plain = encode(&Header { request: None, ..header }, b"{}");
+        assert_eq!(
+            (decoded.version, decoded.request, record),
+            (2, Some(digest), &b"{}"[..])
+        );
+        let plain = encode(
+            &Header {
+                request: None,
+                ..header
+            },
+            b"{}",
+        );
         assert_eq!(plain.len() + 32, value.len());
         assert_eq!(decode(1, &plain).unwrap().0.request, None);
     }

@@ -12,7 +12,8 @@ use super::{FaultInjector, FaultPoint, Shared, entry};
 use crate::chain::entry_hash;
 use crate::record;
 use crate::{
-    AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, RequestDigest, StoreError,
+    AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, RequestDigest,
+    StoreError,
 };
 
 /// An append on its way to the writer.

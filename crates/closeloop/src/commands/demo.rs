@@ -172,6 +172,7 @@ fn plan_loop(seed: u64, n: usize, now: Timestamp) -> Vec<(Command, Origin)> {
         let origin = Origin {
             source: DEMO_SOURCE.to_owned(),
             event_id: format!("{seed}-{n}-{}", steps.len()),
+            request: None,
         };
         steps.push((
             Command {
