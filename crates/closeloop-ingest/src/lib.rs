@@ -14,6 +14,7 @@
 //! client connects (and reconnects) with back-off, and each worker sets its streams up again
 //! after every failure, so the HTTP API keeps serving while NATS is away.
 
+mod admin;
 pub mod cloudevent;
 mod consumer;
 pub mod dead_letter;
