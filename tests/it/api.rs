@@ -102,6 +102,11 @@ impl Api {
         .await
     }
 
+    /// The address the service listens on, for raw HTTP.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.service.addr
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Answer {
         self.call(Method::GET, path, Some(token), &[], None).await
     }
@@ -452,4 +457,137 @@ async fn the_openapi_document_matches_the_served_routes() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case() {
+    let api = Api::start();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let answer = api
+            .call(
+                Method::GET,
+                "/v1/loops",
+                None,
+                &[("authorization", &format!("{scheme} {LEADER}"))],
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{scheme}: {}", answer.text);
+    }
+}
+
+/// The first line a raw HTTP/1.1 request gets back.
+async fn first_status_line(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the head");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .await
+        .expect("read the answer");
+    line
+}
+
+#[tokio::test]
+async fn a_refused_request_is_answered_before_its_body_is_asked_for() {
+    let api = Api::start();
+    // With `Expect: 100-continue` the server says "100 Continue" only once something reads
+    // the body; a refusal must come first, without it. The body is never sent.
+    let head = |authorization: &str| {
+        format!(
+            "POST /v1/feedback HTTP/1.1\r\nHost: test\r\n{authorization}Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+    let anonymous = first_status_line(api.addr(), &head("")).await;
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    let leader = first_status_line(
+        api.addr(),
+        &head(&format!("Authorization: Bearer {LEADER}\r\n")),
+    )
+    .await;
+    assert!(leader.starts_with("HTTP/1.1 403"), "{leader}");
+    let staff = first_status_line(
+        api.addr(),
+        &head(&format!("Authorization: Bearer {STAFF}\r\n")),
+    )
+    .await;
+    assert!(staff.starts_with("HTTP/1.1 100"), "{staff}");
+}
+
+#[tokio::test]
+async fn errors_carry_a_request_id_and_503s_say_when_to_try_again() {
+    let api = Api::start();
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", api.addr());
+    let wrong_method = client
+        .delete(url("/v1/loops"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong_method.headers().contains_key("allow"));
+    let id = wrong_method.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = wrong_method.json().await.expect("json");
+    assert_eq!(problem["request_id"], id.as_str());
+
+    let too_big = client
+        .post(url("/v1/feedback"))
+        .bearer_auth(STAFF)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_big.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let unknown = api.get("/v1/loops?utm_source=mail", STAFF).await;
+    check_problem(&unknown, 400, "invalid_request");
+    assert!(
+        unknown.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("utm_source")
+    );
+
+    // With NATS off the dead letters are unavailable: a 503, so Retry-After is there.
+    let off = client
+        .get(url("/v1/dead-letters"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(off.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = off.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("whole seconds");
+    assert!(retry_after >= 1);
+    check_problem(
+        &api.call(
+            Method::POST,
+            "/v1/dead-letters/0/retry",
+            Some(ADMIN),
+            &[],
+            None,
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
 }

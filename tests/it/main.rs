@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use closeloop_domain::LoopId;
@@ -84,6 +84,8 @@ pub struct Service {
     child: Child,
     /// Where its HTTP API listens.
     pub addr: SocketAddr,
+    /// Every line it has logged so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Service {
@@ -96,6 +98,12 @@ impl Service {
     /// Starts `closeloop serve` on a free port over `data_dir`, using the NATS server at
     /// `nats_url` (e.g. a [`closeloop_testkit::NatsServer`]), and waits until it listens.
     pub fn start_with_nats(data_dir: &Path, nats_url: &str) -> Self {
+        Self::start_with_env(data_dir, nats_url, &[])
+    }
+
+    /// Starts `closeloop serve` as [`Service::start_with_nats`] does, with extra environment
+    /// variables (e.g. `RUST_LOG`).
+    pub fn start_with_env(data_dir: &Path, nats_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(closeloop_bin())
             .arg("serve")
             .env("CLOSELOOP_DATA_DIR", data_dir)
@@ -106,6 +114,7 @@ impl Service {
                 "staff:staff-token-e2e,auditor:auditor-token-e2e,leader:leader-token-e2e,admin:admin-token-e2e",
             )
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,11 +122,14 @@ impl Service {
         let stderr = child.stderr.take().expect("stderr");
         let (addr_tx, addr_rx) = mpsc::channel();
         let show_logs = std::env::var_os("TEST_LOG").is_some();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if show_logs {
                     eprintln!("[serve] {line}");
                 }
+                kept.lock().expect("logs").push(line.clone());
                 if let Some((_, addr)) = line.split_once("listening on http://") {
                     let _ = addr_tx.send(addr.trim().parse::<SocketAddr>().expect("address"));
                 }
@@ -126,7 +138,27 @@ impl Service {
         let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect(
             "closeloop serve did not start listening within 30 s (TEST_LOG=1 shows its logs)",
         );
-        Self { child, addr }
+        Self { child, addr, logs }
+    }
+
+    /// The lines logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits (at most 10 s) until a logged line contains `needle`, and returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|line| line.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line contains {needle:?} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The URL of `path` on this service.

@@ -102,3 +102,45 @@ async fn read_models_are_saved_at_shutdown_and_serve_again_after_a_restart() {
     assert_eq!(page["total"], 1, "{page}");
     assert_eq!(page["items"][0]["loop_id"], "kept");
 }
+
+#[tokio::test]
+async fn metrics_and_traces_name_the_route_template_never_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service =
+        Service::start_with_env(dir.path(), "off", &[("RUST_LOG", "info,tower_http=debug")]);
+    let client = reqwest::Client::new();
+    let answer = client
+        .get(service.url("/v1/loops/secret-case-4711"))
+        .bearer_auth("staff-token-e2e")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(answer.status(), 404);
+    let request_id = answer.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+
+    let metrics = client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("route=\"/v1/loops/{loop_id}\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("secret-case-4711"), "{metrics}");
+
+    let line = service.wait_for_log(&request_id);
+    assert!(line.contains("/v1/loops/{loop_id}"), "{line}");
+    let leaked: Vec<String> = service
+        .logs()
+        .into_iter()
+        .filter(|line| line.contains("secret-case-4711"))
+        .collect();
+    assert!(leaked.is_empty(), "the raw path was logged: {leaked:?}");
+}

@@ -1,53 +1,41 @@
 //! The auditor's endpoints: the raw log as NDJSON and the chain check.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use std::collections::BTreeMap;
 
 use closeloop_store::merkle::{BLOCK, MerkleError, leaf_hash};
 use closeloop_store::{EventStore, Hash, VerifyReport, verify};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{AUDITORS, Caller};
 use crate::error::ApiError;
+use crate::params::{required_number, whole_number};
 
 /// How many events the NDJSON stream reads at a time.
 const PAGE: usize = 1024;
 
-/// Query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct EventsQuery {
-    /// Start after this position.
-    #[serde(default)]
-    after: u64,
-    /// At most this many events (default: all up to the head when the request began).
-    limit: Option<u64>,
-}
+type Params = Query<HashMap<String, String>>;
 
-/// `GET /v1/events`: the log as NDJSON, streamed page by page, never buffered whole.
+/// `GET /v1/events`: the log as NDJSON, streamed page by page, never buffered whole. Query:
+/// `after` (start after this position, default 0), `limit` (at most this many events;
+/// default: all up to the head when the request began).
 pub(crate) async fn events<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    Query(params): Params,
 ) -> Result<Response, ApiError> {
-    Caller::from_headers(&state.tokens, &headers)?.require(AUDITORS, "read the event log")?;
-    let Query(query) = query.map_err(|err| {
-        ApiError::InvalidRequest(format!("{err}; use after=<position>&limit=<n>"))
-    })?;
+    let after = whole_number(&params, "after")?.unwrap_or(0);
+    let limit = whole_number(&params, "limit")?;
     // The head when the request began bounds the stream, so it ends even under constant writes.
     let head = state.store.head();
-    let end = query
-        .limit
-        .map_or(head, |limit| head.min(query.after.saturating_add(limit)));
+    let end = limit.map_or(head, |limit| head.min(after.saturating_add(limit)));
     let store = Arc::clone(&state.store);
-    let stream = futures::stream::try_unfold(query.after, move |after| {
+    let stream = futures::stream::try_unfold(after, move |after| {
         let store = Arc::clone(&store);
         async move {
             if after >= end {
@@ -77,31 +65,22 @@ pub(crate) async fn events<S: EventStore>(
         .into_response())
 }
 
-/// Query of `GET /v1/audit/verify`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct VerifyQuery {
-    /// Verify up to this position (default: the head).
-    upto: Option<u64>,
-}
-
-/// `GET /v1/audit/verify`: re-walks the log and returns the Merkle tree head.
+/// `GET /v1/audit/verify`: re-walks the log and returns the Merkle tree head. Query: `upto`
+/// (verify up to this position; default: the head).
 pub(crate) async fn audit_verify<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
+    Query(params): Params,
 ) -> Result<Json<VerifyReport>, ApiError> {
-    Caller::from_headers(&state.tokens, &headers)?.require(AUDITORS, "verify the log")?;
-    let Query(query) =
-        query.map_err(|err| ApiError::InvalidRequest(format!("{err}; use upto=<position>")))?;
+    let upto = whole_number(&params, "upto")?;
     let head = state.store.head();
-    if let Some(upto) = query.upto
+    if let Some(upto) = upto
         && upto > head
     {
         return Err(ApiError::InvalidRequest(format!(
             "upto={upto} is beyond the head of the log ({head})"
         )));
     }
-    Ok(Json(verify(state.store.as_ref(), query.upto).await?))
+    Ok(Json(verify(state.store.as_ref(), upto).await?))
 }
 
 /// Reads the entry hashes of the given 256-leaf blocks, cut at tree size `upto`.
@@ -134,27 +113,17 @@ fn check_range(low_name: &str, low: u64, upto: u64, head: u64) -> Result<(), Api
     Ok(())
 }
 
-/// Query of `GET /v1/audit/proof/inclusion`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct InclusionQuery {
-    position: u64,
-    upto: Option<u64>,
-}
-
 /// `GET /v1/audit/proof/inclusion`: the RFC 6962 audit path of one entry in the tree of size
 /// `upto` (default: the head).
 pub(crate) async fn inclusion_proof<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+    Query(params): Params,
 ) -> Result<Json<Value>, ApiError> {
-    Caller::from_headers(&state.tokens, &headers)?.require(AUDITORS, "read proofs")?;
-    let Query(query) = query
-        .map_err(|err| ApiError::InvalidRequest(format!("{err}; use position=<n>&upto=<n>")))?;
+    let position = required_number(&params, "position")?;
     let head = state.store.head();
-    let upto = query.upto.unwrap_or(head);
-    check_range("position", query.position, upto, head)?;
-    let index = query.position - 1;
+    let upto = whole_number(&params, "upto")?.unwrap_or(head);
+    check_range("position", position, upto, head)?;
+    let index = position - 1;
     let needed = state.store.with_merkle(|merkle| {
         let mut blocks = merkle.blocks_needed_for_inclusion(index, upto);
         blocks.extend(merkle.blocks_needed_for_root(upto));
@@ -167,7 +136,7 @@ pub(crate) async fn inclusion_proof<S: EventStore>(
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| ApiError::Internal(format!("position {} is missing", query.position)))?;
+        .ok_or_else(|| ApiError::Internal(format!("position {position} is missing")))?;
     let (path, head_hash) = state
         .store
         .with_merkle(|merkle| {
@@ -178,7 +147,7 @@ pub(crate) async fn inclusion_proof<S: EventStore>(
         })
         .map_err(|err| merkle_failed(&err))?;
     Ok(Json(json!({
-        "position": query.position,
+        "position": position,
         "upto": upto,
         "leaf_hash": leaf_hash(&entry.hash),
         "hash": entry.hash,
@@ -187,30 +156,20 @@ pub(crate) async fn inclusion_proof<S: EventStore>(
     })))
 }
 
-/// Query of `GET /v1/audit/proof/consistency`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ConsistencyQuery {
-    from: u64,
-    upto: Option<u64>,
-}
-
 /// `GET /v1/audit/proof/consistency`: the RFC 6962 proof that the tree of size `from` is a
 /// prefix of the tree of size `upto` (default: the head).
 pub(crate) async fn consistency_proof<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+    Query(params): Params,
 ) -> Result<Json<Value>, ApiError> {
-    Caller::from_headers(&state.tokens, &headers)?.require(AUDITORS, "read proofs")?;
-    let Query(query) =
-        query.map_err(|err| ApiError::InvalidRequest(format!("{err}; use from=<n>&upto=<n>")))?;
+    let from = required_number(&params, "from")?;
     let head = state.store.head();
-    let upto = query.upto.unwrap_or(head);
-    check_range("from", query.from, upto, head)?;
+    let upto = whole_number(&params, "upto")?.unwrap_or(head);
+    check_range("from", from, upto, head)?;
     let needed = state.store.with_merkle(|merkle| {
-        let mut blocks = merkle.blocks_needed_for_consistency(query.from, upto);
+        let mut blocks = merkle.blocks_needed_for_consistency(from, upto);
         blocks.extend(merkle.blocks_needed_for_root(upto));
-        blocks.extend(merkle.blocks_needed_for_root(query.from));
+        blocks.extend(merkle.blocks_needed_for_root(from));
         blocks
     });
     let blocks = fetch_blocks(state.store.as_ref(), needed, upto).await?;
@@ -218,14 +177,14 @@ pub(crate) async fn consistency_proof<S: EventStore>(
         .store
         .with_merkle(|merkle| {
             Ok::<_, MerkleError>((
-                merkle.consistency_proof(query.from, upto, &blocks)?,
-                merkle.root(query.from, &blocks)?,
+                merkle.consistency_proof(from, upto, &blocks)?,
+                merkle.root(from, &blocks)?,
                 merkle.root(upto, &blocks)?,
             ))
         })
         .map_err(|err| merkle_failed(&err))?;
     Ok(Json(json!({
-        "from": query.from,
+        "from": from,
         "upto": upto,
         "path": path,
         "from_head_hash": from_head,

@@ -1,11 +1,16 @@
-//! Bearer tokens and roles, from `CLOSELOOP_API_TOKENS` (`role:token,role:token,…`).
+//! Who is calling: bearer tokens and their roles from `CLOSELOOP_API_TOKENS`
+//! (`role:token,role:token,…`), and the [`Credential`] a request carries once the route's
+//! guard has accepted it.
 
 use std::fmt;
 use std::str::FromStr;
 
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use secrecy::{ExposeSecret, SecretString};
+use axum::http::request::Parts;
+use closeloop_domain::OrgUnit;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -23,6 +28,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in the order the documentation lists them.
+    pub const ALL: [Role; 4] = [Role::Staff, Role::Leader, Role::Auditor, Role::Admin];
+
     /// The role's name in `CLOSELOOP_API_TOKENS`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -32,6 +40,12 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Admin => "admin",
         }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -56,22 +70,52 @@ impl FromStr for Role {
 #[error("CLOSELOOP_API_TOKENS: {0}")]
 pub struct TokenConfigError(String);
 
+/// One configured token. Only its SHA-256 digest is kept: comparing digests of equal length
+/// means the comparison takes the same time whatever the length of a guess, and the token
+/// itself is never held where a `Debug` or a log line could reach it.
+#[derive(Clone)]
+struct TokenEntry {
+    role: Role,
+    digest: [u8; 32],
+    /// The credential id: the role and a short prefix of the digest (see [`Credential::id`]).
+    id: String,
+}
+
 /// The configured tokens. Never printed: `Debug` shows only roles.
 #[derive(Clone, Default)]
 pub struct ApiTokens {
-    tokens: Vec<(Role, SecretString)>,
+    tokens: Vec<TokenEntry>,
 }
 
 impl ApiTokens {
     /// The role of a presented token, if it is one of ours.
     #[must_use]
     pub fn role_of(&self, presented: &str) -> Option<Role> {
-        self.tokens
-            .iter()
-            .find(|(_, token)| {
-                constant_time_eq(token.expose_secret().as_bytes(), presented.as_bytes())
-            })
-            .map(|(role, _)| *role)
+        self.credential_of(presented)
+            .map(|credential| credential.role)
+    }
+
+    /// The credential of a presented token, if it is one of ours.
+    ///
+    /// Every configured token is compared, in constant time and without stopping at the first
+    /// match, so the response time says nothing about which token (or how much of one) a guess
+    /// got right.
+    #[must_use]
+    pub fn credential_of(&self, presented: &str) -> Option<Credential> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found: Option<&TokenEntry> = None;
+        for entry in &self.tokens {
+            if constant_time_eq(&entry.digest, &digest) && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        found.map(|entry| Credential {
+            id: entry.id.clone(),
+            role: entry.role,
+            source: Source::Token,
+            name: None,
+            org_unit: None,
+        })
     }
 
     /// How many tokens are configured.
@@ -102,11 +146,12 @@ impl FromStr for ApiTokens {
             let token = token.trim();
             if token.len() < 8 {
                 return Err(TokenConfigError(format!(
-                    "the {} token is shorter than 8 characters; use a long random string",
-                    role.as_str()
+                    "the {role} token is shorter than 8 characters; use a long random string"
                 )));
             }
-            tokens.push((role, SecretString::from(token.to_owned())));
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            let id = format!("{role}:{}", hex::encode(&digest[..4]));
+            tokens.push(TokenEntry { role, digest, id });
         }
         Ok(Self { tokens })
     }
@@ -114,22 +159,51 @@ impl FromStr for ApiTokens {
 
 impl fmt::Debug for ApiTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let roles: Vec<&str> = self.tokens.iter().map(|(role, _)| role.as_str()).collect();
+        let roles: Vec<&str> = self
+            .tokens
+            .iter()
+            .map(|entry| entry.role.as_str())
+            .collect();
         f.debug_struct("ApiTokens")
             .field("roles", &roles)
             .finish_non_exhaustive()
     }
 }
 
-/// Who is calling, from the `Authorization: Bearer` header; checks the role a route needs.
+/// How a caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    /// The token's role.
-    pub role: Role,
+#[non_exhaustive]
+pub enum Source {
+    /// An `Authorization: Bearer` token from `CLOSELOOP_API_TOKENS`.
+    Token,
 }
 
-impl Caller {
-    /// Identifies the caller from request headers.
+/// The caller of a request, as the route's guard accepted it: what every handler and every
+/// later check (org-unit scope, idempotency keys, audit trails) looks at.
+///
+/// Handlers take it as an extractor; it is present on every route that is not public. Other
+/// ways of signing in (a cookie session of the staff pages, say) add a [`Source`] and yield
+/// the same type, so nothing that checks a credential changes with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Credential {
+    /// A stable identifier that is safe to log and to store: the role and the first 8 hex
+    /// digits of the token's SHA-256 (`staff:1a2b3c4d`), never the token.
+    pub id: String,
+    /// What the caller may do.
+    pub role: Role,
+    /// How the caller signed in.
+    pub source: Source,
+    /// A display name, when the source knows one (tokens do not).
+    pub name: Option<String>,
+    /// The part of the organisation the caller is limited to; `None`: all of it (every token
+    /// today).
+    pub org_unit: Option<OrgUnit>,
+}
+
+impl Credential {
+    /// Identifies the caller from request headers: `Authorization: Bearer <token>`, the
+    /// scheme in any case (RFC 9110 §11.1).
     ///
     /// # Errors
     /// [`ApiError::Unauthorized`] when there is no valid bearer token.
@@ -137,30 +211,40 @@ impl Caller {
         let presented = headers
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or(ApiError::Unauthorized)?;
         tokens
-            .role_of(presented)
-            .map(|role| Self { role })
+            .credential_of(presented)
             .ok_or(ApiError::Unauthorized)
     }
 
-    /// Checks that the caller has one of `allowed` (admin always has).
-    ///
-    /// # Errors
-    /// [`ApiError::Forbidden`] naming the roles that may.
-    pub fn require(self, allowed: &[Role], action: &'static str) -> Result<Self, ApiError> {
-        if self.role == Role::Admin || allowed.contains(&self.role) {
-            return Ok(self);
-        }
-        let mut names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
-        names.push("admin");
-        Err(ApiError::Forbidden {
-            role: self.role.as_str(),
-            action,
-            allowed: names.join(", "),
-        })
+    /// Whether this credential may use a route open to `allowed` (admin may use every route).
+    #[must_use]
+    pub fn may(&self, allowed: &[Role]) -> bool {
+        self.role == Role::Admin || allowed.contains(&self.role)
+    }
+}
+
+/// The token of an `Authorization` value whose scheme is `Bearer` in any letter case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The route guard puts it there for every route that is not public; a handler of a
+        // public route asking for one is a wiring mistake, answered as one.
+        parts
+            .extensions
+            .get::<Credential>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::Internal("a handler asked for a credential on a public route".to_owned())
+            })
     }
 }
 
@@ -173,14 +257,15 @@ pub const AUDITORS: &[Role] = &[Role::Auditor];
 /// Roles that manage dead letters: only admin (who may do everything).
 pub const ADMINS: &[Role] = &[];
 
-/// Compares without an early exit, so response timing does not reveal how much of a guessed
-/// token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares two digests without an early exit.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -191,11 +276,64 @@ mod tests {
         assert_eq!(tokens.role_of("staff-token-1"), Some(Role::Staff));
         assert_eq!(tokens.role_of("audit-token-2"), Some(Role::Auditor));
         assert_eq!(tokens.role_of("staff-token-"), None);
+        assert_eq!(tokens.role_of("staff-token-12"), None);
         let shown = format!("{tokens:?}");
         assert!(
             shown.contains("staff") && !shown.contains("staff-token-1"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_credential_id_names_the_role_and_never_holds_the_token() {
+        let tokens: ApiTokens = "staff:staff-token-1,staff:staff-token-2".parse().unwrap();
+        let one = tokens.credential_of("staff-token-1").unwrap();
+        let two = tokens.credential_of("staff-token-2").unwrap();
+        assert!(one.id.starts_with("staff:") && one.id.len() == "staff:".len() + 8);
+        assert_ne!(one.id, two.id, "two tokens of one role are told apart");
+        assert!(!one.id.contains("token"));
+        assert_eq!(tokens.credential_of("staff-token-1").unwrap().id, one.id);
+        assert_eq!(one.source, Source::Token);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        let tokens: ApiTokens = "leader:leader-token-1".parse().unwrap();
+        for value in [
+            "Bearer leader-token-1",
+            "bearer leader-token-1",
+            "BEARER leader-token-1",
+            "bEaReR   leader-token-1 ",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            let credential = Credential::from_headers(&tokens, &headers)
+                .unwrap_or_else(|err| panic!("{value:?}: {err}"));
+            assert_eq!(credential.role, Role::Leader);
+        }
+        for value in [
+            "Basic leader-token-1",
+            "Bearer",
+            "Bearer ",
+            "Bearerleader-token-1",
+            "leader-token-1",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            assert!(
+                Credential::from_headers(&tokens, &headers).is_err(),
+                "{value:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_may_use_every_route() {
+        let tokens: ApiTokens = "admin:admin-token-1,leader:leader-token-1".parse().unwrap();
+        let admin = tokens.credential_of("admin-token-1").unwrap();
+        let leader = tokens.credential_of("leader-token-1").unwrap();
+        assert!(admin.may(ADMINS) && admin.may(WRITERS));
+        assert!(leader.may(READERS) && !leader.may(WRITERS) && !leader.may(ADMINS));
     }
 
     #[test]

@@ -1,52 +1,42 @@
-//! The admin's dead-letter endpoints: list the messages NATS ingestion could not store, and
-//! send one through again after fixing its cause.
+//! The admin's dead-letter endpoints: list the messages ingestion could not store, and send
+//! one through again after fixing its cause. They work through [`IngestAdmin`], which the
+//! binary wires to the NATS side.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use closeloop_ingest::{DeadLetterError, NatsHandle};
+use axum::http::StatusCode;
 use closeloop_store::EventStore;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{ADMINS, Caller};
+use crate::auth::Credential;
 use crate::error::ApiError;
+use crate::ingest::{DeadLetterError, IngestAdmin};
+use crate::params::whole_number;
 
 /// Most dead letters one page lists.
-const MAX_LIMIT: usize = 500;
-
-/// Query of `GET /v1/dead-letters`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
-    /// Start after this `FEEDBACK_DLQ` sequence.
-    #[serde(default)]
-    after: u64,
-    /// At most this many (1–500, default 50).
-    limit: Option<usize>,
-}
+const MAX_LIMIT: u64 = 500;
+/// Dead letters one page lists when no `limit` is given.
+const DEFAULT_LIMIT: u64 = 50;
 
 /// `GET /v1/dead-letters`: `{"items": [DeadLetter], "next_after": seq or null}`, oldest first.
 pub(crate) async fn list<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    Caller::from_headers(&state.tokens, &headers)?.require(ADMINS, "read dead letters")?;
-    let Query(query) = query.map_err(|err| {
-        ApiError::InvalidRequest(format!("{err}; use after=<seq>&limit=<1-{MAX_LIMIT}>"))
-    })?;
-    let limit = query.limit.unwrap_or(50);
+    let after = whole_number(&params, "after")?.unwrap_or(0);
+    let limit = whole_number(&params, "limit")?.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidRequest(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
+            "query parameter limit: use a whole number from 1 to {MAX_LIMIT}"
         )));
     }
-    let items = nats(&state)?
-        .dead_letters()
-        .list(query.after, limit)
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let items = ingest(&state)?
+        .dead_letters(after, limit)
         .await
         .map_err(from_dead_letter_error)?;
     let next_after = (items.len() == limit)
@@ -59,25 +49,27 @@ pub(crate) async fn list<S: EventStore>(
 /// removes the dead letter. 202: ingestion picks it up like any new message.
 pub(crate) async fn retry<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    credential: Credential,
     Path(seq): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    Caller::from_headers(&state.tokens, &headers)?.require(ADMINS, "re-drive dead letters")?;
-    let seq: u64 = seq.parse().map_err(|_| {
+    // Sequences start at 1; anything else cannot name a dead letter, whatever the server
+    // would make of it.
+    let seq: u64 = seq.parse().ok().filter(|seq| *seq >= 1).ok_or_else(|| {
         ApiError::InvalidRequest(format!(
-            "{seq:?} is not a dead-letter sequence; use the seq from GET /v1/dead-letters"
+            "{seq:?} is not a dead-letter sequence (a whole number from 1); use the seq from GET /v1/dead-letters"
         ))
     })?;
-    let redriven = nats(&state)?
-        .dead_letters()
+    let redriven = ingest(&state)?
         .redrive(seq)
         .await
         .map_err(from_dead_letter_error)?;
+    // Who sent a message through again belongs in the log; the id is not the token.
+    tracing::info!(seq, credential = %credential.id, "dead letter re-driven on request");
     Ok((StatusCode::ACCEPTED, Json(json!(redriven))))
 }
 
-fn nats<S>(state: &AppState<S>) -> Result<&NatsHandle, ApiError> {
-    state.nats.as_ref().ok_or_else(|| {
+fn ingest<S>(state: &AppState<S>) -> Result<&dyn IngestAdmin, ApiError> {
+    state.ingest.as_deref().ok_or_else(|| {
         ApiError::Unavailable(
             "NATS is turned off (CLOSELOOP_NATS_URL=off), so there are no dead letters to manage"
                 .to_owned(),
@@ -91,6 +83,11 @@ fn from_dead_letter_error(err: DeadLetterError) -> ApiError {
         DeadLetterError::NoSubject(_) | DeadLetterError::Truncated(_) => {
             ApiError::InvalidRequest(err.to_string())
         }
-        DeadLetterError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
+        DeadLetterError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "the message server failed a dead-letter request");
+            ApiError::Unavailable(
+                "the message server (NATS) is not answering; try again shortly".to_owned(),
+            )
+        }
     }
 }

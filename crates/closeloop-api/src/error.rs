@@ -1,25 +1,41 @@
 //! [`ApiError`]: every way a request can fail, and the problem+json each becomes.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use closeloop_domain::Rejection;
 use closeloop_store::{StoreError, WriteError};
 
 use crate::Problem;
+use crate::auth::Role;
+
+/// `Retry-After` of a 503 when nothing better is known: the condition (read models catching
+/// up, a message server reconnecting) usually clears within a second.
+pub const RETRY_AFTER_SECS: u64 = 1;
+/// `Retry-After` of a 503 because the event store failed: it does not come back by itself
+/// (an operator restarts the service), so clients need not retry often.
+pub const STORE_RETRY_AFTER_SECS: u64 = 5;
 
 /// Why a request failed. Each variant maps to one HTTP status and contract `code`.
+///
+/// A message never carries the text of a backend, operating-system or library error: the
+/// variants that stand for such failures log it (with the request id of the request span) and
+/// tell the caller in plain words which part failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 401 `unauthorized`: no bearer token, or not one of ours.
     #[error("send a valid token as `Authorization: Bearer <token>`")]
     Unauthorized,
-    /// 403 `forbidden`: the token's role may not do this.
-    #[error("the {role} role cannot {action}; use a token with one of these roles: {allowed}")]
+    /// 403 `forbidden`: the token's role may not use this route.
+    #[error(
+        "the {role} role cannot use {method} {path}; use a token with one of these roles: {allowed}"
+    )]
     Forbidden {
         /// The caller's role.
-        role: &'static str,
-        /// What they tried.
-        action: &'static str,
+        role: Role,
+        /// The method of the route.
+        method: &'static str,
+        /// The route's path template.
+        path: &'static str,
         /// The roles that may.
         allowed: String,
     },
@@ -35,11 +51,25 @@ pub enum ApiError {
     /// 409 `version_conflict`.
     #[error("{0}")]
     VersionConflict(String),
-    /// 503 `unavailable`: the store cannot take or serve requests now.
+    /// 503 `unavailable` with `Retry-After: 1`: a part of the service cannot serve this now.
+    /// The message names the part in plain words; it never holds backend error text.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `unavailable`: the event store failed (the cause is logged where it is converted).
+    #[error(
+        "the event store is not accepting requests after a failure; nothing was stored. Try again later"
+    )]
+    StoreUnavailable,
+    /// 503 `unavailable`: too many expensive requests of one kind are running and waiting.
+    #[error("too many {class} requests are in progress; try again in {retry_after} s")]
+    Busy {
+        /// The kind of request, in words (e.g. `audit verification`).
+        class: &'static str,
+        /// Seconds to wait before trying again.
+        retry_after: u64,
+    },
     /// 500 `internal`: a bug or damaged data; details go to the log only.
-    #[error("internal error")]
+    #[error("internal error; the service log has the details under this request's id")]
     Internal(String),
 }
 
@@ -61,11 +91,15 @@ impl From<WriteError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Stopped(_) | StoreError::Backend(_) => ApiError::Unavailable(format!(
-                "the event store is unavailable ({err}); nothing was stored, try again later"
-            )),
             StoreError::Corrupt { .. } | StoreError::UnsupportedFormat { .. } => {
                 ApiError::Internal(err.to_string())
+            }
+            // Every other failure is the store's own (a failed write or flush, a backend
+            // error): the caller may try again once it is back. Its text, which can be the
+            // operating system's ("No space left on device"), stays in the log.
+            err => {
+                tracing::error!(error = %err, "the event store failed");
+                ApiError::StoreUnavailable
             }
         }
     }
@@ -83,8 +117,20 @@ impl ApiError {
             }
             ApiError::Rejected(rejection) => (StatusCode::UNPROCESSABLE_ENTITY, rejection.code()),
             ApiError::VersionConflict(_) => (StatusCode::CONFLICT, "version_conflict"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::StoreUnavailable | ApiError::Busy { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// Seconds a client should wait before trying again, for the answers that have one.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Unavailable(_) => Some(RETRY_AFTER_SECS),
+            ApiError::StoreUnavailable => Some(STORE_RETRY_AFTER_SECS),
+            ApiError::Busy { retry_after, .. } => Some((*retry_after).max(1)),
+            _ => None,
         }
     }
 }
@@ -97,12 +143,55 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "request failed");
         }
         let mut response = Problem::new(status, code, self.to_string()).into_response();
+        let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_store_is_named_without_its_error_text() {
+        let err = ApiError::from(StoreError::Stopped(
+            "IO error: No space left on device (os error 28)".to_owned(),
+        ));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let backend = ApiError::from(StoreError::Backend("sled: corrupted page".to_owned()));
+        let shown = backend.to_string();
+        assert!(shown.contains("event store"), "{shown}");
+        assert!(
+            !shown.contains("sled") && !shown.contains("os error"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn every_503_says_when_to_try_again() {
+        for err in [
+            ApiError::Unavailable("the read models are catching up".to_owned()),
+            ApiError::StoreUnavailable,
+            ApiError::Busy {
+                class: "audit verification",
+                retry_after: 0,
+            },
+        ] {
+            let response = err.into_response();
+            let seconds: u64 = response.headers()[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(seconds >= 1);
+        }
     }
 }

@@ -1,9 +1,18 @@
 //! Closeloop's HTTP API.
 //!
-//! - [`router`] builds the axum [`Router`] over an [`AppState`]; [`serve`] runs it on a bound
-//!   listener until a shutdown future resolves, then drains requests in flight.
-//! - [`problem`] turns every error into RFC 9457 `application/problem+json` with a `code`.
-//! - [`auth`] parses `CLOSELOOP_API_TOKENS` into roles.
+//! - [`router`] builds the axum [`Router`] over an [`AppState`] from the [`ROUTES`] table;
+//!   [`serve`] runs it on a bound listener until a shutdown future resolves, then drains
+//!   requests in flight.
+//! - [`routes`]: every route with who may use it, its query parameters and its concurrency
+//!   class; one guard layer enforces them all before a handler runs and hands the handler a
+//!   [`Credential`].
+//! - [`problem`] turns every error into RFC 9457 `application/problem+json` with a `code` and
+//!   the request id ([`request_id`]).
+//! - [`auth`] parses `CLOSELOOP_API_TOKENS` into roles and credentials.
+//! - [`limits`]: concurrency limits for the expensive reads, shedding with 503 and
+//!   `Retry-After`.
+//! - [`ingest`]: what the API needs of the ingestion side (status, dead letters), as a trait
+//!   the binary wires to NATS.
 //! - `health` answers `/healthz` (the process is up) and `/readyz` (it can take writes).
 //! - `commands`: every write endpoint, through the one write path of `closeloop-store`.
 //! - `reads`: loop lists and details, stats, and "you said, we did" (JSON and HTML).
@@ -15,11 +24,19 @@ pub mod auth;
 mod commands;
 mod dead_letters;
 pub mod error;
+mod guard;
 mod health;
+pub mod ingest;
+pub mod limits;
 pub mod metrics;
 mod openapi;
+mod params;
 pub mod problem;
 mod reads;
+pub mod request_id;
+pub mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +44,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get, post};
 use closeloop_store::EventStore;
@@ -37,9 +54,13 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use auth::{ApiTokens, Caller, Role};
+pub use auth::{ApiTokens, Credential, Role, Source};
 pub use error::ApiError;
+pub use ingest::IngestAdmin;
+pub use limits::Limits;
 pub use problem::Problem;
+pub use request_id::RequestId;
+pub use routes::{Access, ROUTES, Route};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -60,14 +81,18 @@ pub struct AppState<S> {
     pub clock: Clock,
     /// Renders `GET /metrics`; `None` when no recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// The NATS side (status for `/readyz`, dead letters); `None` when NATS is off.
-    pub nats: Option<closeloop_ingest::NatsHandle>,
+    /// The ingestion side (status for `/readyz`, dead letters); `None` when NATS is off.
+    pub ingest: Option<Arc<dyn IngestAdmin>>,
+    /// Concurrency limits of the expensive reads.
+    pub limits: Limits,
 }
 
 impl<S> std::fmt::Debug for AppState<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("tokens", &self.tokens)
+            .field("ingest", &self.ingest)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -80,35 +105,6 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub fn system_clock() -> Clock {
     Arc::new(Timestamp::now)
 }
-
-/// Every route the service serves, as (method, path template). The router and the OpenAPI
-/// document are both built from this list, so they cannot drift apart.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/v1/openapi.json"),
-    ("GET", "/you-said-we-did"),
-    ("GET", "/v1/you-said-we-did"),
-    ("POST", "/v1/feedback"),
-    ("GET", "/v1/loops"),
-    ("GET", "/v1/loops/{loop_id}"),
-    ("POST", "/v1/loops/{loop_id}/acknowledgements"),
-    ("POST", "/v1/loops/{loop_id}/responses"),
-    ("POST", "/v1/loops/{loop_id}/actions"),
-    ("POST", "/v1/loops/{loop_id}/changes"),
-    ("POST", "/v1/loops/{loop_id}/no-change"),
-    ("POST", "/v1/loops/{loop_id}/report-backs"),
-    ("POST", "/v1/loops/{loop_id}/reopenings"),
-    ("POST", "/v1/changes"),
-    ("GET", "/v1/stats"),
-    ("GET", "/v1/events"),
-    ("GET", "/v1/audit/verify"),
-    ("GET", "/v1/audit/proof/inclusion"),
-    ("GET", "/v1/audit/proof/consistency"),
-    ("GET", "/v1/dead-letters"),
-    ("POST", "/v1/dead-letters/{seq}/retry"),
-];
 
 /// The handler of one entry of [`ROUTES`].
 fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState<S>>> {
@@ -148,22 +144,51 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
     }
 }
 
-/// The HTTP routes of the service, with body limit, timeout, metrics and request tracing.
+/// The HTTP routes of the service, each behind its guard, with body limit, timeout, metrics,
+/// request ids, request tracing and problem+json for every error.
+///
+/// Layers, outermost first: request id, error shaping ([`problem`]), trace span, metrics,
+/// timeout; then, per route, the guard (access, query parameters, concurrency limit) and the
+/// body limit. The guard runs before the body limit, so a request that is refused is
+/// answered without reading its body.
 pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     let mut router = Router::new();
-    for (method, path) in ROUTES {
-        router = router.route(path, handler::<S>(method, path));
+    for route in ROUTES {
+        let guard = guard::Guard::new(Arc::clone(&state), route);
+        let endpoint = handler::<S>(route.method, route.path)
+            .route_layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+            .route_layer(axum::middleware::from_fn_with_state(
+                guard,
+                guard::guard::<S>,
+            ));
+        router = router.route(route.path, endpoint);
     }
     router
         .fallback(problem::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track_requests))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(axum::middleware::from_fn(problem::finish))
+        .layer(axum::middleware::from_fn(request_id::assign))
+}
+
+/// The trace span of a request: method, route template and request id. Never the raw path or
+/// query, which hold loop ids (and could hold anything a client sends). At info level, so
+/// that the errors logged while serving the request carry its id.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", RequestId::as_str);
+    tracing::info_span!("request", method = %request.method(), route, request_id)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use axum::Json;
 use serde_json::{Value, json};
 
-use crate::ROUTES;
+use crate::{ROUTES, Route};
 
 /// `GET /v1/openapi.json`.
 pub(crate) async fn serve_document() -> Json<Value> {
@@ -19,18 +19,20 @@ pub(crate) async fn serve_document() -> Json<Value> {
 /// The whole document.
 pub(crate) fn document() -> Value {
     let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
-    for (method, path) in ROUTES {
+    for route in ROUTES {
+        let mut operation = operation(route.method, route.path);
+        complete(&mut operation, route);
         paths
-            .entry(path)
+            .entry(route.path)
             .or_default()
-            .insert(method.to_lowercase(), operation(method, path));
+            .insert(route.method.to_lowercase(), operation);
     }
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Closeloop",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Log every piece of patient and carer feedback and close the loop: \"you said, we did\". Errors are RFC 9457 application/problem+json with a `code` member.",
+            "description": "Log every piece of patient and carer feedback and close the loop: \"you said, we did\". Errors are RFC 9457 application/problem+json with a `code` member and the request's `request_id` (also in the X-Request-Id header of every response). Every 429 and 503 carries Retry-After in whole seconds. `x-roles` lists the roles that may use an operation.",
         },
         "paths": paths,
         "components": components(),
@@ -217,6 +219,64 @@ fn operation(method: &str, path: &str) -> Value {
     }
 }
 
+/// Adds what [`ROUTES`] says of a route to its operation, so the document cannot disagree
+/// with the guard: the roles (`x-roles`) and the 401 and 403 of a route that needs a token,
+/// the 400 of a route that refuses unknown query parameters, the 503 (with `Retry-After`) of
+/// a route that needs the store or sheds load, and the `X-Request-Id` of every error.
+fn complete(operation: &mut Value, route: &Route) {
+    if let Some(roles) = route.access.roles() {
+        operation["security"] = json!([{"bearer": []}]);
+        operation["x-roles"] = json!(roles.iter().map(|role| role.as_str()).collect::<Vec<_>>());
+        add_response(operation, "401", problem("unauthorized: no valid token"));
+        add_response(
+            operation,
+            "403",
+            problem("forbidden: the token's role may not use this route"),
+        );
+    } else {
+        operation["security"] = json!([]);
+    }
+    if route.strict_query() {
+        add_response(
+            operation,
+            "400",
+            problem("invalid_request: an unknown or malformed query parameter"),
+        );
+    }
+    let never_unavailable = matches!(route.path, "/healthz" | "/metrics" | "/v1/openapi.json");
+    if !never_unavailable {
+        let why = if route.class.is_some() {
+            "unavailable: too many requests of this kind are running (shed), or the store failed"
+        } else {
+            "unavailable: a part of the service (the store, the read models, NATS) cannot serve this now"
+        };
+        add_response(operation, "503", problem(why));
+    }
+    let Some(responses) = operation["responses"].as_object_mut() else {
+        return;
+    };
+    for (status, response) in responses.iter_mut() {
+        if !(status.starts_with('4') || status.starts_with('5')) {
+            continue;
+        }
+        let headers = &mut response["headers"];
+        if !headers.is_object() {
+            *headers = json!({});
+        }
+        headers["X-Request-Id"] = json!({"$ref": "#/components/headers/RequestId"});
+        if status == "503" || status == "429" {
+            headers["Retry-After"] = json!({"$ref": "#/components/headers/RetryAfter"});
+        }
+    }
+}
+
+fn add_response(operation: &mut Value, status: &str, response: Value) {
+    let responses = &mut operation["responses"];
+    if responses.get(status).is_none() {
+        responses[status] = response;
+    }
+}
+
 fn step_operation(step: &str) -> Value {
     let (event_type, schema) = match step {
         "acknowledgements" => ("loop.acknowledged", "Acknowledged"),
@@ -293,7 +353,16 @@ fn text(description: &str) -> Value {
 
 fn components() -> Value {
     let by = text("Who recorded it");
-    json!({
+    // Apart from the rest: one `json!` of everything is deeper than the macro may recurse.
+    let problem_schema = json!({
+        "type": "object", "required": ["type", "title", "status", "detail", "code"],
+        "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "code": {"type": "string"}, "request_id": {"type": "string", "description": "The X-Request-Id of the request"}},
+    });
+    let headers = json!({
+        "RetryAfter": {"description": "Whole seconds (at least 1) to wait before trying again", "schema": {"type": "integer", "minimum": 1}},
+        "RequestId": {"description": "The request's id (sent by the client when it is 1–64 characters of [A-Za-z0-9._:-], else made by the service); the service log has the details of a failure under it", "schema": {"type": "string"}},
+    });
+    let mut components = json!({
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS"}},
         "parameters": {
             "IfMatch": {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The loop version the change expects"},
@@ -303,10 +372,6 @@ fn components() -> Value {
             "LoopId": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
             "OrgUnit": {"type": "string", "pattern": "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", "example": "rxx/site-a/ward-7"},
             "Channel": {"type": "string", "enum": ["web", "sms", "email", "phone", "paper", "in_person", "survey", "social", "community_partner", "other"]},
-            "Problem": {
-                "type": "object", "required": ["type", "title", "status", "detail", "code"],
-                "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "code": {"type": "string"}},
-            },
             "Recorded": {
                 "type": "object", "required": ["loop_id", "version"],
                 "properties": {"loop_id": schema_ref("LoopId"), "version": {"type": "integer"}, "position": {"type": "integer"}},
@@ -378,7 +443,10 @@ fn components() -> Value {
                 "properties": {"ok": {"type": "boolean"}, "events": {"type": "integer"}, "head_hash": {"type": "string"}, "first_bad_position": {"type": ["integer", "null"]}, "problem": {"type": "string"}},
             },
         },
-    })
+    });
+    components["headers"] = headers;
+    components["schemas"]["Problem"] = problem_schema;
+    components
 }
 
 #[cfg(test)]
@@ -396,11 +464,38 @@ mod tests {
         }
         let mut served: Vec<(String, String)> = ROUTES
             .iter()
-            .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+            .map(|route| (route.method.to_owned(), route.path.to_owned()))
             .collect();
         documented.sort();
         served.sort();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn roles_and_error_responses_follow_the_route_table() {
+        let document = document();
+        for route in ROUTES {
+            let operation = &document["paths"][route.path][route.method.to_lowercase()];
+            let responses = &operation["responses"];
+            match route.access.roles() {
+                Some(roles) => {
+                    let listed: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
+                    assert_eq!(operation["x-roles"], json!(listed), "{}", route.path);
+                    assert!(responses.get("401").is_some() && responses.get("403").is_some());
+                }
+                None => assert_eq!(operation["security"], json!([]), "{}", route.path),
+            }
+            if let Some(unavailable) = responses.get("503") {
+                assert!(
+                    unavailable["headers"].get("Retry-After").is_some(),
+                    "{} 503 without Retry-After",
+                    route.path
+                );
+            }
+            if route.class.is_some() {
+                assert!(responses.get("503").is_some(), "{}", route.path);
+            }
+        }
     }
 
     #[test]

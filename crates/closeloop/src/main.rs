@@ -6,6 +6,7 @@
 
 mod commands;
 mod config;
+mod ingest_admin;
 mod shutdown;
 mod telemetry;
 

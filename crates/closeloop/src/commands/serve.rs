@@ -109,7 +109,11 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics: closeloop_api::metrics::install_recorder()
             .map_err(|err| tracing::warn!(%err, "metrics are disabled"))
             .ok(),
-        nats: nats.as_ref().map(|running| running.handle.clone()),
+        ingest: nats.as_ref().map(|running| {
+            Arc::new(crate::ingest_admin::NatsAdmin(running.handle.clone()))
+                as Arc<dyn closeloop_api::IngestAdmin>
+        }),
+        limits: closeloop_api::Limits::default(),
     });
     let mut http_stopping = stopping.clone();
     closeloop_api::serve(listener, closeloop_api::router(state), async move {

@@ -1,0 +1,158 @@
+//! The one layer in front of every route: it enforces the route's [`Access`], refuses query
+//! parameters the route does not take, and admits expensive requests through their class's
+//! concurrency limit — all before the handler runs, so nothing is read from the body of a
+//! request that is refused.
+
+use std::sync::Arc;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use closeloop_store::EventStore;
+use futures::StreamExt;
+
+use crate::AppState;
+use crate::auth::Credential;
+use crate::error::ApiError;
+use crate::routes::{Access, Route};
+
+/// What the guard of one route needs: the shared state and the route's entry in
+/// [`ROUTES`](crate::ROUTES).
+pub(crate) struct Guard<S> {
+    state: Arc<AppState<S>>,
+    route: &'static Route,
+}
+
+impl<S> Guard<S> {
+    pub(crate) fn new(state: Arc<AppState<S>>, route: &'static Route) -> Self {
+        Self { state, route }
+    }
+}
+
+impl<S> Clone for Guard<S> {
+    fn clone(&self) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            route: self.route,
+        }
+    }
+}
+
+/// The middleware: admits the request or answers for the handler.
+pub(crate) async fn guard<S: EventStore>(
+    State(guard): State<Guard<S>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Guard { state, route } = guard;
+    if let Access::Roles(allowed) = route.access {
+        let credential = match Credential::from_headers(&state.tokens, request.headers()) {
+            Ok(credential) => credential,
+            Err(err) => return err.into_response(),
+        };
+        if !credential.may(allowed) {
+            return forbidden(&credential, route).into_response();
+        }
+        request.extensions_mut().insert(credential);
+    }
+    if route.strict_query()
+        && let Err(err) = check_query(route, request.uri())
+    {
+        return err.into_response();
+    }
+    let Some(class) = route.class else {
+        return next.run(request).await;
+    };
+    let limiter = state.limits.of(class);
+    let Some(permit) = limiter.acquire().await else {
+        metrics::counter!("closeloop_http_shed_total", "route" => route.path).increment(1);
+        tracing::warn!(route = route.path, "shed: too many requests of this kind");
+        return ApiError::Busy {
+            class: class.describe(),
+            retry_after: limiter.limit().retry_after,
+        }
+        .into_response();
+    };
+    let response = next.run(request).await;
+    // A streamed answer (the event export) is still working while its body is sent: its
+    // turn is given back only when the body ends or the client goes away. An answer already
+    // complete (its size known) gives the turn back now and keeps its Content-Length.
+    if response.body().size_hint().exact().is_some() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _turn = &permit;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+fn forbidden(credential: &Credential, route: &'static Route) -> ApiError {
+    let allowed = route
+        .access
+        .roles()
+        .unwrap_or_default()
+        .iter()
+        .map(|role| role.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    ApiError::Forbidden {
+        role: credential.role,
+        method: route.method,
+        path: route.path,
+        allowed,
+    }
+}
+
+/// Refuses a query parameter the route does not take, naming the ones it does.
+fn check_query(route: &Route, uri: &axum::http::Uri) -> Result<(), ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|_| {
+        ApiError::InvalidRequest(
+            "the query string cannot be read: use name=value pairs joined by &, percent-encoded UTF-8".to_owned(),
+        )
+    })?;
+    let Some((unknown, _)) = pairs
+        .iter()
+        .find(|(name, _)| !route.query.contains(&name.as_str()))
+    else {
+        return Ok(());
+    };
+    let accepted = if route.query.is_empty() {
+        "it takes none".to_owned()
+    } else {
+        format!("it takes {}", route.query.join(", "))
+    };
+    Err(ApiError::InvalidRequest(format!(
+        "unknown query parameter {unknown:?} for {} {}: {accepted}",
+        route.method, route.path
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::find;
+
+    #[test]
+    fn unknown_parameters_are_named_with_the_accepted_ones() {
+        let verify = find("GET", "/v1/audit/verify").unwrap();
+        let err = check_query(
+            verify,
+            &"/v1/audit/verify?upto=3&utm_source=x".parse().unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"utm_source\"") && err.contains("upto"),
+            "{err}"
+        );
+        assert!(check_query(verify, &"/v1/audit/verify?upto=3".parse().unwrap()).is_ok());
+        let feedback = find("POST", "/v1/feedback").unwrap();
+        let err = check_query(feedback, &"/v1/feedback?x=1".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("takes none"), "{err}");
+    }
+}

@@ -1,0 +1,232 @@
+//! [`ROUTES`]: every route the service serves, with who may use it, the query parameters it
+//! takes and the concurrency class it belongs to. The router, the guard that enforces access,
+//! the OpenAPI document and the tests are all built from this one table, so they cannot drift
+//! apart.
+
+use crate::auth::{ADMINS, AUDITORS, READERS, Role, WRITERS};
+use crate::limits::Class;
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token.
+    Public,
+    /// A credential with one of these roles; admin may use every route.
+    Roles(&'static [Role]),
+}
+
+impl Access {
+    /// The roles that may use the route, admin included; `None` for a public one.
+    #[must_use]
+    pub fn roles(self) -> Option<Vec<Role>> {
+        match self {
+            Access::Public => None,
+            Access::Roles(roles) => {
+                let mut all = roles.to_vec();
+                if !all.contains(&Role::Admin) {
+                    all.push(Role::Admin);
+                }
+                Some(all)
+            }
+        }
+    }
+}
+
+/// One route of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The HTTP method, upper case.
+    pub method: &'static str,
+    /// The path template, e.g. `/v1/loops/{loop_id}`.
+    pub path: &'static str,
+    /// Who may use it.
+    pub access: Access,
+    /// The query parameters it takes. On `/v1` routes any other is refused with 400
+    /// `invalid_request`; other routes (health checks, metrics, HTML pages) ignore unknown
+    /// ones, as pages linked with `utm_source` and the like must keep working.
+    pub query: &'static [&'static str],
+    /// The concurrency limit it counts against, for the expensive ones.
+    pub class: Option<Class>,
+    /// Whether it answers HTML, errors included (a page for people, not the JSON API).
+    pub html: bool,
+}
+
+impl Route {
+    const fn new(method: &'static str, path: &'static str, access: Access) -> Self {
+        Self {
+            method,
+            path,
+            access,
+            query: &[],
+            class: None,
+            html: false,
+        }
+    }
+
+    const fn query(mut self, query: &'static [&'static str]) -> Self {
+        self.query = query;
+        self
+    }
+
+    const fn class(mut self, class: Class) -> Self {
+        self.class = Some(class);
+        self
+    }
+
+    const fn html(mut self) -> Self {
+        self.html = true;
+        self
+    }
+
+    /// Whether unknown query parameters are refused: on every route of the `/v1` API.
+    #[must_use]
+    pub fn strict_query(&self) -> bool {
+        self.path.starts_with("/v1/") && !self.html
+    }
+}
+
+use Access::{Public, Roles};
+
+/// Query parameters of the loop list.
+const LOOP_FILTERS: &[&str] = &[
+    "status",
+    "stage",
+    "org_unit",
+    "theme",
+    "channel",
+    "seldom_heard",
+    "overdue",
+    "limit",
+    "cursor",
+];
+
+/// Every route the service serves (contract §3, plus the operators' endpoints).
+pub const ROUTES: &[Route] = &[
+    Route::new("GET", "/healthz", Public),
+    Route::new("GET", "/readyz", Public),
+    Route::new("GET", "/metrics", Public),
+    Route::new("GET", "/v1/openapi.json", Public),
+    Route::new("GET", "/you-said-we-did", Public)
+        .query(&["limit", "cursor"])
+        .html(),
+    Route::new("GET", "/v1/you-said-we-did", Public).query(&["limit", "cursor"]),
+    Route::new("POST", "/v1/feedback", Roles(WRITERS)),
+    Route::new("GET", "/v1/loops", Roles(READERS)).query(LOOP_FILTERS),
+    Route::new("GET", "/v1/loops/{loop_id}", Roles(READERS)),
+    Route::new(
+        "POST",
+        "/v1/loops/{loop_id}/acknowledgements",
+        Roles(WRITERS),
+    ),
+    Route::new("POST", "/v1/loops/{loop_id}/responses", Roles(WRITERS)),
+    Route::new("POST", "/v1/loops/{loop_id}/actions", Roles(WRITERS)),
+    Route::new("POST", "/v1/loops/{loop_id}/changes", Roles(WRITERS)),
+    Route::new("POST", "/v1/loops/{loop_id}/no-change", Roles(WRITERS)),
+    Route::new("POST", "/v1/loops/{loop_id}/report-backs", Roles(WRITERS)),
+    Route::new("POST", "/v1/loops/{loop_id}/reopenings", Roles(WRITERS)),
+    Route::new("POST", "/v1/changes", Roles(WRITERS)),
+    Route::new("GET", "/v1/stats", Roles(READERS)).query(&["group_by", "from", "to"]),
+    Route::new("GET", "/v1/events", Roles(AUDITORS))
+        .query(&["after", "limit"])
+        .class(Class::Export),
+    Route::new("GET", "/v1/audit/verify", Roles(AUDITORS))
+        .query(&["upto"])
+        .class(Class::Verify),
+    Route::new("GET", "/v1/audit/proof/inclusion", Roles(AUDITORS))
+        .query(&["position", "upto"])
+        .class(Class::Proof),
+    Route::new("GET", "/v1/audit/proof/consistency", Roles(AUDITORS))
+        .query(&["from", "upto"])
+        .class(Class::Proof),
+    Route::new("GET", "/v1/dead-letters", Roles(ADMINS)).query(&["after", "limit"]),
+    Route::new("POST", "/v1/dead-letters/{seq}/retry", Roles(ADMINS)),
+];
+
+/// The route serving `method` on the path template `path`, if any.
+#[must_use]
+pub fn find(method: &str, path: &str) -> Option<&'static Route> {
+    ROUTES
+        .iter()
+        .find(|route| route.method == method && route.path == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_is_listed_once() {
+        for (i, route) in ROUTES.iter().enumerate() {
+            assert!(
+                ROUTES[..i]
+                    .iter()
+                    .all(|other| (other.method, other.path) != (route.method, route.path)),
+                "{} {} is listed twice",
+                route.method,
+                route.path
+            );
+        }
+    }
+
+    /// The route table of `docs/api.md`: (method, path, roles or "public", query parameters).
+    fn documented_routes() -> Vec<(String, String, String, String)> {
+        let doc = include_str!("../../../docs/api.md");
+        let words = |cell: &str| {
+            cell.split(',')
+                .map(|word| word.trim().trim_matches('`'))
+                .filter(|word| !word.is_empty() && *word != "—")
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        doc.lines()
+            .filter(|line| line.starts_with("| `GET` |") || line.starts_with("| `POST` |"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (
+                    cells[1].trim_matches('`').to_owned(),
+                    cells[2].trim_matches('`').to_owned(),
+                    words(cells[3]),
+                    words(cells[4]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_route_table_is_the_served_one() {
+        let mut served: Vec<(String, String, String, String)> = ROUTES
+            .iter()
+            .map(|route| {
+                let roles = route.access.roles().map_or_else(
+                    || "public".to_owned(),
+                    |roles| {
+                        roles
+                            .iter()
+                            .map(|role| role.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
+                );
+                (
+                    route.method.to_owned(),
+                    route.path.to_owned(),
+                    roles,
+                    route.query.join(","),
+                )
+            })
+            .collect();
+        let mut documented = documented_routes();
+        served.sort();
+        documented.sort();
+        assert_eq!(documented, served, "docs/api.md disagrees with ROUTES");
+    }
+
+    #[test]
+    fn admin_is_in_every_role_set() {
+        for route in ROUTES {
+            if let Some(roles) = route.access.roles() {
+                assert!(roles.contains(&Role::Admin), "{}", route.path);
+            }
+        }
+    }
+}

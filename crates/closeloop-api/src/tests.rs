@@ -1,0 +1,443 @@
+//! The router in process: the guard against the contract's table of roles, shedding, and the
+//! shape of every error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::Response;
+use closeloop_domain::Sla;
+use closeloop_projections::{Projections, ReadModels};
+use closeloop_store::{SledStore, SledStoreOptions};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::limits::{Class, ClassLimit, EXPORT_LIMIT, PROOF_LIMIT};
+use crate::{AppState, Limits, ROUTES, router, system_clock};
+
+const STAFF: &str = "staff-token-unit";
+const LEADER: &str = "leader-token-unit";
+const AUDITOR: &str = "auditor-token-unit";
+const ADMIN: &str = "admin-token-unit";
+
+struct App {
+    router: Router,
+    state: Arc<AppState<SledStore>>,
+    _dir: tempfile::TempDir,
+}
+
+fn app(limits: Limits) -> App {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("store");
+    let state = Arc::new(AppState {
+        store: Arc::new(store),
+        projections: Arc::new(Projections::new(ReadModels::default())),
+        sla: Sla::default(),
+        tokens: format!("staff:{STAFF},leader:{LEADER},auditor:{AUDITOR},admin:{ADMIN}")
+            .parse()
+            .expect("tokens"),
+        clock: system_clock(),
+        metrics: None,
+        ingest: None,
+        limits,
+    });
+    App {
+        router: router(Arc::clone(&state)),
+        state,
+        _dir: dir,
+    }
+}
+
+async fn call(app: &App, request: Request<Body>) -> (Response<()>, Value, String) {
+    let response = app
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (Response::from_parts(parts, ()), json, text)
+}
+
+fn request(method: &str, path: &str, token: Option<&str>, body: Body) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("request")
+}
+
+/// The roles of each route as contract §3 states them (admin may do everything); `None`:
+/// public. Written out here, not taken from `ROUTES`, so that the test checks the table.
+fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
+    const WRITE: &[&str] = &["staff", "admin"];
+    const READ: &[&str] = &["staff", "leader", "auditor", "admin"];
+    const AUDIT: &[&str] = &["auditor", "admin"];
+    const ADMIN_ONLY: &[&str] = &["admin"];
+    match (method, path) {
+        (
+            "GET",
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/you-said-we-did"
+            | "/v1/you-said-we-did"
+            | "/v1/openapi.json",
+        ) => None,
+        ("POST", "/v1/feedback" | "/v1/changes") => Some(WRITE),
+        ("POST", path) if path.starts_with("/v1/loops/{loop_id}/") => Some(WRITE),
+        ("GET", "/v1/loops" | "/v1/loops/{loop_id}" | "/v1/stats") => Some(READ),
+        (
+            "GET",
+            "/v1/events"
+            | "/v1/audit/verify"
+            | "/v1/audit/proof/inclusion"
+            | "/v1/audit/proof/consistency",
+        ) => Some(AUDIT),
+        ("GET", "/v1/dead-letters") | ("POST", "/v1/dead-letters/{seq}/retry") => Some(ADMIN_ONLY),
+        _ => panic!("{method} {path} is not in the contract's table: add it here"),
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{loop_id}", "some-loop").replace("{seq}", "1")
+}
+
+#[tokio::test]
+async fn every_route_admits_exactly_the_roles_of_the_contract() {
+    let app = app(Limits::default());
+    let callers: [(&str, Option<&str>); 6] = [
+        ("no token", None),
+        ("wrong token", Some("not-one-of-ours")),
+        ("staff", Some(STAFF)),
+        ("leader", Some(LEADER)),
+        ("auditor", Some(AUDITOR)),
+        ("admin", Some(ADMIN)),
+    ];
+    for route in ROUTES {
+        let roles = contract_roles(route.method, route.path);
+        let granted = route
+            .access
+            .roles()
+            .map(|roles| roles.iter().map(|role| role.as_str()).collect::<Vec<_>>());
+        assert_eq!(
+            granted.as_deref(),
+            roles,
+            "ROUTES grants {} {} to other roles than the contract",
+            route.method,
+            route.path
+        );
+        for (caller, token) in callers {
+            let body = if route.method == "POST" {
+                Body::from("{}")
+            } else {
+                Body::empty()
+            };
+            let (response, problem, text) = call(
+                &app,
+                request(route.method, &concrete(route.path), token, body),
+            )
+            .await;
+            let status = response.status();
+            let expected = match (roles, token) {
+                (None, _) => None,
+                (Some(_), None | Some("not-one-of-ours")) => Some(StatusCode::UNAUTHORIZED),
+                (Some(roles), Some(_)) if roles.contains(&caller) => None,
+                (Some(_), Some(_)) => Some(StatusCode::FORBIDDEN),
+            };
+            let cell = format!(
+                "{} {} as {caller}: {status} {text}",
+                route.method, route.path
+            );
+            match expected {
+                Some(expected) => {
+                    assert_eq!(status, expected, "{cell}");
+                    assert_eq!(
+                        response.headers()[header::CONTENT_TYPE],
+                        "application/problem+json",
+                        "{cell}"
+                    );
+                    let code = if expected == StatusCode::UNAUTHORIZED {
+                        "unauthorized"
+                    } else {
+                        "forbidden"
+                    };
+                    assert_eq!(problem["code"], code, "{cell}");
+                }
+                None => assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{cell}"
+                ),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_request_is_answered_without_reading_its_body() {
+    let app = app(Limits::default());
+    for route in ROUTES.iter().filter(|route| route.method == "POST") {
+        let Some(roles) = contract_roles(route.method, route.path) else {
+            continue;
+        };
+        let outsider = [("leader", LEADER), ("auditor", AUDITOR), ("staff", STAFF)]
+            .into_iter()
+            .find(|(role, _)| !roles.contains(role))
+            .map(|(_, token)| token);
+        let mut tokens = vec![None, Some("not-one-of-ours")];
+        // A role the route does not admit, when there is one (admin is admitted everywhere).
+        tokens.extend(outsider.map(Some));
+        for token in tokens {
+            let read = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&read);
+            let body = Body::from_stream(futures::stream::once(async move {
+                flag.store(true, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{}"))
+            }));
+            let (response, _, text) =
+                call(&app, request("POST", &concrete(route.path), token, body)).await;
+            assert!(
+                matches!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                ),
+                "{} with {token:?}: {text}",
+                route.path
+            );
+            assert!(
+                !read.load(Ordering::SeqCst),
+                "{} read the body of a refused request",
+                route.path
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn expensive_reads_beyond_their_limit_are_shed_with_retry_after() {
+    let held = ClassLimit {
+        concurrent: 1,
+        queue: 0,
+        retry_after: 7,
+    };
+    let app = app(Limits::new(held, PROOF_LIMIT, EXPORT_LIMIT));
+    let turn = app
+        .state
+        .limits
+        .of(Class::Verify)
+        .try_acquire()
+        .expect("the only turn");
+    let (response, problem, text) = call(
+        &app,
+        request("GET", "/v1/audit/verify", Some(AUDITOR), Body::empty()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    assert_eq!(problem["code"], "unavailable");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("audit verification")),
+        "{text}"
+    );
+    // Other classes are not affected, and the turn given back admits the next one.
+    let (response, _, text) = call(
+        &app,
+        request("GET", "/v1/events", Some(AUDITOR), Body::empty()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+    drop(turn);
+    let (response, _, text) = call(
+        &app,
+        request("GET", "/v1/audit/verify", Some(AUDITOR), Body::empty()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+}
+
+#[tokio::test]
+async fn a_streamed_export_holds_its_turn_until_its_body_ends() {
+    let one = ClassLimit {
+        concurrent: 1,
+        queue: 0,
+        retry_after: 3,
+    };
+    let app = app(Limits::new(one, PROOF_LIMIT, one));
+    let response = app
+        .router
+        .clone()
+        .oneshot(request("GET", "/v1/events", Some(AUDITOR), Body::empty()))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let limiter = app.state.limits.of(Class::Export);
+    assert!(limiter.try_acquire().is_none(), "the body is not read yet");
+    let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+    assert!(limiter.try_acquire().is_some(), "the body ended");
+}
+
+#[tokio::test]
+async fn every_error_of_the_api_is_a_problem_with_a_request_id() {
+    let app = app(Limits::default());
+    let too_big = Body::from(vec![b' '; crate::BODY_LIMIT_BYTES + 1]);
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            request("GET", "/v1/nowhere", None, Body::empty()),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            request("DELETE", "/v1/feedback", Some(STAFF), Body::empty()),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            request("POST", "/v1/feedback", Some(STAFF), too_big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            request("GET", "/v1/loops/%FF", Some(STAFF), Body::empty()),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            request("GET", "/v1/stats?colour=blue", Some(STAFF), Body::empty()),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            request(
+                "GET",
+                "/v1/you-said-we-did?utm_source=x",
+                None,
+                Body::empty(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            request(
+                "GET",
+                "/v1/events?after=first",
+                Some(AUDITOR),
+                Body::empty(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/dead-letters/0/retry",
+                Some(ADMIN),
+                Body::empty(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            request("GET", "/v1/dead-letters", Some(ADMIN), Body::empty()),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let (response, problem, text) = call(&app, request).await;
+        assert_eq!(response.status(), status, "{what}: {text}");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{what}: {text}"
+        );
+        assert_eq!(problem["code"], code, "{what}: {text}");
+        assert_eq!(problem["status"], status.as_u16(), "{what}: {text}");
+        let request_id = response.headers()["x-request-id"].to_str().expect("ascii");
+        assert_eq!(problem["request_id"], request_id, "{what}: {text}");
+        assert!(
+            !text.contains("axum") && !text.contains("Failed to") && !text.contains("u64"),
+            "{what} names library internals: {text}"
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(response.headers().contains_key(header::ALLOW), "{what}");
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                "{what}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_html_page_answers_errors_as_html_and_ignores_unknown_parameters() {
+    let app = app(Limits::default());
+    let (response, _, text) = call(
+        &app,
+        request(
+            "GET",
+            "/you-said-we-did?utm_source=newsletter",
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+    let (response, _, text) = call(
+        &app,
+        request("GET", "/you-said-we-did?limit=lots", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html"),
+        "{text}"
+    );
+    assert!(text.contains("<html") && text.contains("limit"), "{text}");
+}
+
+#[tokio::test]
+async fn a_sane_request_id_is_kept_and_anything_else_replaced() {
+    let app = app(Limits::default());
+    let mut sent = request("GET", "/healthz", None, Body::empty());
+    sent.headers_mut()
+        .insert("x-request-id", "lb-1234-abcd".parse().expect("header"));
+    let (response, _, _) = call(&app, sent).await;
+    assert_eq!(response.headers()["x-request-id"], "lb-1234-abcd");
+    let mut sent = request("GET", "/healthz", None, Body::empty());
+    sent.headers_mut()
+        .insert("x-request-id", "<script>".parse().expect("header"));
+    let (response, _, _) = call(&app, sent).await;
+    let id = response.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_refused_before_the_token_is_asked_for() {
+    let app = app(Limits::default());
+    let (response, problem, text) = call(
+        &app,
+        request(Method::PUT.as_str(), "/v1/loops", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{text}");
+    assert_eq!(problem["code"], "method_not_allowed");
+}
