@@ -457,15 +457,12 @@ pub(crate) fn check_chars(field: &str, value: &str, lines: Lines) -> Result<(), 
 fn deeper_than(value: &Value, max: usize) -> bool {
     let mut stack = vec![(value, 1_usize)];
     while let Some((value, level)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
-        if level > max {
-            return true;
+        match value {
+            Value::Array(_) | Value::Object(_) if level > max => return true,
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, level + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|item| (item, level + 1))),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
         }
-        stack.extend(children.map(|child| (child, level + 1)));
     }
     false
 }

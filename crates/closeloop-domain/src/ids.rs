@@ -186,10 +186,14 @@ impl Channel {
             .find(|c| c.as_str() == raw)
             .ok_or_else(|| {
                 let names: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
-                Rejection::invalid(format!(
-                    "channel {raw:?} is not one of: {}",
-                    names.join(", ")
-                ))
+                // A short value is quoted so the sender sees their typo; a long one is not, so
+                // that a huge value cannot flood the message.
+                let given = if raw.chars().count() <= 32 {
+                    format!("channel {raw:?}")
+                } else {
+                    "channel".to_owned()
+                };
+                Rejection::invalid(format!("{given} is not one of: {}", names.join(", ")))
             })
     }
 }
@@ -267,5 +271,8 @@ mod tests {
         }
         let err = Channel::parse("carrier_pigeon").unwrap_err();
         assert!(err.to_string().contains("community_partner"), "{err}");
+        assert!(err.to_string().contains("\"carrier_pigeon\""), "{err}");
+        let err = Channel::parse(&"x".repeat(10_000)).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
     }
 }

@@ -665,6 +665,14 @@ fn characters_inside_unknown_fields_and_their_names_are_checked() {
         &["the name of", "bidirectional"],
     );
     accepted(step(EventType::Acknowledged).with("x_ticket", json!({"notes": ["line\nbreak"]})));
+    // Names are quoted with escapes in messages, so the message itself carries no override.
+    let err = LoopEvent::from_data(EventType::Acknowledged, json!({"by": "a", "x\u{202e}y": 1}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !err.contains('\u{202e}') && err.contains("\\u{202e}"),
+        "{err}"
+    );
 }
 
 // --- messages ----------------------------------------------------------------------------------
