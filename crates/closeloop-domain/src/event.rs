@@ -11,15 +11,16 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Channel, OrgUnit, Rejection};
+use crate::{Channel, Limits, OrgUnit, Rejection, check};
 
 /// Unknown fields of an event's data, kept as they came.
 pub type Extra = Map<String, Value>;
 
-/// Longest accepted story, in bytes.
-pub const STORY_MAX_LEN: usize = 100_000;
-/// Longest accepted value of any other text field, in bytes.
-pub const TEXT_MAX_LEN: usize = 20_000;
+/// Longest accepted story by default, in bytes ([`Limits::max_story_bytes`]).
+pub const STORY_MAX_LEN: usize = Limits::DEFAULT.max_story_bytes;
+/// Longest accepted value of any other text field by default, in bytes
+/// ([`Limits::max_text_bytes`]).
+pub const TEXT_MAX_LEN: usize = Limits::DEFAULT.max_text_bytes;
 
 /// The type of an event: the CloudEvents `type` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -301,18 +302,36 @@ impl LoopEvent {
         }
     }
 
-    /// Parses and validates an event's `data` object for the given type.
+    /// Parses and validates an event's `data` object for the given type, under the default
+    /// [`Limits`].
     ///
     /// # Errors
     /// [`Rejection::InvalidData`] saying which field is missing, of the wrong type or out of range.
     pub fn from_data(event_type: EventType, data: Value) -> Result<Self, Rejection> {
-        if !data.is_object() {
+        Self::from_data_with(event_type, data, &Limits::DEFAULT)
+    }
+
+    /// Parses and validates an event's `data` object for the given type, under `limits`: the
+    /// shape of every known field first, then sizes, counts, nesting and characters.
+    ///
+    /// The times (`received_at`, `due`) are checked by [`decide_with`](crate::decide_with),
+    /// which knows the command's time and the loop.
+    ///
+    /// # Errors
+    /// [`Rejection::InvalidData`] with a sentence naming the field and what is allowed.
+    pub fn from_data_with(
+        event_type: EventType,
+        data: Value,
+        limits: &Limits,
+    ) -> Result<Self, Rejection> {
+        let Value::Object(data) = data else {
             return Err(Rejection::invalid(format!(
                 "data of {event_type} must be a JSON object"
             )));
-        }
-        let event = Self::from_stored_data(event_type, data)?;
-        event.validate()?;
+        };
+        check::check_shape(event_type, &data, limits)?;
+        let event = Self::from_stored_data(event_type, Value::Object(data))?;
+        check::check_event(&event, limits)?;
         Ok(event)
     }
 
@@ -354,90 +373,19 @@ impl LoopEvent {
             _ => unreachable!("event data always serialises to a JSON object"),
         }
     }
-
-    /// Checks the rules serde cannot express: required text is not blank, lengths, ratings.
-    fn validate(&self) -> Result<(), Rejection> {
-        match self {
-            LoopEvent::FeedbackReceived(d) => {
-                let has_story = d.story.as_deref().is_some_and(|s| !s.trim().is_empty());
-                if !has_story && d.ratings.is_empty() {
-                    return Err(Rejection::invalid(
-                        "feedback needs a story or at least one rating; neither was given",
-                    ));
-                }
-                if let Some(story) = &d.story {
-                    check_len("story", story, STORY_MAX_LEN)?;
-                }
-                if let Some(fft) = d.ratings.get("fft")
-                    && !fft.as_u64().is_some_and(|v| (1..=6).contains(&v))
-                {
-                    return Err(Rejection::invalid(format!(
-                        "ratings.fft must be a whole number from 1 (very good) to 6 (don't know), got {fft}"
-                    )));
-                }
-                for (field, tags) in [("themes", &d.themes), ("seldom_heard", &d.seldom_heard)] {
-                    for tag in tags {
-                        if tag.trim().is_empty() || tag.len() > 200 {
-                            return Err(Rejection::invalid(format!(
-                                "every entry of {field} must be 1 to 200 characters of text"
-                            )));
-                        }
-                    }
-                }
-                Ok(())
-            }
-            LoopEvent::Acknowledged(d) => check_text("by", &d.by),
-            LoopEvent::Responded(d) => {
-                check_text("by", &d.by)?;
-                check_text("text", &d.text)
-            }
-            LoopEvent::ActionPlanned(d) => {
-                check_text("by", &d.by)?;
-                check_text("description", &d.description)
-            }
-            LoopEvent::ChangeMade(d) => {
-                check_text("by", &d.by)?;
-                check_text("description", &d.description)
-            }
-            LoopEvent::NoChange(d) => {
-                check_text("by", &d.by)?;
-                check_text("reason", &d.reason)
-            }
-            LoopEvent::ReportedBack(d) => {
-                check_text("by", &d.by)?;
-                check_text("message", &d.message)
-            }
-            LoopEvent::Reopened(d) => {
-                check_text("by", &d.by)?;
-                check_text("reason", &d.reason)
-            }
-        }
-    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
     event_type: EventType,
     data: Value,
 ) -> Result<T, Rejection> {
-    serde_json::from_value(data)
-        .map_err(|err| Rejection::invalid(format!("data of {event_type} is not valid: {err}")))
-}
-
-fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
-    if value.trim().is_empty() {
-        return Err(Rejection::invalid(format!("{field} must not be empty")));
-    }
-    check_len(field, value, TEXT_MAX_LEN)
-}
-
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
-    if value.len() > max {
-        return Err(Rejection::invalid(format!(
-            "{field} is {} bytes long; the limit is {max}",
-            value.len()
-        )));
-    }
-    Ok(())
+    // Data that passed `check_shape` always parses; this message is for stored data only, and
+    // names no library type (serde's own message would).
+    serde_json::from_value(data).map_err(|_| {
+        Rejection::invalid(format!(
+            "data of {event_type} does not have the fields of that type with their types; see docs/events.md"
+        ))
+    })
 }
 
 /// A stored or about-to-be-stored event: what happened, plus who said so and when.

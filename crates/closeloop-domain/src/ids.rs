@@ -12,12 +12,20 @@ pub const LOOP_ID_MAX_LEN: usize = 128;
 /// Longest accepted `org_unit` path, in characters.
 pub const ORG_UNIT_MAX_LEN: usize = 255;
 
-/// Identifies one loop: 1–128 characters from `[A-Za-z0-9._:-]`.
+/// Whether a name is `.` or `..`, the names a path gives to "here" and "the parent".
+fn is_dot_name(raw: &str) -> bool {
+    matches!(raw, "." | "..")
+}
+
+/// Identifies one loop: 1–128 characters from `[A-Za-z0-9._:-]`, other than `.` and `..`
+/// (which name directories and paths, never a loop).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LoopId(String);
 
 impl LoopId {
-    /// Parses a loop id, rejecting anything outside the contract's alphabet or length.
+    /// Parses a loop id, rejecting anything outside the contract's alphabet or length, and the
+    /// ids `.` and `..`, which would read as "this" and "the parent" wherever a loop id becomes
+    /// part of a path or URL.
     ///
     /// # Errors
     /// [`Rejection::InvalidData`] naming what is wrong with the id.
@@ -27,6 +35,11 @@ impl LoopId {
                 "loop_id must be 1 to {LOOP_ID_MAX_LEN} characters long, got {}",
                 raw.chars().count()
             )));
+        }
+        if is_dot_name(raw) {
+            return Err(Rejection::invalid(
+                "loop_id may not be \".\" or \"..\"; choose an id with a letter or digit in it",
+            ));
         }
         if let Some(bad) = raw
             .chars()
@@ -52,7 +65,8 @@ impl LoopId {
 pub struct OrgUnit(String);
 
 impl OrgUnit {
-    /// Parses an org unit path: non-empty segments of `[A-Za-z0-9._-]` joined by `/`.
+    /// Parses an org unit path: non-empty segments of `[A-Za-z0-9._-]` joined by `/`, none of
+    /// them `.` or `..` (which would make one unit look like another's parent in a path).
     ///
     /// # Errors
     /// [`Rejection::InvalidData`] naming what is wrong with the path.
@@ -66,6 +80,11 @@ impl OrgUnit {
             if segment.is_empty() {
                 return Err(Rejection::invalid(format!(
                     "org_unit {raw:?} has an empty segment; write it like \"rxx/site-a/ward-7\""
+                )));
+            }
+            if is_dot_name(segment) {
+                return Err(Rejection::invalid(format!(
+                    "org_unit {raw:?} has a segment \"{segment}\"; segments may not be \".\" or \"..\", write the path out like \"rxx/site-a/ward-7\""
                 )));
             }
             if let Some(bad) = segment
@@ -167,10 +186,14 @@ impl Channel {
             .find(|c| c.as_str() == raw)
             .ok_or_else(|| {
                 let names: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
-                Rejection::invalid(format!(
-                    "channel {raw:?} is not one of: {}",
-                    names.join(", ")
-                ))
+                // A short value is quoted so the sender sees their typo; a long one is not, so
+                // that a huge value cannot flood the message.
+                let given = if raw.chars().count() <= 32 {
+                    format!("channel {raw:?}")
+                } else {
+                    "channel".to_owned()
+                };
+                Rejection::invalid(format!("{given} is not one of: {}", names.join(", ")))
             })
     }
 }
@@ -248,5 +271,8 @@ mod tests {
         }
         let err = Channel::parse("carrier_pigeon").unwrap_err();
         assert!(err.to_string().contains("community_partner"), "{err}");
+        assert!(err.to_string().contains("\"carrier_pigeon\""), "{err}");
+        let err = Channel::parse(&"x".repeat(10_000)).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
     }
 }

@@ -11,12 +11,15 @@
 //!   compared case-insensitively) and the payload is the event's `data` object.
 //!
 //! Nothing here does I/O or reads a clock: the caller passes the time the message was received,
-//! which stands in for an absent `time` attribute. Every refusal is a [`DecodeError`] whose
+//! which stands in for an absent `time` attribute and bounds a present one (not before
+//! [`Limits::earliest`], at most [`Limits::max_future`] after it). The data goes through the
+//! same [`Limits`] as an HTTP request's, and sources beginning `urn:closeloop:` are refused:
+//! they name Closeloop's own writers (contract §2, v1.1). Every refusal is a [`DecodeError`] whose
 //! [`code`](DecodeError::code) and [`detail`](DecodeError::detail) go into the dead letter's
 //! `Closeloop-Error` and `Closeloop-Error-Detail` headers.
 
 use closeloop_domain::event::EVENT_TYPE_PREFIX;
-use closeloop_domain::{Command, EventType, LoopEvent, LoopId, Rejection};
+use closeloop_domain::{Command, EventType, Limits, LoopEvent, LoopId, Rejection};
 use closeloop_store::RequestDigest;
 use closeloop_store::write::Origin;
 use jiff::Timestamp;
@@ -31,6 +34,11 @@ pub const ATTRIBUTE_MAX_LEN: usize = 256;
 
 /// Longest [`DecodeError::detail`], in characters, so that it fits comfortably in a header.
 pub const DETAIL_MAX_LEN: usize = 300;
+
+/// The prefix of the sources Closeloop's own writers use (e.g. `urn:closeloop:api`); a message
+/// from a publisher may not claim one (contract §2, v1.1). Compared case-insensitively, as URN
+/// namespace identifiers are.
+pub const RESERVED_SOURCE_PREFIX: &str = "urn:closeloop:";
 
 /// The UUID namespace of [`derived_loop_id`]: `80e0da4b-db7f-5606-9edc-7ef6fcc2b855`, which is
 /// itself the UUID v5 of the name `urn:closeloop:cloudevents:loop-id` in the RFC 9562 URL
@@ -66,9 +74,10 @@ pub enum DecodeError {
     #[error("{0}")]
     InvalidJson(String),
     /// `invalid_cloudevent`: not a CloudEvents 1.0 event Closeloop can read: a required
-    /// attribute is missing or ill-typed, `time` is not RFC 3339, `subject` is not a loop id or
-    /// is missing on a follow-up event, `data` is missing or not a JSON object, or the data is
-    /// not `application/json`.
+    /// attribute is missing or ill-typed, `source` begins with `urn:closeloop:`, `time` is not
+    /// RFC 3339 or outside the window of [`Limits`], `subject` is not a loop id or is missing on
+    /// a follow-up event, `data` is missing or not a JSON object, or the data is not
+    /// `application/json`.
     #[error("{0}")]
     InvalidCloudEvent(String),
     /// `unknown_type`: `type` is not one of the eight `org.closeloop.*` event types.
@@ -111,7 +120,7 @@ impl DecodeError {
     }
 }
 
-/// Decodes one NATS message into the command it asks for.
+/// Decodes one NATS message into the command it asks for, under the default [`Limits`].
 ///
 /// `headers` are the message's headers as (name, value) pairs; `received_at` is when the
 /// message was received (its JetStream timestamp, or now), used when the event has no `time`.
@@ -126,14 +135,39 @@ pub fn decode(
     headers: &[(&str, &str)],
     received_at: Timestamp,
 ) -> Result<Decoded, DecodeError> {
+    decode_with(payload, headers, received_at, &Limits::DEFAULT)
+}
+
+/// Decodes one NATS message as [`decode`] does, under `limits`: the window for the `time`
+/// attribute and the bounds on the data.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_with(
+    payload: &[u8],
+    headers: &[(&str, &str)],
+    received_at: Timestamp,
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
+    let context = Context {
+        received_at,
+        limits,
+    };
     if headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("ce-specversion"))
     {
-        decode_binary(payload, headers, received_at)
+        decode_binary(payload, headers, context)
     } else {
-        decode_structured(payload, received_at)
+        decode_structured(payload, context)
     }
+}
+
+/// What decoding compares a message with: when it arrived, and the limits.
+#[derive(Debug, Clone, Copy)]
+struct Context<'l> {
+    received_at: Timestamp,
+    limits: &'l Limits,
 }
 
 /// The loop id of an `org.closeloop.feedback.received` event that has no `subject`: the same
@@ -199,7 +233,7 @@ struct Envelope<'a> {
     at: Timestamp,
 }
 
-fn decode_structured(payload: &[u8], received_at: Timestamp) -> Result<Decoded, DecodeError> {
+fn decode_structured(payload: &[u8], context: Context<'_>) -> Result<Decoded, DecodeError> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::InvalidJson(
             "the message is empty; publish one CloudEvent as a JSON object".to_owned(),
@@ -237,7 +271,7 @@ fn decode_structured(payload: &[u8], received_at: Timestamp) -> Result<Decoded, 
         subject: string_attribute(&event, "subject")?,
         time: string_attribute(&event, "time")?,
     };
-    let envelope = check_envelope(Mode::Structured, &attributes, received_at)?;
+    let envelope = check_envelope(Mode::Structured, &attributes, context)?;
 
     if let Some(content_type) = string_attribute(&event, "datacontenttype")?
         && !is_json_media_type(content_type)
@@ -267,13 +301,13 @@ fn decode_structured(payload: &[u8], received_at: Timestamp) -> Result<Decoded, 
             )));
         }
     };
-    finish(envelope, data)
+    finish(envelope, data, context.limits)
 }
 
 fn decode_binary(
     payload: &[u8],
     headers: &[(&str, &str)],
-    received_at: Timestamp,
+    context: Context<'_>,
 ) -> Result<Decoded, DecodeError> {
     let attributes = Attributes {
         specversion: header(headers, "ce-specversion")?,
@@ -293,7 +327,7 @@ fn decode_binary(
             "the payload is not valid JSON ({err}); in binary mode (header ce-specversion) it must be the event's data as a UTF-8 JSON object"
         ))
     })?;
-    let envelope = check_envelope(Mode::Binary, &attributes, received_at)?;
+    let envelope = check_envelope(Mode::Binary, &attributes, context)?;
 
     for name in ["Content-Type", "ce-datacontenttype"] {
         if let Some(content_type) = header(headers, name)?
@@ -311,14 +345,14 @@ fn decode_binary(
             kind(&data)
         )));
     };
-    finish(envelope, data)
+    finish(envelope, data, context.limits)
 }
 
 /// Checks the attributes every event has, in the order a publisher would fix them.
 fn check_envelope<'a>(
     mode: Mode,
     attributes: &Attributes<'a>,
-    received_at: Timestamp,
+    context: Context<'_>,
 ) -> Result<Envelope<'a>, DecodeError> {
     match attributes.specversion {
         None => {
@@ -347,6 +381,16 @@ fn check_envelope<'a>(
         attributes.source,
         "set it to a URI naming the publisher, e.g. urn:trust:rxx:fft-kiosk",
     )?;
+    if source
+        .get(..RESERVED_SOURCE_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_SOURCE_PREFIX))
+    {
+        return Err(invalid_cloudevent(format!(
+            "{} {} begins with {RESERVED_SOURCE_PREFIX}, which names Closeloop's own writers; use a URI naming the publisher, e.g. urn:trust:rxx:fft-kiosk",
+            mode.label("source"),
+            echo(source)
+        )));
+    }
     let event_type = match attributes.event_type {
         Some(raw) if !raw.trim().is_empty() => raw,
         _ => {
@@ -357,14 +401,27 @@ fn check_envelope<'a>(
         }
     };
     let at = match attributes.time {
-        None => received_at,
-        Some(raw) => raw.parse::<Timestamp>().map_err(|_| {
-            invalid_cloudevent(format!(
-                "{} {} is not an RFC 3339 timestamp; write it like \"2026-11-27T09:30:00Z\" or leave it out",
-                mode.label("time"),
-                echo(raw)
-            ))
-        })?,
+        None => context.received_at,
+        Some(raw) => {
+            let at = raw.parse::<Timestamp>().map_err(|_| {
+                invalid_cloudevent(format!(
+                    "{} {} is not an RFC 3339 timestamp; write it like \"2026-11-27T09:30:00Z\" or leave it out",
+                    mode.label("time"),
+                    echo(raw)
+                ))
+            })?;
+            // A time in the future would keep the event out of every report until it came;
+            // one before 2000 is a typo. Both are refused here, before the data is looked at.
+            context
+                .limits
+                .check_time(at, context.received_at)
+                .map_err(|out| {
+                    invalid_cloudevent(
+                        out.sentence(&mode.label("time"), "when the message reached Closeloop"),
+                    )
+                })?;
+            at
+        }
     };
     let subject = match attributes.subject {
         None => None,
@@ -385,7 +442,11 @@ fn check_envelope<'a>(
 }
 
 /// Turns checked attributes and a data object into the command: type, then loop, then data.
-fn finish(envelope: Envelope<'_>, data: Map<String, Value>) -> Result<Decoded, DecodeError> {
+fn finish(
+    envelope: Envelope<'_>,
+    data: Map<String, Value>,
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
     let Some(event_type) = EventType::parse(envelope.event_type) else {
         let known_prefix = envelope.event_type.starts_with(EVENT_TYPE_PREFIX);
         return Err(DecodeError::UnknownType(format!(
@@ -416,7 +477,7 @@ fn finish(envelope: Envelope<'_>, data: Map<String, Value>) -> Result<Decoded, D
     // for a redelivery. The time is left out: a redelivered message without `time` gets a new
     // receive time and is still the same event.
     let request = RequestDigest::of(&[event_type.as_str(), loop_id.as_str()], &data);
-    let payload = LoopEvent::from_data(event_type, data).map_err(invalid_data)?;
+    let payload = LoopEvent::from_data_with(event_type, data, limits).map_err(invalid_data)?;
     Ok(Decoded {
         command: Command {
             loop_id,

@@ -1,8 +1,10 @@
 //! Decoding CloudEvents from NATS (contract §2), through the public API only.
 
-use closeloop_domain::{Channel, EventType, LoopEvent, LoopId};
-use closeloop_ingest::cloudevent::{DETAIL_MAX_LEN, DecodeError, Decoded, decode, derived_loop_id};
-use jiff::Timestamp;
+use closeloop_domain::{Channel, EventType, Limits, LoopEvent, LoopId};
+use closeloop_ingest::cloudevent::{
+    DETAIL_MAX_LEN, DecodeError, Decoded, decode, decode_with, derived_loop_id,
+};
+use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "urn:trust:rxx:fft-kiosk";
@@ -423,7 +425,7 @@ fn data_the_domain_refuses_is_invalid_data() {
         (
             EventType::ActionPlanned,
             json!({"by": "a", "description": "b", "due": "next week"}),
-            &["org.closeloop.loop.action_planned"],
+            &["due must be", "YYYY-MM-DD"],
         ),
         (
             EventType::FeedbackReceived,
@@ -461,7 +463,11 @@ fn details_never_quote_personal_data() {
     let err = structured(&event(EventType::FeedbackReceived, &data)).unwrap_err();
     assert_eq!(err.code(), "invalid_data");
     assert!(!err.detail().contains("Edith"), "{}", err.detail());
-    assert!(err.detail().contains("Author"), "{}", err.detail());
+    assert!(
+        err.detail().contains("author must be an object"),
+        "{}",
+        err.detail()
+    );
 }
 
 const BINARY_ACK: [(&str, &str); 6] = [
@@ -664,4 +670,174 @@ fn derived_loop_ids_are_stable_distinct_and_unambiguous() {
         .map(|(source, id)| derived_loop_id(source, id))
         .collect();
     assert_eq!(ids.len(), pairs.len(), "{ids:?}");
+}
+
+// --- limits --------------------------------------------------------------------------------------
+
+/// The limits family's `check`: the event edited by `at_limit` decodes; edited by `past_limit`
+/// it is refused with `code` and a detail mentioning every fragment.
+fn check_limit(
+    at_limit: impl FnOnce(&mut Value),
+    past_limit: impl FnOnce(&mut Value),
+    code: &str,
+    fragments: &[&str],
+) {
+    let mut value = event(EventType::FeedbackReceived, &feedback_data());
+    at_limit(&mut value);
+    if let Err(err) = structured(&value) {
+        panic!("the value at the limit was refused: {err}");
+    }
+    check_structured_feedback_error(past_limit, code, fragments);
+}
+
+/// A structured feedback event edited by `edit` is refused with `code`.
+fn check_structured_feedback_error(edit: impl FnOnce(&mut Value), code: &str, fragments: &[&str]) {
+    let mut value = event(EventType::FeedbackReceived, &feedback_data());
+    edit(&mut value);
+    check_error(structured(&value), code, fragments);
+}
+
+#[test]
+fn time_is_at_most_5_minutes_after_the_message_arrived() {
+    // RECEIVED is 10:00:00.
+    check_limit(
+        |v| v["time"] = json!("2026-11-27T10:05:00Z"),
+        |v| v["time"] = json!("2026-11-27T10:05:00.001Z"),
+        "invalid_cloudevent",
+        &[
+            "time is 2026-11-27T10:05:00.001Z",
+            "5 minutes",
+            "reached Closeloop",
+        ],
+    );
+    check_error(
+        binary(
+            &binary_with(|h| h[5].1 = "2027-01-01T00:00:00Z"),
+            r#"{"by": "pals"}"#,
+        ),
+        "invalid_cloudevent",
+        &["header ce-time", "5 minutes"],
+    );
+}
+
+#[test]
+fn time_is_not_before_2000() {
+    check_limit(
+        |v| v["time"] = json!("2000-01-01T00:00:00Z"),
+        |v| v["time"] = json!("1999-12-31T23:59:59Z"),
+        "invalid_cloudevent",
+        &["time is 1999-12-31T23:59:59Z", "2000-01-01T00:00:00Z"],
+    );
+    check_structured_feedback_error(
+        |v| v["time"] = json!("0001-01-01T00:00:00Z"),
+        "invalid_cloudevent",
+        &["time"],
+    );
+}
+
+#[test]
+fn received_at_in_the_data_is_left_to_the_domain() {
+    // The decoder checks the envelope; `received_at` against the event's time is a rule of
+    // `decide`, which the store applies to HTTP and NATS alike.
+    let mut data = feedback_data();
+    data["received_at"] = json!("2026-11-27T10:00:00Z");
+    assert!(structured(&event(EventType::FeedbackReceived, &data)).is_ok());
+}
+
+#[test]
+fn closeloop_sources_are_refused() {
+    for source in [
+        "urn:closeloop:api",
+        "urn:closeloop:demo",
+        "URN:CloseLoop:api",
+        "urn:closeloop:",
+    ] {
+        check_structured_error(
+            |v| v["source"] = json!(source),
+            "invalid_cloudevent",
+            &["source", "urn:closeloop:", "Closeloop's own"],
+        );
+    }
+    check_error(
+        binary(
+            &binary_with(|h| h[2].1 = "urn:closeloop:api"),
+            r#"{"by": "pals"}"#,
+        ),
+        "invalid_cloudevent",
+        &["header ce-source", "urn:closeloop:"],
+    );
+    for source in [
+        "urn:closeloop-bench:1",
+        "urn:trust:closeloop:kiosk",
+        "urn:closeloop",
+    ] {
+        let mut value = event(EventType::Acknowledged, &json!({"by": "pals"}));
+        value["source"] = json!(source);
+        assert!(structured(&value).is_ok(), "{source}");
+    }
+}
+
+#[test]
+fn data_goes_through_the_domain_limits() {
+    let themes = |n: usize| json!((0..n).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    check_limit(
+        |v| v["data"]["themes"] = themes(50),
+        |v| v["data"]["themes"] = themes(51),
+        "invalid_data",
+        &["themes has 51 entries"],
+    );
+    check_limit(
+        |v| v["data"]["x_note"] = json!("x".repeat(20_000)),
+        |v| v["data"]["x_note"] = json!("x".repeat(20_001)),
+        "invalid_data",
+        &["x_note", "20000"],
+    );
+    check_structured_feedback_error(
+        |v| v["data"]["org_unit"] = json!("rxx/../ward-7"),
+        "invalid_data",
+        &["org_unit", "segment"],
+    );
+    check_structured_feedback_error(
+        |v| v["data"]["themes"] = json!(["noise\u{202e}"]),
+        "invalid_data",
+        &["themes[0]", "bidirectional"],
+    );
+    check_error(
+        binary(&BINARY_ACK, r#"{"by": "pals\ncorner"}"#),
+        "invalid_data",
+        &["by must be a single line"],
+    );
+    check_error(
+        binary(
+            &BINARY_ACK,
+            r#"{"by": "pals", "received_at": 7, "x": "\u0007"}"#,
+        ),
+        "invalid_data",
+        &["x contains a control character", "U+0007"],
+    );
+}
+
+#[test]
+fn lowered_limits_apply_to_the_envelope_and_the_data() {
+    let limits = Limits {
+        max_future: SignedDuration::ZERO,
+        max_text_bytes: 4,
+        ..Limits::DEFAULT
+    };
+    let with =
+        |value: &Value| decode_with(value.to_string().as_bytes(), &[], ts(RECEIVED), &limits);
+    let mut value = event(EventType::Acknowledged, &json!({"by": "pals"}));
+    value["time"] = json!(RECEIVED);
+    assert!(with(&value).is_ok());
+    value["time"] = json!("2026-11-27T10:00:01Z");
+    assert!(structured(&value).is_ok());
+    check_error(with(&value), "invalid_cloudevent", &["0 minutes"]);
+    value["time"] = json!(RECEIVED);
+    value["data"]["by"] = json!("pals!");
+    assert!(structured(&value).is_ok());
+    check_error(
+        with(&value),
+        "invalid_data",
+        &["by", "5 bytes", "limit is 4"],
+    );
 }

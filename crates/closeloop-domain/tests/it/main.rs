@@ -10,6 +10,7 @@
 //! mistake in the test, reported as such, not a state to test against.
 
 mod calendar;
+mod limits;
 mod properties;
 mod rules;
 
@@ -288,6 +289,27 @@ impl Outcome {
                 "{} was accepted, recording {events:?}; expected rejection {code:?}",
                 self.command
             ),
+        }
+    }
+
+    /// Asserts the command was refused with this contract code and a message that mentions
+    /// every one of `fragments`.
+    pub fn then_rejects_saying(self, code: &str, fragments: &[&str]) {
+        let command = self.command;
+        let Err(rejection) = self.result else {
+            panic!("{command} was accepted; expected rejection {code:?} saying {fragments:?}");
+        };
+        let message = rejection.to_string();
+        assert_eq!(
+            rejection.code(),
+            code,
+            "{command} was refused with {message:?}"
+        );
+        for fragment in fragments {
+            assert!(
+                message.contains(fragment),
+                "the refusal of {command}, {message:?}, should mention {fragment:?}"
+            );
         }
     }
 
