@@ -591,3 +591,82 @@ async fn errors_carry_a_request_id_and_503s_say_when_to_try_again() {
         "invalid_request",
     );
 }
+
+#[tokio::test]
+async fn an_idempotency_key_names_one_request_of_one_caller() {
+    let api = Api::start();
+    let send = |path: &'static str, token: &'static str, body: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                path,
+                Some(token),
+                &[("idempotency-key", "key-1")],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let first = send(
+        "/v1/feedback",
+        STAFF,
+        r#"{"org_unit": "rxx/a", "channel": "web", "story": "Lovely staff.", "themes": ["care"]}"#,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    // The same body, its members in another order and spaced otherwise: the same request.
+    let repeat = send(
+        "/v1/feedback",
+        STAFF,
+        r#"{"themes":["care"],"story":"Lovely staff.","channel":"web","org_unit":"rxx/a"}"#,
+    )
+    .await;
+    assert_eq!(repeat.status, StatusCode::CREATED, "{}", repeat.text);
+    assert!(repeat.replayed);
+    assert_eq!(repeat.body, first.body);
+    // Another person's feedback under the same key is refused, not answered with the first.
+    let other = send(
+        "/v1/feedback",
+        STAFF,
+        r#"{"org_unit": "rxx/a", "channel": "web", "story": "Nobody answered the phone."}"#,
+    )
+    .await;
+    check_problem(&other, 422, "idempotency_key_reused");
+    // Another caller's equal key is another key: its own loop.
+    let admin = send(
+        "/v1/feedback",
+        ADMIN,
+        r#"{"org_unit": "rxx/a", "channel": "web", "story": "Lovely staff.", "themes": ["care"]}"#,
+    )
+    .await;
+    assert_eq!(admin.status, StatusCode::CREATED, "{}", admin.text);
+    assert!(!admin.replayed);
+    assert_ne!(admin.body["loop_id"], first.body["loop_id"]);
+
+    // One key on an acknowledgement, then on a response, then on a change: only the first is
+    // the key's request; the others are refused and nothing of them is stored.
+    let loop_id = first.body["loop_id"].as_str().expect("loop id").to_owned();
+    let step = |name: &str, body: Value| {
+        let (api, path) = (&api, format!("/v1/loops/{loop_id}/{name}"));
+        async move {
+            api.call(
+                Method::POST,
+                &path,
+                Some(STAFF),
+                &[("idempotency-key", "step-key")],
+                Some(&body.to_string()),
+            )
+            .await
+        }
+    };
+    let ack = step("acknowledgements", json!({"by": "pals"})).await;
+    assert_eq!(ack.status, StatusCode::CREATED, "{}", ack.text);
+    let response = step("responses", json!({"by": "pals", "text": "Thank you"})).await;
+    check_problem(&response, 422, "idempotency_key_reused");
+    let change = step("changes", json!({"by": "pals", "description": "Signs"})).await;
+    check_problem(&change, 422, "idempotency_key_reused");
+    let detail = api.get(&format!("/v1/loops/{loop_id}"), STAFF).await;
+    assert_eq!(detail.body["version"], 2, "{}", detail.text);
+    assert_eq!(detail.body["stage"], "acknowledged");
+}

@@ -4,16 +4,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use closeloop_domain::{Command, EventType, LoopEvent, LoopId, Rejection};
 use closeloop_store::write::{self, Origin};
-use closeloop_store::{EventStore, Recorded};
+use closeloop_store::{EventStore, Recorded, RequestDigest};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::auth::Credential;
 use crate::error::ApiError;
 
 /// The `source` of every event recorded over HTTP.
@@ -26,16 +27,19 @@ const MAX_CHANGE_LOOPS: usize = 1000;
 /// `POST /v1/feedback`: opens a loop.
 pub(crate) async fn post_feedback<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    credential: Credential,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
-    let mut data = json_object(&body)?;
+    let body = json_object(&body)?;
+    let key = Idempotency::from_request(&credential, &headers, uri.path(), &body)?;
+    let mut data = body;
     let loop_id = match data.remove("loop_id") {
         Some(Value::String(raw)) => LoopId::parse(&raw)?,
         Some(_) => return Err(Rejection::invalid("loop_id must be a string").into()),
         // A retried request with the same key must land on the same loop.
-        None => generated_loop_id(key.as_deref()),
+        None => generated_loop_id(key.as_ref()),
     };
     let payload = LoopEvent::from_data(EventType::FeedbackReceived, Value::Object(data))?;
     let recorded = record(&state, loop_id, payload, key, None).await?;
@@ -45,6 +49,8 @@ pub(crate) async fn post_feedback<S: EventStore>(
 /// `POST /v1/loops/{loop_id}/<step>`: records one step of a loop, as `event_type`.
 pub(crate) async fn post_step<S: EventStore>(
     state: Arc<AppState<S>>,
+    credential: Credential,
+    path: &str,
     loop_id: String,
     headers: HeaderMap,
     body: Bytes,
@@ -52,8 +58,9 @@ pub(crate) async fn post_step<S: EventStore>(
 ) -> Result<Response, ApiError> {
     let loop_id = LoopId::parse(&loop_id)?;
     let expected = if_match(&headers)?;
-    let key = idempotency_key(&headers)?;
-    let payload = LoopEvent::from_data(event_type, Value::Object(json_object(&body)?))?;
+    let body = json_object(&body)?;
+    let key = Idempotency::from_request(&credential, &headers, path, &body)?;
+    let payload = LoopEvent::from_data(event_type, Value::Object(body))?;
     let recorded = record(&state, loop_id, payload, key, expected).await?;
     Ok(created(&recorded))
 }
@@ -72,11 +79,14 @@ pub(crate) const STEPS: [(&str, EventType); 7] = [
 /// `POST /v1/changes`: one change (one `change_id`) recorded on many loops, all or none.
 pub(crate) async fn post_changes<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    credential: Credential,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
-    let mut data = json_object(&body)?;
+    let body = json_object(&body)?;
+    let key = Idempotency::from_request(&credential, &headers, uri.path(), &body)?;
+    let mut data = body;
     let loop_ids = match data.remove("loop_ids") {
         Some(Value::Array(ids)) if !ids.is_empty() && ids.len() <= MAX_CHANGE_LOOPS => ids,
         _ => {
@@ -101,14 +111,7 @@ pub(crate) async fn post_changes<S: EventStore>(
     }
     // A retried request with the same key records the same change.
     let change_id = match &key {
-        Some(key) => format!(
-            "chg-{}",
-            Uuid::new_v5(
-                &Uuid::NAMESPACE_URL,
-                format!("{HTTP_SOURCE}/changes/{key}").as_bytes()
-            )
-            .simple()
-        ),
+        Some(key) => format!("chg-{}", key.derived_uuid("changes").simple()),
         None => format!("chg-{}", Uuid::new_v4().simple()),
     };
     data.insert("change_id".to_owned(), Value::String(change_id.clone()));
@@ -130,7 +133,7 @@ pub(crate) async fn post_changes<S: EventStore>(
         .map(|loop_id| Origin {
             source: HTTP_SOURCE.to_owned(),
             event_id: format!("{change_id}/{loop_id}"),
-            request: None,
+            request: key.as_ref().map(|key| key.request),
         })
         .collect();
     let recorded = write::record_many(state.store.as_ref(), commands, &origins).await?;
@@ -155,13 +158,12 @@ async fn record<S: EventStore>(
     state: &AppState<S>,
     loop_id: LoopId,
     payload: LoopEvent,
-    key: Option<String>,
+    key: Option<Idempotency>,
     expected: Option<u64>,
 ) -> Result<Recorded, ApiError> {
-    let event_id = match key {
-        // Scoped by loop, so one key reused on another loop is another event.
-        Some(key) => format!("{key}/{loop_id}"),
-        None => Uuid::new_v4().to_string(),
+    let (event_id, request) = match key {
+        Some(key) => (key.event_id, Some(key.request)),
+        None => (Uuid::new_v4().to_string(), None),
     };
     let command = Command {
         loop_id,
@@ -171,7 +173,7 @@ async fn record<S: EventStore>(
     let origin = Origin {
         source: HTTP_SOURCE.to_owned(),
         event_id,
-        request: None,
+        request,
     };
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
 }
@@ -223,31 +225,69 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         })
 }
 
-/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match value.to_str() {
-        Ok(key)
-            if !key.is_empty()
-                && key.len() <= MAX_IDEMPOTENCY_KEY
-                && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(key.to_owned()))
-        }
-        _ => Err(ApiError::InvalidRequest(format!(
-            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID"
-        ))),
+/// An `Idempotency-Key` as the store sees it (contract §3 v1.1): it belongs to the credential
+/// that sent it, and it is bound to the request — method, path and body compared as JSON — so
+/// that the same key with another body, or on another path, is refused rather than answered
+/// with the first request's result.
+#[derive(Debug, Clone)]
+struct Idempotency {
+    /// The event id the key becomes: the credential's id and the key, so another caller's
+    /// equal key is another key.
+    event_id: String,
+    /// The request the key is bound to.
+    request: RequestDigest,
+}
+
+impl Idempotency {
+    /// The request's key, if it sent one: 1 to 255 visible ASCII characters.
+    fn from_request(
+        credential: &Credential,
+        headers: &HeaderMap,
+        path: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(value) = headers.get("idempotency-key") else {
+            return Ok(None);
+        };
+        let key = match value.to_str() {
+            Ok(key)
+                if !key.is_empty()
+                    && key.len() <= MAX_IDEMPOTENCY_KEY
+                    && key.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                key
+            }
+            _ => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID"
+                )));
+            }
+        };
+        // Every HTTP command is a POST; the method is in the digest so that a later method
+        // taking keys cannot share one with it.
+        let request = RequestDigest::of(
+            &[credential.id.as_str(), "POST", path],
+            &Value::Object(body.clone()),
+        );
+        Ok(Some(Self {
+            event_id: format!("{}/{key}", credential.id),
+            request,
+        }))
+    }
+
+    /// A UUID derived from the credential and the key, for ids a retried request must find
+    /// again (the loop of new feedback, the `change_id` of a change across loops).
+    fn derived_uuid(&self, purpose: &str) -> Uuid {
+        Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            format!("{HTTP_SOURCE}/{purpose}/{}", self.event_id).as_bytes(),
+        )
     }
 }
 
-fn generated_loop_id(key: Option<&str>) -> LoopId {
+fn generated_loop_id(key: Option<&Idempotency>) -> LoopId {
     let id = match key {
-        Some(key) => Uuid::new_v5(
-            &Uuid::NAMESPACE_URL,
-            format!("{HTTP_SOURCE}/feedback/{key}").as_bytes(),
-        ),
+        Some(key) => key.derived_uuid("feedback"),
         None => Uuid::new_v4(),
     };
     LoopId::parse(&format!("fb-{}", id.simple())).expect("a UUID makes a valid loop id")

@@ -51,6 +51,12 @@ pub enum ApiError {
     /// 409 `version_conflict`.
     #[error("{0}")]
     VersionConflict(String),
+    /// 422 `idempotency_key_reused`: the `Idempotency-Key` was sent before with another body
+    /// or on another path (contract §3 v1.1).
+    #[error(
+        "this Idempotency-Key was already used for a different request (another body or another path); send a new key with a new request"
+    )]
+    IdempotencyKeyReused,
     /// 503 `unavailable` with `Retry-After: 1`: a part of the service cannot serve this now.
     /// The message names the part in plain words; it never holds backend error text.
     #[error("{0}")]
@@ -80,9 +86,7 @@ impl From<WriteError> for ApiError {
             WriteError::VersionConflict { .. } | WriteError::Contended(_) => {
                 ApiError::VersionConflict(err.to_string())
             }
-            WriteError::KeyReused(detail) => {
-                ApiError::Rejected(Rejection::InvalidData(format!("Idempotency-Key: {detail}")))
-            }
+            WriteError::KeyReused(_) => ApiError::IdempotencyKeyReused,
             WriteError::Store(err) => err.into(),
         }
     }
@@ -117,6 +121,9 @@ impl ApiError {
             }
             ApiError::Rejected(rejection) => (StatusCode::UNPROCESSABLE_ENTITY, rejection.code()),
             ApiError::VersionConflict(_) => (StatusCode::CONFLICT, "version_conflict"),
+            ApiError::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
             ApiError::Unavailable(_) | ApiError::StoreUnavailable | ApiError::Busy { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }

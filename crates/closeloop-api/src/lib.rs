@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, OriginalUri, Path, Request, State};
 use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get, post};
 use closeloop_store::EventStore;
@@ -115,10 +115,21 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
             .unwrap_or_else(|| panic!("no step endpoint called {step}"));
         return post(
             move |State(state): State<Arc<AppState<S>>>,
+                  credential: Credential,
+                  OriginalUri(uri): OriginalUri,
                   Path(loop_id): Path<String>,
                   headers: HeaderMap,
-                  body: Bytes| {
-                commands::post_step(state, loop_id, headers, body, event_type)
+                  body: Bytes| async move {
+                commands::post_step(
+                    state,
+                    credential,
+                    uri.path(),
+                    loop_id,
+                    headers,
+                    body,
+                    event_type,
+                )
+                .await
             },
         );
     }

@@ -33,7 +33,7 @@ mod index;
 mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ use self::writer::{Job, Writer};
 use crate::{
     AppendError, AppendOutcome, AppendRequest, Committed, EventStore, StoreError, StoredEvent,
 };
+
+/// How long [`SledStore::close`] waits for a store that stopped after a failure to release
+/// its directory.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The on-disk format this build writes and reads.
 const FORMAT_VERSION: u32 = 1;
@@ -122,8 +126,11 @@ pub struct SledStore {
 
 #[derive(Debug)]
 struct Shared {
-    db: sled::Db,
-    tree: sled::Tree,
+    /// The sled database; `None` only while the store is being dropped (see `Drop`).
+    disk: Option<Disk>,
+    /// Told when a stopped store's database has been released (see `Drop`), so that
+    /// [`SledStore::close`] can wait a bounded time for it.
+    released: Mutex<Option<std_mpsc::Sender<()>>>,
     index: RwLock<Index>,
     durable: watch::Sender<u64>,
     /// Why the store stopped, once it has; a watch so that waiters wake when it happens.
@@ -131,7 +138,48 @@ struct Shared {
     faults: Option<FaultInjector>,
 }
 
+/// The sled database and the tree that holds the log.
+#[derive(Debug)]
+struct Disk {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let Some(disk) = self.disk.take() else { return };
+        let released = self.released.get_mut().ok().and_then(Option::take);
+        if self.stopped().is_some() {
+            // sled flushes as it drops, and on a disk that has failed that flush can wait for
+            // ever (seen on a full filesystem): let it wait on a thread of its own, so that the
+            // process can still shut down. If no thread can be started, drop it here.
+            let _ = std::thread::Builder::new()
+                .name("closeloop-release".into())
+                .spawn(move || {
+                    drop(disk);
+                    if let Some(released) = released {
+                        let _ = released.send(());
+                    }
+                });
+        }
+    }
+}
+
 impl Shared {
+    fn db(&self) -> &sled::Db {
+        &self.disk().db
+    }
+
+    fn tree(&self) -> &sled::Tree {
+        &self.disk().tree
+    }
+
+    fn disk(&self) -> &Disk {
+        self.disk
+            .as_ref()
+            .expect("the database is taken only when the store is dropped")
+    }
+
     fn stopped(&self) -> Option<String> {
         self.failure.borrow().clone()
     }
@@ -206,7 +254,7 @@ impl Shared {
         if after >= durable || limit == 0 {
             return Ok(Vec::new());
         }
-        self.tree
+        self.tree()
             .range(entry::key(after + 1)..=entry::key(durable))
             .take(limit)
             .map(|item| {
@@ -248,7 +296,7 @@ impl Shared {
 
     /// The stored bytes of the entry at `position`, which the indexes say exists.
     fn entry_bytes(&self, position: u64) -> Result<sled::IVec, StoreError> {
-        self.tree
+        self.tree()
             .get(entry::key(position))
             .map_err(backend)?
             .ok_or_else(|| StoreError::Corrupt {
@@ -285,8 +333,8 @@ impl SledStore {
         let (durable, _) = watch::channel(head);
         let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
-            db,
-            tree,
+            disk: Some(Disk { db, tree }),
+            released: Mutex::new(None),
             index: RwLock::new(index),
             durable,
             failure,
@@ -326,9 +374,12 @@ impl SledStore {
     }
 
     /// Stops accepting appends, answers everything queued, waits for the writer and flusher
-    /// to finish and flushes: afterwards the directory can be opened again. A store that
-    /// stopped after a failure skips the final flush (the disk already failed it once), so
-    /// closing never hangs on a broken disk.
+    /// to finish and flushes: afterwards the directory can be opened again.
+    ///
+    /// A store that stopped after a failure skips the final flush (the disk already failed
+    /// it once) and waits at most a few seconds (`RELEASE_DEADLINE`) for sled to let go of the directory,
+    /// so closing never hangs on a broken disk; then the directory may stay locked until the
+    /// process exits.
     pub async fn close(self) {
         let Self {
             shared,
@@ -343,9 +394,20 @@ impl SledStore {
                 let _ = thread.join();
             }
             if shared.stopped().is_some() {
+                let (released, wait) = std_mpsc::channel();
+                if let Ok(mut slot) = shared.released.lock() {
+                    *slot = Some(released);
+                }
+                drop(shared);
+                if wait.recv_timeout(RELEASE_DEADLINE).is_err() {
+                    tracing::warn!(
+                        "the failed disk did not let go of the event store within {} s; it stays locked until the process exits",
+                        RELEASE_DEADLINE.as_secs()
+                    );
+                }
                 return Ok(0);
             }
-            shared.db.flush()
+            shared.db().flush()
         })
         .await;
         if let Ok(Err(err)) = joined {

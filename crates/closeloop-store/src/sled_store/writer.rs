@@ -203,7 +203,7 @@ impl Writer {
             && let Err(err) = FaultInjector::check(self.shared.faults.as_ref(), FaultPoint::Apply)
                 .and_then(|()| {
                     self.shared
-                        .tree
+                        .tree()
                         .apply_batch(writes)
                         .map_err(|e| e.to_string())
                 })
@@ -444,7 +444,7 @@ impl Fsync {
             .spawn(move || {
                 while request_rx.recv().is_ok() {
                     let result = FaultInjector::check(shared.faults.as_ref(), FaultPoint::Flush)
-                        .and_then(|()| shared.db.flush().map(drop).map_err(|e| e.to_string()));
+                        .and_then(|()| shared.db().flush().map(drop).map_err(|e| e.to_string()));
                     if done_tx.send(result).is_err() {
                         break;
                     }
