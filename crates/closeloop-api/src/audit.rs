@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use closeloop_store::merkle::{BLOCK, MerkleError, leaf_hash};
+use closeloop_store::merkle::{BLOCK, MerkleError, MerkleIndex, leaf_hash};
 use closeloop_store::{EventStore, Hash, VerifyReport, verify};
 use serde_json::{Value, json};
 
@@ -99,8 +99,14 @@ async fn fetch_blocks<S: EventStore>(
     Ok(fetched)
 }
 
-fn merkle_failed(err: &MerkleError) -> ApiError {
-    ApiError::Internal(format!("Merkle proof failed: {err}"))
+/// Computes a proof on tokio's blocking pool: over a big tree it hashes thousands of nodes.
+async fn off_the_workers<T: Send + 'static>(
+    prove: impl FnOnce() -> Result<T, MerkleError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(prove)
+        .await
+        .map_err(|err| ApiError::Internal(format!("Merkle proof did not finish: {err}")))?
+        .map_err(|err| ApiError::Internal(format!("Merkle proof failed: {err}")))
 }
 
 /// Checks `1 <= low <= upto <= head`, naming the parameters in the error.
@@ -124,11 +130,11 @@ pub(crate) async fn inclusion_proof<S: EventStore>(
     let upto = whole_number(&params, "upto")?.unwrap_or(head);
     check_range("position", position, upto, head)?;
     let index = position - 1;
-    let needed = state.store.with_merkle(|merkle| {
-        let mut blocks = merkle.blocks_needed_for_inclusion(index, upto);
-        blocks.extend(merkle.blocks_needed_for_root(upto));
-        blocks
-    });
+    // One snapshot of the index serves both the plan and the proof: the index grows under
+    // writes, and a block that was in memory when planned may need fetching a moment later.
+    let merkle = state.store.with_merkle(MerkleIndex::clone);
+    let mut needed = merkle.blocks_needed_for_inclusion(index, upto);
+    needed.extend(merkle.blocks_needed_for_root(upto));
     let blocks = fetch_blocks(state.store.as_ref(), needed, upto).await?;
     let entry = state
         .store
@@ -137,15 +143,13 @@ pub(crate) async fn inclusion_proof<S: EventStore>(
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal(format!("position {position} is missing")))?;
-    let (path, head_hash) = state
-        .store
-        .with_merkle(|merkle| {
-            Ok::<_, MerkleError>((
-                merkle.inclusion_proof(index, upto, &blocks)?,
-                merkle.root(upto, &blocks)?,
-            ))
-        })
-        .map_err(|err| merkle_failed(&err))?;
+    let (path, head_hash) = off_the_workers(move || {
+        Ok::<_, MerkleError>((
+            merkle.inclusion_proof(index, upto, &blocks)?,
+            merkle.root(upto, &blocks)?,
+        ))
+    })
+    .await?;
     Ok(Json(json!({
         "position": position,
         "upto": upto,
@@ -166,23 +170,20 @@ pub(crate) async fn consistency_proof<S: EventStore>(
     let head = state.store.head();
     let upto = whole_number(&params, "upto")?.unwrap_or(head);
     check_range("from", from, upto, head)?;
-    let needed = state.store.with_merkle(|merkle| {
-        let mut blocks = merkle.blocks_needed_for_consistency(from, upto);
-        blocks.extend(merkle.blocks_needed_for_root(upto));
-        blocks.extend(merkle.blocks_needed_for_root(from));
-        blocks
-    });
+    // One snapshot of the index for plan and proof, as for inclusion proofs.
+    let merkle = state.store.with_merkle(MerkleIndex::clone);
+    let mut needed = merkle.blocks_needed_for_consistency(from, upto);
+    needed.extend(merkle.blocks_needed_for_root(upto));
+    needed.extend(merkle.blocks_needed_for_root(from));
     let blocks = fetch_blocks(state.store.as_ref(), needed, upto).await?;
-    let (path, from_head, head_hash) = state
-        .store
-        .with_merkle(|merkle| {
-            Ok::<_, MerkleError>((
-                merkle.consistency_proof(from, upto, &blocks)?,
-                merkle.root(from, &blocks)?,
-                merkle.root(upto, &blocks)?,
-            ))
-        })
-        .map_err(|err| merkle_failed(&err))?;
+    let (path, from_head, head_hash) = off_the_workers(move || {
+        Ok::<_, MerkleError>((
+            merkle.consistency_proof(from, upto, &blocks)?,
+            merkle.root(from, &blocks)?,
+            merkle.root(upto, &blocks)?,
+        ))
+    })
+    .await?;
     Ok(Json(json!({
         "from": from,
         "upto": upto,

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::Credential;
 use crate::error::ApiError;
+use crate::reads::POSITION_HEADER;
 
 /// The `source` of every event recorded over HTTP.
 pub const HTTP_SOURCE: &str = "urn:closeloop:api";
@@ -146,6 +147,11 @@ pub(crate) async fn post_changes<S: EventStore>(
         Json(json!({"change_id": change_id, "loops": loops})),
     )
         .into_response();
+    if let Some(last) = recorded.iter().map(|r| r.position).max() {
+        response
+            .headers_mut()
+            .insert(POSITION_HEADER, HeaderValue::from(last));
+    }
     if recorded.iter().all(|r| r.duplicate) {
         response
             .headers_mut()
@@ -178,8 +184,9 @@ async fn record<S: EventStore>(
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
 }
 
-/// 201 `{"loop_id","version","position"}` with `ETag` and `Location`; a replayed idempotent
-/// request says so in a header.
+/// 201 `{"loop_id","version","position"}` with `ETag`, `Location` and `Closeloop-Position` (to
+/// send back on a read that must see this write); a replayed idempotent request says so in a
+/// header.
 fn created(recorded: &Recorded) -> Response {
     let body = json!({"loop_id": recorded.loop_id, "version": recorded.version, "position": recorded.position});
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
@@ -190,6 +197,7 @@ fn created(recorded: &Recorded) -> Response {
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/loops/{}", recorded.loop_id)) {
         headers.insert(header::LOCATION, location);
     }
+    headers.insert(POSITION_HEADER, HeaderValue::from(recorded.position));
     if recorded.duplicate {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }

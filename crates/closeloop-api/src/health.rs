@@ -17,9 +17,10 @@ pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The service can take writes: 200 when ready, 503 with the failing part when not. The
-/// ingestion side is reported under `checks.nats` but does not make the service unready: the
-/// HTTP API works without it, and ingestion catches up once NATS is back.
+/// The service can take writes and serve reads: 200 when ready, 503 with the failing part
+/// when not. Three parts are checked: the store (takes writes), the projector (alive, and how
+/// many events the read models lag behind the log) and the NATS side. NATS does not make the
+/// service unready: the HTTP API works without it, and ingestion catches up once it is back.
 ///
 /// The answer is public, so it names failing parts in plain words; the errors behind them
 /// (which can be the operating system's) are in the log.
@@ -38,31 +39,43 @@ pub(crate) async fn readyz<S: EventStore>(State(state): State<Arc<AppState<S>>>)
         }
         None => json!({"status": "off"}),
     };
-    match state.store.ready() {
-        Ok(()) => Json(json!({"status": "ready", "checks": {
-            "store": {"status": "ok", "head": head},
-            "nats": nats,
-        }}))
-        .into_response(),
+    let applied = state.projections.applied();
+    let lag = head.saturating_sub(applied);
+    let projector_ok = !state.projections.is_halted();
+    let projector = if projector_ok {
+        json!({"status": "ok", "applied": applied, "lag": lag})
+    } else {
+        tracing::warn!("not ready: the projector has stopped");
+        json!({
+            "status": "failed",
+            "applied": applied,
+            "lag": lag,
+            "detail": "the projector stopped after a failure, so reads no longer follow the log; the service log has the cause",
+        })
+    };
+    let store = match state.store.ready() {
+        Ok(()) => json!({"status": "ok", "head": head}),
         Err(err) => {
             tracing::warn!(error = %err, "not ready: the event store is not accepting writes");
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not_ready", "checks": {
-                    "store": {
-                        "status": "failed",
-                        "head": head,
-                        "detail": "the event store is not accepting writes after a failure; the service log has the cause",
-                    },
-                    "nats": nats,
-                }})),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(STORE_RETRY_AFTER_SECS),
-            );
-            response
+            json!({
+                "status": "failed",
+                "head": head,
+                "detail": "the event store is not accepting writes after a failure; the service log has the cause",
+            })
         }
+    };
+    let ready = store["status"] == "ok" && projector_ok;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"store": store, "projector": projector, "nats": nats},
+    });
+    if ready {
+        return Json(body).into_response();
     }
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(STORE_RETRY_AFTER_SECS),
+    );
+    response
 }

@@ -1,7 +1,9 @@
 //! The read endpoints: loop lists and details, stats, and "you said, we did".
 //!
-//! Every read first waits (bounded) until the projections have applied the log up to its
-//! head when the request arrived, so a read after an acknowledged write sees that write.
+//! Every read first waits (bounded) until the projections have applied what the caller can
+//! have seen: the position of its own write when it sends one back in `Closeloop-Position`,
+//! otherwise the log's head as it stood when the request arrived (contract §3 v1.1) — never
+//! writes that came after it.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -9,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use closeloop_domain::{Channel, LoopEvent, LoopId, OrgUnit, Rejection, Stage};
@@ -31,36 +34,90 @@ const PUBLISHED_DEFAULT_LIMIT: usize = 100;
 
 type Params = Query<HashMap<String, String>>;
 
-/// Waits until the projections reflect every write acknowledged before this request.
+/// The request header in which a caller sends back the position of its own last write (as a
+/// command answered it in `Closeloop-Position`), so that a read waits for that write only.
+pub const POSITION_HEADER: &str = "closeloop-position";
+
+/// What a read must reflect: `Closeloop-Position`, when the request carries one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadAfter(Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadAfter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(POSITION_HEADER) else {
+            return Ok(Self(None));
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|raw| raw.trim().parse().ok())
+            .map(|position| Self(Some(position)))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(
+                    "Closeloop-Position must be a log position (a whole number), as a command's answer gave it".to_owned(),
+                )
+            })
+    }
+}
+
+/// Waits until the projections reflect every write acknowledged before this request arrived
+/// (the head as it stood then), or only the caller's own write when it named its position.
 async fn caught_up<S: EventStore>(state: &AppState<S>) -> Result<(), ApiError> {
+    caught_up_to(state, ReadAfter(None)).await
+}
+
+async fn caught_up_to<S: EventStore>(
+    state: &AppState<S>,
+    ReadAfter(position): ReadAfter,
+) -> Result<(), ApiError> {
     let head = state.store.head();
-    if state.projections.wait_for(head, CATCH_UP_WAIT).await {
+    // A position past the head was never acknowledged to anyone: wait for the head at most.
+    let target = position.map_or(head, |position| position.min(head));
+    if state.projections.is_halted() && state.projections.applied() < target {
+        return Err(ApiError::Unavailable(
+            "the read models stopped after a failure and no longer follow the log; the service needs a restart".to_owned(),
+        ));
+    }
+    if state.projections.wait_for(target, CATCH_UP_WAIT).await {
         Ok(())
     } else {
         Err(ApiError::Unavailable(format!(
-            "the read models are catching up with the log ({} of {head} events applied); try again shortly",
+            "the read models are catching up with the log ({} of {target} events applied); try again shortly",
             state.projections.applied()
         )))
     }
 }
 
+/// The read models, or 503 when an update failed part-way and left them inconsistent.
+fn models<S>(
+    state: &AppState<S>,
+) -> Result<std::sync::RwLockReadGuard<'_, closeloop_projections::ReadModels>, ApiError> {
+    state.projections.try_read().map_err(|err| {
+        tracing::error!(%err, "the read models cannot be read");
+        ApiError::Unavailable(
+            "the read models stopped after a failure; the service needs a restart".to_owned(),
+        )
+    })
+}
+
 /// `GET /v1/loops`.
 pub(crate) async fn list_loops<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    after: ReadAfter,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let query = loop_query(&params)?;
-    caught_up(&state).await?;
+    caught_up_to(&state, after).await?;
     let now = (state.clock)();
-    let page = state
-        .projections
-        .read()
-        .list(&query, now, &state.sla)
-        .map_err(|QueryError::BadCursor(detail)| {
+    let page = models(&state)?.list(&query, now, &state.sla).map_err(
+        |QueryError::BadCursor(detail)| {
             ApiError::InvalidRequest(format!(
                 "cursor {detail:?} is not valid; start again without a cursor"
             ))
-        })?;
+        },
+    )?;
     Ok(Json(page).into_response())
 }
 
@@ -115,14 +172,13 @@ fn loop_query(params: &HashMap<String, String>) -> Result<LoopQuery, ApiError> {
 /// `GET /v1/loops/{loop_id}`: the summary and the timeline.
 pub(crate) async fn get_loop<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    after: ReadAfter,
     Path(loop_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let loop_id = LoopId::parse(&loop_id).map_err(|_| Rejection::UnknownLoop(loop_id.clone()))?;
-    caught_up(&state).await?;
+    caught_up_to(&state, after).await?;
     let now = (state.clock)();
-    let summary = state
-        .projections
-        .read()
+    let summary = models(&state)?
         .summary(&loop_id, now, &state.sla)
         .ok_or_else(|| Rejection::UnknownLoop(loop_id.as_str().to_owned()))?;
     let entries = state.store.read_loop(&loop_id).await?;
@@ -148,6 +204,7 @@ pub(crate) async fn get_loop<S: EventStore>(
 /// `GET /v1/stats`.
 pub(crate) async fn stats<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    after: ReadAfter,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let mut query = StatsQuery::default();
@@ -166,9 +223,15 @@ pub(crate) async fn stats<S: EventStore>(
             _ => {}
         }
     }
-    caught_up(&state).await?;
+    caught_up_to(&state, after).await?;
     let now = (state.clock)();
-    let stats = state.projections.read().stats(&query, now, &state.sla);
+    // Stats walk every loop in range: off the async workers, so other requests go on.
+    let worker = Arc::clone(&state);
+    let stats = tokio::task::spawn_blocking(move || {
+        models(&worker).map(|models| models.stats(&query, now, &worker.sla))
+    })
+    .await
+    .map_err(|err| ApiError::Internal(format!("stats did not finish: {err}")))??;
     Ok(Json(stats).into_response())
 }
 

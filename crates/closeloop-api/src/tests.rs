@@ -441,3 +441,165 @@ async fn a_wrong_method_is_refused_before_the_token_is_asked_for() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{text}");
     assert_eq!(problem["code"], "method_not_allowed");
 }
+
+/// Appends `count` new loops in one append, starting at loop number `from`.
+async fn append_loops(store: &SledStore, from: usize, count: usize) {
+    use closeloop_domain::{Event, EventType, LoopEvent, LoopId};
+    use closeloop_store::{AppendRequest, EventStore, ExpectedVersion, LoopAppend};
+    let payload = LoopEvent::from_data(
+        EventType::FeedbackReceived,
+        serde_json::json!({"org_unit": "rxx/a", "channel": "web", "ratings": {"fft": 1}}),
+    )
+    .expect("valid data");
+    let loops = (from..from + count)
+        .map(|n| LoopAppend {
+            loop_id: LoopId::parse(&format!("grow-{n}")).expect("loop id"),
+            expected: ExpectedVersion::NoLoop,
+            events: vec![Event {
+                event_id: format!("grow-{n}"),
+                source: "urn:test".to_owned(),
+                time: jiff::Timestamp::now(),
+                payload: payload.clone(),
+            }],
+            requests: Vec::new(),
+        })
+        .collect();
+    store.append(AppendRequest { loops }).await.expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_hold_while_the_log_grows_under_them() {
+    use closeloop_store::merkle::{verify_consistency, verify_inclusion};
+    use closeloop_store::{EventStore, Hash};
+    let app = app(Limits::default());
+    append_loops(&app.state.store, 0, 300).await;
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (store, writing) = (Arc::clone(&app.state.store), Arc::clone(&writing));
+        tokio::spawn(async move {
+            let mut next = 300;
+            while writing.load(Ordering::SeqCst) {
+                append_loops(&store, next, 37).await;
+                next += 37;
+            }
+        })
+    };
+    let hash = |value: &Value| -> Hash { serde_json::from_value(value.clone()).expect("hash") };
+    for round in 0..300 {
+        let head = app.state.store.head();
+        let (response, proof, text) = call(
+            &app,
+            request(
+                "GET",
+                &format!("/v1/audit/proof/inclusion?position={head}"),
+                Some(AUDITOR),
+                Body::empty(),
+            ),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK, "round {round}: {text}");
+        let path: Vec<Hash> = proof["path"]
+            .as_array()
+            .expect("path")
+            .iter()
+            .map(hash)
+            .collect();
+        let upto = proof["upto"].as_u64().expect("upto");
+        assert!(
+            verify_inclusion(
+                &hash(&proof["hash"]),
+                head - 1,
+                upto,
+                &path,
+                &hash(&proof["head_hash"])
+            ),
+            "round {round}: the inclusion proof does not verify"
+        );
+        let (response, proof, text) = call(
+            &app,
+            request(
+                "GET",
+                &format!("/v1/audit/proof/consistency?from={}", head / 2),
+                Some(AUDITOR),
+                Body::empty(),
+            ),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK, "round {round}: {text}");
+        let path: Vec<Hash> = proof["path"]
+            .as_array()
+            .expect("path")
+            .iter()
+            .map(hash)
+            .collect();
+        assert!(
+            verify_consistency(
+                head / 2,
+                proof["upto"].as_u64().expect("upto"),
+                &hash(&proof["from_head_hash"]),
+                &hash(&proof["head_hash"]),
+                &path
+            ),
+            "round {round}: the consistency proof does not verify"
+        );
+    }
+    writing.store(false, Ordering::SeqCst);
+    writer.await.expect("writer");
+}
+
+#[tokio::test]
+async fn a_read_waits_only_for_the_position_it_names_and_a_halted_projector_is_reported() {
+    let app = app(Limits::default());
+    // A write answers with its position.
+    let (response, body, text) = call(
+        &app,
+        request(
+            "POST",
+            "/v1/feedback",
+            Some(STAFF),
+            Body::from(r#"{"org_unit": "rxx/a", "channel": "web", "ratings": {"fft": 1}}"#),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED, "{text}");
+    assert_eq!(
+        response.headers()["closeloop-position"]
+            .to_str()
+            .expect("ascii"),
+        body["position"].to_string()
+    );
+    // No projector runs here, so the read models stay behind the log: a read that names an
+    // earlier position of its own is answered at once instead of waiting for the head.
+    append_loops(&app.state.store, 0, 3).await;
+    let mut read = request("GET", "/v1/loops", Some(STAFF), Body::empty());
+    read.headers_mut()
+        .insert("closeloop-position", header::HeaderValue::from_static("0"));
+    let (response, _, text) = call(&app, read).await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+    let mut garbled = request("GET", "/v1/loops", Some(STAFF), Body::empty());
+    garbled.headers_mut().insert(
+        "closeloop-position",
+        header::HeaderValue::from_static("soon"),
+    );
+    assert_eq!(
+        call(&app, garbled).await.0.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    // A projector that stopped on a failure: not ready, and reads that need what it never
+    // applied are refused at once with Retry-After.
+    app.state.projections.halt();
+    let (response, body, _) = call(&app, request("GET", "/readyz", None, Body::empty())).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["checks"]["projector"]["status"], "failed", "{body}");
+    assert_eq!(body["checks"]["projector"]["lag"], 4, "{body}");
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let (response, body, _) = call(
+        &app,
+        request("GET", "/v1/loops", Some(STAFF), Body::empty()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "unavailable");
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+}

@@ -46,6 +46,9 @@ pub enum ProjectionsError {
 pub struct Projections {
     models: RwLock<ReadModels>,
     applied: watch::Sender<u64>,
+    /// Set once the projector has stopped for good on a failure: the models fall behind the
+    /// log from then on, and readiness says so.
+    halted: watch::Sender<bool>,
 }
 
 impl Projections {
@@ -53,10 +56,25 @@ impl Projections {
     #[must_use]
     pub fn new(models: ReadModels) -> Self {
         let (applied, _) = watch::channel(models.checkpoint());
+        let (halted, _) = watch::channel(false);
         Self {
             models: RwLock::new(models),
             applied,
+            halted,
         }
+    }
+
+    /// Records that the projector stopped on a failure (it calls this itself; a supervisor
+    /// calls it when the projector's task panicked). Readers waiting for the models to catch
+    /// up are woken and give up at once.
+    pub fn halt(&self) {
+        self.halted.send_replace(true);
+    }
+
+    /// Whether the projector stopped on a failure: the models no longer follow the log.
+    #[must_use]
+    pub fn is_halted(&self) -> bool {
+        *self.halted.borrow()
     }
 
     /// Read access to the models. Hold the guard only for one query: the projector waits for
@@ -100,8 +118,15 @@ impl Projections {
     /// `timeout`. Returns whether it was.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let mut applied = self.applied.subscribe();
-        let reached = applied.wait_for(|&applied| applied >= position);
-        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
+        let mut halted = self.halted.subscribe();
+        let reached = async {
+            tokio::select! {
+                reached = applied.wait_for(|&applied| applied >= position) => reached.is_ok(),
+                // A halted projector never gets there: say so now rather than at the timeout.
+                _ = halted.wait_for(|&halted| halted) => self.applied() >= position,
+            }
+        };
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(true))
     }
 
     /// Loads read models from the snapshot file at `path`; a missing file gives empty models
@@ -371,6 +396,9 @@ pub async fn run_projector<S: EventStore>(
         }
     };
     snapshots.save(&projections).await;
+    if result.is_err() {
+        projections.halt();
+    }
     tracing::info!(applied = projections.applied(), "projector stopped");
     result
 }

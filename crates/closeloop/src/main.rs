@@ -44,6 +44,9 @@ fn main() -> ExitCode {
             Command::Rebuild => commands::rebuild::run(&cli.data_dir).await,
         }
     });
+    // Blocking work still running now (a read stuck on a failed disk, say) must not keep the
+    // process from exiting: everything that had to finish has finished.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(err) => {

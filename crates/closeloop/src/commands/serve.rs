@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use closeloop_api::AppState;
@@ -81,12 +83,25 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     ));
 
-    // One shutdown signal, heard by the HTTP server and the NATS workers alike.
+    // One shutdown signal, heard by the HTTP server and the NATS workers alike. A signal sets
+    // it, and so does a projector that stops on a failure.
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        let _ = stop.send(true);
+    let stop = Arc::new(stop);
+    tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            shutdown::signal().await;
+            stop.send_replace(true);
+        }
     });
+    let projector_failed = Arc::new(AtomicBool::new(false));
+    let projector = tokio::spawn(supervise_projector(
+        projector,
+        Arc::clone(&projections),
+        stop_projector.subscribe(),
+        Arc::clone(&stop),
+        Arc::clone(&projector_failed),
+    ));
     let nats = if args.nats_url == "off" {
         tracing::info!("NATS is off (CLOSELOOP_NATS_URL=off): no ingestion, no outbound feed");
         None
@@ -116,32 +131,85 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         limits: closeloop_api::Limits::default(),
     });
     let mut http_stopping = stopping.clone();
-    closeloop_api::serve(listener, closeloop_api::router(state), async move {
+    let server = closeloop_api::serve(listener, closeloop_api::router(state), async move {
         let _ = http_stopping.wait_for(|stop| *stop).await;
-    })
-    .await
-    .context("HTTP server failed")?;
+    });
+    // Requests in flight get a few seconds to finish after the signal, then the server stops
+    // anyway: shutdown must not wait for the request timeout.
+    let mut draining = stopping.clone();
+    tokio::select! {
+        served = server => served.context("HTTP server failed")?,
+        () = async {
+            let _ = draining.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_DEADLINE).await;
+        } => tracing::warn!(
+            seconds = DRAIN_DEADLINE.as_secs(),
+            "requests were still running after the shutdown signal; stopping without them"
+        ),
+    }
 
     // Ingestion finishes the batch in hand (acks go out; messages pulled but not recorded
     // stay unacked and are redelivered), and the feed saves its checkpoint.
-    if let Some(nats) = nats
-        && let Err(err) = nats.task.await
-    {
-        tracing::error!(%err, "the NATS task failed");
+    if let Some(nats) = nats {
+        match tokio::time::timeout(PART_DEADLINE, nats.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "the NATS task failed"),
+            Err(_) => tracing::warn!(
+                "the NATS workers did not stop in time; unacknowledged messages are redelivered"
+            ),
+        }
     }
 
     // Every request has finished: stop the projector (it saves a snapshot), then close the
     // store, whose last handle this is.
     let _ = stop_projector.send(true);
-    match projector.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::error!(%err, "the projector stopped with an error"),
-        Err(err) => tracing::error!(%err, "the projector task failed"),
+    if tokio::time::timeout(PART_DEADLINE, projector)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the projector did not stop in time; the next start replays from its last snapshot"
+        );
     }
     match Arc::try_unwrap(store) {
         Ok(store) => store.close().await,
         Err(_) => tracing::warn!("store still in use at shutdown; it flushes as it is dropped"),
     }
+    if projector_failed.load(Ordering::SeqCst) {
+        tracing::error!(
+            "stopped because the projector failed; a restart rebuilds the read models from the log"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long requests in flight may run on after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
+/// How long the NATS workers, and then the projector, may take to stop. With the drain and
+/// the store's own bound on closing a failed disk, shutdown stays within 10 s.
+const PART_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Waits for the projector. If it ends before it was asked to — an error, or a panic — the
+/// read models no longer follow the log: it marks them halted (so reads and `/readyz` say so
+/// at once) and stops the service loudly, since a restart rebuilds them from the log.
+async fn supervise_projector(
+    projector: tokio::task::JoinHandle<Result<(), closeloop_projections::ProjectionsError>>,
+    projections: Arc<Projections>,
+    asked_to_stop: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    failed: Arc<AtomicBool>,
+) {
+    let outcome = projector.await;
+    let asked = *asked_to_stop.borrow();
+    match outcome {
+        Ok(Ok(())) if asked => return,
+        Ok(Ok(())) => tracing::error!("the projector stopped without being asked to"),
+        Ok(Err(err)) => tracing::error!(%err, "the projector stopped with an error"),
+        Err(err) => tracing::error!(%err, "the projector task failed"),
+    }
+    projections.halt();
+    failed.store(true, Ordering::SeqCst);
+    stop.send_replace(true);
 }
