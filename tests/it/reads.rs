@@ -341,3 +341,91 @@ async fn you_said_we_did_shows_consented_changes_without_personal_data() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_public_page_is_cached_by_etag_until_its_entries_change() {
+    let api = Api::start();
+    let publish = |id: &'static str| {
+        let api = &api;
+        async move {
+            let body = json!({"loop_id": id, "org_unit": "rxx/a", "channel": "web",
+                              "story": format!("Story {id}"), "themes": ["noise"],
+                              "consent_to_publish": true});
+            let answer = api.post("/v1/feedback", &body).await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+            close_with_change(api, id, &format!("Fixed {id}")).await;
+        }
+    };
+    for id in ["e-1", "e-2", "e-3"] {
+        publish(id).await;
+    }
+    let http = reqwest::Client::new();
+    let get = |path: &str, if_none_match: Option<&str>| {
+        let mut request = http.get(format!("http://{}{path}", api.addr()));
+        if let Some(etag) = if_none_match {
+            request = request.header("if-none-match", etag);
+        }
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|value| value.to_str().expect("ascii").to_owned())
+            };
+            let (etag, cache, link) = (header("etag"), header("cache-control"), header("link"));
+            let text = response.text().await.expect("body");
+            (status, etag, cache, link, text)
+        }
+    };
+    let keys = |text: &str| -> Vec<String> {
+        serde_json::from_str::<Value>(text)
+            .expect("JSON")
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|entry| entry["loop_id"].as_str().expect("a key").to_owned())
+            .collect()
+    };
+
+    let (status, etag, cache, _, text) = get("/v1/you-said-we-did", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(keys(&text), ["e-3", "e-2", "e-1"], "newest first: {text}");
+    assert_eq!(cache.as_deref(), Some("public, max-age=30"));
+    let etag = etag.expect("an ETag");
+    let (status, again, cache, _, text) = get("/v1/you-said-we-did", Some(&etag)).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(text.is_empty(), "{text}");
+    assert_eq!(again.as_deref(), Some(etag.as_str()));
+    assert_eq!(cache.as_deref(), Some("public, max-age=30"));
+
+    let (status, page_etag, cache, _, html) = get("/you-said-we-did", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Fixed e-3"), "{html}");
+    assert_eq!(cache.as_deref(), Some("public, max-age=30"));
+    let page_etag = page_etag.expect("an ETag");
+    assert_ne!(page_etag, etag, "the page and the JSON have their own tags");
+    let (status, ..) = get("/you-said-we-did", Some(&page_etag)).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    let (_, _, _, link, text) = get("/v1/you-said-we-did?limit=2", None).await;
+    assert_eq!(keys(&text), ["e-3", "e-2"]);
+    let link = link.expect("a next page");
+    let next = link
+        .strip_prefix('<')
+        .and_then(|rest| rest.split_once(">; rel=\"next\""))
+        .map(|(target, _)| target)
+        .expect("a Link to the next page");
+    let (_, _, _, _, text) = get(next, None).await;
+    assert_eq!(keys(&text), ["e-1"]);
+
+    publish("e-4").await;
+    let (status, changed, _, _, text) = get("/v1/you-said-we-did", Some(&etag)).await;
+    assert_eq!(status, StatusCode::OK, "a new entry is not 'not modified'");
+    assert_eq!(keys(&text)[0], "e-4");
+    assert_ne!(changed.as_deref(), Some(etag.as_str()));
+
+    let (status, _, _, _, text) = get("/v1/you-said-we-did?limit=101", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+}

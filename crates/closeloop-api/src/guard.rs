@@ -15,6 +15,7 @@ use futures::StreamExt;
 use crate::AppState;
 use crate::auth::Credential;
 use crate::error::ApiError;
+use crate::limits::{Class, Limiter, Permit};
 use crate::routes::{Access, Route};
 
 /// What the guard of one route needs: the shared state and the route's entry in
@@ -64,15 +65,18 @@ pub(crate) async fn guard<S: EventStore>(
     let Some(class) = route.class else {
         return next.run(request).await;
     };
-    let limiter = state.limits.of(class);
-    let Some(permit) = limiter.acquire().await else {
-        metrics::counter!("closeloop_http_shed_total", "route" => route.path).increment(1);
-        tracing::warn!(route = route.path, "shed: too many requests of this kind");
-        return ApiError::Busy {
-            class: class.describe(),
-            retry_after: limiter.limit().retry_after,
-        }
-        .into_response();
+    let admission = Admission {
+        route,
+        class,
+        limiter: state.limits.of(class).clone(),
+    };
+    if class.admitted_by_handler() {
+        request.extensions_mut().insert(admission);
+        return next.run(request).await;
+    }
+    let permit = match admission.admit().await {
+        Ok(permit) => permit,
+        Err(err) => return err.into_response(),
     };
     let response = next.run(request).await;
     // A streamed answer (the event export) is still working while its body is sent: its
@@ -87,6 +91,37 @@ pub(crate) async fn guard<S: EventStore>(
         chunk
     });
     Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// A request's way to its turn in its class's concurrency limit. The guard uses it, or, for
+/// a class [admitted by the handler](crate::limits::Class::admitted_by_handler), hands it to
+/// the handler as a request extension.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    route: &'static Route,
+    class: Class,
+    limiter: Limiter,
+}
+
+impl Admission {
+    /// A turn, after waiting in line if the line has room.
+    ///
+    /// # Errors
+    /// [`ApiError::Busy`] (503 with `Retry-After`) when the line is full: the request is shed.
+    pub(crate) async fn admit(&self) -> Result<Permit, ApiError> {
+        if let Some(permit) = self.limiter.acquire().await {
+            return Ok(permit);
+        }
+        metrics::counter!("closeloop_http_shed_total", "route" => self.route.path).increment(1);
+        tracing::warn!(
+            route = self.route.path,
+            "shed: too many requests of this kind"
+        );
+        Err(ApiError::Busy {
+            class: self.class.describe(),
+            retry_after: self.limiter.limit().retry_after,
+        })
+    }
 }
 
 fn forbidden(credential: &Credential, route: &'static Route) -> ApiError {

@@ -66,6 +66,23 @@ pub use routes::{Access, ROUTES, Route};
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 /// How long a request may take before it is answered with 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Stories the public page keeps redacted in memory: a hundred pages of the largest size,
+/// so that readers paging through the recent entries hit the cache.
+pub const STORY_CACHE_ENTRIES: usize = 10_000;
+/// Bytes of story text the public page keeps in memory at most. Typical stories are well
+/// under a kilobyte, so this rarely binds; it stops a log of long stories (up to 100,000
+/// bytes each) from making the cache large.
+pub const STORY_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// An empty cache of redacted stories for [`AppState::stories`], of [`STORY_CACHE_ENTRIES`]
+/// stories and [`STORY_CACHE_BYTES`] bytes at most.
+#[must_use]
+pub fn story_cache() -> Arc<closeloop_projections::StoryCache> {
+    Arc::new(closeloop_projections::StoryCache::new(
+        STORY_CACHE_ENTRIES,
+        STORY_CACHE_BYTES,
+    ))
+}
 
 /// What every handler can reach.
 pub struct AppState<S> {
@@ -85,6 +102,10 @@ pub struct AppState<S> {
     pub ingest: Option<Arc<dyn IngestAdmin>>,
     /// Concurrency limits of the expensive reads.
     pub limits: Limits,
+    /// Redacted stories of the public page, so that a page is read from the store once, not
+    /// on every request; build it with [`story_cache`]. Whatever erases a story must
+    /// invalidate it here too.
+    pub stories: Arc<closeloop_projections::StoryCache>,
 }
 
 impl<S> std::fmt::Debug for AppState<S> {

@@ -19,6 +19,11 @@ pub enum Class {
     Proof,
     /// `GET /v1/events`: streams the log.
     Export,
+    /// `GET /v1/you-said-we-did` and the page `/you-said-we-did`: unauthenticated, and a page
+    /// whose stories are not cached reads the store once per entry. The handler takes its
+    /// turn itself, after answering a matching `If-None-Match` with 304, so a request that
+    /// costs nothing never waits or is shed ([`Class::admitted_by_handler`]).
+    Public,
 }
 
 impl Class {
@@ -29,7 +34,15 @@ impl Class {
             Class::Verify => "audit verification",
             Class::Proof => "audit proof",
             Class::Export => "event export",
+            Class::Public => "public page",
         }
+    }
+
+    /// Whether the handler, not the route guard, takes the request's turn: the guard hands it
+    /// the class's limiter instead, so that the handler can first answer what needs no turn.
+    #[must_use]
+    pub fn admitted_by_handler(self) -> bool {
+        matches!(self, Class::Public)
     }
 }
 
@@ -65,12 +78,23 @@ pub const EXPORT_LIMIT: ClassLimit = ClassLimit {
     retry_after: 5,
 };
 
+/// Public pages built at once by default. A page is cheap when its stories are cached and
+/// costs up to one store read per entry (at most 100) when they are not; eight at once keep
+/// those reads to a fraction of the blocking pool, and 32 waiting absorb a burst of readers
+/// (each waits for at most a few page builds). A shed reader may try again after a second.
+pub const PUBLIC_LIMIT: ClassLimit = ClassLimit {
+    concurrent: 8,
+    queue: 32,
+    retry_after: 1,
+};
+
 /// One limiter per [`Class`].
 #[derive(Debug, Clone)]
 pub struct Limits {
     verify: Limiter,
     proof: Limiter,
     export: Limiter,
+    public: Limiter,
 }
 
 impl Default for Limits {
@@ -80,14 +104,29 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Limits with these settings per class.
+    /// Limits with these settings for the audit classes, and [`PUBLIC_LIMIT`] for the public
+    /// page (see [`with`](Self::with)).
     #[must_use]
     pub fn new(verify: ClassLimit, proof: ClassLimit, export: ClassLimit) -> Self {
         Self {
             verify: Limiter::new(verify),
             proof: Limiter::new(proof),
             export: Limiter::new(export),
+            public: Limiter::new(PUBLIC_LIMIT),
         }
+    }
+
+    /// These limits with `limit` for `class` instead.
+    #[must_use]
+    pub fn with(mut self, class: Class, limit: ClassLimit) -> Self {
+        let limiter = Limiter::new(limit);
+        match class {
+            Class::Verify => self.verify = limiter,
+            Class::Proof => self.proof = limiter,
+            Class::Export => self.export = limiter,
+            Class::Public => self.public = limiter,
+        }
+        self
     }
 
     /// The limiter of one class.
@@ -97,6 +136,7 @@ impl Limits {
             Class::Verify => &self.verify,
             Class::Proof => &self.proof,
             Class::Export => &self.export,
+            Class::Public => &self.public,
         }
     }
 }

@@ -64,16 +64,24 @@ fn operation(method: &str, path: &str) -> Value {
         ("GET", "/you-said-we-did") => json!({
             "summary": "\"You said, we did\" as an HTML page",
             "security": [],
-            "parameters": [query("limit", "integer", "Entries per page, 1–500 (default 100)"), query("cursor", "string", "From a previous page")],
-            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+            "parameters": published_parameters("From a previous page"),
+            "responses": {
+                "200": {"description": "HTML", "headers": published_headers(), "content": {"text/html": {"schema": {"type": "string"}}}},
+                "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": published_headers()},
+            },
         }),
         ("GET", "/v1/you-said-we-did") => json!({
             "summary": "\"You said, we did\": closed loops with a change whose authors agreed to publication",
-            "description": "Public. Stories have the author's name, e-mail addresses and phone numbers redacted. The next page, if any, is in a `Link: <…>; rel=\"next\"` header.",
+            "description": "Public. Stories have the author's name, e-mail addresses and phone numbers redacted. The next page, if any, is in a `Link: <…>; rel=\"next\"` header. Answers carry an ETag; a request whose If-None-Match names it is answered 304.",
             "security": [],
-            "parameters": [query("limit", "integer", "Entries per page, 1–500 (default 100)"), query("cursor", "string", "From the Link header of a previous page")],
+            "parameters": published_parameters("From the Link header of a previous page"),
             "responses": {
-                "200": plain("Entries, most recently closed last", &json!({"type": "array", "items": schema_ref("YouSaidWeDid")})),
+                "200": {
+                    "description": "Entries, most recently closed first",
+                    "headers": published_headers(),
+                    "content": {"application/json": {"schema": {"type": "array", "items": schema_ref("YouSaidWeDid")}}},
+                },
+                "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": published_headers()},
                 "400": problem("invalid_request"),
             },
         }),
@@ -337,6 +345,25 @@ fn body(schema: &str) -> Value {
 
 fn query(name: &str, kind: &str, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": kind}})
+}
+
+/// The parameters of both forms of the public page.
+fn published_parameters(cursor: &str) -> Value {
+    json!([
+        {"name": "limit", "in": "query", "required": false, "description": "Entries per page, 1–100 (default 20)",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+        query("cursor", "string", cursor),
+        {"name": "If-None-Match", "in": "header", "required": false, "schema": {"type": "string"},
+         "description": "The ETag of an earlier answer: 304 while it is still current"},
+    ])
+}
+
+/// The caching headers of both forms of the public page.
+fn published_headers() -> Value {
+    json!({
+        "ETag": {"description": "Names this page of this form at this state of the published entries", "schema": {"type": "string"}},
+        "Cache-Control": {"description": "public, max-age=30", "schema": {"type": "string"}},
+    })
 }
 
 fn ref_param(name: &str) -> Value {

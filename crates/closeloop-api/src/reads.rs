@@ -4,33 +4,47 @@
 //! have seen: the position of its own write when it sends one back in `Closeloop-Position`,
 //! otherwise the log's head as it stood when the request arrived (contract §3 v1.1) — never
 //! writes that came after it.
+//!
+//! The public "you said, we did" page (JSON and HTML) is built from the published read model
+//! and the [`StoryCache`](closeloop_projections::StoryCache) of redacted stories: a request
+//! whose `If-None-Match` names the current `ETag` is answered 304 before anything is read from
+//! the store and without a turn of the public concurrency class; any other reads the store only
+//! for the stories of its page that the cache does not hold.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
 use closeloop_domain::{Channel, LoopEvent, LoopId, OrgUnit, Rejection, Stage};
 use closeloop_projections::{
-    GroupBy, LoopQuery, PublishedLoop, QueryError, StatsQuery, StatusFilter, redact,
+    GroupBy, LoopQuery, PublicKey, PublishedLoop, QueryError, StatsQuery, StatusFilter, redact,
 };
 use closeloop_store::EventStore;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::guard::Admission;
 
 /// How long a read waits for the projections to catch up before answering 503.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Page size of the public page when none is asked for.
-const PUBLISHED_DEFAULT_LIMIT: usize = 100;
+const PUBLISHED_DEFAULT_LIMIT: usize = 20;
+/// Largest page of the public page: a page whose stories are not cached reads the store once
+/// per entry, so this bounds the store reads of one unauthenticated request.
+const PUBLISHED_MAX_LIMIT: usize = 100;
+/// How long browsers and proxies may reuse a public page without asking again. Short, so that
+/// a new entry shows within half a minute; asking again is cheap (`If-None-Match`).
+const PUBLISHED_CACHE_CONTROL: &str = "public, max-age=30";
 
 type Params = Query<HashMap<String, String>>;
 
@@ -260,11 +274,129 @@ fn instant(name: &str, raw: &str, end_of_day: bool) -> Result<Timestamp, ApiErro
         })
 }
 
-/// One public entry, personal data redacted.
-async fn you_said_we_did_entry<S: EventStore>(
+/// Which form of the public page a request asks for; each has its own `ETag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PublicKind {
+    /// `GET /v1/you-said-we-did`.
+    Json,
+    /// `GET /you-said-we-did`.
+    Html,
+}
+
+impl PublicKind {
+    fn tag(self) -> &'static str {
+        match self {
+            PublicKind::Json => "json",
+            PublicKind::Html => "html",
+        }
+    }
+}
+
+/// What one request of the public page asks for: how many entries, from where.
+struct PublicRequest {
+    limit: usize,
+    cursor: Option<String>,
+    kind: PublicKind,
+}
+
+impl PublicRequest {
+    fn parse(params: &HashMap<String, String>, kind: PublicKind) -> Result<Self, ApiError> {
+        let limit = match params.get("limit") {
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .filter(|limit| (1..=PUBLISHED_MAX_LIMIT).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest(format!(
+                        "limit: use a whole number from 1 to {PUBLISHED_MAX_LIMIT}"
+                    ))
+                })?,
+            None => PUBLISHED_DEFAULT_LIMIT,
+        };
+        Ok(Self {
+            limit,
+            cursor: params.get("cursor").cloned(),
+            kind,
+        })
+    }
+
+    /// The weak `ETag` of this request's answer when the published model is at `version`.
+    ///
+    /// What a page shows is fixed by the model's version, the page asked for and the form
+    /// (the stories are read from the log, which only grows), so those name it. The cursor
+    /// is digested: it is the client's text, and an `ETag` may hold only some characters.
+    fn etag(&self, version: u64) -> String {
+        let mut digest = Sha256::new();
+        digest.update(self.limit.to_be_bytes());
+        if let Some(cursor) = &self.cursor {
+            digest.update([1]);
+            digest.update(cursor.as_bytes());
+        }
+        let digest = digest.finalize();
+        format!(
+            "W/\"ysd-{}-{version}-{}\"",
+            self.kind.tag(),
+            hex::encode(&digest[..8])
+        )
+    }
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 §13.1.2), or is `*`.
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let ours = opaque(etag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| tag.trim() == "*" || opaque(tag) == ours)
+}
+
+/// The caching headers of every answer of the public page, 304 included.
+fn cache_headers(response: &mut Response, etag: &str) {
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(PUBLISHED_CACHE_CONTROL),
+    );
+}
+
+/// One entry of the public page, its story redacted (empty when it has none to show).
+struct PublicEntry {
+    key: PublicKey,
+    themes: Vec<String>,
+    you_said: Arc<str>,
+    we_did: String,
+    closed_at: Timestamp,
+}
+
+impl PublicEntry {
+    fn to_json(&self) -> Value {
+        json!({
+            // Issue 6 renames this member to `public_id`; the key is already the public one.
+            "loop_id": self.key.as_str(),
+            "themes": self.themes,
+            "you_said": &*self.you_said,
+            "we_did": self.we_did,
+            "closed_at": self.closed_at.to_string(),
+        })
+    }
+}
+
+/// The story of `item`, redacted: from the cache, or read from the store and cached.
+async fn published_story<S: EventStore>(
     state: &AppState<S>,
-    item: PublishedLoop,
-) -> Result<Value, ApiError> {
+    item: &PublishedLoop,
+) -> Result<Arc<str>, ApiError> {
+    if let Some(story) = state.stories.get(&item.key) {
+        return Ok(story);
+    }
+    // Taken before the read, so that a story erased while it is read is not cached after.
+    let epoch = state.stories.epoch();
     let entries = state.store.read_loop(&item.loop_id).await?;
     let received = entries
         .first()
@@ -284,56 +416,98 @@ async fn you_said_we_did_entry<S: EventStore>(
         }
         _ => String::new(),
     };
-    Ok(json!({
-        "loop_id": item.loop_id,
-        "themes": item.themes,
-        "you_said": you_said,
-        "we_did": item.we_did.join(" "),
-        "closed_at": item.closed_at.to_string(),
-    }))
+    // A loop without a story is cached too (as an empty one), so it is not read again.
+    let story: Arc<str> = Arc::from(you_said);
+    state
+        .stories
+        .insert(item.key.clone(), Arc::clone(&story), epoch);
+    Ok(story)
 }
 
-/// The entries of one public page and the cursor of the next.
+/// The answer to one request of the public page.
+enum PublicAnswer {
+    /// `If-None-Match` named the current `ETag`: 304, nothing read from the store.
+    NotModified { etag: String },
+    /// The entries of the page, the cursor of the next and the `ETag`.
+    Page {
+        entries: Vec<PublicEntry>,
+        next: Option<String>,
+        etag: String,
+    },
+}
+
+/// Answers one request of the public page from the published read model and the story
+/// cache.
+///
+/// In order: parameters, read-your-writes, then `If-None-Match` against the model's version,
+/// which reads nothing from the store and needs no turn of the public class; only then a turn,
+/// the page from the model, and the stories the cache does not hold, at most one store read
+/// per entry of the page.
 async fn published_page<S: EventStore>(
     state: &AppState<S>,
-    params: &HashMap<String, String>,
-) -> Result<(Vec<Value>, Option<String>), ApiError> {
-    let limit = match params.get("limit") {
-        Some(raw) => raw
-            .parse()
-            .ok()
-            .filter(|limit| (1..=500).contains(limit))
-            .ok_or_else(|| {
-                ApiError::InvalidRequest("limit: use a whole number from 1 to 500".to_owned())
-            })?,
-        None => PUBLISHED_DEFAULT_LIMIT,
-    };
+    admission: &Admission,
+    headers: &HeaderMap,
+    request: &PublicRequest,
+) -> Result<PublicAnswer, ApiError> {
     caught_up(state).await?;
+    let etag = request.etag(state.projections.read().published_version());
+    if none_match(headers, &etag) {
+        return Ok(PublicAnswer::NotModified { etag });
+    }
+    let _turn = admission.admit().await?;
     let page = state
         .projections
         .read()
-        .published(limit, params.get("cursor").map(String::as_str))
+        .published(request.limit, request.cursor.as_deref())
         .map_err(|QueryError::BadCursor(detail)| {
-            ApiError::InvalidRequest(format!("cursor {detail:?} is not valid"))
+            ApiError::InvalidRequest(format!(
+                "cursor {detail:?} is not valid; start again without a cursor"
+            ))
         })?;
-    let mut items = Vec::with_capacity(page.items.len());
+    let mut entries = Vec::with_capacity(page.items.len());
     for item in page.items {
-        items.push(you_said_we_did_entry(state, item).await?);
+        let you_said = published_story(state, &item).await?;
+        entries.push(PublicEntry {
+            key: item.key,
+            themes: item.themes,
+            you_said,
+            we_did: item.we_did.join(" "),
+            closed_at: item.closed_at,
+        });
     }
-    Ok((items, page.next_cursor))
+    Ok(PublicAnswer::Page {
+        entries,
+        next: page.next_cursor,
+        // The version the page was read at, which may be newer than the one compared above.
+        etag: request.etag(page.version),
+    })
 }
 
 /// `GET /v1/you-said-we-did` (public): a JSON array; the next page, if any, is in a
 /// `Link: <…>; rel="next"` header.
 pub(crate) async fn you_said_we_did<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    Extension(admission): Extension<Admission>,
+    headers: HeaderMap,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let (items, next) = published_page(&state, &params).await?;
+    let request = PublicRequest::parse(&params, PublicKind::Json)?;
+    let (entries, next, etag) = match published_page(&state, &admission, &headers, &request).await?
+    {
+        PublicAnswer::NotModified { etag } => return Ok(not_modified(&etag)),
+        PublicAnswer::Page {
+            entries,
+            next,
+            etag,
+        } => (entries, next, etag),
+    };
+    let items: Vec<Value> = entries.iter().map(PublicEntry::to_json).collect();
     let mut response = Json(items).into_response();
+    cache_headers(&mut response, &etag);
     if let Some(next) = next
         && let Ok(link) = HeaderValue::from_str(&format!(
-            "</v1/you-said-we-did?cursor={next}>; rel=\"next\""
+            "</v1/you-said-we-did?{}>; rel=\"next\"",
+            next_query(request.limit, &next)
         ))
     {
         response.headers_mut().insert(header::LINK, link);
@@ -344,42 +518,72 @@ pub(crate) async fn you_said_we_did<S: EventStore>(
 /// `GET /you-said-we-did` (public): the same, as a plain HTML page.
 pub(crate) async fn you_said_we_did_page<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    Extension(admission): Extension<Admission>,
+    headers: HeaderMap,
     Query(params): Params,
-) -> Result<Html<String>, ApiError> {
-    let (items, next) = published_page(&state, &params).await?;
+) -> Result<Response, ApiError> {
+    let request = PublicRequest::parse(&params, PublicKind::Html)?;
+    let (entries, next, etag) = match published_page(&state, &admission, &headers, &request).await?
+    {
+        PublicAnswer::NotModified { etag } => return Ok(not_modified(&etag)),
+        PublicAnswer::Page {
+            entries,
+            next,
+            etag,
+        } => (entries, next, etag),
+    };
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>You said, we did</title></head><body><main><h1>You said, we did</h1>\n",
     );
-    for item in &items {
+    for entry in &entries {
+        let themes = escape(&entry.themes.join(", "));
+        html.push_str("<article>");
+        if entry.you_said.trim().is_empty() {
+            // Without a story to show, the entry is named by what it was about.
+            if themes.is_empty() {
+                html.push_str("<h2>You gave us feedback</h2>");
+            } else {
+                let _ = write!(html, "<h2>You told us about {themes}</h2>");
+            }
+        } else {
+            let _ = write!(html, "<h2>You said</h2><p>{}</p>", escape(&entry.you_said));
+        }
         let _ = writeln!(
             html,
-            "<article><h2>You said</h2><p>{}</p><h2>We did</h2><p>{}</p><p><small>{}</small></p></article>",
-            escape(item["you_said"].as_str().unwrap_or_default()),
-            escape(item["we_did"].as_str().unwrap_or_default()),
-            escape(
-                &item["themes"]
-                    .as_array()
-                    .map(|themes| themes
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
-            ),
+            "<h2>We did</h2><p>{}</p><p><small>{themes}</small></p></article>",
+            escape(&entry.we_did),
         );
     }
-    if items.is_empty() {
+    if entries.is_empty() {
         html.push_str("<p>Nothing to show yet.</p>\n");
     }
     if let Some(next) = next {
         let _ = writeln!(
             html,
-            "<p><a href=\"/you-said-we-did?cursor={}\">More</a></p>",
-            escape(&next)
+            "<p><a href=\"/you-said-we-did?{}\">More</a></p>",
+            escape(&next_query(request.limit, &next))
         );
     }
     html.push_str("</main></body></html>\n");
-    Ok(Html(html))
+    let mut response = Html(html).into_response();
+    cache_headers(&mut response, &etag);
+    Ok(response)
+}
+
+/// 304 Not Modified: no body, the same `ETag` and caching headers as the 200 it stands for.
+fn not_modified(etag: &str) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    cache_headers(&mut response, etag);
+    response
+}
+
+/// The query of the next page: the same page size (when not the default) and its cursor.
+fn next_query(limit: usize, cursor: &str) -> String {
+    if limit == PUBLISHED_DEFAULT_LIMIT {
+        format!("cursor={cursor}")
+    } else {
+        format!("limit={limit}&cursor={cursor}")
+    }
 }
 
 fn escape(text: &str) -> String {

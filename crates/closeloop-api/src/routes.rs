@@ -108,8 +108,11 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/v1/openapi.json", Public),
     Route::new("GET", "/you-said-we-did", Public)
         .query(&["limit", "cursor"])
+        .class(Class::Public)
         .html(),
-    Route::new("GET", "/v1/you-said-we-did", Public).query(&["limit", "cursor"]),
+    Route::new("GET", "/v1/you-said-we-did", Public)
+        .query(&["limit", "cursor"])
+        .class(Class::Public),
     Route::new("POST", "/v1/feedback", Roles(WRITERS)),
     Route::new("GET", "/v1/loops", Roles(READERS)).query(LOOP_FILTERS),
     Route::new("GET", "/v1/loops/{loop_id}", Roles(READERS)),

@@ -1,36 +1,46 @@
-//! The router in process: the guard against the contract's table of roles, shedding, and the
-//! shape of every error.
+//! The router in process: the guard against the contract's table of roles, shedding, the
+//! shape of every error, and what the public page reads.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
-use closeloop_domain::Sla;
-use closeloop_projections::{Projections, ReadModels};
-use closeloop_store::{SledStore, SledStoreOptions};
-use serde_json::Value;
+use closeloop_domain::{LoopId, Sla};
+use closeloop_projections::{Projections, ProjectorOptions, ReadModels, run_projector};
+use closeloop_store::merkle::MerkleIndex;
+use closeloop_store::{
+    AppendError, AppendOutcome, AppendRequest, Committed, EventStore, SledStore, SledStoreOptions,
+    StoreError, StoredEvent,
+};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::limits::{Class, ClassLimit, EXPORT_LIMIT, PROOF_LIMIT};
-use crate::{AppState, Limits, ROUTES, router, system_clock};
+use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";
 const AUDITOR: &str = "auditor-token-unit";
 const ADMIN: &str = "admin-token-unit";
 
-struct App {
+struct App<S = SledStore> {
     router: Router,
-    state: Arc<AppState<SledStore>>,
+    state: Arc<AppState<S>>,
     _dir: tempfile::TempDir,
 }
 
 fn app(limits: Limits) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("store");
+    build(dir, store, limits, system_clock())
+}
+
+fn build<S: EventStore>(dir: tempfile::TempDir, store: S, limits: Limits, clock: Clock) -> App<S> {
     let state = Arc::new(AppState {
         store: Arc::new(store),
         projections: Arc::new(Projections::new(ReadModels::default())),
@@ -38,10 +48,11 @@ fn app(limits: Limits) -> App {
         tokens: format!("staff:{STAFF},leader:{LEADER},auditor:{AUDITOR},admin:{ADMIN}")
             .parse()
             .expect("tokens"),
-        clock: system_clock(),
+        clock,
         metrics: None,
         ingest: None,
         limits,
+        stories: crate::story_cache(),
     });
     App {
         router: router(Arc::clone(&state)),
@@ -50,7 +61,7 @@ fn app(limits: Limits) -> App {
     }
 }
 
-async fn call(app: &App, request: Request<Body>) -> (Response<()>, Value, String) {
+async fn call<S>(app: &App<S>, request: Request<Body>) -> (Response<()>, Value, String) {
     let response = app
         .router
         .clone()
@@ -602,4 +613,374 @@ async fn a_read_waits_only_for_the_position_it_names_and_a_halted_projector_is_r
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["code"], "unavailable");
     assert!(response.headers().contains_key(header::RETRY_AFTER));
+}
+
+/// A store that counts how often a loop is read, to show what a request did not read.
+struct Counting {
+    inner: SledStore,
+    loop_reads: AtomicUsize,
+}
+
+impl EventStore for Counting {
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
+        self.inner.append(request)
+    }
+
+    fn read_loop(
+        &self,
+        loop_id: &LoopId,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
+        self.loop_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_loop(loop_id)
+    }
+
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
+        self.inner.read_all(after, limit)
+    }
+
+    fn head(&self) -> u64 {
+        self.inner.head()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        self.inner.ready()
+    }
+
+    fn with_merkle<R>(&self, f: impl FnOnce(&MerkleIndex) -> R) -> R {
+        self.inner.with_merkle(f)
+    }
+
+    fn lookup(
+        &self,
+        source: &str,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<Committed>, StoreError>> + Send {
+        self.inner.lookup(source, event_id)
+    }
+}
+
+/// A clock that moves on a minute each time it is read, so that loops closed one after the
+/// other have distinct, ordered `closed_at` times.
+fn stepping_clock() -> Clock {
+    let start = "2026-11-23T10:00:00Z"
+        .parse::<Timestamp>()
+        .expect("a time")
+        .as_second();
+    let minutes = Arc::new(AtomicI64::new(0));
+    Arc::new(move || {
+        let step = minutes.fetch_add(1, Ordering::SeqCst);
+        Timestamp::from_second(start + 60 * step).expect("a time in range")
+    })
+}
+
+/// An app over a [`Counting`] store with its projector running, for the public page.
+fn public_app(limits: Limits) -> App<Counting> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inner = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("store");
+    let store = Counting {
+        inner,
+        loop_reads: AtomicUsize::new(0),
+    };
+    let app = build(dir, store, limits, stepping_clock());
+    tokio::spawn(run_projector(
+        Arc::clone(&app.state.store),
+        Arc::clone(&app.state.projections),
+        ProjectorOptions::default(),
+        std::future::pending::<()>(),
+    ));
+    app
+}
+
+impl App<Counting> {
+    fn loop_reads(&self) -> usize {
+        self.state.store.loop_reads.load(Ordering::SeqCst)
+    }
+
+    /// Records a loop with a story (or only a rating) and closes it with a change.
+    async fn publish(&self, id: &str, story: Option<&str>, themes: &[&str]) {
+        let mut feedback = json!({"loop_id": id, "org_unit": "rxx/a", "channel": "paper",
+                                  "ratings": {"fft": 2}, "themes": themes,
+                                  "consent_to_publish": true});
+        if let Some(story) = story {
+            feedback["story"] = json!(story);
+        }
+        for (path, body) in [
+            ("/v1/feedback".to_owned(), feedback),
+            (
+                format!("/v1/loops/{id}/changes"),
+                json!({"by": "estates", "description": format!("Fixed {id}")}),
+            ),
+            (
+                format!("/v1/loops/{id}/report-backs"),
+                json!({"by": "pals", "message": "We told you."}),
+            ),
+        ] {
+            let (response, _, text) = call(
+                self,
+                request("POST", &path, Some(STAFF), Body::from(body.to_string())),
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::CREATED, "{path}: {text}");
+        }
+    }
+
+    /// GETs a public path, with `If-None-Match` when given; also returns the loop reads it
+    /// made.
+    async fn public(
+        &self,
+        path: &str,
+        if_none_match: Option<&str>,
+    ) -> (Response<()>, Value, String, usize) {
+        let mut sent = request("GET", path, None, Body::empty());
+        if let Some(etag) = if_none_match {
+            sent.headers_mut()
+                .insert(header::IF_NONE_MATCH, etag.parse().expect("header"));
+        }
+        let before = self.loop_reads();
+        let (response, json, text) = call(self, sent).await;
+        (response, json, text, self.loop_reads() - before)
+    }
+}
+
+fn etag_of(response: &Response<()>) -> String {
+    response.headers()[header::ETAG]
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
+fn keys(page: &Value) -> Vec<&str> {
+    page.as_array()
+        .expect("an array")
+        .iter()
+        .map(|entry| entry["loop_id"].as_str().expect("a key"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_public_page_is_newest_first_and_paged() {
+    let app = public_app(Limits::default());
+    // Closed in this order, so newest first is the reverse (and not the order of the ids).
+    for id in ["a", "b", "c"] {
+        app.publish(id, Some("Story"), &["noise"]).await;
+    }
+    let (response, page, text, _) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+    assert_eq!(keys(&page), ["c", "b", "a"]);
+    assert_eq!(page[0]["we_did"], "Fixed c");
+
+    let (response, page, _, _) = app.public("/v1/you-said-we-did?limit=2", None).await;
+    assert_eq!(keys(&page), ["c", "b"]);
+    let link = response.headers()[header::LINK].to_str().expect("ascii");
+    let next = link
+        .strip_prefix('<')
+        .and_then(|rest| rest.split_once('>'))
+        .map(|(target, _)| target)
+        .expect("a Link target");
+    assert!(link.ends_with("rel=\"next\""), "{link}");
+    let (_, page, text, _) = app.public(next, None).await;
+    assert_eq!(keys(&page), ["a"], "{text}");
+
+    for limit in ["0", "101", "lots"] {
+        let (response, problem, text, _) = app
+            .public(&format!("/v1/you-said-we-did?limit={limit}"), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{text}");
+        assert_eq!(problem["code"], "invalid_request");
+    }
+    let (response, _, _, _) = app.public("/v1/you-said-we-did?limit=100", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_public_page_shows_twenty_entries_unless_asked_for_more() {
+    let app = public_app(Limits::default());
+    for n in 0..21 {
+        app.publish(&format!("loop-{n:02}"), None, &[]).await;
+    }
+    let (response, page, _, _) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(keys(&page).len(), 20);
+    assert!(response.headers().contains_key(header::LINK));
+    let (response, page, _, _) = app.public("/v1/you-said-we-did?limit=21", None).await;
+    assert_eq!(keys(&page).len(), 21);
+    assert!(!response.headers().contains_key(header::LINK));
+}
+
+#[tokio::test]
+async fn a_matching_if_none_match_is_answered_304_without_reading_the_store() {
+    let app = public_app(Limits::default());
+    app.publish("a", Some("The ward was noisy"), &["noise"])
+        .await;
+    app.publish("b", Some("Cold food"), &["food"]).await;
+    for path in [
+        "/v1/you-said-we-did",
+        "/you-said-we-did",
+        "/v1/you-said-we-did?limit=1",
+    ] {
+        let (response, _, text, _) = app.public(path, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}: {text}");
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            "public, max-age=30",
+            "{path}"
+        );
+        let etag = etag_of(&response);
+
+        let (response, _, text, reads) = app.public(path, Some(&etag)).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert!(text.is_empty(), "{path}: a 304 has no body: {text}");
+        assert_eq!(reads, 0, "{path}: a 304 reads nothing from the store");
+        assert_eq!(etag_of(&response), etag, "{path}");
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            "public, max-age=30",
+            "{path}"
+        );
+        // One of a list matches too; another tag does not.
+        let (response, _, _, _) = app.public(path, Some(&format!("\"other\", {etag}"))).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{path}");
+        let (response, _, _, _) = app.public(path, Some("W/\"other\"")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    // Each form and each page has its own tag.
+    let (json_page, _, _, _) = app.public("/v1/you-said-we-did", None).await;
+    let (html_page, _, _, _) = app.public("/you-said-we-did", None).await;
+    let (small_page, _, _, _) = app.public("/v1/you-said-we-did?limit=1", None).await;
+    let tags = [
+        etag_of(&json_page),
+        etag_of(&html_page),
+        etag_of(&small_page),
+    ];
+    assert!(
+        tags[0] != tags[1] && tags[0] != tags[2] && tags[1] != tags[2],
+        "{tags:?}"
+    );
+    let (response, _, _, _) = app.public("/you-said-we-did", Some(&tags[0])).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the JSON tag does not stand for the HTML page"
+    );
+}
+
+#[tokio::test]
+async fn a_change_of_the_published_entries_changes_the_etag() {
+    let app = public_app(Limits::default());
+    app.publish("a", Some("Story"), &["noise"]).await;
+    let (response, _, _, _) = app.public("/v1/you-said-we-did", None).await;
+    let before = etag_of(&response);
+    app.publish("b", Some("Another"), &["food"]).await;
+    let (response, page, text, _) = app.public("/v1/you-said-we-did", Some(&before)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+    assert_eq!(keys(&page), ["b", "a"]);
+    assert_ne!(etag_of(&response), before);
+}
+
+#[tokio::test]
+async fn stories_are_read_from_the_store_once_then_from_the_cache() {
+    let app = public_app(Limits::default());
+    app.publish("a", Some("Call 07700 900123"), &["noise"])
+        .await;
+    app.publish("b", Some("Cold food"), &["food"]).await;
+    let (response, first, _, reads) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(reads, 2, "one read per entry of a cold page");
+    assert_eq!(app.state.stories.len(), 2);
+    // Without If-None-Match, in either form: the stories come from the cache.
+    let (_, second, _, reads) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(reads, 0, "the second request read the store");
+    assert_eq!(first, second);
+    assert!(
+        second[1]["you_said"]
+            .as_str()
+            .is_some_and(|story| story.contains("[redacted]") && !story.contains("07700")),
+        "{second}"
+    );
+    let (_, _, html, reads) = app.public("/you-said-we-did", None).await;
+    assert_eq!(reads, 0, "the HTML page read the store");
+    assert!(html.contains("Cold food"), "{html}");
+    // A story dropped from the cache (as an erasure does) is read again.
+    app.state
+        .stories
+        .invalidate(&closeloop_projections::PublicKey::of_loop("a"));
+    let (_, _, _, reads) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(reads, 1);
+}
+
+#[tokio::test]
+async fn an_entry_without_a_story_is_shown_by_its_themes() {
+    let app = public_app(Limits::default());
+    app.publish("quiet", None, &["noise", "night"]).await;
+    let (response, page, _, _) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(page[0]["you_said"], "");
+    let (_, _, html, _) = app.public("/you-said-we-did", None).await;
+    assert!(
+        html.contains("You told us about noise, night") && !html.contains("<h2>You said</h2>"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn the_public_page_is_shed_beyond_its_limit_but_a_304_is_not() {
+    let one = ClassLimit {
+        concurrent: 1,
+        queue: 0,
+        retry_after: 2,
+    };
+    let app = public_app(Limits::default().with(Class::Public, one));
+    app.publish("a", Some("Story"), &["noise"]).await;
+    let (response, _, _, _) = app.public("/v1/you-said-we-did", None).await;
+    let etag = etag_of(&response);
+    let (response, _, _, _) = app.public("/you-said-we-did", None).await;
+    let html_etag = etag_of(&response);
+
+    let turn = app
+        .state
+        .limits
+        .of(Class::Public)
+        .try_acquire()
+        .expect("the only turn");
+    let (response, problem, text, reads) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    assert_eq!(problem["code"], "unavailable");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("public page")),
+        "{text}"
+    );
+    assert_eq!(reads, 0);
+    let (response, _, text, _) = app.public("/you-said-we-did", None).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert!(text.contains("<html"), "the page sheds as HTML: {text}");
+
+    // A request that costs nothing needs no turn.
+    let (response, _, _, _) = app.public("/v1/you-said-we-did", Some(&etag)).await;
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    let (response, _, _, _) = app.public("/you-said-we-did", Some(&html_etag)).await;
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    // Other classes are not affected, and the turn given back admits the next one.
+    let (response, _, text) = call(
+        &app,
+        request("GET", "/v1/audit/verify", Some(AUDITOR), Body::empty()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+    drop(turn);
+    let (response, _, text, _) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
 }

@@ -129,6 +129,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 as Arc<dyn closeloop_api::IngestAdmin>
         }),
         limits: closeloop_api::Limits::default(),
+        stories: closeloop_api::story_cache(),
     });
     let mut http_stopping = stopping.clone();
     let server = closeloop_api::serve(listener, closeloop_api::router(state), async move {
