@@ -71,6 +71,18 @@ impl Machine {
     }
 }
 
+/// The 1-minute load average of `/proc/loadavg`: how busy the machine was, which a benchmark
+/// that shares its cores with other work reports beside its figures.
+#[must_use]
+pub fn load_average() -> Option<f64> {
+    read("/proc/loadavg").and_then(|text| first_load_average(&text))
+}
+
+/// The first field of `/proc/loadavg` (`0.52 0.58 0.59 1/467 12345`).
+fn first_load_average(loadavg: &str) -> Option<f64> {
+    loadavg.split_whitespace().next()?.parse().ok()
+}
+
 fn read(path: &str) -> Option<String> {
     fs::read_to_string(path).ok()
 }
@@ -124,6 +136,15 @@ mod tests {
         let cpuinfo = "processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\n";
         assert_eq!(cpu_model(cpuinfo).as_deref(), Some("Example CPU @ 2.0GHz"));
         assert_eq!(cpu_model("processor\t: 0\n"), None);
+    }
+
+    #[test]
+    fn reads_the_load_average() {
+        assert_eq!(
+            first_load_average("2.16 3.87 5.81 3/412 9021\n"),
+            Some(2.16)
+        );
+        assert_eq!(first_load_average(""), None);
     }
 
     #[test]

@@ -1,20 +1,27 @@
-//! `closeloop-bench`: throughput of Closeloop's event store, each figure beside raw sled doing
-//! the same work on the same run and machine.
+//! `closeloop-bench`: throughput of Closeloop's event store and NATS ingestion, each figure
+//! beside the raw backend doing the same work on the same run and machine, and the service's
+//! latency under a storm of expensive reads.
 //!
 //! ```sh
 //! cargo run --release -p closeloop-bench -- store [--events N] [--single-writer-events M] \
 //!     [--write docs/benchmarks.md]
 //! cargo run --release -p closeloop-bench -- ingest [--events N] [--rate R] [--seconds S] \
 //!     [--write docs/benchmarks.md]
+//! cargo build --release -p closeloop -p closeloop-bench
+//! target/release/closeloop-bench storm [--loops N] [--seconds S] [--write docs/benchmarks.md]
 //! ```
 //!
 //! - [`store`] runs the measurements (durable appends with one and with 64 writers, read-all
 //!   with decode) and judges them against the targets;
 //! - [`ingest`] measures NATS ingestion (drain rate beside a raw JetStream pull consumer) and
 //!   the latency from publish to the outbound feed, on a private `nats-server`;
+//! - [`storm`] starts the real `closeloop serve` over a store of demo loops and measures
+//!   `/healthz` and `POST /v1/feedback` with and without a storm of expensive reads
+//!   (`GET /v1/audit/verify`, `GET /v1/you-said-we-did`);
 //! - [`machine`] describes the machine they ran on;
-//! - [`report`] renders the figures as markdown and splices them into a document between
-//!   `<!-- bench:store:start -->` and `<!-- bench:store:end -->`.
+//! - [`report`] renders the figures as markdown and splices them into a document, each
+//!   benchmark's between its own markers such as `<!-- bench:store:start -->` and
+//!   `<!-- bench:store:end -->`.
 //!
 //! Figures in `docs/benchmarks.md` come from this binary only, never from tests: rerun it (in
 //! release mode) to refresh them.
@@ -23,6 +30,7 @@ mod ingest;
 mod machine;
 mod report;
 mod store;
+mod storm;
 
 use clap::{Parser, Subcommand};
 
@@ -45,11 +53,15 @@ enum Command {
     Store(store::StoreArgs),
     /// NATS ingestion drain rate beside a raw pull consumer, and publish-to-feed latency.
     Ingest(ingest::IngestArgs),
+    /// `/healthz` and `POST /v1/feedback` latency of the real service over 50,000 demo loops,
+    /// with and without a storm of `GET /v1/audit/verify` and `GET /v1/you-said-we-did`.
+    Storm(storm::StormArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(args) => store::run(&args),
         Command::Ingest(args) => ingest::run(&args),
+        Command::Storm(args) => storm::run(&args),
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::ingest::IngestFigures;
 use crate::machine::Machine;
 use crate::store::{Figures, Measurement, RAW_BATCH, READ_PAGE, WRITERS};
+use crate::storm::{Counts, Phase, Shutdown, StormFigures, Timings};
 
 /// Opens the store section of a document.
 pub const START: &str = "<!-- bench:store:start -->";
@@ -265,6 +266,213 @@ pub fn ingest_section(f: &IngestFigures, machine: &Machine, command: &str) -> St
     out
 }
 
+/// `/healthz` p99 during the storm.
+const MAX_STORM_HEALTHZ_P99: Duration = Duration::from_millis(50);
+/// `POST /v1/feedback` p99 during the storm.
+const MAX_STORM_WRITE_P99: Duration = Duration::from_millis(250);
+/// Feedback stored a second by one sequential writer during the storm.
+const MIN_STORM_WRITES: f64 = 20.0;
+
+/// The whole storm section, markers included, ending in a newline.
+#[must_use]
+pub fn storm_section(f: &StormFigures, machine: &Machine, command: &str) -> String {
+    let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC");
+    let profile = if cfg!(debug_assertions) {
+        "debug build: not representative"
+    } else {
+        "release build"
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "<!-- bench:storm:start -->");
+    let _ = writeln!(
+        out,
+        "## Cheap requests and writes during a storm of expensive reads\n"
+    );
+    let _ = writeln!(out, "- Date: {date}");
+    let _ = writeln!(out, "- Machine: {}", machine.describe());
+    let _ = writeln!(out, "- Command: `{command}` ({profile})");
+    if let Some(load) = f.load_average {
+        let _ = writeln!(
+            out,
+            "- 1-minute load average when the run started: {load:.2}"
+        );
+    }
+    out.push('\n');
+    if f.machine_was_busy() {
+        let _ = writeln!(
+            out,
+            "**Preliminary figures**: the machine was busy with other work when the run started \
+             (a load average above half its cores); rerun on a quiet machine for figures to \
+             rely on.\n"
+        );
+    }
+    let events = f.events.map_or_else(String::new, |events| {
+        format!(", {} events", thousands(events as f64))
+    });
+    let _ = writeln!(
+        out,
+        "The real `closeloop serve` (NATS off) over a temp data directory loaded with \
+         `closeloop demo --loops {loops}` ({} loops{events}, loaded in {:.0} s; the service was \
+         ready {:.1} s after it started). Each phase runs {} s over 127.0.0.1: a `/healthz` \
+         prober sends {} requests a second on schedule, whether or not earlier ones have \
+         answered, and one writer sends `POST /v1/feedback` (a new loop each time) one request \
+         after another, each awaited. During the storm {} auditors call \
+         `GET /v1/audit/verify` and {} anonymous clients `GET /v1/you-said-we-did`, each in a \
+         loop as fast as answers come back, ignoring `Retry-After`. Every client runs in the \
+         benchmark's process, on the same cores as the service; a time is until the whole \
+         answer arrived.\n",
+        thousands(f.loops as f64),
+        f.load.as_secs_f64(),
+        f.ready.as_secs_f64(),
+        f.seconds,
+        f.probe_rate,
+        f.verifiers,
+        f.readers,
+        loops = f.loops,
+    );
+    out.push_str(&storm_phases_table(&f.baseline, &f.storm));
+    out.push('\n');
+    out.push_str(&storm_clients_table(f));
+    out.push('\n');
+    let shutdown = match &f.shutdown {
+        Shutdown::Stopped(after) => format!("it stopped {} after SIGTERM", duration(*after)),
+        Shutdown::Killed => "it was still running 30 s after SIGTERM and was killed".to_owned(),
+        Shutdown::AlreadyExited(status) => {
+            format!("it had already exited ({status}) before SIGTERM was sent")
+        }
+    };
+    let _ = writeln!(out, "After the storm {shutdown}.\n");
+    out.push_str(&storm_targets_table(&f.storm));
+    let _ = writeln!(out, "<!-- bench:storm:end -->");
+    out
+}
+
+fn storm_phases_table(baseline: &Phase, storm: &Phase) -> String {
+    let times = |t: &Timings| {
+        format!(
+            "{} / {} / {}",
+            duration(t.percentile(50.0)),
+            duration(t.percentile(99.0)),
+            duration(t.percentile(100.0))
+        )
+    };
+    let failed = |t: &Timings| {
+        format!(
+            "{} of {}",
+            thousands(t.failed() as f64),
+            thousands(t.count() as f64)
+        )
+    };
+    let rows = [
+        (
+            "`/healthz` p50 / p99 / max",
+            times(&baseline.healthz),
+            times(&storm.healthz),
+        ),
+        (
+            "`/healthz` answers other than 200",
+            failed(&baseline.healthz),
+            failed(&storm.healthz),
+        ),
+        (
+            "`POST /v1/feedback` p50 / p99 / max",
+            times(&baseline.writes),
+            times(&storm.writes),
+        ),
+        (
+            "`POST /v1/feedback` answers other than 201",
+            failed(&baseline.writes),
+            failed(&storm.writes),
+        ),
+        (
+            "feedback stored a second (201 answers)",
+            format!("{:.1}", baseline.writes_per_second()),
+            format!("{:.1}", storm.writes_per_second()),
+        ),
+    ];
+    let mut out = String::from("| Measure | No storm | Storm |\n|---|---:|---:|\n");
+    for (measure, before, during) in rows {
+        let _ = writeln!(out, "| {measure} | {before} | {during} |");
+    }
+    out
+}
+
+fn storm_clients_table(f: &StormFigures) -> String {
+    let mut out = String::from(
+        "| Storm clients | Requests | 200 | 503 (without `Retry-After`) | Other or none | p50 / max |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    let rows: [(String, &Counts); 2] = [
+        (
+            format!("{} × `GET /v1/audit/verify` (auditor)", f.verifiers),
+            &f.storm.verify,
+        ),
+        (
+            format!("{} × `GET /v1/you-said-we-did` (anonymous)", f.readers),
+            &f.storm.public,
+        ),
+    ];
+    for (clients, counts) in rows {
+        let _ = writeln!(
+            out,
+            "| {clients} | {} | {} | {} ({}) | {} | {} / {} |",
+            thousands(counts.timings.count() as f64),
+            thousands(counts.timings.ok as f64),
+            thousands(counts.shed as f64),
+            thousands(counts.shed_without_retry_after as f64),
+            thousands(counts.other() as f64),
+            duration(counts.timings.percentile(50.0)),
+            duration(counts.timings.percentile(100.0)),
+        );
+    }
+    out
+}
+
+fn storm_targets_table(storm: &Phase) -> String {
+    let healthz = storm.healthz.percentile(99.0);
+    let writes = storm.writes.percentile(99.0);
+    let rate = storm.writes_per_second();
+    let targets = [
+        (
+            "`/healthz` p99 during the storm",
+            format!("≤ {}", duration(MAX_STORM_HEALTHZ_P99)),
+            match storm.healthz.failed() {
+                0 => duration(healthz),
+                failed => format!("{} ({failed} not 200)", duration(healthz)),
+            },
+            // A probe that got no answer, or not a 200, fails the target whatever its time.
+            healthz <= MAX_STORM_HEALTHZ_P99 && storm.healthz.failed() == 0,
+        ),
+        (
+            "`POST /v1/feedback` p99 during the storm",
+            format!("≤ {}", duration(MAX_STORM_WRITE_P99)),
+            duration(writes),
+            writes <= MAX_STORM_WRITE_P99,
+        ),
+        (
+            "feedback stored a second during the storm",
+            format!("≥ {MIN_STORM_WRITES:.0}"),
+            format!("{rate:.1}"),
+            rate >= MIN_STORM_WRITES,
+        ),
+    ];
+    let mut out = String::from("| Target | Required | Measured | Result |\n|---|---:|---:|---|\n");
+    for (target, required, measured, met) in targets {
+        let result = if met { "PASS" } else { "MISS" };
+        let _ = writeln!(out, "| {target} | {required} | {measured} | {result} |");
+    }
+    out
+}
+
+/// A latency: milliseconds below a second (`12.3 ms`), else seconds (`1.93 s`).
+fn duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
 /// A ratio as a whole percentage.
 fn percent(ratio: f64) -> String {
     format!("{:.0}%", ratio * 100.0)
@@ -394,6 +602,89 @@ mod tests {
         );
     }
 
+    fn timings(millis: &[u64], ok: u64) -> Timings {
+        Timings {
+            sorted: millis.iter().copied().map(Duration::from_millis).collect(),
+            ok,
+        }
+    }
+
+    fn storm_figures(healthz_ms: u64, write_ms: u64, load_average: f64) -> StormFigures {
+        let phase = |healthz: Timings, writes: Timings| Phase {
+            healthz,
+            writes,
+            writer_busy: Duration::from_secs(12),
+            ..Phase::default()
+        };
+        StormFigures {
+            loops: 50_000,
+            events: Some(201_234),
+            load: Duration::from_secs(40),
+            ready: Duration::from_secs(2),
+            seconds: 12,
+            probe_rate: 20,
+            verifiers: 16,
+            readers: 16,
+            load_average: Some(load_average),
+            cores: Some(2),
+            baseline: phase(timings(&[1, 2], 2), timings(&[3; 600], 600)),
+            storm: Phase {
+                verify: Counts {
+                    timings: timings(&[100, 200, 300], 1),
+                    shed: 2,
+                    shed_without_retry_after: 1,
+                },
+                ..phase(
+                    timings(&[2, healthz_ms], 2),
+                    timings(&vec![write_ms; 300], 300),
+                )
+            },
+            shutdown: Shutdown::Stopped(Duration::from_millis(420)),
+        }
+    }
+
+    fn storm_results(section: &str) -> Vec<&str> {
+        section
+            .lines()
+            .filter(|line| line.ends_with("| PASS |") || line.ends_with("| MISS |"))
+            .map(|line| &line[line.len() - 6..line.len() - 2])
+            .collect()
+    }
+
+    #[test]
+    fn storm_section_judges_the_targets() {
+        let machine = Machine::probe(Path::new("/"));
+        let quiet = storm_section(
+            &storm_figures(40, 200, 0.1),
+            &machine,
+            "closeloop-bench storm",
+        );
+        assert!(quiet.starts_with("<!-- bench:storm:start -->\n"));
+        assert!(quiet.ends_with("<!-- bench:storm:end -->\n"));
+        assert_eq!(storm_results(&quiet), ["PASS", "PASS", "PASS"]);
+        assert!(quiet.contains("| 16 × `GET /v1/audit/verify` (auditor) | 3 | 1 | 2 (1) | 0 |"));
+        assert!(quiet.contains("it stopped 420.0 ms after SIGTERM"));
+        assert!(quiet.contains("(50,000 loops, 201,234 events, loaded in 40 s;"));
+        assert!(!quiet.contains("Preliminary"));
+
+        // 300 writes in 12 s is 25 a second: slow writes miss only their own target.
+        let slow = storm_section(&storm_figures(60, 1900, 0.1), &machine, "");
+        assert_eq!(storm_results(&slow), ["MISS", "MISS", "PASS"]);
+        assert!(slow.contains("| `POST /v1/feedback` p50 / p99 / max | 3.0 ms / 3.0 ms / 3.0 ms | 1.90 s / 1.90 s / 1.90 s |"));
+
+        let busy = storm_section(&storm_figures(40, 200, 3.5), &machine, "");
+        assert!(busy.contains("**Preliminary figures**"));
+    }
+
+    #[test]
+    fn a_failed_probe_misses_the_healthz_target() {
+        let mut figures = storm_figures(5, 5, 0.1);
+        figures.storm.healthz.ok = 1;
+        let section = storm_section(&figures, &Machine::probe(Path::new("/")), "");
+        assert_eq!(storm_results(&section), ["MISS", "PASS", "PASS"]);
+        assert!(section.contains("5.0 ms (1 not 200)"));
+    }
+
     #[test]
     fn formats_figures() {
         assert_eq!(thousands(0.4), "0");
@@ -401,6 +692,8 @@ mod tests {
         assert_eq!(thousands(41_234.6), "41,235");
         assert_eq!(thousands(1_450_000.0), "1,450,000");
         assert_eq!(percent(0.506), "51%");
+        assert_eq!(duration(Duration::from_micros(12_345)), "12.3 ms");
+        assert_eq!(duration(Duration::from_millis(1_934)), "1.93 s");
         assert_eq!(shell_quote(&OsString::from("--write")), "--write");
         assert_eq!(shell_quote(&OsString::from("a b")), "'a b'");
     }
