@@ -59,6 +59,23 @@ pub(crate) async fn render<S: EventStore>(State(state): State<Arc<AppState<S>>>)
         reason = "gauges are f64; positions stay far below 2^53"
     )]
     metrics::gauge!("closeloop_log_head_position").set(head as f64);
+    // How far the read models are behind the log, and whether the projector still runs.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "gauges are f64; positions stay far below 2^53"
+    )]
+    metrics::gauge!("closeloop_projector_lag_events")
+        .set(head.saturating_sub(state.projections.applied()) as f64);
+    metrics::gauge!("closeloop_projector_up").set(if state.projections.is_halted() {
+        0.0
+    } else {
+        1.0
+    });
+    metrics::gauge!("closeloop_store_up").set(if state.store.ready().is_ok() {
+        1.0
+    } else {
+        0.0
+    });
     match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

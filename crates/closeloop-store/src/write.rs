@@ -97,6 +97,16 @@ pub enum WriteError {
 ///
 /// # Errors
 /// [`WriteError`] says why nothing was stored.
+#[tracing::instrument(
+    name = "record",
+    skip_all,
+    fields(
+        loop_id = %command.loop_id,
+        event_type = command.payload.event_type().suffix(),
+        position = tracing::field::Empty,
+        duplicate = tracing::field::Empty,
+    )
+)]
 pub async fn record<S: EventStore>(
     store: &S,
     command: Command,
@@ -104,7 +114,11 @@ pub async fn record<S: EventStore>(
     expected: Option<u64>,
 ) -> Result<Recorded, WriteError> {
     let results = record_many(store, vec![(command, expected)], &[origin]).await?;
-    Ok(results.into_iter().next().expect("one command, one result"))
+    let recorded = results.into_iter().next().expect("one command, one result");
+    let span = tracing::Span::current();
+    span.record("position", recorded.position);
+    span.record("duplicate", recorded.duplicate);
+    Ok(recorded)
 }
 
 /// Records several commands, each for a different loop, atomically: all are stored or none
@@ -115,6 +129,15 @@ pub async fn record<S: EventStore>(
 ///
 /// # Panics
 /// When `commands` and `origins` differ in length (a caller bug).
+#[tracing::instrument(
+    name = "record_many",
+    skip_all,
+    fields(
+        loops = commands.len(),
+        event_type = commands.first().map(|(command, _)| command.payload.event_type().suffix()),
+        last_position = tracing::field::Empty,
+    )
+)]
 pub async fn record_many<S: EventStore>(
     store: &S,
     commands: Vec<(Command, Option<u64>)>,
@@ -162,6 +185,9 @@ pub async fn record_many<S: EventStore>(
             .collect();
         match store.append(AppendRequest { loops }).await {
             Ok(outcome) => {
+                if let Some(last) = outcome.committed.last() {
+                    tracing::Span::current().record("last_position", last.position);
+                }
                 // One event per command: the committed list lines up with the commands.
                 return Ok(outcome
                     .committed
@@ -225,6 +251,15 @@ pub async fn record_many<S: EventStore>(
 ///
 /// # Panics
 /// When a command is for another loop than `loop_id` (a caller bug).
+#[tracing::instrument(
+    name = "record_in_order",
+    skip_all,
+    fields(
+        loop_id = %loop_id,
+        commands = commands.len(),
+        last_position = tracing::field::Empty,
+    )
+)]
 pub async fn record_in_order<S: EventStore>(
     store: &S,
     loop_id: &LoopId,
@@ -318,7 +353,12 @@ pub async fn record_in_order<S: EventStore>(
             }],
         };
         match store.append(request).await {
-            Ok(outcome) => return Ok(resolve(plan, &outcome.committed)),
+            Ok(outcome) => {
+                if let Some(last) = outcome.committed.last() {
+                    tracing::Span::current().record("last_position", last.position);
+                }
+                return Ok(resolve(plan, &outcome.committed));
+            }
             // Another writer got in between (a write to the loop, or one of our keys): look
             // again and decide again.
             Err(AppendError::Conflict { .. } | AppendError::IdempotencyMismatch { .. }) => {}
