@@ -244,11 +244,14 @@ fn complete(operation: &mut Value, route: &Route) {
     } else {
         operation["security"] = json!([]);
     }
-    if route.strict_query() {
+    // An HTML page answers its errors as HTML (`problem::finish`), not as problem+json. It
+    // ignores unknown query parameters, but a malformed known one is still a 400.
+    let error = if route.html { page_error } else { problem };
+    if route.strict_query() || route.html {
         add_response(
             operation,
             "400",
-            problem("invalid_request: an unknown or malformed query parameter"),
+            error("invalid_request: an unknown or malformed query parameter"),
         );
     }
     let never_unavailable = matches!(route.path, "/healthz" | "/metrics" | "/v1/openapi.json");
@@ -258,7 +261,7 @@ fn complete(operation: &mut Value, route: &Route) {
         } else {
             "unavailable: a part of the service (the store, the read models, NATS) cannot serve this now"
         };
-        add_response(operation, "503", problem(why));
+        add_response(operation, "503", error(why));
     }
     let Some(responses) = operation["responses"].as_object_mut() else {
         return;
@@ -333,6 +336,11 @@ fn public(summary: &str, responses: Value) -> Value {
 
 fn plain(description: &str, schema: &Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// An error of an HTML page: a short HTML document saying what went wrong.
+fn page_error(description: &str) -> Value {
+    json!({"description": description, "content": {"text/html": {"schema": {"type": "string"}}}})
 }
 
 fn problem(description: &str) -> Value {
@@ -521,6 +529,26 @@ mod tests {
             }
             if route.class.is_some() {
                 assert!(responses.get("503").is_some(), "{}", route.path);
+            }
+        }
+    }
+
+    #[test]
+    fn pages_document_their_errors_as_html() {
+        let document = document();
+        let pages: Vec<&Route> = ROUTES.iter().filter(|route| route.html).collect();
+        assert!(!pages.is_empty());
+        for route in pages {
+            let responses =
+                &document["paths"][route.path][route.method.to_lowercase()]["responses"];
+            for status in ["400", "503"] {
+                let content = &responses[status]["content"];
+                assert!(
+                    content.get("text/html").is_some()
+                        && content.get("application/problem+json").is_none(),
+                    "{} {status}: {content}",
+                    route.path
+                );
             }
         }
     }

@@ -6,6 +6,10 @@
 //! `scripts/test` installs `nats-server` when a machine lacks it; set `NATS_SERVER_BIN` to use
 //! another binary. [`NatsServer::start_with_config`] passes server options the command line
 //! lacks, such as a small `max_payload`.
+//!
+//! [`fuzz`] holds the generators and the runner of the proptest fuzz targets.
+
+pub mod fuzz;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
