@@ -984,3 +984,48 @@ async fn the_public_page_is_shed_beyond_its_limit_but_a_304_is_not() {
     let (response, _, text, _) = app.public("/v1/you-said-we-did", None).await;
     assert_eq!(response.status(), StatusCode::OK, "{text}");
 }
+
+/// On a runtime with one worker thread, `/healthz` is answered while `GET /v1/audit/verify`
+/// walks 200,000 events: the walk gives the thread back between its pages (and hashes them on
+/// the blocking pool), so it never holds the only worker.
+#[tokio::test(flavor = "current_thread")]
+async fn health_is_answered_while_a_long_verify_runs_on_the_only_worker() {
+    let app = app(Limits::default());
+    for batch in 0..200 {
+        append_loops(&app.state.store, batch * 1000, 1000).await;
+    }
+    let verify = tokio::spawn({
+        let router = app.router.clone();
+        async move {
+            let response = router
+                .oneshot(request(
+                    "GET",
+                    "/v1/audit/verify",
+                    Some(AUDITOR),
+                    Body::empty(),
+                ))
+                .await
+                .expect("infallible");
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            serde_json::from_slice::<Value>(&bytes).expect("json")
+        }
+    });
+    // Let the verification start before asking for health.
+    tokio::task::yield_now().await;
+    let (response, body, _) = call(&app, request("GET", "/healthz", None, Body::empty())).await;
+    assert_eq!(
+        (response.status(), &body["status"]),
+        (StatusCode::OK, &Value::from("ok"))
+    );
+    assert!(
+        !verify.is_finished(),
+        "the verification was expected to be still walking when /healthz answered"
+    );
+    let report = verify.await.expect("verify task");
+    assert_eq!(
+        (report["ok"].as_bool(), report["events"].as_u64()),
+        (Some(true), Some(200_000))
+    );
+}

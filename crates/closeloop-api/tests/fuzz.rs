@@ -266,6 +266,7 @@ fn app() -> App {
         metrics: None,
         ingest: None,
         limits: Limits::default(),
+        stories: closeloop_api::story_cache(),
     });
     App {
         router: router(state),
