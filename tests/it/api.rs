@@ -670,3 +670,50 @@ async fn an_idempotency_key_names_one_request_of_one_caller() {
     assert_eq!(detail.body["version"], 2, "{}", detail.text);
     assert_eq!(detail.body["stage"], "acknowledged");
 }
+
+#[tokio::test]
+async fn an_operator_may_lower_the_field_limits_but_not_raise_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service =
+        crate::Service::start_with_env(dir.path(), "off", &[("CLOSELOOP_MAX_THEMES", "2")]);
+    let post = |themes: Value| {
+        let body =
+            json!({"org_unit": "rxx/a", "channel": "web", "story": "Fine.", "themes": themes});
+        let url = service.url("/v1/feedback");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(STAFF)
+                .json(&body)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    assert_eq!(post(json!(["a", "b"])).await.status(), StatusCode::CREATED);
+    let refused = post(json!(["a", "b", "c"])).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["code"], "invalid_data");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("themes"),
+        "{problem}"
+    );
+    drop(service);
+
+    // Above the documented default: refused at start, with exit status 2 and the reason.
+    let output = std::process::Command::new(crate::closeloop_bin())
+        .arg("serve")
+        .env("CLOSELOOP_DATA_DIR", dir.path())
+        .env("CLOSELOOP_HTTP_ADDR", "127.0.0.1:0")
+        .env("CLOSELOOP_NATS_URL", "off")
+        .env("CLOSELOOP_MAX_THEMES", "500")
+        .output()
+        .expect("run closeloop serve");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_themes"), "{stderr}");
+}

@@ -42,7 +42,11 @@ pub(crate) async fn post_feedback<S: EventStore>(
         // A retried request with the same key must land on the same loop.
         None => generated_loop_id(key.as_ref()),
     };
-    let payload = LoopEvent::from_data(EventType::FeedbackReceived, Value::Object(data))?;
+    let payload = LoopEvent::from_data_with(
+        EventType::FeedbackReceived,
+        Value::Object(data),
+        &state.input_limits,
+    )?;
     let recorded = record(&state, loop_id, payload, key, None).await?;
     Ok(created(&recorded))
 }
@@ -61,7 +65,7 @@ pub(crate) async fn post_step<S: EventStore>(
     let expected = if_match(&headers)?;
     let body = json_object(&body)?;
     let key = Idempotency::from_request(&credential, &headers, path, &body)?;
-    let payload = LoopEvent::from_data(event_type, Value::Object(body))?;
+    let payload = LoopEvent::from_data_with(event_type, Value::Object(body), &state.input_limits)?;
     let recorded = record(&state, loop_id, payload, key, expected).await?;
     Ok(created(&recorded))
 }
@@ -116,7 +120,11 @@ pub(crate) async fn post_changes<S: EventStore>(
         None => format!("chg-{}", Uuid::new_v4().simple()),
     };
     data.insert("change_id".to_owned(), Value::String(change_id.clone()));
-    let payload = LoopEvent::from_data(EventType::ChangeMade, Value::Object(data))?;
+    let payload = LoopEvent::from_data_with(
+        EventType::ChangeMade,
+        Value::Object(data),
+        &state.input_limits,
+    )?;
     let at = (state.clock)();
     let commands = parsed
         .iter()

@@ -106,6 +106,9 @@ pub struct AppState<S> {
     /// on every request; build it with [`story_cache`]. Whatever erases a story must
     /// invalidate it here too.
     pub stories: Arc<closeloop_projections::StoryCache>,
+    /// The bounds on every field and time of the events requests record (contract defaults,
+    /// which an operator may lower).
+    pub input_limits: closeloop_domain::Limits,
 }
 
 impl<S> std::fmt::Debug for AppState<S> {

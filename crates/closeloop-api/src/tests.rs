@@ -53,6 +53,7 @@ fn build<S: EventStore>(dir: tempfile::TempDir, store: S, limits: Limits, clock:
         ingest: None,
         limits,
         stories: crate::story_cache(),
+        input_limits: closeloop_domain::Limits::DEFAULT,
     });
     App {
         router: router(Arc::clone(&state)),

@@ -267,6 +267,7 @@ fn app() -> App {
         ingest: None,
         limits: Limits::default(),
         stories: closeloop_api::story_cache(),
+        input_limits: closeloop_domain::Limits::DEFAULT,
     });
     App {
         router: router(state),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::{self, AckKind};
-use closeloop_domain::{LoopId, Rejection};
+use closeloop_domain::{Limits, LoopId, Rejection};
 use closeloop_store::write::{self, WriteError};
 use closeloop_store::{EventStore, StoreError};
 use futures::{FutureExt, StreamExt};
@@ -285,7 +285,7 @@ async fn consume<S: EventStore>(
             }
         };
         shared.set_ingest_backlogged(gathered.len() >= options.batch);
-        let batch = Batch::decode(gathered);
+        let batch = Batch::decode(gathered, &options.input_limits);
         if in_flight.len() >= 2
             && let Some((_, oldest)) = in_flight.pop_front()
         {
@@ -331,8 +331,9 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Decodes `messages` and groups them by loop, keeping each loop's delivery order.
-    pub(crate) fn decode(messages: Vec<jetstream::Message>) -> Self {
+    /// Decodes `messages` within `limits` and groups them by loop, keeping each loop's
+    /// delivery order.
+    pub(crate) fn decode(messages: Vec<jetstream::Message>, limits: &Limits) -> Self {
         let received_at = Timestamp::now();
         let mut index: HashMap<LoopId, usize> = HashMap::new();
         let mut batch = Batch::default();
@@ -343,7 +344,7 @@ impl Batch {
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
             let at = published_at(&message).unwrap_or(received_at);
-            match cloudevent::decode(&message.payload, &pairs, at) {
+            match cloudevent::decode_with(&message.payload, &pairs, at, limits) {
                 Ok(decoded) => {
                     let loop_id = decoded.command.loop_id.clone();
                     let slot = *index.entry(loop_id.clone()).or_insert_with(|| {

@@ -60,6 +60,8 @@ pub struct IngestOptions {
     pub unknown_loop_attempts: i64,
     /// The first wait before such a follow-up is delivered again; it doubles each time.
     pub unknown_loop_backoff: Duration,
+    /// The bounds on each event's data and times (an operator may lower the defaults).
+    pub input_limits: closeloop_domain::Limits,
 }
 
 impl Default for IngestOptions {
@@ -77,6 +79,7 @@ impl Default for IngestOptions {
             },
             unknown_loop_attempts: 5,
             unknown_loop_backoff: Duration::from_millis(500),
+            input_limits: closeloop_domain::Limits::DEFAULT,
         }
     }
 }

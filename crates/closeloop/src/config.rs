@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use closeloop_api::ApiTokens;
+use closeloop_domain::{LimitError, Limits};
 
 /// Closeloop makes sure no piece of patient or carer feedback is lost and every one gets an
 /// answer: "you said, we did".
@@ -131,6 +132,65 @@ pub struct ServeArgs {
     /// set. For trying Closeloop out, never for production.
     #[arg(long)]
     pub demo: bool,
+
+    /// The bounds on what one event may hold, over HTTP and NATS alike.
+    #[command(flatten)]
+    pub input_limits: InputLimitArgs,
+}
+
+/// The field limits of `docs/events.md`: each defaults to the documented value, and an
+/// operator may lower any of them (never raise: the defaults are what the outbound feed and the
+/// read models are sized for).
+#[derive(Debug, Args)]
+pub struct InputLimitArgs {
+    /// Longest story, in bytes.
+    #[arg(long, env = "CLOSELOOP_MAX_STORY_BYTES", default_value_t = Limits::DEFAULT.max_story_bytes)]
+    pub max_story_bytes: usize,
+
+    /// Longest value of every other text field (unknown fields included), in bytes.
+    #[arg(long, env = "CLOSELOOP_MAX_TEXT_BYTES", default_value_t = Limits::DEFAULT.max_text_bytes)]
+    pub max_text_bytes: usize,
+
+    /// Most themes on one loop.
+    #[arg(long, env = "CLOSELOOP_MAX_THEMES", default_value_t = Limits::DEFAULT.max_themes)]
+    pub max_themes: usize,
+
+    /// Most seldom-heard tags on one loop.
+    #[arg(long, env = "CLOSELOOP_MAX_SELDOM_HEARD", default_value_t = Limits::DEFAULT.max_seldom_heard)]
+    pub max_seldom_heard: usize,
+
+    /// Longest theme or seldom-heard tag, in bytes.
+    #[arg(long, env = "CLOSELOOP_MAX_TAG_BYTES", default_value_t = Limits::DEFAULT.max_tag_bytes)]
+    pub max_tag_bytes: usize,
+
+    /// Most ratings on one loop.
+    #[arg(long, env = "CLOSELOOP_MAX_RATINGS", default_value_t = Limits::DEFAULT.max_ratings)]
+    pub max_ratings: usize,
+
+    /// Deepest nesting of objects and arrays in an event's data.
+    #[arg(long, env = "CLOSELOOP_MAX_JSON_DEPTH", default_value_t = Limits::DEFAULT.max_depth)]
+    pub max_json_depth: usize,
+}
+
+impl InputLimitArgs {
+    /// The limits to enforce.
+    ///
+    /// # Errors
+    /// When a value is above its documented default, or zero.
+    pub fn to_limits(&self) -> Result<Limits, LimitError> {
+        let limits = Limits {
+            max_story_bytes: self.max_story_bytes,
+            max_text_bytes: self.max_text_bytes,
+            max_themes: self.max_themes,
+            max_seldom_heard: self.max_seldom_heard,
+            max_tag_bytes: self.max_tag_bytes,
+            max_ratings: self.max_ratings,
+            max_depth: self.max_json_depth,
+            ..Limits::DEFAULT
+        };
+        limits.check()?;
+        Ok(limits)
+    }
 }
 
 /// `closeloop replay`.

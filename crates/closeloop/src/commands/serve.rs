@@ -28,6 +28,13 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              (CLOSELOOP_STORE=sled, the default)"
         );
     }
+    let input_limits = match args.input_limits.to_limits() {
+        Ok(limits) => limits,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let mut tokens = args.api_tokens;
     if args.demo && tokens.is_empty() {
         tokens = DEMO_TOKENS.parse().context("demo tokens")?;
@@ -110,6 +117,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             url: args.nats_url.clone(),
             feed_checkpoint: data_dir.join("feed.checkpoint"),
             replicas: usize::from(args.nats_replicas),
+            input_limits,
             ..IngestOptions::default()
         };
         Some(closeloop_ingest::start(Arc::clone(&store), options, stopping.clone()).await?)
@@ -130,6 +138,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }),
         limits: closeloop_api::Limits::default(),
         stories: closeloop_api::story_cache(),
+        input_limits,
     });
     let mut http_stopping = stopping.clone();
     let server = closeloop_api::serve(listener, closeloop_api::router(state), async move {
