@@ -144,3 +144,138 @@ async fn metrics_and_traces_name_the_route_template_never_the_path() {
         .collect();
     assert!(leaked.is_empty(), "the raw path was logged: {leaked:?}");
 }
+
+/// A tmpfs of `megabytes` mounted on a fresh directory, unmounted on drop; `None` where this
+/// process may not mount (CI runs as root and can).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success()
+            .then_some(Self(dir))
+    }
+
+    fn resize(&self, megabytes: u32) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={megabytes}m")])
+            .arg(self.0.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_fast_says_so_plainly_stops_on_sigterm_and_loses_nothing() {
+    let Some(tmpfs) = Tmpfs::mount(24) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let data = tmpfs.0.path().join("data");
+    let service = Service::start(&data);
+    // Every call has a deadline well under the service's 30 s request timeout: a write that
+    // hangs on the full disk fails the test instead of waiting it out.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let post = |n: usize| {
+        let story = format!("The ward was loud at night, visit {n}. ").repeat(450);
+        let body = serde_json::json!({"org_unit": "rxx/a", "channel": "web", "story": story});
+        client
+            .post(service.url("/v1/feedback"))
+            .bearer_auth(crate::api::STAFF)
+            .header("idempotency-key", format!("disk-{n}"))
+            .json(&body)
+            .send()
+    };
+    let mut acknowledged = Vec::new();
+    let failed = loop {
+        assert!(acknowledged.len() < 5000, "24 MB never filled up");
+        let answer = post(acknowledged.len())
+            .await
+            .expect("a write answers, never hangs");
+        if answer.status() != 201 {
+            break answer;
+        }
+        let body: Value = answer.json().await.expect("json");
+        acknowledged.push(body["loop_id"].as_str().expect("loop id").to_owned());
+    };
+    assert_eq!(failed.status(), 503);
+    assert!(failed.headers().contains_key("retry-after"));
+    let text = failed.text().await.expect("body");
+    for leak in ["os error", "No space", "IO error", "sled"] {
+        assert!(!text.contains(leak), "the 503 body leaks {leak:?}: {text}");
+    }
+    // The idempotent retry of the failed write fails at once too, and so does readiness.
+    let retry = post(acknowledged.len())
+        .await
+        .expect("the retry answers, never hangs");
+    assert_eq!(retry.status(), 503);
+    let ready = client
+        .get(service.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let ready = ready.text().await.expect("body");
+    assert!(
+        ready.contains("\"failed\"") && !ready.contains("os error"),
+        "{ready}"
+    );
+
+    let started = std::time::Instant::now();
+    let status = service.terminate();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "SIGTERM took {took:?} to stop the service"
+    );
+    eprintln!(
+        "full disk: {} writes acknowledged; stopped {took:?} after SIGTERM with {status}",
+        acknowledged.len()
+    );
+
+    // Space is freed and the service restarts: every acknowledged write is there.
+    tmpfs.resize(64);
+    let service = Service::start(&data);
+    for loop_id in &acknowledged {
+        let answer = client
+            .get(service.url(&format!("/v1/loops/{loop_id}")))
+            .bearer_auth(crate::api::STAFF)
+            .send()
+            .await
+            .expect("read");
+        assert_eq!(
+            answer.status(),
+            200,
+            "acknowledged loop {loop_id} is missing"
+        );
+    }
+    let verify: Value = client
+        .get(service.url("/v1/audit/verify"))
+        .bearer_auth(crate::api::AUDITOR)
+        .send()
+        .await
+        .expect("verify")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(verify["ok"], true, "{verify}");
+    drop(service);
+}

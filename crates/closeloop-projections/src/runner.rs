@@ -330,6 +330,20 @@ pub async fn run_projector<S: EventStore>(
         };
         let page = match page {
             Ok(page) => page,
+            // The store failing to read (a failed disk, say) is the store's state to report,
+            // not a reason for the projector to give up: it keeps what it has, tries again
+            // with back-off, and catches up if the store recovers.
+            Err(err @ (StoreError::Backend(_) | StoreError::Stopped(_))) => {
+                if retry == RETRY_MIN {
+                    tracing::warn!(%err, "projector cannot read the log; trying again");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = &mut shutdown => break Ok(()),
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
             Err(err) => break Err(err.into()),
         };
         let read = page.len();
