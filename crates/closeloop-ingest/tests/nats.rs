@@ -566,15 +566,20 @@ async fn the_feed_resumes_from_its_checkpoint_after_a_restart() {
         .unwrap();
     }
     let service = Service::start(&server.url(), dir.path(), Some(store)).await;
-    let fed = wait_for_messages(&js, FEED_STREAM, 8).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let fed_again = stream_messages(&js, FEED_STREAM).await;
-    assert_eq!(fed_again.len(), 8, "nothing is published twice");
+    wait_for_messages(&js, FEED_STREAM, 8).await;
+    // A marker stored last: the feed publishes in position order, so once the marker is out,
+    // anything it published again from before its checkpoint would be out too.
+    publish_event(&js, &feedback("fb-marker", None)).await;
+    let fed = wait_for_messages(&js, FEED_STREAM, 9).await;
     let ids: Vec<String> = fed
         .iter()
         .map(|m| header(&m.headers, "Nats-Msg-Id"))
         .collect();
-    assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+    assert_eq!(
+        ids,
+        ["1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        "nothing is published twice"
+    );
     service.stop().await;
 }
 
@@ -584,7 +589,11 @@ async fn nats_down_at_start_then_up_is_caught_up() {
     server.stop();
     let dir = tempfile::tempdir().unwrap();
     let service = Service::start(&server.url(), dir.path(), None).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A definite signal that it tried and failed, rather than a pause that hopes it did.
+    wait_until("a failed connection attempt is reported", async || {
+        service.handle.status(0).last_error.is_some()
+    })
+    .await;
     let status = service.handle.status(0);
     assert_ne!(status.connection, Connection::Connected);
     assert!(!status.is_healthy());

@@ -169,8 +169,9 @@ async fn a_gap_in_the_log_holds_the_checkpoint_until_it_fills() {
     while store.reads_in_phase.load(Ordering::SeqCst) < 5 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The projector has read the log five times since 7 to 10 appeared: it saw them, and
+    // applied nothing past the hole at 6.
     assert_eq!(projections.applied(), 5);
-    assert!(!projections.wait_for(6, Duration::from_secs(2)).await);
 
     store.set_phase(EVERYTHING);
     assert!(projections.wait_for(10, Duration::from_secs(10)).await);
