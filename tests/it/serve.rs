@@ -145,48 +145,13 @@ async fn metrics_and_traces_name_the_route_template_never_the_path() {
     assert!(leaked.is_empty(), "the raw path was logged: {leaked:?}");
 }
 
-/// A tmpfs of `megabytes` mounted on a fresh directory, unmounted on drop; `None` where this
-/// process may not mount (CI runs as root and can).
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(megabytes: u32) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?
-            .success()
-            .then_some(Self(dir))
-    }
-
-    fn resize(&self, megabytes: u32) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={megabytes}m")])
-            .arg(self.0.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "remount failed");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_fails_fast_says_so_plainly_stops_on_sigterm_and_loses_nothing() {
-    let Some(tmpfs) = Tmpfs::mount(24) else {
+    let Some(tmpfs) = closeloop_testkit::Tmpfs::mount(24) else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let data = tmpfs.0.path().join("data");
+    let data = tmpfs.path().join("data");
     let service = Service::start(&data);
     // Every call has a deadline well under the service's 30 s request timeout: a write that
     // hangs on the full disk fails the test instead of waiting it out.

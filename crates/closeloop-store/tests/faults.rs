@@ -16,6 +16,7 @@ use closeloop_store::{
     AppendError, AppendRequest, EventStore, ExpectedVersion, FaultInjector, FaultPoint, SledStore,
     SledStoreOptions, StoreError, verify,
 };
+use closeloop_testkit::Tmpfs;
 use serde_json::json;
 
 /// How long any single call may take before the test calls it hung. Generous: it only catches
@@ -192,46 +193,6 @@ async fn a_flush_that_never_returns_fails_the_appends_waiting_for_it() {
     assert!(is_stopped(&later), "{later:?}");
     within("closing a store whose disk hangs", store.close()).await;
     drop(release);
-}
-
-/// A tmpfs of `megabytes` mounted at a fresh directory, unmounted on drop. `None` when this
-/// process may not mount (not root, or no mount permission in this sandbox).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(megabytes: u32) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then_some(Self { dir })
-    }
-
-    fn resize(&self, megabytes: u32) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={megabytes}m")])
-            .arg(self.dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "remount of the tmpfs failed");
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 fn story_event(n: usize) -> Event {

@@ -7,9 +7,13 @@
 //! another binary. [`NatsServer::start_with_config`] passes server options the command line
 //! lacks, such as a small `max_payload`.
 //!
-//! [`fuzz`] holds the generators and the runner of the proptest fuzz targets.
+//! [`fuzz`] holds the generators and the runner of the proptest fuzz targets, and [`Tmpfs`] a
+//! small filesystem that full-disk tests fill up.
 
 pub mod fuzz;
+mod tmpfs;
+
+pub use tmpfs::Tmpfs;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
