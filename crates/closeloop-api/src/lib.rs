@@ -182,8 +182,8 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
 /// The HTTP routes of the service, each behind its guard, with body limit, timeout, metrics,
 /// request ids, request tracing and problem+json for every error.
 ///
-/// Layers, outermost first: request id, error shaping ([`problem`]), trace span, metrics,
-/// timeout; then, per route, the guard (access, query parameters, concurrency limit) and the
+/// Layers, outermost first: request id, error shaping ([`problem`]), the URI length limit, trace
+/// span, metrics, timeout; then, per route, the guard (access, query parameters, concurrency limit) and the
 /// body limit. The guard runs before the body limit, so a request that is refused is
 /// answered without reading its body.
 pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
@@ -207,8 +207,27 @@ pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::from_fn(problem::finish))
         .layer(axum::middleware::from_fn(request_id::assign))
+}
+
+/// Longest request target (path and query) the service reads, in bytes. Longer ones are
+/// answered 414 as problem+json here; the HTTP server itself refuses request lines past its
+/// own much larger buffer, before Closeloop sees them.
+pub const URI_LIMIT_BYTES: usize = 8 * 1024;
+
+/// Answers 414 to a request whose path and query are longer than [`URI_LIMIT_BYTES`], before
+/// anything parses them (the outer layer shapes the answer as problem+json).
+async fn limit_uri(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if length > URI_LIMIT_BYTES {
+        return axum::response::IntoResponse::into_response(axum::http::StatusCode::URI_TOO_LONG);
+    }
+    next.run(request).await
 }
 
 /// The trace span of a request: method, route template and request id. Never the raw path or

@@ -319,6 +319,16 @@ async fn every_error_of_the_api_is_a_problem_with_a_request_id() {
             "payload_too_large",
         ),
         (
+            request(
+                "GET",
+                &format!("/v1/loops?theme={}", "x".repeat(crate::URI_LIMIT_BYTES)),
+                Some(STAFF),
+                Body::empty(),
+            ),
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+        ),
+        (
             request("GET", "/v1/loops/%FF", Some(STAFF), Body::empty()),
             StatusCode::BAD_REQUEST,
             "invalid_request",
