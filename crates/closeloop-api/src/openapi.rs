@@ -254,6 +254,12 @@ fn complete(operation: &mut Value, route: &Route) {
             error("invalid_request: an unknown or malformed query parameter"),
         );
     }
+    // Every route refuses an over-long request target before anything else reads it.
+    add_response(
+        operation,
+        "414",
+        error("uri_too_long: the path and query are over 8 KiB"),
+    );
     let never_unavailable = matches!(route.path, "/healthz" | "/metrics" | "/v1/openapi.json");
     if !never_unavailable {
         let why = if route.class.is_some() {
