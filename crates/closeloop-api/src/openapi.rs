@@ -207,7 +207,7 @@ fn operation(method: &str, path: &str) -> Value {
                 "200": plain("A page of dead letters", &json!({"type": "object", "required": ["items", "next_after"], "properties": {
                     "items": {"type": "array", "items": {"type": "object"}}, "next_after": {"type": ["integer", "null"]}}})),
                 "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
-                "503": problem("unavailable: NATS is off or unreachable"),
+                "503": problem("unavailable: NATS is unreachable"),
             },
         }),
         ("POST", "/v1/dead-letters/{seq}/retry") => json!({
@@ -220,7 +220,7 @@ fn operation(method: &str, path: &str) -> Value {
                     "seq": {"type": "integer"}, "subject": {"type": "string"}, "feedback_sequence": {"type": "integer"}}})),
                 "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
                 "404": problem("not_found: no such dead letter"),
-                "503": problem("unavailable: NATS is off or unreachable"),
+                "503": problem("unavailable: NATS is unreachable"),
             },
         }),
         _ => panic!("no OpenAPI operation for {method} {path}: document it in openapi.rs"),

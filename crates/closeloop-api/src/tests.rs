@@ -369,9 +369,14 @@ async fn every_error_of_the_api_is_a_problem_with_a_request_id() {
             "invalid_request",
         ),
         (
-            request("GET", "/v1/dead-letters", Some(ADMIN), Body::empty()),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            request(
+                "POST",
+                "/v1/dead-letters/7/retry",
+                Some(ADMIN),
+                Body::empty(),
+            ),
+            StatusCode::NOT_FOUND,
+            "not_found",
         ),
     ];
     for (request, status, code) in cases {
