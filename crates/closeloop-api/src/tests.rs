@@ -1045,3 +1045,28 @@ async fn health_is_answered_while_a_long_verify_runs_on_the_only_worker() {
         (Some(true), Some(200_000))
     );
 }
+
+/// Adapters never depend on each other (ARCHITECTURE.md): the API knows the NATS side only
+/// through its own `IngestAdmin` trait, which the binary implements.
+#[test]
+fn neither_adapter_crate_depends_on_the_other() {
+    let depends_on = |manifest: &str, krate: &str| {
+        manifest.lines().map(str::trim_start).any(|line| {
+            line.starts_with(&format!("{krate}.")) || line.starts_with(&format!("{krate} "))
+        })
+    };
+    let api = include_str!("../Cargo.toml");
+    let ingest = include_str!("../../closeloop-ingest/Cargo.toml");
+    assert!(
+        !depends_on(api, "closeloop-ingest"),
+        "closeloop-api depends on closeloop-ingest"
+    );
+    assert!(
+        !depends_on(ingest, "closeloop-api"),
+        "closeloop-ingest depends on closeloop-api"
+    );
+    assert!(
+        depends_on(api, "closeloop-store"),
+        "the check reads the manifests it means to"
+    );
+}
