@@ -51,7 +51,12 @@ use crate::{
 const RELEASE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The on-disk format this build writes and reads.
-const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first format.
+/// - 2: an entry may carry a request digest, flagged in the top bit of its version field
+///   (see [`entry`]). Format 1 entries read unchanged, so a format 1 store is marked 2 when
+///   it opens; a build that reads only format 1 then refuses it instead of misreading versions.
+const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"mformat";
 
 /// Tuning for [`SledStore`]; the defaults suit a laptop and a production node alike.
@@ -568,17 +573,56 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
                     supported: FORMAT_VERSION,
                 });
             }
+            if found < FORMAT_VERSION {
+                // Every older format reads as it is: only the marker moves on.
+                mark_format(db, tree)?;
+            }
             Ok(())
         }
-        None => {
-            tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                .map_err(backend)?;
-            db.flush().map_err(backend)?;
-            Ok(())
-        }
+        None => mark_format(db, tree),
     }
+}
+
+fn mark_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
+    tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+        .map_err(backend)?;
+    db.flush().map_err(backend)?;
+    Ok(())
 }
 
 fn backend(err: sled::Error) -> StoreError {
     StoreError::Backend(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(db: &sled::Db) -> Option<u32> {
+        let tree = db.open_tree("events").expect("tree");
+        tree.get(FORMAT_KEY)
+            .expect("read")
+            .map(|value| u32::from_be_bytes(value.as_ref().try_into().expect("4 bytes")))
+    }
+
+    #[test]
+    fn an_older_format_is_marked_current_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::open(dir.path()).expect("open");
+        let tree = db.open_tree("events").expect("tree");
+        check_format(&db, &tree).expect("a new store");
+        assert_eq!(marker(&db), Some(FORMAT_VERSION));
+
+        tree.insert(FORMAT_KEY, &1u32.to_be_bytes()).expect("write");
+        check_format(&db, &tree).expect("format 1 reads as it is");
+        assert_eq!(marker(&db), Some(FORMAT_VERSION));
+
+        tree.insert(FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes())
+            .expect("write");
+        let refused = check_format(&db, &tree).expect_err("newer format");
+        assert!(
+            matches!(refused, StoreError::UnsupportedFormat { found, .. } if found == FORMAT_VERSION + 1),
+            "{refused}"
+        );
+    }
 }
