@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::guard::Admission;
+use crate::problem::escape;
 
 /// How long a read waits for the projections to catch up before answering 503.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
@@ -584,19 +585,4 @@ fn next_query(limit: usize, cursor: &str) -> String {
     } else {
         format!("limit={limit}&cursor={cursor}")
     }
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
