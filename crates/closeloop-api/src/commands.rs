@@ -281,10 +281,7 @@ impl Idempotency {
         };
         // Every HTTP command is a POST; the method is in the digest so that a later method
         // taking keys cannot share one with it.
-        let request = RequestDigest::of(
-            &[credential.id.as_str(), "POST", path],
-            &Value::Object(body.clone()),
-        );
+        let request = RequestDigest::of_object(&[credential.id.as_str(), "POST", path], body);
         Ok(Some(Self {
             event_id: format!("{}/{key}", credential.id),
             request,

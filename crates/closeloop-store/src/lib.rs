@@ -83,16 +83,35 @@ impl RequestDigest {
     /// and a JSON `body`, compared as JSON: object members in any order, any whitespace.
     #[must_use]
     pub fn of(parts: &[&str], body: &serde_json::Value) -> Self {
+        let mut canonical = Vec::new();
+        write_canonical(body, &mut canonical);
+        Self::of_canonical(parts, &canonical)
+    }
+
+    /// [`of`](Self::of) for a body that is a JSON object, without copying it into a value.
+    #[must_use]
+    pub fn of_object(parts: &[&str], body: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let mut canonical = Vec::new();
+        write_canonical_object(body, &mut canonical);
+        Self::of_canonical(parts, &canonical)
+    }
+
+    fn of_canonical(parts: &[&str], canonical: &[u8]) -> Self {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         for part in parts {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part.as_bytes());
         }
-        let mut canonical = Vec::new();
-        write_canonical(body, &mut canonical);
-        hasher.update(&canonical);
+        hasher.update(canonical);
         Self(hasher.finalize().into())
+    }
+
+    /// Whether an idempotency key bound to `then` is sent again for another request, `now`.
+    /// An unbound side (stored before digests existed, or sent without one) never conflicts.
+    #[must_use]
+    pub fn conflict(then: Option<Self>, now: Option<Self>) -> bool {
+        matches!((then, now), (Some(then), Some(now)) if then != now)
     }
 }
 
@@ -107,20 +126,7 @@ impl fmt::Debug for RequestDigest {
 fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match value {
-        Value::Object(map) => {
-            let mut members: Vec<_> = map.iter().collect();
-            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (n, (name, member)) in members.into_iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_canonical(&Value::String(name.clone()), out);
-                out.push(b':');
-                write_canonical(member, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (n, item) in items.iter().enumerate() {
@@ -136,6 +142,23 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
             let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
+}
+
+/// An object with its members sorted by name, as [`write_canonical`] writes objects.
+fn write_canonical_object(map: &serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>) {
+    let mut members: Vec<_> = map.iter().collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (n, (name, member)) in members.into_iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        // A name is a string: it has one JSON form.
+        let _ = serde_json::to_writer(&mut *out, name);
+        out.push(b':');
+        write_canonical(member, out);
+    }
+    out.push(b'}');
 }
 
 /// Events for one loop within an [`AppendRequest`].
@@ -338,4 +361,40 @@ pub trait EventStore: Send + Sync + 'static {
         source: &str,
         event_id: &str,
     ) -> impl Future<Output = Result<Option<Committed>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestDigest;
+    use serde_json::json;
+
+    #[test]
+    fn request_digests_compare_json_not_its_spelling() {
+        let parts = ["staff:1a2b", "POST", "/v1/feedback"];
+        let body = json!({"b": [1, {"y": 2, "x": "é"}], "a": null});
+        let reordered: serde_json::Value =
+            serde_json::from_str(r#"{ "a" : null, "b": [1, {"x": "\u00e9", "y": 2}] }"#)
+                .expect("json");
+        let object = body.as_object().expect("object");
+        assert_eq!(
+            RequestDigest::of(&parts, &body),
+            RequestDigest::of(&parts, &reordered)
+        );
+        assert_eq!(
+            RequestDigest::of(&parts, &body),
+            RequestDigest::of_object(&parts, object)
+        );
+        assert_ne!(
+            RequestDigest::of(&parts, &body),
+            RequestDigest::of(&["staff:1a2b", "POST", "/v1/changes"], &body)
+        );
+        assert_ne!(
+            RequestDigest::of(&parts, &body),
+            RequestDigest::of(&parts, &json!({"b": [1, {"y": 2, "x": "e"}], "a": null}))
+        );
+        let (one, two) = (Some(RequestDigest([1; 32])), Some(RequestDigest([2; 32])));
+        assert!(RequestDigest::conflict(one, two));
+        assert!(!RequestDigest::conflict(one, one));
+        assert!(!RequestDigest::conflict(None, two) && !RequestDigest::conflict(one, None));
+    }
 }

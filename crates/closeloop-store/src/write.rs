@@ -40,7 +40,7 @@ pub struct Origin {
 impl Origin {
     /// Whether `original`, stored under this origin's key, was stored for another request.
     fn conflicts_with(&self, original: &Committed) -> bool {
-        matches!((self.request, original.request), (Some(now), Some(then)) if now != then)
+        RequestDigest::conflict(original.request, self.request)
     }
 }
 
@@ -285,10 +285,7 @@ pub async fn record_in_order<S: EventStore>(
             let refused = too_large.iter().find(|(at, _)| *at == n);
             plan.push(match (earlier, refused) {
                 (Some(first), _)
-                    if matches!(
-                        (commands[first].1.request, origin.request),
-                        (Some(then), Some(now)) if then != now
-                    ) =>
+                    if RequestDigest::conflict(commands[first].1.request, origin.request) =>
                 {
                     Planned::Done(Err(key_reused(origin)))
                 }

@@ -238,8 +238,7 @@ impl Writer {
         for event in request.loops.iter().flat_map(|l| &l.events) {
             let original = self.original(index, staged, &event.source, &event.event_id)?;
             if let Some(original) = &original
-                && let (Some(then), Some(now)) = (original.request, event.request)
-                && then != now
+                && RequestDigest::conflict(original.request, event.request)
             {
                 return Err(AppendError::IdempotencyMismatch {
                     event_source: event.source.clone(),
