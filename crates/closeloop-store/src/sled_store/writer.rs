@@ -394,10 +394,11 @@ pub(super) fn run_flusher(
                     }
                 }
             }
-            Some(Err(reason)) => {
+            Some(Err(failure)) => {
+                let reason = failure.to_string();
                 shared.stop(reason.clone());
                 answer_failed(pending, &reason);
-                if reason.starts_with(FLUSH_TIMED_OUT) {
+                if matches!(failure, FlushFailure::TimedOut(_)) {
                     // The helper thread is stuck in the disk; leave it behind.
                     fsync = None;
                 }
@@ -424,7 +425,19 @@ fn answer_failed(pending: Vec<Ticket>, reason: &str) {
     }
 }
 
-const FLUSH_TIMED_OUT: &str = "flush did not finish";
+/// Why an fsync did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum FlushFailure {
+    /// sled reported an error.
+    #[error("flush failed: {0}")]
+    Failed(String),
+    /// It did not return within the deadline; the thread running it is stuck.
+    #[error("flush did not finish within {} s; the disk may be full or failing", .0.as_secs_f64())]
+    TimedOut(Duration),
+    /// The thread running it is gone.
+    #[error("the flush thread ended")]
+    ThreadEnded,
+}
 
 /// A thread that runs sled's fsync on request, so the flusher can stop waiting for it.
 struct Fsync {
@@ -464,19 +477,14 @@ impl Fsync {
         let _ = self.thread.join();
     }
 
-    fn flush(&mut self, deadline: Duration) -> Result<(), String> {
+    fn flush(&mut self, deadline: Duration) -> Result<(), FlushFailure> {
         self.requests
             .send(())
-            .map_err(|_| "the flush thread ended".to_owned())?;
+            .map_err(|_| FlushFailure::ThreadEnded)?;
         match self.done.recv_timeout(deadline) {
-            Ok(result) => result.map_err(|err| format!("flush failed: {err}")),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(format!(
-                "{FLUSH_TIMED_OUT} within {} s; the disk may be full or failing",
-                deadline.as_secs_f64()
-            )),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                Err("the flush thread ended".to_owned())
-            }
+            Ok(result) => result.map_err(FlushFailure::Failed),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(FlushFailure::TimedOut(deadline)),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(FlushFailure::ThreadEnded),
         }
     }
 }
