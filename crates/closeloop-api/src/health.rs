@@ -45,7 +45,9 @@ pub(crate) async fn readyz<S: EventStore>(State(state): State<Arc<AppState<S>>>)
     let projector = if projector_ok {
         json!({"status": "ok", "applied": applied, "lag": lag})
     } else {
-        tracing::warn!("not ready: the projector has stopped");
+        // Logged at debug: `/readyz` is public and polled; the failure itself was logged as
+        // an error when it happened.
+        tracing::debug!("not ready: the projector has stopped");
         json!({
             "status": "failed",
             "applied": applied,
@@ -56,7 +58,7 @@ pub(crate) async fn readyz<S: EventStore>(State(state): State<Arc<AppState<S>>>)
     let store = match state.store.ready() {
         Ok(()) => json!({"status": "ok", "head": head}),
         Err(err) => {
-            tracing::warn!(error = %err, "not ready: the event store is not accepting writes");
+            tracing::debug!(error = %err, "not ready: the event store is not accepting writes");
             json!({
                 "status": "failed",
                 "head": head,
