@@ -292,15 +292,7 @@ async fn duplicates_are_acked_and_not_stored_again() {
     assert_eq!(header(&letters[0].headers, "Closeloop-Error"), "id_reused");
 
     // Nothing is left unacked: the consumer has no pending or redelivered messages.
-    let mut consumer: jetstream::consumer::PullConsumer = js
-        .get_stream("FEEDBACK")
-        .await
-        .unwrap()
-        .get_consumer("closeloop-ingest")
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
-    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    assert_eq!(consumer_backlog(&js).await, (0, 0));
     service.stop().await;
 }
 

@@ -74,17 +74,19 @@ fn is_stopped(result: &Result<impl std::fmt::Debug, AppendError>) -> bool {
     matches!(result, Err(AppendError::Store(StoreError::Stopped(_))))
 }
 
-/// After the failure: appends, lookups of the failed key and readiness all fail at once; reads
-/// show only what was acknowledged; closing finishes; reopening finds every acknowledged
-/// append, verifies, and takes new appends.
-async fn check_stopped_store(store: SledStore, dir: &Path, acknowledged: usize, failed: usize) {
+/// A stopped store is not ready, refuses a new append at once, and answers at once the
+/// idempotent retry of the append numbered `failed`, which must not wait for an entry that
+/// will never be durable.
+async fn check_fails_fast(store: &SledStore, failed: usize) {
     assert!(store.ready().is_err(), "a stopped store must not be ready");
-    let again = within("an append after the failure", store.append(new_loop(1000))).await;
+    let again = within(
+        "an append after the failure",
+        store.append(new_loop(20_000)),
+    )
+    .await;
     assert!(is_stopped(&again), "{again:?}");
-    // The idempotent retry of the failed append: it must not wait for an entry that will
-    // never be durable.
     let retry = within(
-        "an idempotency lookup after the failure",
+        "the idempotent retry after the failure",
         store.lookup("urn:test", &format!("fb-{failed}")),
     )
     .await;
@@ -92,6 +94,13 @@ async fn check_stopped_store(store: SledStore, dir: &Path, acknowledged: usize, 
         matches!(retry, Err(StoreError::Stopped(_)) | Ok(None)),
         "{retry:?}"
     );
+}
+
+/// After the failure: appends, lookups of the failed key and readiness all fail at once; reads
+/// show only what was acknowledged; closing finishes; reopening finds every acknowledged
+/// append, verifies, and takes new appends.
+async fn check_stopped_store(store: SledStore, dir: &Path, acknowledged: usize, failed: usize) {
+    check_fails_fast(&store, failed).await;
     assert_eq!(store.head(), acknowledged as u64);
     let all = within("a read", store.read_all(0, 100))
         .await
@@ -233,18 +242,7 @@ async fn a_full_disk_fails_fast_and_loses_nothing_acknowledged() {
         "{failure:?}"
     );
     assert!(acknowledged > 0, "nothing fitted on the disk at all");
-    assert!(store.ready().is_err());
-    let again = within("an append on a full disk", store.append(new_loop(20_000))).await;
-    assert!(is_stopped(&again), "{again:?}");
-    let retry = within(
-        "the idempotent retry on a full disk",
-        store.lookup("urn:test", &format!("fb-{acknowledged}")),
-    )
-    .await;
-    assert!(
-        matches!(retry, Err(StoreError::Stopped(_)) | Ok(None)),
-        "{retry:?}"
-    );
+    check_fails_fast(&store, acknowledged).await;
     within("closing on a full disk", store.close()).await;
 
     // The operator frees space and restarts: everything acknowledged is there. A restart
