@@ -29,21 +29,28 @@ const MIN_CONCURRENT_RATIO: f64 = 0.5;
 /// Read-all + typed decode as a fraction of raw scan + JSON decode.
 const MIN_READ_RATIO: f64 = 0.6;
 
-/// The whole store section, markers included, ending in a newline.
-#[must_use]
-pub fn store_section(figures: &Figures, machine: &Machine, command: &str) -> String {
+/// The start of a section: its start marker, its title, and the date, machine and command of
+/// the run, one line each (no blank line after them).
+fn header(out: &mut String, start: &str, title: &str, machine: &Machine, command: &str) {
     let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC");
     let profile = if cfg!(debug_assertions) {
         "debug build: not representative"
     } else {
         "release build"
     };
-    let mut out = String::new();
-    let _ = writeln!(out, "{START}");
-    let _ = writeln!(out, "## Event store\n");
+    let _ = writeln!(out, "{start}");
+    let _ = writeln!(out, "## {title}\n");
     let _ = writeln!(out, "- Date: {date}");
     let _ = writeln!(out, "- Machine: {}", machine.describe());
-    let _ = writeln!(out, "- Command: `{command}` ({profile})\n");
+    let _ = writeln!(out, "- Command: `{command}` ({profile})");
+}
+
+/// The whole store section, markers included, ending in a newline.
+#[must_use]
+pub fn store_section(figures: &Figures, machine: &Machine, command: &str) -> String {
+    let mut out = String::new();
+    header(&mut out, START, "Event store", machine, command);
+    out.push('\n');
     let _ = writeln!(
         out,
         "Each step runs in a fresh temp dir; every write counts only once flushed (fsync). \
@@ -171,21 +178,18 @@ const MAX_FEED_P99: Duration = Duration::from_millis(50);
 /// The whole ingest section, markers included, ending in a newline.
 #[must_use]
 pub fn ingest_section(f: &IngestFigures, machine: &Machine, command: &str) -> String {
-    let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC");
-    let profile = if cfg!(debug_assertions) {
-        "debug build: not representative"
-    } else {
-        "release build"
-    };
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
     let ratio = f.drain_rate() / f.raw_rate().max(f64::MIN_POSITIVE);
     let p99 = f.latency(99.0);
     let mut out = String::new();
-    let _ = writeln!(out, "<!-- bench:ingest:start -->");
-    let _ = writeln!(out, "## NATS ingestion and the outbound feed\n");
-    let _ = writeln!(out, "- Date: {date}");
-    let _ = writeln!(out, "- Machine: {}", machine.describe());
-    let _ = writeln!(out, "- Command: `{command}` ({profile})\n");
+    header(
+        &mut out,
+        "<!-- bench:ingest:start -->",
+        "NATS ingestion and the outbound feed",
+        machine,
+        command,
+    );
+    out.push('\n');
     let _ = writeln!(
         out,
         "A private `nats-server` 2.9 (JetStream, file storage) on the same 2 cores. {} \
@@ -276,21 +280,14 @@ const MIN_STORM_WRITES: f64 = 20.0;
 /// The whole storm section, markers included, ending in a newline.
 #[must_use]
 pub fn storm_section(f: &StormFigures, machine: &Machine, command: &str) -> String {
-    let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC");
-    let profile = if cfg!(debug_assertions) {
-        "debug build: not representative"
-    } else {
-        "release build"
-    };
     let mut out = String::new();
-    let _ = writeln!(out, "<!-- bench:storm:start -->");
-    let _ = writeln!(
-        out,
-        "## Cheap requests and writes during a storm of expensive reads\n"
+    header(
+        &mut out,
+        "<!-- bench:storm:start -->",
+        "Cheap requests and writes during a storm of expensive reads",
+        machine,
+        command,
     );
-    let _ = writeln!(out, "- Date: {date}");
-    let _ = writeln!(out, "- Machine: {}", machine.describe());
-    let _ = writeln!(out, "- Command: `{command}` ({profile})");
     if let Some(load) = f.load_average {
         let _ = writeln!(
             out,
