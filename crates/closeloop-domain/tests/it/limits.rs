@@ -9,28 +9,12 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    START, Step, action_planned, change_made, closed_loop, given, loop_id, received, step, ts,
+    START, Step, action_planned, change_made, closed_loop, given, history_accepting,
+    loop_event_types, loop_id, received, step, ts,
 };
 
 /// Makes a valid step of one type.
 type MakeStep = fn() -> Step;
-
-/// Every event type but `feedback.received`.
-fn loop_event_types() -> impl Iterator<Item = EventType> {
-    EventType::ALL
-        .into_iter()
-        .filter(|&t| t != EventType::FeedbackReceived)
-}
-
-/// A history after which a valid `event_type` is accepted.
-fn history_accepting(event_type: EventType) -> Vec<Step> {
-    match event_type {
-        EventType::FeedbackReceived => vec![],
-        EventType::ReportedBack => vec![received(), change_made()],
-        EventType::Reopened => closed_loop(),
-        _ => vec![received()],
-    }
-}
 
 /// The limit family's `check`: `at_limit` is accepted where its type is; `past_limit` is refused
 /// as `invalid_data` with a message that mentions every fragment (the field, usually).

@@ -381,3 +381,20 @@ impl Recorded {
         self.event.to_data()
     }
 }
+
+/// Every event type but `feedback.received`.
+pub fn loop_event_types() -> impl Iterator<Item = EventType> {
+    EventType::ALL
+        .into_iter()
+        .filter(|&t| t != EventType::FeedbackReceived)
+}
+
+/// A history after which a valid `event_type` is accepted.
+pub fn history_accepting(event_type: EventType) -> Vec<Step> {
+    match event_type {
+        EventType::FeedbackReceived => vec![],
+        EventType::ReportedBack => vec![received(), change_made()],
+        EventType::Reopened => closed_loop(),
+        _ => vec![received()],
+    }
+}

@@ -4,26 +4,10 @@ use closeloop_domain::{EventType, Stage};
 use serde_json::{Value, json};
 
 use crate::{
-    Step, acknowledged, action_planned, change_made, closed_loop, given, no_change, received,
-    reopened, reopened_loop, reported_back, responded, step, ts,
+    Step, acknowledged, action_planned, change_made, closed_loop, given, history_accepting,
+    loop_event_types, no_change, received, reopened, reopened_loop, reported_back, responded, step,
+    ts,
 };
-
-/// Every event type but `feedback.received`.
-fn loop_event_types() -> impl Iterator<Item = EventType> {
-    EventType::ALL
-        .into_iter()
-        .filter(|&t| t != EventType::FeedbackReceived)
-}
-
-/// A history after which a valid `event_type` is accepted.
-fn history_accepting(event_type: EventType) -> Vec<Step> {
-    match event_type {
-        EventType::FeedbackReceived => vec![],
-        EventType::ReportedBack => vec![received(), change_made()],
-        EventType::Reopened => closed_loop(),
-        _ => vec![received()],
-    }
-}
 
 /// Asserts that `command` is refused as `invalid_data` where valid data would be accepted.
 fn rejects_as_invalid(command: Step) {
