@@ -29,7 +29,7 @@ pub enum KeyError {
     },
     /// A key store file does not hold what it should.
     #[error(
-        "the key store is corrupt: {detail}; restore the data directory's key store from a backup taken with the same master key"
+        "the key store is corrupt: {detail}; keep a copy of the directory, restore the key store from a backup taken under the same master key, then re-run every erasure recorded since the backup (see docs/security.md)"
     )]
     Corrupt {
         /// What was found where.

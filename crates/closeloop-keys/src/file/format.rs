@@ -1,0 +1,338 @@
+//! The bytes of the key file: a 256-byte header, then 256-byte slots. Integers are
+//! little-endian; the last four bytes of the header and of every slot are a CRC-32 (IEEE) of the
+//! 252 bytes before them.
+//!
+//! Header (slot 0):
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0–7 | magic `CLKEYS01` |
+//! | 8–11 | format version (1) |
+//! | 12–15 | slot size (256) |
+//! | 16–47 | master key check value: HMAC-SHA256 under the master key of a fixed label |
+//! | 48–119 | contact-index secret, wrapped under the master key |
+//! | 120–191 | public-id secret, wrapped under the master key |
+//! | 192–251 | zero |
+//! | 252–255 | CRC-32 |
+//!
+//! Slot `n` (n ≥ 1, at byte `256 × n`; a key slot's number is its key id):
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0 | state: 1 live key, 2 live contact, 3 destroyed key, 4 destroyed contact, 5 tombstone |
+//! | 1 | flags: bit 0 set when a live key slot carries a contact digest |
+//! | 2 | loop id length (1–128) |
+//! | 3 | zero |
+//! | 4–131 | loop id, zero-padded |
+//! | 132–203 | live key: the data key wrapped under the master key (nonce, ciphertext, tag); otherwise zero |
+//! | 204–235 | contact digest of a live contact slot, or of a live key slot with flag bit 0; otherwise zero |
+//! | 236–251 | zero |
+//! | 252–255 | CRC-32 |
+
+use std::ops::Range;
+
+use crate::ContactDigest;
+use crate::loop_id::{MAX_LOOP_ID_LEN, check_loop_id};
+use crate::wrap::{WRAPPED_LEN, Wrapped};
+
+/// Bytes of the header and of every slot.
+pub const SLOT_SIZE: usize = 256;
+/// The first bytes of every key file.
+pub const MAGIC: &[u8; 8] = b"CLKEYS01";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where the header keeps the master key check value.
+pub const HEADER_MASTER_CHECK: Range<usize> = 16..48;
+/// Where the header keeps the wrapped contact-index secret.
+pub const HEADER_CONTACT_SECRET: Range<usize> = 48..120;
+/// Where the header keeps the wrapped public-id secret.
+pub const HEADER_PUBLIC_ID_SECRET: Range<usize> = 120..192;
+
+/// Where a slot keeps its loop id (zero-padded).
+pub const SLOT_LOOP_ID: Range<usize> = 4..132;
+/// Where a live key slot keeps its wrapped data key.
+pub const SLOT_WRAPPED_KEY: Range<usize> = 132..204;
+/// Where a slot keeps its contact digest.
+pub const SLOT_CONTACT_DIGEST: Range<usize> = 204..236;
+/// Where the header and every slot keep their CRC-32.
+pub const CRC: Range<usize> = 252..256;
+
+const STATE_AT: usize = 0;
+const FLAGS_AT: usize = 1;
+const LOOP_ID_LEN_AT: usize = 2;
+const FLAG_HAS_DIGEST: u8 = 1;
+
+/// One slot's bytes.
+pub(crate) type SlotBytes = [u8; SLOT_SIZE];
+
+/// What a slot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// A loop's live data key, maybe with its first contact digest.
+    LiveKey = 1,
+    /// Another contact digest of a loop.
+    LiveContact = 2,
+    /// A data key destroyed by an erasure: only the loop id is left.
+    DestroyedKey = 3,
+    /// A contact digest destroyed by an erasure: only the loop id is left.
+    DestroyedContact = 4,
+    /// The erasure of a loop that had no key.
+    Tombstone = 5,
+}
+
+impl SlotState {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => SlotState::LiveKey,
+            2 => SlotState::LiveContact,
+            3 => SlotState::DestroyedKey,
+            4 => SlotState::DestroyedContact,
+            5 => SlotState::Tombstone,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) state: SlotState,
+    pub(crate) loop_id: String,
+    /// Present exactly in live key slots.
+    pub(crate) wrapped_key: Option<Wrapped>,
+    /// Present in live contact slots, and in live key slots that carry one.
+    pub(crate) digest: Option<ContactDigest>,
+}
+
+/// Why slot bytes do not decode.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SlotProblem {
+    /// The CRC does not match: a torn or never-completed write, or damage.
+    Checksum,
+    /// The CRC matches but the content breaks the format.
+    Invalid(String),
+}
+
+impl Slot {
+    /// A live key slot.
+    pub(crate) fn live_key(
+        loop_id: &str,
+        wrapped_key: Wrapped,
+        digest: Option<ContactDigest>,
+    ) -> Self {
+        Slot {
+            state: SlotState::LiveKey,
+            loop_id: loop_id.to_owned(),
+            wrapped_key: Some(wrapped_key),
+            digest,
+        }
+    }
+
+    /// A live contact slot.
+    pub(crate) fn live_contact(loop_id: &str, digest: ContactDigest) -> Self {
+        Slot {
+            state: SlotState::LiveContact,
+            loop_id: loop_id.to_owned(),
+            wrapped_key: None,
+            digest: Some(digest),
+        }
+    }
+
+    /// What is left of a slot after an erasure, or a tombstone: the loop id and the state.
+    pub(crate) fn erased(state: SlotState, loop_id: &str) -> Self {
+        Slot {
+            state,
+            loop_id: loop_id.to_owned(),
+            wrapped_key: None,
+            digest: None,
+        }
+    }
+
+    /// The slot's bytes.
+    ///
+    /// # Panics
+    /// When the loop id is longer than 128 bytes; callers check loop ids first.
+    pub(crate) fn encode(&self) -> SlotBytes {
+        let mut bytes = [0u8; SLOT_SIZE];
+        bytes[STATE_AT] = self.state as u8;
+        let has_digest = self.state == SlotState::LiveKey && self.digest.is_some();
+        bytes[FLAGS_AT] = if has_digest { FLAG_HAS_DIGEST } else { 0 };
+        let loop_id = self.loop_id.as_bytes();
+        assert!(
+            loop_id.len() <= MAX_LOOP_ID_LEN,
+            "loop ids are checked before they are stored"
+        );
+        bytes[LOOP_ID_LEN_AT] = u8::try_from(loop_id.len()).expect("at most 128");
+        bytes[SLOT_LOOP_ID.start..SLOT_LOOP_ID.start + loop_id.len()].copy_from_slice(loop_id);
+        if let Some(wrapped) = &self.wrapped_key {
+            bytes[SLOT_WRAPPED_KEY].copy_from_slice(wrapped);
+        }
+        if let Some(digest) = &self.digest {
+            bytes[SLOT_CONTACT_DIGEST].copy_from_slice(&digest.0);
+        }
+        seal_crc(&mut bytes);
+        bytes
+    }
+
+    /// Decodes slot bytes, checking the CRC first and then every field.
+    pub(crate) fn decode(bytes: &SlotBytes) -> Result<Self, SlotProblem> {
+        if !crc_matches(bytes) {
+            return Err(SlotProblem::Checksum);
+        }
+        let invalid = |what: &str| SlotProblem::Invalid(what.to_owned());
+        let state =
+            SlotState::from_byte(bytes[STATE_AT]).ok_or_else(|| invalid("unknown slot state"))?;
+        let len = usize::from(bytes[LOOP_ID_LEN_AT]);
+        if len > MAX_LOOP_ID_LEN {
+            return Err(invalid("loop id longer than 128 bytes"));
+        }
+        let loop_id = std::str::from_utf8(&bytes[SLOT_LOOP_ID.start..SLOT_LOOP_ID.start + len])
+            .map_err(|_| invalid("loop id is not UTF-8"))?;
+        check_loop_id(loop_id).map_err(|_| invalid("malformed loop id"))?;
+        let wrapped: Wrapped = bytes[SLOT_WRAPPED_KEY]
+            .try_into()
+            .expect("the range is WRAPPED_LEN long");
+        let digest = ContactDigest(
+            bytes[SLOT_CONTACT_DIGEST]
+                .try_into()
+                .expect("the range is 32 long"),
+        );
+        let has_digest = bytes[FLAGS_AT] & FLAG_HAS_DIGEST != 0;
+        let zero_key = wrapped == [0u8; WRAPPED_LEN];
+        let zero_digest = digest.0 == [0u8; 32];
+        let slot = match state {
+            SlotState::LiveKey => Slot::live_key(loop_id, wrapped, has_digest.then_some(digest)),
+            SlotState::LiveContact if zero_key => Slot::live_contact(loop_id, digest),
+            SlotState::LiveContact => return Err(invalid("a contact slot holds a key")),
+            _ if zero_key && zero_digest => Slot::erased(state, loop_id),
+            _ => return Err(invalid("an erased slot still holds key or digest bytes")),
+        };
+        Ok(slot)
+    }
+}
+
+/// The header's content (wrapped secrets only: nothing here is usable without the master key).
+#[derive(Debug)]
+pub(crate) struct Header {
+    pub(crate) master_check: [u8; 32],
+    pub(crate) contact_secret: Wrapped,
+    pub(crate) public_id_secret: Wrapped,
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> SlotBytes {
+        let mut bytes = [0u8; SLOT_SIZE];
+        bytes[..8].copy_from_slice(MAGIC);
+        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[12..16].copy_from_slice(&u32::try_from(SLOT_SIZE).expect("256").to_le_bytes());
+        bytes[HEADER_MASTER_CHECK].copy_from_slice(&self.master_check);
+        bytes[HEADER_CONTACT_SECRET].copy_from_slice(&self.contact_secret);
+        bytes[HEADER_PUBLIC_ID_SECRET].copy_from_slice(&self.public_id_secret);
+        seal_crc(&mut bytes);
+        bytes
+    }
+
+    /// Decodes the header, or says in a sentence what is wrong with it.
+    pub(crate) fn decode(bytes: &SlotBytes) -> Result<Self, String> {
+        if &bytes[..8] != MAGIC {
+            return Err("the file does not start with a Closeloop key store header".to_owned());
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {version} is not the version {FORMAT_VERSION} this Closeloop reads (run the Closeloop release that wrote it)"
+            ));
+        }
+        let slot_size = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        if usize::try_from(slot_size).ok() != Some(SLOT_SIZE) {
+            return Err(format!("slot size {slot_size} is not {SLOT_SIZE}"));
+        }
+        if !crc_matches(bytes) {
+            return Err("the header fails its checksum".to_owned());
+        }
+        Ok(Header {
+            master_check: bytes[HEADER_MASTER_CHECK].try_into().expect("32 bytes"),
+            contact_secret: bytes[HEADER_CONTACT_SECRET].try_into().expect("72 bytes"),
+            public_id_secret: bytes[HEADER_PUBLIC_ID_SECRET].try_into().expect("72 bytes"),
+        })
+    }
+}
+
+fn crc_of(bytes: &SlotBytes) -> u32 {
+    crc32fast::hash(&bytes[..CRC.start])
+}
+
+fn seal_crc(bytes: &mut SlotBytes) {
+    let crc = crc_of(bytes);
+    bytes[CRC].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn crc_matches(bytes: &SlotBytes) -> bool {
+    bytes[CRC] == crc_of(bytes).to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(slot: &Slot) {
+        assert_eq!(&Slot::decode(&slot.encode()).unwrap(), slot);
+    }
+
+    #[test]
+    fn every_kind_of_slot_round_trips() {
+        let digest = ContactDigest([7; 32]);
+        round_trip(&Slot::live_key("loop-1", [9; WRAPPED_LEN], None));
+        round_trip(&Slot::live_key(
+            &"x".repeat(128),
+            [9; WRAPPED_LEN],
+            Some(digest),
+        ));
+        round_trip(&Slot::live_contact("loop-1", digest));
+        round_trip(&Slot::erased(SlotState::DestroyedKey, "loop-1"));
+        round_trip(&Slot::erased(SlotState::DestroyedContact, "loop-1"));
+        round_trip(&Slot::erased(SlotState::Tombstone, "loop-1"));
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_zeroed_slot_fails_the_checksum() {
+        let mut bytes = Slot::live_key("loop-1", [9; WRAPPED_LEN], None).encode();
+        bytes[140] ^= 1;
+        assert_eq!(Slot::decode(&bytes), Err(SlotProblem::Checksum));
+        assert_eq!(Slot::decode(&[0; SLOT_SIZE]), Err(SlotProblem::Checksum));
+    }
+
+    #[test]
+    fn well_checksummed_nonsense_is_invalid() {
+        let mut bytes = Slot::erased(SlotState::Tombstone, "loop-1").encode();
+        bytes[SLOT_WRAPPED_KEY.start] = 1;
+        seal_crc(&mut bytes);
+        assert!(matches!(Slot::decode(&bytes), Err(SlotProblem::Invalid(_))));
+        let mut bytes = Slot::erased(SlotState::Tombstone, "loop-1").encode();
+        bytes[STATE_AT] = 9;
+        seal_crc(&mut bytes);
+        assert!(matches!(Slot::decode(&bytes), Err(SlotProblem::Invalid(_))));
+    }
+
+    #[test]
+    fn the_header_round_trips_and_names_what_is_wrong() {
+        let header = Header {
+            master_check: [1; 32],
+            contact_secret: [2; WRAPPED_LEN],
+            public_id_secret: [3; WRAPPED_LEN],
+        };
+        let bytes = header.encode();
+        let back = Header::decode(&bytes).unwrap();
+        assert_eq!(back.master_check, [1; 32]);
+        assert_eq!(back.public_id_secret, [3; WRAPPED_LEN]);
+        let mut newer = bytes;
+        newer[8] = 2;
+        assert!(Header::decode(&newer).unwrap_err().contains("version 2"));
+        assert!(
+            Header::decode(&[0; SLOT_SIZE])
+                .unwrap_err()
+                .contains("header")
+        );
+    }
+}

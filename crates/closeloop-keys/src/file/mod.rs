@@ -1,0 +1,309 @@
+//! [`FileKeyStore`]: the durable key store, one file of fixed-size slots (see [`format`]).
+
+mod commit;
+pub mod format;
+mod open;
+mod rotate;
+
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use self::format::{SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
+use crate::index::LoopIndex;
+use crate::loop_id::check_loop_id;
+use crate::secrets::StoreSecrets;
+use crate::wrap::{unwrap_data_key, wrap_data_key};
+use crate::{ContactDigest, DataKey, KeyError, KeyId, KeyRequest, KeyState, KeyStore, MasterKey};
+
+/// The name of the key file in the store's directory.
+pub const KEY_FILE_NAME: &str = "keys";
+
+/// A key store in one file of fixed-size slots in its own directory (not sled: see the crate
+/// documentation). Opened with the master key it reads and writes; opened without it
+/// (sealed) it answers [`KeyState::Sealed`] for live keys and refuses writes.
+pub struct FileKeyStore {
+    dir: PathBuf,
+    path: PathBuf,
+    state: Mutex<State>,
+    /// Signalled whenever an fsync finishes (or fails).
+    synced: Condvar,
+}
+
+/// Where a live slot is, and the write sequence number that wrote it (0: found on disk at open).
+#[derive(Debug, Clone, Copy)]
+struct SlotRef {
+    slot: u64,
+    seq: u64,
+}
+
+struct State {
+    /// `None` for a sealed store over a directory without a key file: it holds no keys.
+    file: Option<Arc<File>>,
+    master: Option<MasterKey>,
+    secrets: Option<StoreSecrets>,
+    index: LoopIndex<SlotRef>,
+    /// The number the next appended slot gets; slots `1..next_slot` exist.
+    next_slot: u64,
+    /// Counts slot writes; `synced_seq` is the last one an fsync is known to cover.
+    write_seq: u64,
+    synced_seq: u64,
+    /// Whether some caller is running an fsync now (the others wait for it).
+    syncing: bool,
+    /// The first write or fsync failure: after it the store writes nothing more.
+    failed: Option<String>,
+}
+
+impl FileKeyStore {
+    /// Opens the key store in `dir`, creating it (with fresh random secrets) when `dir` holds
+    /// none and a master key is given. Without a master key the store is sealed; a sealed open of
+    /// a directory without a key file is an empty store and creates nothing.
+    ///
+    /// # Errors
+    /// [`KeyError::WrongMasterKey`] when the store was created under another master key,
+    /// [`KeyError::Locked`] when another process has it open, [`KeyError::Corrupt`] when a file
+    /// does not hold what it should, [`KeyError::Io`].
+    pub fn open(dir: &Path, master: Option<&MasterKey>) -> Result<Self, KeyError> {
+        open::open(dir, master)
+    }
+
+    /// The directory the store lives in.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change to the state is made after the I/O it depends on succeeded, so a panic
+        // elsewhere while the lock was held leaves it consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_slot(&self, state: &State, slot: u64) -> Result<Slot, KeyError> {
+        let file = state.file.as_ref().ok_or_else(|| {
+            KeyError::corrupt(format!(
+                "slot {slot} was asked for but there is no key file"
+            ))
+        })?;
+        let mut bytes: SlotBytes = [0; SLOT_SIZE];
+        file.read_exact_at(&mut bytes, slot_offset(slot))
+            .map_err(|e| KeyError::io(&self.path, e))?;
+        Slot::decode(&bytes).map_err(|problem| {
+            KeyError::corrupt(match problem {
+                SlotProblem::Checksum => {
+                    format!("slot {slot} of {} fails its checksum", self.path.display())
+                }
+                SlotProblem::Invalid(what) => {
+                    format!("slot {slot} of {}: {what}", self.path.display())
+                }
+            })
+        })
+    }
+
+    /// Writes `slot` at slot number `at`; returns the write's sequence number. Any failure stops
+    /// all later writes.
+    fn write_slot(&self, state: &mut State, at: u64, slot: &Slot) -> Result<u64, KeyError> {
+        let file = state.file.as_ref().expect("a writable store has its file");
+        if let Err(error) = file.write_all_at(&slot.encode(), slot_offset(at)) {
+            let detail = format!(
+                "writing slot {at} of {} failed: {error}",
+                self.path.display()
+            );
+            tracing::error!(%detail, "key store write failed; no more writes until restart");
+            state.failed.get_or_insert(detail);
+            return Err(KeyError::io(&self.path, error));
+        }
+        state.write_seq += 1;
+        Ok(state.write_seq)
+    }
+
+    /// Appends `slot` at the end of the file; returns where it went.
+    fn append_slot(&self, state: &mut State, slot: &Slot) -> Result<SlotRef, KeyError> {
+        let at = state.next_slot;
+        let seq = self.write_slot(state, at, slot)?;
+        state.next_slot += 1;
+        Ok(SlotRef { slot: at, seq })
+    }
+
+    fn unwrap_live_key(&self, state: &State, loop_id: &str, at: u64) -> Result<DataKey, KeyError> {
+        let slot = self.read_slot(state, at)?;
+        let master = state.master.as_ref().ok_or(KeyError::Sealed)?;
+        match (slot.state, &slot.wrapped_key) {
+            (SlotState::LiveKey, Some(wrapped)) if slot.loop_id == loop_id => {
+                unwrap_data_key(master, loop_id, at, wrapped).map_err(|_| {
+                    KeyError::corrupt(format!(
+                        "the key in slot {at} does not unwrap under the master key that opened the store"
+                    ))
+                })
+            }
+            _ => Err(KeyError::corrupt(format!(
+                "slot {at} should hold the live key of the loop the index names, and does not"
+            ))),
+        }
+    }
+}
+
+/// Refuses writes to a store that failed or is sealed; otherwise hands out the master key.
+fn writable(state: &State) -> Result<MasterKey, KeyError> {
+    if let Some(detail) = &state.failed {
+        return Err(KeyError::Failed {
+            detail: detail.clone(),
+        });
+    }
+    state.master.clone().ok_or(KeyError::Sealed)
+}
+
+fn slot_offset(slot: u64) -> u64 {
+    slot * SLOT_SIZE as u64
+}
+
+impl KeyStore for FileKeyStore {
+    fn keys_for_writing(&self, requests: &[KeyRequest<'_>]) -> Result<Vec<DataKey>, KeyError> {
+        for request in requests {
+            check_loop_id(request.loop_id)?;
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let master = writable(state)?;
+        // The highest write sequence the answer depends on: it returns once an fsync covers it.
+        let mut needed = 0;
+        let mut keys = Vec::with_capacity(requests.len());
+        for request in requests {
+            let loop_id = request.loop_id;
+            let key = if let Some(at) = state.index.live_key(loop_id) {
+                needed = needed.max(at.seq);
+                self.unwrap_live_key(state, loop_id, at.slot)?
+            } else {
+                let key = DataKey::generate(state.next_slot);
+                let digest = request
+                    .contact
+                    .filter(|digest| state.index.contact(loop_id, digest).is_none());
+                let slot = Slot::live_key(loop_id, wrap_data_key(&master, loop_id, &key), digest);
+                let at = self.append_slot(state, &slot)?;
+                debug_assert_eq!(at.slot, key.id);
+                state.index.set_key(loop_id, at);
+                if let Some(digest) = digest {
+                    state.index.add_contact(loop_id, digest, at);
+                }
+                needed = needed.max(at.seq);
+                key
+            };
+            if let Some(digest) = request.contact {
+                let at = match state.index.contact(loop_id, &digest) {
+                    Some(at) => at,
+                    None => {
+                        let at = self.append_slot(state, &Slot::live_contact(loop_id, digest))?;
+                        state.index.add_contact(loop_id, digest, at);
+                        at
+                    }
+                };
+                needed = needed.max(at.seq);
+            }
+            keys.push(key);
+        }
+        self.wait_until_synced(guard, needed)?;
+        Ok(keys)
+    }
+
+    fn key(&self, loop_id: &str, id: KeyId) -> Result<KeyState, KeyError> {
+        if check_loop_id(loop_id).is_err() {
+            return Ok(KeyState::Unknown);
+        }
+        let state = self.lock();
+        if id == 0 || id >= state.next_slot {
+            return Ok(KeyState::Unknown);
+        }
+        let slot = self.read_slot(&state, id)?;
+        if slot.loop_id != loop_id {
+            return Ok(KeyState::Unknown);
+        }
+        Ok(match slot.state {
+            SlotState::LiveKey if state.master.is_none() => KeyState::Sealed,
+            SlotState::LiveKey => KeyState::Live(self.unwrap_live_key(&state, loop_id, id)?),
+            SlotState::DestroyedKey => KeyState::Destroyed,
+            SlotState::LiveContact | SlotState::DestroyedContact | SlotState::Tombstone => {
+                KeyState::Unknown
+            }
+        })
+    }
+
+    fn destroy_loop(&self, loop_id: &str) -> Result<usize, KeyError> {
+        check_loop_id(loop_id)?;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        writable(state)?;
+        let forgotten = state.index.destroy(loop_id);
+        let mut erased: Vec<(u64, SlotState)> = Vec::new();
+        if let Some(key) = forgotten.key {
+            erased.push((key.slot, SlotState::DestroyedKey));
+        }
+        for (_, at) in &forgotten.contacts {
+            if !erased.iter().any(|(slot, _)| *slot == at.slot) {
+                erased.push((at.slot, SlotState::DestroyedContact));
+            }
+        }
+        // With nothing to write, the answer still waits for whatever is written so far (another
+        // caller's erasure of this loop may be on its way to disk).
+        let mut needed = state.write_seq;
+        for (slot, erased_state) in &erased {
+            needed = self.write_slot(state, *slot, &Slot::erased(*erased_state, loop_id))?;
+        }
+        if erased.is_empty() && !forgotten.erased {
+            needed = self
+                .append_slot(state, &Slot::erased(SlotState::Tombstone, loop_id))?
+                .seq;
+        }
+        let destroyed = usize::from(forgotten.key.is_some());
+        self.wait_until_synced(guard, needed)?;
+        if destroyed > 0 {
+            tracing::info!(
+                slots = erased.len(),
+                "destroyed a loop's keys in the key store"
+            );
+        }
+        Ok(destroyed)
+    }
+
+    fn is_erased(&self, loop_id: &str) -> bool {
+        self.lock().index.is_erased(loop_id)
+    }
+
+    fn loops_with_contact(&self, digest: &ContactDigest) -> Result<Vec<String>, KeyError> {
+        Ok(self.lock().index.loops_with(digest))
+    }
+
+    fn contact_digest(&self, contact: &str) -> Result<ContactDigest, KeyError> {
+        let state = self.lock();
+        state
+            .secrets
+            .as_ref()
+            .ok_or(KeyError::Sealed)?
+            .contact_digest(contact)
+    }
+
+    fn public_id_of(&self, loop_id: &str) -> Result<String, KeyError> {
+        let state = self.lock();
+        state
+            .secrets
+            .as_ref()
+            .ok_or(KeyError::Sealed)?
+            .public_id_of(loop_id)
+    }
+
+    fn rotate_master_key(&self, new: &MasterKey) -> Result<usize, KeyError> {
+        rotate::rotate(self, new)
+    }
+}
+
+impl fmt::Debug for FileKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("FileKeyStore")
+            .field("path", &self.path)
+            .field("sealed", &state.master.is_none())
+            .field("slots", &state.next_slot.saturating_sub(1))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,289 @@
+//! Opening a key store: creating the file when there is none, locking it, checking the master
+//! key, dropping a torn tail and building the in-memory index.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::format::{Header, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
+use super::rotate::ROTATING_FILE_NAME;
+use super::{FileKeyStore, KEY_FILE_NAME, SlotRef, State};
+use crate::index::LoopIndex;
+use crate::mac::constant_time_eq;
+use crate::secrets::{CONTACT_INDEX_PURPOSE, PUBLIC_ID_PURPOSE, StoreSecrets};
+use crate::wrap::{unwrap_secret, wrap_secret};
+use crate::{KeyError, MasterKey};
+
+/// The prefix of the temporary file a new store's header is written to before it is linked
+/// into place.
+const CREATING_FILE_PREFIX: &str = "keys.new.";
+
+/// How often opening retries when a rotation replaced the file between opening and locking it.
+const LOCK_ATTEMPTS: usize = 5;
+
+pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStore, KeyError> {
+    let path = dir.join(KEY_FILE_NAME);
+    let file = match master {
+        Some(master) => {
+            fs::create_dir_all(dir).map_err(|e| KeyError::io(dir, e))?;
+            if !path.exists() {
+                create(dir, &path, master)?;
+            }
+            Some(open_locked(&path, true)?)
+        }
+        None if path.exists() => Some(open_locked(&path, false)?),
+        None => None,
+    };
+    let mut state = State {
+        file: None,
+        master: master.cloned(),
+        secrets: None,
+        index: LoopIndex::default(),
+        next_slot: 1,
+        write_seq: 0,
+        synced_seq: 0,
+        syncing: false,
+        failed: None,
+    };
+    if let Some(file) = file {
+        if master.is_some() {
+            remove_leftovers(dir)?;
+        }
+        let loaded = load(&file, &path, master)?;
+        let valid_len = loaded.next_slot * SLOT_SIZE as u64;
+        if loaded.file_len > valid_len && master.is_some() {
+            // Slots nobody was told about (their fsync never returned): drop them.
+            file.set_len(valid_len)
+                .map_err(|e| KeyError::io(&path, e))?;
+            file.sync_all().map_err(|e| KeyError::io(&path, e))?;
+            tracing::warn!(
+                dropped_bytes = loaded.file_len - valid_len,
+                "dropped a torn tail of the key file left by a crash; no acknowledged key was in it"
+            );
+        }
+        state.file = Some(Arc::new(file));
+        state.secrets = loaded.secrets;
+        state.index = loaded.index;
+        state.next_slot = loaded.next_slot;
+    }
+    let store = FileKeyStore {
+        dir: dir.to_owned(),
+        path,
+        state: Mutex::new(state),
+        synced: Condvar::new(),
+    };
+    if let Some(master) = master {
+        tracing::info!(master_key = %master.fingerprint(), "key store opened");
+    } else {
+        tracing::info!("key store opened sealed (no master key): personal data stays encrypted");
+    }
+    Ok(store)
+}
+
+/// Writes a new store's header with fresh secrets to a temporary file, fsyncs it and links it
+/// into place. Linking fails when a key file appeared meanwhile (another opener won the race),
+/// so an existing store is never replaced.
+fn create(dir: &Path, path: &Path, master: &MasterKey) -> Result<(), KeyError> {
+    let secrets = StoreSecrets::generate();
+    let header = Header {
+        master_check: master.check_value(),
+        contact_secret: wrap_secret(master, CONTACT_INDEX_PURPOSE, &secrets.contact_index),
+        public_id_secret: wrap_secret(master, PUBLIC_ID_PURPOSE, &secrets.public_id),
+    };
+    let suffix: [u8; 8] = crate::random::random_bytes();
+    let temp = dir.join(format!("{CREATING_FILE_PREFIX}{}", hex::encode(suffix)));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(&header.encode())?;
+        file.sync_all()
+    })();
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(KeyError::io(&temp, error));
+    }
+    let linked = fs::hard_link(&temp, path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
+            sync_dir(dir)?;
+            tracing::info!(master_key = %master.fingerprint(), "created a new key store");
+            Ok(())
+        }
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(KeyError::io(path, error)),
+    }
+}
+
+/// Opens and locks the key file: exclusively to write, shared to read sealed. Retries when a
+/// rotation renamed a new file over the path between our open and our lock.
+fn open_locked(path: &Path, writable: bool) -> Result<File, KeyError> {
+    for _ in 0..LOCK_ATTEMPTS {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| KeyError::io(path, e))?;
+        let locked = if writable {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match locked {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(KeyError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            Err(TryLockError::Error(error)) => return Err(KeyError::io(path, error)),
+        }
+        let ours = file.metadata().map_err(|e| KeyError::io(path, e))?;
+        let named = fs::metadata(path).map_err(|e| KeyError::io(path, e))?;
+        if (ours.dev(), ours.ino()) == (named.dev(), named.ino()) {
+            return Ok(file);
+        }
+    }
+    Err(KeyError::Locked {
+        path: path.to_owned(),
+    })
+}
+
+/// Removes what a crash can leave behind: an unfinished rotation (the old file still holds) and
+/// unlinked headers of a creation.
+fn remove_leftovers(dir: &Path) -> Result<(), KeyError> {
+    let entries = fs::read_dir(dir).map_err(|e| KeyError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| KeyError::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == ROTATING_FILE_NAME || name.starts_with(CREATING_FILE_PREFIX) {
+            fs::remove_file(entry.path()).map_err(|e| KeyError::io(entry.path(), e))?;
+            tracing::info!(file = %name, "removed a key store file left by an interrupted operation");
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), KeyError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| KeyError::io(dir, e))
+}
+
+/// What reading a key file found.
+struct Loaded {
+    secrets: Option<StoreSecrets>,
+    index: LoopIndex<SlotRef>,
+    /// One past the last intact slot.
+    next_slot: u64,
+    file_len: u64,
+}
+
+fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, KeyError> {
+    let io = |e| KeyError::io(path, e);
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::with_capacity(64 * SLOT_SIZE, file);
+    reader.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut bytes: SlotBytes = [0; SLOT_SIZE];
+    reader.read_exact(&mut bytes).map_err(|e| {
+        if e.kind() == ErrorKind::UnexpectedEof {
+            corrupt(path, "it is shorter than its header")
+        } else {
+            io(e)
+        }
+    })?;
+    let header = Header::decode(&bytes).map_err(|detail| corrupt(path, &detail))?;
+    let secrets = master
+        .map(|master| unlock(&header, master, path))
+        .transpose()?;
+
+    let whole_slots = file_len / SLOT_SIZE as u64;
+    let mut index = LoopIndex::default();
+    let mut first_torn: Option<u64> = None;
+    for slot_no in 1..whole_slots {
+        reader.read_exact(&mut bytes).map_err(io)?;
+        match Slot::decode(&bytes) {
+            Ok(slot) => {
+                if let Some(torn) = first_torn {
+                    return Err(corrupt(
+                        path,
+                        &format!(
+                            "slot {torn} fails its checksum but slot {slot_no} after it is intact"
+                        ),
+                    ));
+                }
+                add_to_index(&mut index, &slot, slot_no)
+                    .map_err(|detail| corrupt(path, &format!("slot {slot_no}: {detail}")))?;
+            }
+            Err(SlotProblem::Checksum) => {
+                first_torn.get_or_insert(slot_no);
+            }
+            Err(SlotProblem::Invalid(detail)) => {
+                return Err(corrupt(path, &format!("slot {slot_no}: {detail}")));
+            }
+        }
+    }
+    Ok(Loaded {
+        secrets,
+        index,
+        next_slot: first_torn.unwrap_or(whole_slots.max(1)),
+        file_len,
+    })
+}
+
+/// Checks the master key against the header and unwraps the secrets.
+fn unlock(header: &Header, master: &MasterKey, path: &Path) -> Result<StoreSecrets, KeyError> {
+    if !constant_time_eq(&header.master_check, &master.check_value()) {
+        return Err(KeyError::WrongMasterKey);
+    }
+    let unwrap = |purpose, wrapped| {
+        unwrap_secret(master, purpose, wrapped).map_err(|_| {
+            corrupt(
+                path,
+                "the master key matches the header's check value but a store secret does not unwrap",
+            )
+        })
+    };
+    Ok(StoreSecrets {
+        contact_index: unwrap(CONTACT_INDEX_PURPOSE, &header.contact_secret)?,
+        public_id: unwrap(PUBLIC_ID_PURPOSE, &header.public_id_secret)?,
+    })
+}
+
+fn add_to_index(index: &mut LoopIndex<SlotRef>, slot: &Slot, slot_no: u64) -> Result<(), String> {
+    let at = SlotRef {
+        slot: slot_no,
+        seq: 0,
+    };
+    let loop_id = slot.loop_id.as_str();
+    match slot.state {
+        SlotState::LiveKey => {
+            if let Some(other) = index.live_key(loop_id) {
+                return Err(format!(
+                    "a second live key for a loop whose live key is in slot {}",
+                    other.slot
+                ));
+            }
+            index.set_key(loop_id, at);
+        }
+        SlotState::LiveContact => {}
+        SlotState::DestroyedKey | SlotState::DestroyedContact | SlotState::Tombstone => {
+            index.mark_erased(loop_id);
+        }
+    }
+    if let Some(digest) = slot.digest
+        && index.contact(loop_id, &digest).is_none()
+    {
+        index.add_contact(loop_id, digest, at);
+    }
+    Ok(())
+}
+
+fn corrupt(path: &Path, detail: &str) -> KeyError {
+    KeyError::corrupt(format!("{}: {detail}", path.display()))
+}

@@ -1,0 +1,106 @@
+//! Master key rotation: a whole new key file, every live key rewrapped under the new master key
+//! in the same slot (key ids do not change), swapped in by rename.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+
+use super::format::{Header, SlotState};
+use super::open::sync_dir;
+use super::{FileKeyStore, State, writable};
+use crate::secrets::{CONTACT_INDEX_PURPOSE, PUBLIC_ID_PURPOSE};
+use crate::wrap::{unwrap_data_key, wrap_data_key, wrap_secret};
+use crate::{KeyError, MasterKey};
+
+/// The temporary file a rotation writes before renaming it over the key file.
+pub(super) const ROTATING_FILE_NAME: &str = "keys.rotating";
+
+pub(super) fn rotate(store: &FileKeyStore, new: &MasterKey) -> Result<usize, KeyError> {
+    let mut guard = store.lock();
+    let state = &mut *guard;
+    let old = writable(state)?;
+    let temp = store.dir.join(ROTATING_FILE_NAME);
+    let file = match write_rotated(store, state, &old, new) {
+        Ok(done) => done,
+        Err(error) => {
+            // The old file is untouched and still holds: nothing to undo but the temp file.
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
+    };
+    let (file, rewrapped) = file;
+    if let Err(error) = fs::rename(&temp, &store.path) {
+        let _ = fs::remove_file(&temp);
+        return Err(KeyError::io(&store.path, error));
+    }
+    // From here on the path names the new file: use it, under the new key.
+    state.file = Some(Arc::new(file));
+    state.master = Some(new.clone());
+    state.synced_seq = state.write_seq;
+    if let Err(error) = sync_dir(&store.dir) {
+        let detail = format!(
+            "fsync of {} after rotating the master key failed",
+            store.dir.display()
+        );
+        tracing::error!(%detail, "key store directory fsync failed; no more writes until restart");
+        state.failed.get_or_insert(detail);
+        return Err(error);
+    }
+    tracing::info!(
+        rewrapped,
+        old_master_key = %old.fingerprint(),
+        new_master_key = %new.fingerprint(),
+        "rotated the key store's master key; reopen it with the new key from now on"
+    );
+    Ok(rewrapped)
+}
+
+/// Writes the rotated file beside the key file, fsynced and locked; returns it and how many keys
+/// it rewrapped.
+fn write_rotated(
+    store: &FileKeyStore,
+    state: &State,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> Result<(std::fs::File, usize), KeyError> {
+    let temp = store.dir.join(ROTATING_FILE_NAME);
+    let io = |e| KeyError::io(&temp, e);
+    let secrets = state.secrets.as_ref().ok_or(KeyError::Sealed)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(io)?;
+    // Locked before it is renamed into place, so no other process can open it in between.
+    file.try_lock()
+        .map_err(|_| KeyError::Locked { path: temp.clone() })?;
+    let header = Header {
+        master_check: new.check_value(),
+        contact_secret: wrap_secret(new, CONTACT_INDEX_PURPOSE, &secrets.contact_index),
+        public_id_secret: wrap_secret(new, PUBLIC_ID_PURPOSE, &secrets.public_id),
+    };
+    let mut out = BufWriter::new(&file);
+    out.write_all(&header.encode()).map_err(io)?;
+    let mut rewrapped = 0;
+    for slot_no in 1..state.next_slot {
+        let mut slot = store.read_slot(state, slot_no)?;
+        if slot.state == SlotState::LiveKey
+            && let Some(wrapped) = &slot.wrapped_key
+        {
+            let key = unwrap_data_key(old, &slot.loop_id, slot_no, wrapped).map_err(|_| {
+                KeyError::corrupt(format!(
+                    "the key in slot {slot_no} does not unwrap under the current master key"
+                ))
+            })?;
+            slot.wrapped_key = Some(wrap_data_key(new, &slot.loop_id, &key));
+            rewrapped += 1;
+        }
+        out.write_all(&slot.encode()).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    drop(out);
+    file.sync_all().map_err(io)?;
+    Ok((file, rewrapped))
+}
