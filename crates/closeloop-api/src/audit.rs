@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use closeloop_store::merkle::{BLOCK, MerkleError, MerkleIndex, leaf_hash};
+use closeloop_store::record::Reveal;
 use closeloop_store::{EventStore, Hash, VerifyReport, verify};
 use serde_json::{Value, json};
 
@@ -35,8 +36,10 @@ pub(crate) async fn events<S: EventStore>(
     let head = state.store.head();
     let end = limit.map_or(head, |limit| head.min(after.saturating_add(limit)));
     let store = Arc::clone(&state.store);
+    let keys = state.keys.clone();
     let stream = futures::stream::try_unfold(after, move |after| {
         let store = Arc::clone(&store);
+        let keys = keys.clone();
         async move {
             if after >= end {
                 return Ok(None);
@@ -50,8 +53,12 @@ pub(crate) async fn events<S: EventStore>(
                 return Ok(None);
             };
             let mut chunk = Vec::with_capacity(page.len() * 512);
+            let reveal = match &keys {
+                Some(keys) => Reveal::With(keys.as_ref()),
+                None => Reveal::Sealed,
+            };
             for entry in &page {
-                let line = entry.to_line().map_err(std::io::Error::other)?;
+                let line = entry.to_line(reveal).map_err(std::io::Error::other)?;
                 serde_json::to_writer(&mut chunk, &line).map_err(std::io::Error::other)?;
                 chunk.push(b'\n');
             }

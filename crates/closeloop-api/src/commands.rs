@@ -47,7 +47,7 @@ pub(crate) async fn post_feedback<S: EventStore>(
         Value::Object(data),
         &state.input_limits,
     )?;
-    let recorded = record(&state, loop_id, payload, key, None).await?;
+    let recorded = record(&state, &credential, loop_id, payload, key, None).await?;
     Ok(created(&recorded))
 }
 
@@ -66,12 +66,12 @@ pub(crate) async fn post_step<S: EventStore>(
     let body = json_object(&body)?;
     let key = Idempotency::from_request(&credential, &headers, path, &body)?;
     let payload = LoopEvent::from_data_with(event_type, Value::Object(body), &state.input_limits)?;
-    let recorded = record(&state, loop_id, payload, key, expected).await?;
+    let recorded = record(&state, &credential, loop_id, payload, key, expected).await?;
     Ok(created(&recorded))
 }
 
 /// The path segment of each step endpoint and the event it records.
-pub(crate) const STEPS: [(&str, EventType); 7] = [
+pub(crate) const STEPS: [(&str, EventType); 8] = [
     ("acknowledgements", EventType::Acknowledged),
     ("responses", EventType::Responded),
     ("actions", EventType::ActionPlanned),
@@ -79,6 +79,7 @@ pub(crate) const STEPS: [(&str, EventType); 7] = [
     ("no-change", EventType::NoChange),
     ("report-backs", EventType::ReportedBack),
     ("reopenings", EventType::Reopened),
+    ("story-approvals", EventType::StoryApproved),
 ];
 
 /// `POST /v1/changes`: one change (one `change_id`) recorded on many loops, all or none.
@@ -143,6 +144,7 @@ pub(crate) async fn post_changes<S: EventStore>(
             source: HTTP_SOURCE.to_owned(),
             event_id: format!("{change_id}/{loop_id}"),
             request: key.as_ref().map(|key| key.request),
+            actor: Some(actor_of(&credential).to_owned()),
         })
         .collect();
     let recorded = write::record_many(state.store.as_ref(), commands, &origins).await?;
@@ -170,6 +172,7 @@ pub(crate) async fn post_changes<S: EventStore>(
 
 async fn record<S: EventStore>(
     state: &AppState<S>,
+    credential: &Credential,
     loop_id: LoopId,
     payload: LoopEvent,
     key: Option<Idempotency>,
@@ -188,8 +191,15 @@ async fn record<S: EventStore>(
         source: HTTP_SOURCE.to_owned(),
         event_id,
         request,
+        actor: Some(actor_of(credential).to_owned()),
     };
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
+}
+
+/// Who a credential is in the events it records: its name, or its id (role and a short digest
+/// of the token) when it has none.
+pub(crate) fn actor_of(credential: &Credential) -> &str {
+    credential.name.as_deref().unwrap_or(&credential.id)
 }
 
 /// 201 `{"loop_id","version","position"}` with `ETag`, `Location` and `Closeloop-Position` (to

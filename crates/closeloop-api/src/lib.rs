@@ -18,11 +18,13 @@
 //! - `reads`: loop lists and details, stats, and "you said, we did" (JSON and HTML).
 //! - `audit`: the NDJSON log, the chain check and RFC 6962 proofs.
 //! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
+#![recursion_limit = "256"]
 
 mod audit;
 pub mod auth;
 mod commands;
 mod dead_letters;
+mod erasures;
 pub mod error;
 mod guard;
 mod health;
@@ -109,6 +111,23 @@ pub struct AppState<S> {
     /// The bounds on every field and time of the events requests record (contract defaults,
     /// which an operator may lower).
     pub input_limits: closeloop_domain::Limits,
+    /// The key store personal data is sealed with: opens it for staff and auditors, destroys
+    /// it on erasure. `None` only where the store keeps personal data in plain (tests).
+    pub keys: Option<Arc<dyn closeloop_keys::KeyStore>>,
+    /// Whether a story appears on the public page only once staff approved it
+    /// (`CLOSELOOP_PUBLISH_REQUIRES_APPROVAL`).
+    pub publish_requires_approval: bool,
+}
+
+impl<S> AppState<S> {
+    /// How this service reads personal data: with its key store when it has one.
+    #[must_use]
+    pub fn reveal(&self) -> closeloop_store::record::Reveal<'_> {
+        match &self.keys {
+            Some(keys) => closeloop_store::record::Reveal::With(keys.as_ref()),
+            None => closeloop_store::record::Reveal::Sealed,
+        }
+    }
 }
 
 impl<S> std::fmt::Debug for AppState<S> {
@@ -175,6 +194,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/v1/audit/proof/consistency") => get(audit::consistency_proof::<S>),
         ("GET", "/v1/dead-letters") => get(dead_letters::list::<S>),
         ("POST", "/v1/dead-letters/{seq}/retry") => post(dead_letters::retry::<S>),
+        ("POST", "/v1/erasures") => post(erasures::post_erasure::<S>),
         _ => panic!("no handler for {method} {path}"),
     }
 }

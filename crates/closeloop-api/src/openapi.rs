@@ -223,6 +223,18 @@ fn operation(method: &str, path: &str) -> Value {
                 "503": problem("unavailable: NATS is unreachable"),
             },
         }),
+        ("POST", "/v1/erasures") => json!({
+            "summary": "Erase a person's personal data by destroying the keys it was encrypted with",
+            "description": "Role: admin. `{\"loop_id\"}` erases one loop, `{\"contact\"}` every loop of that contact (matched after normalising: case, spaces, phone prefixes). Records `loop.erased` on each loop, then destroys its data keys: afterwards `author`, `story` and the free text addressed to the person read `[erased]` everywhere; ratings, themes, org unit and every event stay, and `verify` still passes. Repeating an erasure is harmless.",
+            "security": [{"bearer": []}],
+            "requestBody": body("Erasure"),
+            "responses": {
+                "200": plain("Erased", &json!({"type": "object", "required": ["erased_loops"], "properties": {"erased_loops": {"type": "integer", "minimum": 0}}})),
+                "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+                "404": problem("unknown_loop: no loop has this loop_id"),
+                "422": problem("invalid_data: neither or both of loop_id and contact"),
+            },
+        }),
         _ => panic!("no OpenAPI operation for {method} {path}: document it in openapi.rs"),
     }
 }
@@ -303,6 +315,7 @@ fn step_operation(step: &str) -> Value {
         "no-change" => ("loop.no_change", "NoChange"),
         "report-backs" => ("loop.reported_back", "ReportedBack"),
         "reopenings" => ("loop.reopened", "Reopened"),
+        "story-approvals" => ("loop.story_approved", "StoryApproved"),
         _ => panic!("no OpenAPI operation for step {step}"),
     };
     json!({
@@ -436,6 +449,12 @@ fn components() -> Value {
             "NoChange": {"type": "object", "required": ["by", "reason"], "properties": {"by": by, "reason": text("Why nothing could change")}},
             "ReportedBack": {"type": "object", "required": ["by", "message"], "properties": {"by": by, "message": text("What the person was told"), "channel": schema_ref("Channel")}},
             "Reopened": {"type": "object", "required": ["by", "reason"], "properties": {"by": by, "reason": text("Why")}},
+            "StoryApproved": {"type": "object", "required": ["by"], "properties": {"by": by, "story": text("The text to publish instead of the story as given (optional; personal data, encrypted and erasable)")}},
+            "Erasure": {
+                "type": "object", "minProperties": 1, "maxProperties": 1,
+                "properties": {"loop_id": schema_ref("LoopId"), "contact": {"type": "string", "minLength": 1, "maxLength": 1024}},
+                "description": "Exactly one of loop_id or contact.",
+            },
             "ChangeAcrossLoops": {
                 "type": "object", "required": ["description", "by", "loop_ids"],
                 "properties": {"description": text("What changed"), "by": by, "loop_ids": {"type": "array", "minItems": 1, "maxItems": 1000, "items": schema_ref("LoopId")}, "evidence": {}},

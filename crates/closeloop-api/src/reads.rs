@@ -25,7 +25,7 @@ use closeloop_domain::{Channel, LoopEvent, LoopId, OrgUnit, Rejection, Stage};
 use closeloop_projections::{
     GroupBy, LoopQuery, PublicKey, PublishedLoop, QueryError, StatsQuery, StatusFilter, redact,
 };
-use closeloop_store::EventStore;
+use closeloop_store::{EventStore, record};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::{Value, json};
@@ -106,7 +106,7 @@ async fn caught_up_to<S: EventStore>(
 }
 
 /// The read models, or 503 when an update failed part-way and left them inconsistent.
-fn models<S>(
+pub(crate) fn models<S>(
     state: &AppState<S>,
 ) -> Result<std::sync::RwLockReadGuard<'_, closeloop_projections::ReadModels>, ApiError> {
     state.projections.try_read().map_err(|err| {
@@ -200,7 +200,7 @@ pub(crate) async fn get_loop<S: EventStore>(
     let mut timeline = Vec::with_capacity(entries.len());
     for entry in &entries {
         let line = entry
-            .to_line()
+            .to_line(state.reveal())
             .map_err(|err| ApiError::Internal(format!("position {}: {err}", entry.position)))?;
         timeline
             .push(serde_json::to_value(line).map_err(|err| ApiError::Internal(err.to_string()))?);
@@ -378,8 +378,8 @@ struct PublicEntry {
 impl PublicEntry {
     fn to_json(&self) -> Value {
         json!({
-            // Issue 6 renames this member to `public_id`; the key is already the public one.
-            "loop_id": self.key.as_str(),
+            // Never the loop id: publishers may use case numbers (contract §3 v1.1).
+            "public_id": self.key.as_str(),
             "themes": self.themes,
             "you_said": &*self.you_said,
             "we_did": self.we_did,
@@ -399,30 +399,52 @@ async fn published_story<S: EventStore>(
     // Taken before the read, so that a story erased while it is read is not cached after.
     let epoch = state.stories.epoch();
     let entries = state.store.read_loop(&item.loop_id).await?;
-    let received = entries
-        .first()
-        .map(closeloop_store::StoredEvent::event)
-        .transpose()
-        .map_err(|err| ApiError::Internal(err.to_string()))?;
-    let you_said = match received.map(|event| event.payload) {
-        Some(LoopEvent::FeedbackReceived(data)) => {
-            let name = data
-                .author
-                .as_ref()
-                .and_then(|author| author.name.as_deref());
-            data.story
-                .as_deref()
-                .map(|story| redact(story, name))
-                .unwrap_or_default()
-        }
-        _ => String::new(),
-    };
+    let you_said = publishable_story(&entries, state.reveal(), state.publish_requires_approval)?;
     // A loop without a story is cached too (as an empty one), so it is not read again.
     let story: Arc<str> = Arc::from(you_said);
     state
         .stories
         .insert(item.key.clone(), Arc::clone(&story), epoch);
     Ok(story)
+}
+
+/// The story a loop may show in public, redacted; empty when it has none to show: no story,
+/// erased, unreadable without keys, or (when approval is required) not approved since it was
+/// received. An approval with an edited text publishes that text instead.
+fn publishable_story(
+    entries: &[closeloop_store::StoredEvent],
+    reveal: closeloop_store::record::Reveal<'_>,
+    requires_approval: bool,
+) -> Result<String, ApiError> {
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        events.push(
+            entry
+                .event_as(reveal)
+                .map_err(|err| ApiError::Internal(format!("position {}: {err}", entry.position)))?,
+        );
+    }
+    let Some(LoopEvent::FeedbackReceived(received)) = events.first().map(|e| &e.payload) else {
+        return Ok(String::new());
+    };
+    let approved = events.iter().rev().find_map(|event| match &event.payload {
+        LoopEvent::StoryApproved(approval) => Some(approval.story.as_deref()),
+        _ => None,
+    });
+    let story = match (requires_approval, approved) {
+        (_, Some(Some(edited))) => Some(edited),
+        (true, None) => None,
+        _ => received.story.as_deref(),
+    };
+    let hidden = |text: &str| text == record::ERASED || text == record::ENCRYPTED;
+    let name = received
+        .author
+        .as_ref()
+        .and_then(|author| author.name.as_deref());
+    Ok(story
+        .filter(|story| !hidden(story))
+        .map(|story| redact(story, name))
+        .unwrap_or_default())
 }
 
 /// The answer to one request of the public page.

@@ -127,6 +127,11 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/v1/loops/{loop_id}/no-change", Roles(WRITERS)),
     Route::new("POST", "/v1/loops/{loop_id}/report-backs", Roles(WRITERS)),
     Route::new("POST", "/v1/loops/{loop_id}/reopenings", Roles(WRITERS)),
+    Route::new(
+        "POST",
+        "/v1/loops/{loop_id}/story-approvals",
+        Roles(WRITERS),
+    ),
     Route::new("POST", "/v1/changes", Roles(WRITERS)),
     Route::new("GET", "/v1/stats", Roles(READERS)).query(&["group_by", "from", "to"]),
     Route::new("GET", "/v1/events", Roles(AUDITORS))
@@ -143,6 +148,7 @@ pub const ROUTES: &[Route] = &[
         .class(Class::Proof),
     Route::new("GET", "/v1/dead-letters", Roles(ADMINS)).query(&["after", "limit"]),
     Route::new("POST", "/v1/dead-letters/{seq}/retry", Roles(ADMINS)),
+    Route::new("POST", "/v1/erasures", Roles(ADMINS)),
 ];
 
 /// The route serving `method` on the path template `path`, if any.

@@ -36,11 +36,34 @@ struct App<S = SledStore> {
 
 fn app(limits: Limits) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("store");
-    build(dir, store, limits, system_clock())
+    let keys = test_keys();
+    let store = keyed_store(dir.path(), &keys);
+    build(dir, store, Some(keys), limits, system_clock())
 }
 
-fn build<S: EventStore>(dir: tempfile::TempDir, store: S, limits: Limits, clock: Clock) -> App<S> {
+/// A key store for one test: personal data is sealed as in production.
+fn test_keys() -> Arc<dyn closeloop_keys::KeyStore> {
+    Arc::new(closeloop_keys::MemoryKeyStore::new(
+        &closeloop_keys::MasterKey::generate(),
+    ))
+}
+
+/// A store that seals personal data with `keys`.
+fn keyed_store(path: &std::path::Path, keys: &Arc<dyn closeloop_keys::KeyStore>) -> SledStore {
+    let options = SledStoreOptions {
+        keys: Some(closeloop_store::KeyHandle(Arc::clone(keys))),
+        ..SledStoreOptions::default()
+    };
+    SledStore::open(path, &options).expect("store")
+}
+
+fn build<S: EventStore>(
+    dir: tempfile::TempDir,
+    store: S,
+    keys: Option<Arc<dyn closeloop_keys::KeyStore>>,
+    limits: Limits,
+    clock: Clock,
+) -> App<S> {
     let state = Arc::new(AppState {
         store: Arc::new(store),
         projections: Arc::new(Projections::new(ReadModels::default())),
@@ -54,6 +77,8 @@ fn build<S: EventStore>(dir: tempfile::TempDir, store: S, limits: Limits, clock:
         limits,
         stories: crate::story_cache(),
         input_limits: closeloop_domain::Limits::DEFAULT,
+        keys,
+        publish_requires_approval: false,
     });
     App {
         router: router(Arc::clone(&state)),
@@ -487,6 +512,7 @@ async fn append_loops(store: &SledStore, from: usize, count: usize) {
                 source: "urn:test".to_owned(),
                 time: jiff::Timestamp::now(),
                 payload: payload.clone(),
+                actor: None,
             }],
             requests: Vec::new(),
         })
@@ -703,12 +729,13 @@ fn stepping_clock() -> Clock {
 /// An app over a [`Counting`] store with its projector running, for the public page.
 fn public_app(limits: Limits) -> App<Counting> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let inner = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("store");
+    let keys = test_keys();
+    let inner = keyed_store(dir.path(), &keys);
     let store = Counting {
         inner,
         loop_reads: AtomicUsize::new(0),
     };
-    let app = build(dir, store, limits, stepping_clock());
+    let app = build(dir, store, Some(keys), limits, stepping_clock());
     tokio::spawn(run_projector(
         Arc::clone(&app.state.store),
         Arc::clone(&app.state.projections),

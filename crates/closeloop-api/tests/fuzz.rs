@@ -218,7 +218,7 @@ fn request(case: &Case) -> Request<Body> {
 /// builds it (the API crate cannot depend on the NATS adapter): the CloudEvent in structured
 /// JSON, and the size NATS counts against `max_payload` with the three headers.
 fn feed_wire_size(entry: &StoredEvent) -> Result<usize, TestCaseError> {
-    let view = record::decode_view(&entry.record)
+    let view = record::decode_public_view(&entry.record)
         .map_err(|err| TestCaseError::fail(format!("position {}: {err}", entry.position)))?;
     let body = json!({
         "specversion": "1.0",
@@ -268,6 +268,8 @@ fn app() -> App {
         limits: Limits::default(),
         stories: closeloop_api::story_cache(),
         input_limits: closeloop_domain::Limits::DEFAULT,
+        keys: None,
+        publish_requires_approval: false,
     });
     App {
         router: router(state),

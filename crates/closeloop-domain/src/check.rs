@@ -55,6 +55,7 @@ fn fields(event_type: EventType) -> &'static [(&'static str, Presence, Kind)] {
             ("author", Optional, K::Author),
             ("consent_to_publish", Defaulted, K::Bool),
             ("language", Optional, K::Text),
+            ("public_id", Optional, K::Text),
         ],
         EventType::Acknowledged => &[("by", Required, K::Text), ("message", Optional, K::Text)],
         EventType::Responded => &[("by", Required, K::Text), ("text", Required, K::Text)],
@@ -78,6 +79,8 @@ fn fields(event_type: EventType) -> &'static [(&'static str, Presence, Kind)] {
             ("message", Required, K::Text),
             ("channel", Optional, K::Channel),
         ],
+        EventType::Erased => &[("by", Required, K::Text), ("matched_by", Optional, K::Text)],
+        EventType::StoryApproved => &[("by", Required, K::Text), ("story", Optional, K::Text)],
     }
 }
 
@@ -270,6 +273,26 @@ pub(crate) fn check_event(event: &LoopEvent, limits: &Limits) -> Result<(), Reje
         LoopEvent::Reopened(d) => {
             by(&d.by)?;
             required(&long, "reason", &d.reason)?;
+            &d.extra
+        }
+        LoopEvent::Erased(d) => {
+            by(&d.by)?;
+            if let Some(matched_by) = &d.matched_by {
+                text("matched_by", matched_by)?;
+            }
+            &d.extra
+        }
+        LoopEvent::StoryApproved(d) => {
+            by(&d.by)?;
+            if let Some(story) = &d.story {
+                required(
+                    &|field: &str, value: &str| {
+                        check_text(field, value, limits.max_story_bytes, Lines::Many)
+                    },
+                    "story",
+                    story,
+                )?;
+            }
             &d.extra
         }
     };

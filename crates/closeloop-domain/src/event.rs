@@ -1,4 +1,5 @@
-//! The eight event types of contract §2, their data, and the envelope every stored event has.
+//! The eight event types of contract §2, the two Closeloop records itself (`loop.erased`,
+//! `loop.story_approved`), their data, and the envelope every stored event has.
 //!
 //! Each data struct keeps fields it does not know in `extra`, so a publisher's additions are
 //! stored and replayed unchanged.
@@ -41,6 +42,12 @@ pub enum EventType {
     ReportedBack,
     /// `org.closeloop.loop.reopened`
     Reopened,
+    /// `org.closeloop.loop.erased`: recorded by Closeloop when an admin erases the loop's
+    /// personal data (contract §3 v1.1, `POST /v1/erasures`).
+    Erased,
+    /// `org.closeloop.loop.story_approved`: a staff member approved the story for the public
+    /// page (`POST /v1/loops/{id}/story-approvals`).
+    StoryApproved,
 }
 
 /// The prefix every event type name shares.
@@ -48,7 +55,7 @@ pub const EVENT_TYPE_PREFIX: &str = "org.closeloop.";
 
 impl EventType {
     /// Every event type, in the order a loop usually meets them.
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 10] = [
         EventType::FeedbackReceived,
         EventType::Acknowledged,
         EventType::Responded,
@@ -57,6 +64,8 @@ impl EventType {
         EventType::NoChange,
         EventType::ReportedBack,
         EventType::Reopened,
+        EventType::Erased,
+        EventType::StoryApproved,
     ];
 
     /// The short name, e.g. `loop.change_made`, used in outbound subjects.
@@ -71,6 +80,8 @@ impl EventType {
             EventType::NoChange => "loop.no_change",
             EventType::ReportedBack => "loop.reported_back",
             EventType::Reopened => "loop.reopened",
+            EventType::Erased => "loop.erased",
+            EventType::StoryApproved => "loop.story_approved",
         }
     }
 
@@ -86,6 +97,8 @@ impl EventType {
             EventType::NoChange => "org.closeloop.loop.no_change",
             EventType::ReportedBack => "org.closeloop.loop.reported_back",
             EventType::Reopened => "org.closeloop.loop.reopened",
+            EventType::Erased => "org.closeloop.loop.erased",
+            EventType::StoryApproved => "org.closeloop.loop.story_approved",
         }
     }
 
@@ -96,13 +109,26 @@ impl EventType {
     }
 
     /// The data fields that hold personal data, kept apart in stored records so they can be
-    /// encrypted and erased without touching the rest.
+    /// encrypted and erased without touching the rest: who gave the feedback, their story, and
+    /// the free text addressed to them. `by`, `owner`, a change's `description` (public by
+    /// design as "we did"), `reason` and `evidence` are not personal.
     #[must_use]
     pub fn personal_fields(self) -> &'static [&'static str] {
         match self {
             EventType::FeedbackReceived => &["author", "story"],
+            EventType::Acknowledged | EventType::ReportedBack => &["message"],
+            EventType::Responded => &["text"],
+            EventType::StoryApproved => &["story"],
             _ => &[],
         }
+    }
+
+    /// Whether only Closeloop itself records events of this type (through its HTTP API):
+    /// publishers on NATS may not, since erasing destroys keys and approving is a staff
+    /// decision.
+    #[must_use]
+    pub fn recorded_by_closeloop_only(self) -> bool {
+        matches!(self, EventType::Erased | EventType::StoryApproved)
     }
 }
 
@@ -160,6 +186,11 @@ pub struct FeedbackReceived {
     /// Language of the story, e.g. `en` or `cy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// The loop's opaque public name on the "you said, we did" page: 32 hex digits of a random
+    /// 128-bit id, assigned by Closeloop when the loop is stored (a value sent in is replaced).
+    /// Loops stored before public ids existed have none; they get one derived from a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_id: Option<String>,
     /// Fields we do not know, kept as they came.
     #[serde(flatten)]
     pub extra: Extra,
@@ -265,6 +296,34 @@ pub struct Reopened {
     pub extra: Extra,
 }
 
+/// `org.closeloop.loop.erased`: the loop's personal data was erased by destroying the keys
+/// it was encrypted with. Says who and how the loop was matched, never what was erased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Erased {
+    /// Who erased it (the admin credential's name).
+    pub by: String,
+    /// How the erasure request named the loop: `loop_id` or `contact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<String>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `org.closeloop.loop.story_approved`: a staff member approved the story for the public page,
+/// optionally as an edited text (with names of staff or relatives taken out, say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoryApproved {
+    /// Who approved it.
+    pub by: String,
+    /// The text to publish instead of the story as given: personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub story: Option<String>,
+    /// Fields we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// What happened to a loop: one of the eight event types with its data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoopEvent {
@@ -284,6 +343,10 @@ pub enum LoopEvent {
     ReportedBack(ReportedBack),
     /// See [`Reopened`].
     Reopened(Reopened),
+    /// `loop.erased`
+    Erased(Erased),
+    /// `loop.story_approved`
+    StoryApproved(StoryApproved),
 }
 
 impl LoopEvent {
@@ -299,6 +362,8 @@ impl LoopEvent {
             LoopEvent::NoChange(_) => EventType::NoChange,
             LoopEvent::ReportedBack(_) => EventType::ReportedBack,
             LoopEvent::Reopened(_) => EventType::Reopened,
+            LoopEvent::Erased(_) => EventType::Erased,
+            LoopEvent::StoryApproved(_) => EventType::StoryApproved,
         }
     }
 
@@ -350,6 +415,8 @@ impl LoopEvent {
             EventType::NoChange => LoopEvent::NoChange(parse(event_type, data)?),
             EventType::ReportedBack => LoopEvent::ReportedBack(parse(event_type, data)?),
             EventType::Reopened => LoopEvent::Reopened(parse(event_type, data)?),
+            EventType::Erased => LoopEvent::Erased(parse(event_type, data)?),
+            EventType::StoryApproved => LoopEvent::StoryApproved(parse(event_type, data)?),
         })
     }
 
@@ -365,6 +432,8 @@ impl LoopEvent {
             LoopEvent::NoChange(d) => serde_json::to_value(d),
             LoopEvent::ReportedBack(d) => serde_json::to_value(d),
             LoopEvent::Reopened(d) => serde_json::to_value(d),
+            LoopEvent::Erased(d) => serde_json::to_value(d),
+            LoopEvent::StoryApproved(d) => serde_json::to_value(d),
         };
         match value {
             Ok(Value::Object(map)) => map,
@@ -399,6 +468,10 @@ pub struct Event {
     pub time: Timestamp,
     /// What happened.
     pub payload: LoopEvent,
+    /// Who did it, as authenticated: the HTTP credential's name (or a short digest of its
+    /// token), or the NATS publisher's `source`. `None` in records stored before actors were
+    /// recorded. `by` in the data stays the human description.
+    pub actor: Option<String>,
 }
 
 impl Event {

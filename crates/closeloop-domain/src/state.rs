@@ -151,7 +151,11 @@ pub fn apply(state: Option<LoopState>, event: &Event) -> Option<LoopState> {
     }
     let mut state = state?;
     state.version += 1;
-    if state.first_contact_at.is_none() && !matches!(event.payload, LoopEvent::Reopened(_)) {
+    let contacts_the_person = !matches!(
+        event.payload,
+        LoopEvent::Reopened(_) | LoopEvent::Erased(_) | LoopEvent::StoryApproved(_)
+    );
+    if state.first_contact_at.is_none() && contacts_the_person {
         state.first_contact_at = Some(event.time);
     }
     match &event.payload {
@@ -170,6 +174,7 @@ pub fn apply(state: Option<LoopState>, event: &Event) -> Option<LoopState> {
             state.closed_at = Some(event.time);
             state.advance_to(Stage::Closed);
         }
+        LoopEvent::Erased(_) | LoopEvent::StoryApproved(_) => {}
         LoopEvent::Reopened(_) => {
             state.stage = Stage::Responded;
             state.closed_at = None;

@@ -459,6 +459,12 @@ fn finish(
             },
         )));
     };
+    if event_type.recorded_by_closeloop_only() {
+        return Err(DecodeError::UnknownType(format!(
+            "type {} is recorded by Closeloop itself, through its HTTP API (erasures by an admin, story approvals by staff); publishers cannot send it",
+            echo(envelope.event_type)
+        )));
+    }
     let loop_id = match envelope.subject {
         Some(loop_id) => loop_id,
         None if event_type == EventType::FeedbackReceived => {
@@ -488,6 +494,8 @@ fn finish(
             source: envelope.source.to_owned(),
             event_id: envelope.id.to_owned(),
             request: Some(request),
+            // A NATS publisher is known by its source: that is who acted.
+            actor: Some(envelope.source.to_owned()),
         },
     })
 }

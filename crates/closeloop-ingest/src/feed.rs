@@ -195,7 +195,7 @@ pub(crate) fn feed_message(
         position: entry.position,
         detail,
     };
-    let view = record::decode_view(&entry.record).map_err(|err| damaged(err.to_string()))?;
+    let view = record::decode_public_view(&entry.record).map_err(|err| damaged(err.to_string()))?;
     let event_type = EventType::parse(&view.event_type)
         .ok_or_else(|| damaged(format!("unknown event type {:?}", view.event_type)))?;
     let subject = format!("{FEED_SUBJECT_PREFIX}.{}", event_type.suffix());
@@ -364,6 +364,7 @@ mod tests {
             source: "urn:trust:rxx:pals".to_owned(),
             time: "2026-11-27T09:30:00Z".parse().unwrap(),
             payload: LoopEvent::from_stored_data(EventType::Acknowledged, data).unwrap(),
+            actor: None,
         };
         StoredEvent {
             position: 7,

@@ -551,6 +551,7 @@ async fn the_feed_resumes_from_its_checkpoint_after_a_restart() {
                 source: event.source,
                 event_id: event.event_id,
                 request: None,
+                actor: None,
             },
             None,
         )
@@ -722,6 +723,7 @@ async fn an_event_too_big_for_the_server_goes_out_as_a_reference_and_the_feed_mo
             json!({"by": "pals", "message": "m".repeat(100_000)}),
         )
         .unwrap(),
+        actor: None,
     };
     let append = async |loop_id: &str, expected, event| {
         store

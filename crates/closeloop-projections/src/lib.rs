@@ -57,7 +57,9 @@ pub use limits::{
     MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
 };
 pub use model::ReadModels;
-pub use published::{PublicKey, PublishedLoop, PublishedPage};
+pub use published::{
+    LegacyPublicIds, PublicKey, PublishedLoop, PublishedPage, install_legacy_public_ids,
+};
 pub use query::{LoopPage, LoopQuery, LoopSummary, QueryError, StatusFilter};
 pub use redact::{REDACTED, redact};
 pub use runner::{Projections, ProjectionsError, ProjectorOptions, rebuild, run_projector};

@@ -277,7 +277,12 @@ impl ReadModels {
             channel: channel_index(data.channel),
             flags: if data.consent_to_publish { CONSENT } else { 0 },
         };
-        let cold = Cold::new(entry.version, received);
+        let public_id = data
+            .public_id
+            .as_deref()
+            .and_then(PublicKey::bytes_of)
+            .unwrap_or_else(|| crate::published::legacy_public_id(entry.loop_id.as_str()));
+        let cold = Cold::new(entry.version, received, public_id);
         let slot = match self.ids.find(entry.loop_id.as_str()) {
             Some(slot) => {
                 // A second `feedback.received` for a loop: `decide` refuses it, but the
@@ -313,9 +318,11 @@ impl ReadModels {
         let shown_before = self.shown(slot);
         cold.version = entry.version;
         let time = Ts::of(event.time);
-        if cold.get(When::FirstContactAt).is_none()
-            && !matches!(event.payload, LoopEvent::Reopened(_))
-        {
+        let contacts_the_person = !matches!(
+            event.payload,
+            LoopEvent::Reopened(_) | LoopEvent::Erased(_) | LoopEvent::StoryApproved(_)
+        );
+        if cold.get(When::FirstContactAt).is_none() && contacts_the_person {
             cold.set(When::FirstContactAt, Some(time));
         }
         let advance_to = |hot: &mut Hot, stage: Stage| {
@@ -356,6 +363,13 @@ impl ReadModels {
                 // The public page shows what was done since the last reopening only.
                 self.changes.remove(&slot);
             }
+            // The story a published entry shows changes (erased, or approved as another
+            // text): the page and its ETag must change with it.
+            LoopEvent::Erased(_) | LoopEvent::StoryApproved(_) => {
+                if shown_before.is_some() {
+                    self.published_version = entry.position;
+                }
+            }
         }
         if hot.stage != self.hot[i].stage {
             let old = self.hot[i];
@@ -391,7 +405,7 @@ impl ReadModels {
         let closed = cold.get(When::ClosedAt)?;
         Some(NewestFirst::new(
             closed,
-            PublicKey::of_loop(self.ids.get(slot)),
+            PublicKey::from_bytes(cold.public_id),
         ))
     }
 

@@ -15,6 +15,7 @@
 
 use std::cmp::Reverse;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -29,26 +30,74 @@ use crate::record::Ts;
 /// oldest-first order are refused rather than misread).
 const PUBLISHED_CURSOR: u8 = b'N';
 
-/// The key that names a loop on the public page.
-///
-/// Today it is the loop id. It is a type of its own so that a later change can make it an
-/// opaque public id (publishers may use case numbers as loop ids) without touching the
-/// model's order, cursors or cache.
+/// The key that names a loop on the public page and in `LoopSummary`: its opaque public id
+/// (contract §3 v1.1), 32 lowercase hex digits. A loop's received event carries a random one
+/// (the write path assigns it); a loop stored before public ids existed gets one derived from
+/// its loop id under a secret (see [`install_legacy_public_ids`]), never a plain hash anyone
+/// could recompute from a guessed case number.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PublicKey(Box<str>);
 
+/// Derives the public id of a loop stored before public ids existed.
+pub type LegacyPublicIds = Arc<dyn Fn(&str) -> [u8; 16] + Send + Sync>;
+
+static LEGACY_PUBLIC_IDS: OnceLock<LegacyPublicIds> = OnceLock::new();
+
+/// Sets how loops stored before public ids existed get theirs: `closeloop` installs the key
+/// store's keyed derivation before it loads or builds any read model. Once per process; a
+/// second call is ignored. Without one, a keyed hash under a secret random to this process is
+/// used (tests and tools that never show public ids).
+pub fn install_legacy_public_ids(derive: LegacyPublicIds) {
+    let _ = LEGACY_PUBLIC_IDS.set(derive);
+}
+
+pub(crate) fn legacy_public_id(loop_id: &str) -> [u8; 16] {
+    let derive = LEGACY_PUBLIC_IDS.get_or_init(|| {
+        let secret: [u8; 32] = rand::random();
+        Arc::new(move |loop_id: &str| {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::new()
+                .chain_update(secret)
+                .chain_update(loop_id.as_bytes())
+                .finalize();
+            let mut id = [0; 16];
+            id.copy_from_slice(&digest[..16]);
+            id
+        })
+    });
+    derive(loop_id)
+}
+
 impl PublicKey {
-    /// The public key of the loop `loop_id`.
+    /// The key of a public id's 16 bytes.
+    #[must_use]
+    pub fn from_bytes(id: [u8; 16]) -> Self {
+        Self(hex::encode(id).into())
+    }
+
+    /// The public id of a loop stored before public ids existed (see
+    /// [`install_legacy_public_ids`]).
     #[must_use]
     pub fn of_loop(loop_id: &str) -> Self {
-        Self(loop_id.into())
+        Self::from_bytes(legacy_public_id(loop_id))
+    }
+
+    /// The 16 bytes of a public id as the write path stores it (32 hex digits), when `raw` is
+    /// one.
+    #[must_use]
+    pub fn bytes_of(raw: &str) -> Option<[u8; 16]> {
+        let mut id = [0; 16];
+        (raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| hex::decode_to_slice(raw, &mut id).ok())
+            .flatten()
+            .map(|()| id)
     }
 
     /// Parses a public key as a caller sent it back; `None` when it cannot be one.
     #[must_use]
     pub fn parse(raw: &str) -> Option<Self> {
-        LoopId::parse(raw).ok().map(|id| Self::of_loop(id.as_str()))
+        Self::bytes_of(raw).map(Self::from_bytes)
     }
 
     /// The key as text.
@@ -138,7 +187,11 @@ impl ReadModels {
         let cursor = after
             .map(|raw| {
                 decode_cursor(PUBLISHED_CURSOR, raw)
-                    .map(|key| NewestFirst::new(key.at, PublicKey::of_loop(&key.id)))
+                    .and_then(|key| {
+                        PublicKey::parse(&key.id)
+                            .map(|id| NewestFirst::new(key.at, id))
+                            .ok_or_else(|| QueryError::BadCursor(raw.to_owned()))
+                    })
             })
             .transpose()?;
         let limit = limit.max(1);

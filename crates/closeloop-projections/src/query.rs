@@ -105,6 +105,8 @@ pub enum QueryError {
 pub struct LoopSummary {
     /// The loop's id.
     pub loop_id: LoopId,
+    /// The loop's opaque public id, as the public page names it (contract §3 v1.1).
+    pub public_id: String,
     /// `open` or `closed`.
     pub status: Status,
     /// How far it has come.
@@ -140,6 +142,7 @@ impl LoopSummary {
     #[must_use]
     pub fn of(loop_id: LoopId, state: LoopState, now: Timestamp, sla: &Sla) -> Self {
         Self {
+            public_id: crate::PublicKey::of_loop(loop_id.as_str()).as_str().to_owned(),
             loop_id,
             status: state.status(),
             stage: state.stage,
@@ -211,7 +214,11 @@ impl ReadModels {
 
     fn summary_of(&self, slot: u32, now: Timestamp, sla: &Sla) -> LoopSummary {
         let loop_id = LoopId::parse(self.ids.get(slot)).expect("stored loop ids are valid");
-        LoopSummary::of(loop_id, self.state_of(slot), now, sla)
+        let mut summary = LoopSummary::of(loop_id, self.state_of(slot), now, sla);
+        summary.public_id = crate::PublicKey::from_bytes(self.cold[slot as usize].public_id)
+            .as_str()
+            .to_owned();
+        summary
     }
 
     /// One page of loops matching `query`, at `now` under `sla` (contract §3 `GET /v1/loops`).
@@ -435,6 +442,7 @@ mod tests {
                 source: "test".into(),
                 time: start + SignedDuration::from_mins(i64::from(n) + 60),
                 payload,
+                actor: None,
             };
             models.apply(&entry, &event);
         };
@@ -456,6 +464,7 @@ mod tests {
                 author: None,
                 consent_to_publish: false,
                 language: None,
+                public_id: None,
                 extra: serde_json::Map::new(),
             };
             apply(

@@ -139,14 +139,17 @@ pub(crate) struct Cold {
     pub(crate) version: u64,
     secs: [i64; 4],
     nanos: [i32; 4],
+    /// The loop's public id (see [`PublicKey`](crate::PublicKey)).
+    pub(crate) public_id: [u8; 16],
 }
 
 impl Cold {
-    pub(crate) fn new(version: u64, received: Ts) -> Self {
+    pub(crate) fn new(version: u64, received: Ts, public_id: [u8; 16]) -> Self {
         let mut cold = Self {
             version,
             secs: [0; 4],
             nanos: [NONE_NANOS; 4],
+            public_id,
         };
         cold.set(When::CloseClockFrom, Some(received));
         cold

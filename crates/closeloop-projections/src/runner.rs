@@ -605,6 +605,7 @@ mod tests {
                 serde_json::json!({"org_unit": "rxx", "channel": "web", "ratings": {"fft": 1}}),
             )
             .unwrap(),
+            actor: None,
         };
         let entry = StoredEvent {
             position: 1,

@@ -26,7 +26,7 @@ use crate::model::ReadModels;
 use crate::record::{Cold, Hot};
 
 /// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
 
 const HASH_LEN: usize = 32;
 

@@ -575,6 +575,7 @@ mod tests {
                 source: "urn:test:stats".to_owned(),
                 time: "2026-11-23T09:00:00Z".parse().unwrap(),
                 payload: LoopEvent::from_stored_data(EventType::FeedbackReceived, data).unwrap(),
+                actor: None,
             };
             let entry = StoredEvent {
                 position: n as u64 + 1,

@@ -90,6 +90,7 @@ pub fn event(
         source: source.to_owned(),
         time: "2026-11-27T09:30:00Z".parse().expect("valid timestamp"),
         payload: LoopEvent::from_stored_data(event_type, data).expect("data of the type's shape"),
+        actor: None,
     }
 }
 

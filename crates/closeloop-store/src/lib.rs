@@ -31,7 +31,7 @@ use closeloop_domain::{Event, LoopId};
 use tokio::sync::watch;
 
 pub use chain::Hash;
-pub use sled_store::{FaultInjector, FaultPoint, SledStore, SledStoreOptions};
+pub use sled_store::{FaultInjector, FaultPoint, KeyHandle, SledStore, SledStoreOptions};
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};
 pub use write::{Origin, Recorded, WriteError};

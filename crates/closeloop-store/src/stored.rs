@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::chain::{Hash, entry_hash};
-use crate::record::{self, RecordError};
+use crate::record::{self, RecordError, Reveal};
 
 /// An event as the log holds it: the record bytes and where they sit in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +27,21 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// Decodes the record into the typed event.
+    /// Decodes the record into the typed event, its sealed personal data unread (text fields
+    /// read `"[encrypted]"`, `author` is absent): all the read models and the write path need.
     ///
     /// # Errors
     /// When the record cannot be read (see [`RecordError`]).
     pub fn event(&self) -> Result<Event, RecordError> {
         record::decode(&self.record)
+    }
+
+    /// Decodes the record into the typed event, opening its personal data as `reveal` allows.
+    ///
+    /// # Errors
+    /// When the record cannot be read, or its personal data does not open with its key.
+    pub fn event_as(&self, reveal: Reveal<'_>) -> Result<Event, RecordError> {
+        record::decode_as(self.loop_id.as_str(), &self.record, reveal)
     }
 
     /// The hash recomputed from this entry's fields: equal to `hash` unless it was altered.
@@ -47,12 +56,13 @@ impl StoredEvent {
         )
     }
 
-    /// The entry as one line of `replay` and `GET /v1/events` (contract §3).
+    /// The entry as one line of `replay` and `GET /v1/events` (contract §3), personal data as
+    /// `reveal` allows (`"[erased]"` once its key was destroyed, `"[encrypted]"` without keys).
     ///
     /// # Errors
     /// When the record cannot be read (see [`RecordError`]).
-    pub fn to_line(&self) -> Result<EventLine<'_>, RecordError> {
-        let view = record::decode_view(&self.record)?;
+    pub fn to_line(&self, reveal: Reveal<'_>) -> Result<EventLine<'_>, RecordError> {
+        let view = record::decode_view(self.loop_id.as_str(), &self.record, reveal)?;
         Ok(EventLine {
             position: self.position,
             loop_id: self.loop_id.as_str(),
@@ -61,6 +71,7 @@ impl StoredEvent {
             source: view.source,
             event_type: view.event_type,
             time: view.time.to_string(),
+            actor: view.actor,
             data: view.data,
             record: BASE64.encode(&self.record),
             prev_hash: self.prev_hash,
@@ -87,7 +98,10 @@ pub struct EventLine<'a> {
     pub event_type: String,
     /// When it happened (RFC 3339).
     pub time: String,
-    /// Its data, personal fields included.
+    /// Who did it, as authenticated (extension; absent in records from before actors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Its data, personal fields included as the reader may see them.
     pub data: Map<String, Value>,
     /// The exact stored record bytes, base64.
     pub record: String,

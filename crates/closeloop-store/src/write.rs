@@ -35,6 +35,9 @@ pub struct Origin {
     /// subject and data). The key sent again with another request is refused as
     /// [`WriteError::KeyReused`]; `None` binds nothing (any repeat is a repeat).
     pub request: Option<RequestDigest>,
+    /// Who is acting, as authenticated: the HTTP credential's name (or a short digest of its
+    /// token), or the NATS publisher's `source`. Stored in every event (see [`Event::actor`]).
+    pub actor: Option<String>,
 }
 
 impl Origin {
@@ -423,22 +426,34 @@ fn repeat_of(err: &WriteError) -> WriteError {
 }
 
 /// The events `payloads` become under `origin`'s key: the first takes the key itself, any
-/// further ones `<event_id>#<n>`.
+/// further ones `<event_id>#<n>`. A new loop gets its random public id here.
 fn events_of(origin: &Origin, command: &Command, payloads: Vec<LoopEvent>) -> Vec<Event> {
     payloads
         .into_iter()
         .enumerate()
-        .map(|(n, payload)| Event {
-            event_id: if n == 0 {
-                origin.event_id.clone()
-            } else {
-                format!("{}#{n}", origin.event_id)
-            },
-            source: origin.source.clone(),
-            time: command.at,
-            payload,
+        .map(|(n, mut payload)| {
+            if let LoopEvent::FeedbackReceived(data) = &mut payload {
+                data.public_id = Some(new_public_id());
+            }
+            Event {
+                event_id: if n == 0 {
+                    origin.event_id.clone()
+                } else {
+                    format!("{}#{n}", origin.event_id)
+                },
+                source: origin.source.clone(),
+                time: command.at,
+                payload,
+                actor: origin.actor.clone(),
+            }
         })
         .collect()
+}
+
+/// A loop's public id: 128 random bits as 32 lowercase hex digits. Random, not derived from
+/// the loop id, so nobody can recompute it from a guessed case number.
+fn new_public_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// The original outcomes when every key was used before; `None` when none was.

@@ -49,6 +49,7 @@ fn origin(id: &str) -> Origin {
         source: "urn:test".to_owned(),
         event_id: id.to_owned(),
         request: None,
+        actor: None,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
+    /// The master key personal data is encrypted under (contract §4).
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+
     /// Log format on stderr; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "CLOSELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -59,6 +63,39 @@ pub enum Command {
     ///
     /// Exit status: 0 done; 4 the data directory holds no store; 5 any other failure.
     Rebuild,
+    /// Rewrap every data key under a new master key. Stop `serve` first; afterwards start it
+    /// with the new key (the old one no longer opens the key store).
+    ///
+    /// Exit status: 0 done; 2 a master key is missing or malformed; 4 the data directory
+    /// holds no store; 5 any other failure.
+    RotateMasterKey(RotateArgs),
+}
+
+/// The master key: 32 bytes as 64 hex characters, given directly or in a file.
+#[derive(Debug, Clone, Args)]
+pub struct MasterKeyArgs {
+    /// The master key as 64 hex characters. Prefer CLOSELOOP_MASTER_KEY_FILE: a flag shows in
+    /// the process list.
+    #[arg(
+        long,
+        env = "CLOSELOOP_MASTER_KEY",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "master_key_file"
+    )]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key as 64 hex characters (readable by the service only).
+    #[arg(long, env = "CLOSELOOP_MASTER_KEY_FILE", global = true)]
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// `closeloop rotate-master-key`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// A file holding the new master key as 64 hex characters.
+    #[arg(long, env = "CLOSELOOP_NEW_MASTER_KEY_FILE")]
+    pub new_master_key_file: PathBuf,
 }
 
 /// `closeloop demo`.
@@ -132,6 +169,19 @@ pub struct ServeArgs {
     /// set. For trying Closeloop out, never for production.
     #[arg(long)]
     pub demo: bool,
+
+    /// Show a story on the public "you said, we did" page only after a staff member approved
+    /// it (`POST /v1/loops/{id}/story-approvals`, optionally with an edited text). Off by
+    /// default; recommended, since patterns cannot catch the names of staff or relatives.
+    #[arg(
+        long,
+        env = "CLOSELOOP_PUBLISH_REQUIRES_APPROVAL",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub publish_requires_approval: bool,
 
     /// The bounds on what one event may hold, over HTTP and NATS alike.
     #[command(flatten)]

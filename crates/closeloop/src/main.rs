@@ -37,11 +37,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => commands::serve::run(&cli.data_dir, args).await,
-            Command::Replay(args) => commands::replay::run(&cli.data_dir, &args).await,
+            Command::Serve(args) => {
+                commands::serve::run(&cli.data_dir, &cli.master_key, args).await
+            }
+            Command::Replay(args) => {
+                commands::replay::run(&cli.data_dir, &cli.master_key, &args).await
+            }
             Command::Verify(args) => commands::verify::run(&cli.data_dir, &args).await,
-            Command::Demo(args) => commands::demo::run(&cli.data_dir, &args).await,
+            Command::Demo(args) => commands::demo::run(&cli.data_dir, &cli.master_key, &args).await,
             Command::Rebuild => commands::rebuild::run(&cli.data_dir).await,
+            Command::RotateMasterKey(args) => {
+                commands::rotate::run(&cli.data_dir, &cli.master_key, &args)
+            }
         }
     });
     // Blocking work still running now (a read stuck on a failed disk, say) must not keep the

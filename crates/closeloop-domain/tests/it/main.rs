@@ -130,6 +130,10 @@ pub fn step(event_type: EventType) -> Step {
             "channel": "email",
         }),
         EventType::Reopened => json!({"by": "pals-officer", "reason": "The person wrote back."}),
+        EventType::Erased => json!({"by": "admin:ig-lead", "matched_by": "loop_id"}),
+        EventType::StoryApproved => {
+            json!({"by": "ward-7-manager", "story": "The night staff were kind."})
+        }
     };
     Step::raw(event_type, data)
 }
@@ -228,6 +232,7 @@ pub fn given(history: &[Step]) -> Given {
             source: "urn:test:given".to_owned(),
             time: at,
             payload,
+            actor: None,
         }));
         next_at = at + SignedDuration::from_hours(1);
     }
@@ -332,6 +337,7 @@ impl Outcome {
             source: "urn:test:when".to_owned(),
             time: self.at,
             payload: event.clone(),
+            actor: None,
         };
         let after = apply(self.before, &stored).expect("an accepted event leaves a loop");
         Recorded { event, after }

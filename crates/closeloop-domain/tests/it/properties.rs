@@ -74,6 +74,7 @@ fn run(commands: &[(EventType, i64)]) -> Vec<Transition> {
                     source: "urn:test:proptest".to_owned(),
                     time: at,
                     payload,
+                    actor: None,
                 };
                 state = apply(state.take(), &event);
             }
@@ -184,6 +185,7 @@ proptest! {
                             source: "urn:test:proptest".to_owned(),
                             time: at,
                             payload,
+                            actor: None,
                         };
                         after = apply(after, &event);
                     }

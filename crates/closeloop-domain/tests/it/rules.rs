@@ -270,7 +270,9 @@ fn reporting_back_after_a_reopening_needs_a_new_outcome() {
 
 #[test]
 fn a_closed_loop_refuses_every_event_but_a_reopening() {
-    for event_type in loop_event_types().filter(|&t| t != EventType::Reopened) {
+    for event_type in
+        loop_event_types().filter(|&t| t != EventType::Reopened && !t.recorded_by_closeloop_only())
+    {
         given(&closed_loop())
             .when(step(event_type))
             .then_rejects("loop_closed");
@@ -287,10 +289,49 @@ fn a_closed_loop_refuses_an_acknowledgement_as_loop_closed_even_when_acknowledge
 #[test]
 fn a_loop_closed_a_second_time_is_closed_again() {
     let closed_twice = [reopened_loop(), vec![no_change(), reported_back()]].concat();
-    for event_type in loop_event_types().filter(|&t| t != EventType::Reopened) {
+    for event_type in
+        loop_event_types().filter(|&t| t != EventType::Reopened && !t.recorded_by_closeloop_only())
+    {
         given(&closed_twice)
             .when(step(event_type))
             .then_rejects("loop_closed");
+    }
+}
+
+// --- erasures and story approvals (contract §3 v1.1) -----------------------------------------
+
+#[test]
+fn erasures_and_story_approvals_are_accepted_in_every_stage_and_change_neither_stage_nor_status() {
+    let histories = [
+        vec![received()],
+        vec![received(), acknowledged()],
+        vec![received(), change_made()],
+        closed_loop(),
+        reopened_loop(),
+    ];
+    for history in histories {
+        let before = given(&history).into_state().expect("a received loop");
+        for event_type in [EventType::Erased, EventType::StoryApproved] {
+            let recorded = given(&history)
+                .when(step(event_type))
+                .then_records(event_type);
+            assert_eq!(
+                recorded.after.stage, before.stage,
+                "{event_type} moved the stage"
+            );
+            assert_eq!(recorded.after.status(), before.status());
+            assert_eq!(recorded.after.version, before.version + 1);
+            assert_eq!(recorded.after.first_contact_at, before.first_contact_at);
+        }
+    }
+}
+
+#[test]
+fn erasures_and_story_approvals_need_a_received_loop() {
+    for event_type in [EventType::Erased, EventType::StoryApproved] {
+        given(&[])
+            .when(step(event_type))
+            .then_rejects("unknown_loop");
     }
 }
 

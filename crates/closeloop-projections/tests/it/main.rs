@@ -70,6 +70,7 @@ impl Log {
                 source: "urn:test:projections".to_owned(),
                 time: at,
                 payload,
+                actor: None,
             };
             state = closeloop_domain::apply(state, &event);
             let version = state
@@ -104,6 +105,7 @@ impl Log {
             source: "urn:test:projections".to_owned(),
             time: at,
             payload,
+            actor: None,
         };
         let state = closeloop_domain::apply(state, &event).expect("the event makes a state");
         let entry = StoredEvent {

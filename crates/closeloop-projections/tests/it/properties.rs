@@ -192,6 +192,8 @@ fn payload(
         EventType::NoChange => json!({"by": "ward", "reason": "Cannot"}),
         EventType::ReportedBack => json!({"by": "pals", "message": "Done"}),
         EventType::Reopened => json!({"by": "pals", "reason": "Again"}),
+        EventType::Erased => json!({"by": "admin", "matched_by": "loop_id"}),
+        EventType::StoryApproved => json!({"by": "ward"}),
     };
     LoopEvent::from_data(event_type, data).expect("valid generated data")
 }

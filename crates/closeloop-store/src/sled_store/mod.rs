@@ -38,6 +38,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use closeloop_domain::LoopId;
+use closeloop_keys::KeyStore;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::index::Index;
@@ -76,6 +77,27 @@ pub struct SledStoreOptions {
     pub flush_deadline: Duration,
     /// Failures injected by tests; see [`FaultInjector`].
     pub faults: Option<FaultInjector>,
+    /// The key store personal data is sealed with, one data key per loop (see
+    /// [`record`](crate::record)). `None` stores personal data in plain: for tests and
+    /// benchmarks only; `closeloop serve` always gives one.
+    pub keys: Option<KeyHandle>,
+}
+
+/// A shared key store, as the store's options hold it.
+#[derive(Clone)]
+pub struct KeyHandle(pub Arc<dyn KeyStore>);
+
+impl std::fmt::Debug for KeyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHandle(..)")
+    }
+}
+
+impl std::ops::Deref for KeyHandle {
+    type Target = dyn KeyStore;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
+    }
 }
 
 impl Default for SledStoreOptions {
@@ -86,6 +108,7 @@ impl Default for SledStoreOptions {
             queue_capacity: 8192,
             flush_deadline: Duration::from_secs(10),
             faults: None,
+            keys: None,
         }
     }
 }
@@ -141,6 +164,8 @@ struct Shared {
     /// Why the store stopped, once it has; a watch so that waiters wake when it happens.
     failure: watch::Sender<Option<String>>,
     faults: Option<FaultInjector>,
+    /// Where loops' data keys live; `None`: personal data is stored plain (tests, benchmarks).
+    keys: Option<KeyHandle>,
 }
 
 /// The sled database and the tree that holds the log.
@@ -344,6 +369,7 @@ impl SledStore {
             durable,
             failure,
             faults: options.faults.clone(),
+            keys: options.keys.clone(),
         });
         if let Some(damage) = damage {
             // Appends would chain onto an index with a hole: refuse them, but keep reading,
@@ -441,7 +467,7 @@ impl EventStore for SledStore {
         }
         // Validation and encoding run here, on the caller's task, so the single writer thread
         // only does the work that must be ordered.
-        let request = writer::prepare(request)?;
+        let request = writer::prepare(request, self.shared.keys.as_deref())?;
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Stopped("the store was closed".to_owned());
         self.jobs

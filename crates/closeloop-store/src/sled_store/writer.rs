@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
-use closeloop_domain::LoopId;
+use closeloop_domain::{LoopEvent, LoopId};
+use closeloop_keys::{ContactDigest, DataKey, KeyRequest, KeyStore};
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::Index;
@@ -44,11 +45,20 @@ struct PreparedEvent {
     source: String,
     event_id: String,
     request: Option<RequestDigest>,
+    /// The record bytes, once sealed (see [`Writer::seal`]).
     record: Vec<u8>,
+    /// The record before its personal data is sealed with its loop's key.
+    draft: Option<record::Draft>,
+    /// The keyed digest of the author's contact, for the key store's contact index.
+    contact: Option<ContactDigest>,
 }
 
-/// Validates a request and encodes its records: everything that needs no ordering.
-pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
+/// Validates a request and encodes its records, up to sealing their personal data: everything
+/// that needs no ordering.
+pub(super) fn prepare(
+    request: AppendRequest,
+    key_store: Option<&dyn KeyStore>,
+) -> Result<Prepared, AppendError> {
     if request.loops.is_empty() || request.loops.iter().any(|l| l.events.is_empty()) {
         return Err(AppendError::Invalid(
             "an append needs at least one event for every loop it names".to_owned(),
@@ -96,17 +106,27 @@ pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
         let mut requests = append.requests.into_iter();
         for event in append.events {
             let bound = requests.next().flatten();
-            let record = record::encode(&event);
-            if record.len() > record::MAX_RECORD_BYTES {
+            let draft = record::Draft::new(append.loop_id.as_str(), &event);
+            if draft.max_len() > record::MAX_RECORD_BYTES {
                 return Err(AppendError::TooLarge {
                     event_index,
-                    size: record.len(),
+                    size: draft.max_len(),
                     limit: record::MAX_RECORD_BYTES,
                 });
             }
             event_index += 1;
+            let contact = match (key_store, contact_of(&event)) {
+                (Some(key_store), Some(contact)) => Some(
+                    key_store
+                        .contact_digest(contact)
+                        .map_err(|err| StoreError::Backend(format!("key store: {err}")))?,
+                ),
+                _ => None,
+            };
             events.push(PreparedEvent {
-                record,
+                record: Vec::new(),
+                draft: Some(draft),
+                contact,
                 source: event.source,
                 event_id: event.event_id,
                 request: bound,
@@ -119,6 +139,22 @@ pub(super) fn prepare(request: AppendRequest) -> Result<Prepared, AppendError> {
         });
     }
     Ok(Prepared { loops, event_count })
+}
+
+/// Every event of a batch with its loop.
+fn drafts(batch: &mut [Job]) -> impl Iterator<Item = (&LoopId, &mut PreparedEvent)> {
+    batch
+        .iter_mut()
+        .flat_map(|job| job.request.loops.iter_mut())
+        .flat_map(|l| l.events.iter_mut().map(|e| (&l.loop_id, e)))
+}
+
+/// The author's contact of a `feedback.received`, for the contact index.
+fn contact_of(event: &closeloop_domain::Event) -> Option<&str> {
+    match &event.payload {
+        LoopEvent::FeedbackReceived(data) => data.author.as_ref()?.contact.as_deref(),
+        _ => None,
+    }
 }
 
 /// A batch the writer applied, waiting for its flush.
@@ -164,10 +200,65 @@ impl Writer {
         }
     }
 
+    /// Seals the personal data of every record in the batch with its loop's key, creating the
+    /// keys that do not exist yet in one durable step. Keys are made here, on the one writer
+    /// thread, so two first writes to a loop never make two keys; and before the records that
+    /// need them are written, so no durable record names a key that is not.
+    fn seal(&self, batch: &mut [Job]) -> Result<(), String> {
+        let Some(keys) = self.shared.keys.as_deref() else {
+            for (_, event) in drafts(batch) {
+                if let Some(draft) = event.draft.take() {
+                    event.record = draft.finish(None);
+                }
+            }
+            return Ok(());
+        };
+        let mut wanted: Vec<(LoopId, Option<ContactDigest>)> = Vec::new();
+        for (loop_id, event) in drafts(batch) {
+            if event.draft.as_ref().is_some_and(record::Draft::needs_key) {
+                match wanted.iter_mut().find(|(l, _)| l == loop_id) {
+                    Some((_, contact)) => *contact = contact.or(event.contact),
+                    None => wanted.push((loop_id.clone(), event.contact)),
+                }
+            }
+        }
+        let requests: Vec<KeyRequest<'_>> = wanted
+            .iter()
+            .map(|(loop_id, contact)| KeyRequest {
+                loop_id: loop_id.as_str(),
+                contact: *contact,
+            })
+            .collect();
+        let made = if requests.is_empty() {
+            Vec::new()
+        } else {
+            keys.keys_for_writing(&requests)
+                .map_err(|err| format!("key store failed: {err}"))?
+        };
+        let by_loop: Vec<(&LoopId, &DataKey)> =
+            wanted.iter().map(|(l, _)| l).zip(made.iter()).collect();
+        for (loop_id, event) in drafts(batch) {
+            if let Some(draft) = event.draft.take() {
+                let key = by_loop.iter().find(|(l, _)| *l == loop_id).map(|(_, k)| *k);
+                event.record = draft.finish(key);
+            }
+        }
+        Ok(())
+    }
+
     /// Stages every job of a batch and applies the writes in one atomic sled batch.
-    fn commit(&mut self, batch: Vec<Job>) -> Ticket {
+    fn commit(&mut self, mut batch: Vec<Job>) -> Ticket {
         let first_position = self.next_position;
         if let Some(reason) = self.shared.stopped() {
+            return failed_ticket(
+                batch.into_iter().map(|job| job.reply),
+                &reason,
+                first_position - 1,
+            );
+        }
+        if let Err(reason) = self.seal(&mut batch) {
+            // The key store is on the same disk: fail fast, as for a failed write.
+            self.shared.stop(reason.clone());
             return failed_ticket(
                 batch.into_iter().map(|job| job.reply),
                 &reason,

@@ -21,7 +21,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::config::DemoArgs;
+use crate::config::{DemoArgs, MasterKeyArgs};
 
 /// The `source` of every demo event.
 const DEMO_SOURCE: &str = "urn:closeloop:demo";
@@ -145,8 +145,14 @@ pub async fn load(
 }
 
 /// `closeloop demo`: loads the data set into the data directory.
-pub async fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(data_dir)?;
+pub async fn run(
+    data_dir: &Path,
+    master: &MasterKeyArgs,
+    args: &DemoArgs,
+) -> anyhow::Result<ExitCode> {
+    let master = super::master_key_or_demo(master, true)?;
+    let keys = super::open_keys(data_dir, master.as_ref())?;
+    let store = super::open_store(data_dir, Some(keys))?;
     let started = std::time::Instant::now();
     let result = load(&store, args.loops, args.seed, Timestamp::now()).await;
     let head = store.head();
@@ -173,6 +179,7 @@ fn plan_loop(seed: u64, n: usize, now: Timestamp) -> Vec<(Command, Origin)> {
             source: DEMO_SOURCE.to_owned(),
             event_id: format!("{seed}-{n}-{}", steps.len()),
             request: None,
+            actor: Some(DEMO_SOURCE.to_owned()),
         };
         steps.push((
             Command {

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod rebuild;
 pub mod replay;
+pub mod rotate;
 pub mod serve;
 pub mod verify;
 
@@ -10,15 +11,88 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use closeloop_keys::{FileKeyStore, KeyStore, MasterKey};
 use closeloop_projections::{Projections, ReadModels};
-use closeloop_store::{EventStore, SledStore, SledStoreOptions};
+use closeloop_store::{EventStore, KeyHandle, SledStore, SledStoreOptions};
+
+use crate::config::MasterKeyArgs;
+
+/// Exit status of `serve` and `rotate-master-key` when a master key is missing or malformed
+/// (and of `serve` for any other configuration it refuses).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// The master key the flags or environment give, if any.
+///
+/// # Errors
+/// When the key (or its file) is not 64 hex characters.
+pub fn master_key(args: &MasterKeyArgs) -> anyhow::Result<Option<MasterKey>> {
+    if let Some(hex) = &args.master_key {
+        return MasterKey::from_hex(hex)
+            .map(Some)
+            .context("CLOSELOOP_MASTER_KEY must be 32 bytes as 64 hex characters");
+    }
+    if let Some(path) = &args.master_key_file {
+        return MasterKey::from_file(path).map(Some).with_context(|| {
+            format!(
+                "CLOSELOOP_MASTER_KEY_FILE {} must hold 32 bytes as 64 hex characters",
+                path.display()
+            )
+        });
+    }
+    Ok(None)
+}
+
+/// The master key of a command that writes personal data: the configured one, or, only where
+/// `demo_allowed`, the fixed demo key (said in the log). `None`: there is none, and the caller
+/// refuses to start with [`EXIT_CONFIG`].
+pub fn master_key_or_demo(
+    args: &MasterKeyArgs,
+    demo_allowed: bool,
+) -> anyhow::Result<Option<MasterKey>> {
+    if let Some(key) = master_key(args)? {
+        return Ok(Some(key));
+    }
+    if demo_allowed {
+        tracing::warn!(
+            "demo mode: personal data is encrypted under the fixed, published demo master key;              never use it for real data (set CLOSELOOP_MASTER_KEY_FILE)"
+        );
+        return Ok(Some(MasterKey::demo()));
+    }
+    Ok(None)
+}
+
+/// The message of a command that needs a master key and has none.
+pub const NO_MASTER_KEY: &str = "no master key: personal data is encrypted at rest under a     master key. Set CLOSELOOP_MASTER_KEY_FILE to a file holding 64 hex characters (make one     with `openssl rand -hex 32 > master.key`) or CLOSELOOP_MASTER_KEY to the characters     themselves; or try Closeloop with `serve --demo`, which uses a fixed demo key";
+
+/// Where the key store lives in a data directory.
+pub fn keys_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("keys")
+}
+
+/// Opens (or creates) the key store of `data_dir`; without a master key it is sealed:
+/// personal data reads as `"[encrypted]"`.
+pub fn open_keys(data_dir: &Path, master: Option<&MasterKey>) -> anyhow::Result<Arc<dyn KeyStore>> {
+    let dir = keys_dir(data_dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create key store directory {}", dir.display()))?;
+    let keys = FileKeyStore::open(&dir, master)
+        .with_context(|| format!("cannot open the key store in {}", dir.display()))?;
+    Ok(Arc::new(keys))
+}
 
 /// Opens the embedded store, explaining the usual reason it fails: another process has it.
-pub fn open_store(data_dir: &Path) -> anyhow::Result<SledStore> {
+/// With `keys`, personal data is sealed with each loop's data key as it is written.
+pub fn open_store(data_dir: &Path, keys: Option<Arc<dyn KeyStore>>) -> anyhow::Result<SledStore> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    SledStore::open(data_dir, &SledStoreOptions::default()).with_context(|| {
+    let options = SledStoreOptions {
+        keys: keys.map(KeyHandle),
+        ..SledStoreOptions::default()
+    };
+    SledStore::open(data_dir, &options).with_context(|| {
         format!(
             "cannot open the event store in {}; if `closeloop serve` is running on it, stop it \
              first (one process owns a store at a time) or read the log over HTTP",
@@ -63,7 +137,8 @@ pub fn open_existing_store(data_dir: &Path) -> anyhow::Result<SledStore> {
     if !(data_dir.join("conf").is_file() && data_dir.join("db").is_file()) {
         return Err(NoStore(data_dir.to_owned()).into());
     }
-    open_store(data_dir)
+    // Read-only commands write nothing, so need no keys to seal with.
+    open_store(data_dir, None)
 }
 
 /// The exit status of a read-only command's result, printing its error the way `main` does:

@@ -7,21 +7,36 @@ use std::process::ExitCode;
 use anyhow::Context;
 use closeloop_store::EventStore;
 
-use crate::config::ReplayArgs;
+use closeloop_store::record::Reveal;
+
+use crate::config::{MasterKeyArgs, ReplayArgs};
 
 /// How many events are read at a time.
 const PAGE: usize = 4096;
 
 /// Prints the log from `--after` to the head, one line an event. Exits 4 when the data
 /// directory holds no store, 5 on any other failure.
-pub async fn run(data_dir: &Path, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+///
+/// Personal data is shown with the master key; without one it reads `"[encrypted]"`, and
+/// erased data reads `"[erased]"` either way.
+pub async fn run(
+    data_dir: &Path,
+    master: &MasterKeyArgs,
+    args: &ReplayArgs,
+) -> anyhow::Result<ExitCode> {
     // Errors become exit statuses here, not in `main`, so each failure has its own.
-    Ok(super::exit_status(replay(data_dir, args).await))
+    Ok(super::exit_status(replay(data_dir, master, args).await))
 }
 
-async fn replay(data_dir: &Path, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+async fn replay(
+    data_dir: &Path,
+    master: &MasterKeyArgs,
+    args: &ReplayArgs,
+) -> anyhow::Result<ExitCode> {
     let store = super::open_existing_store(data_dir)?;
-    let result = print_log(&store, args.after).await;
+    let master = super::master_key(master)?;
+    let keys = super::open_keys(data_dir, master.as_ref())?;
+    let result = print_log(&store, Reveal::With(keys.as_ref()), args.after).await;
     store.close().await;
     match result {
         // A closed pipe (`closeloop replay | head`) is a normal way to stop reading.
@@ -30,7 +45,7 @@ async fn replay(data_dir: &Path, args: &ReplayArgs) -> anyhow::Result<ExitCode> 
     }
 }
 
-async fn print_log(store: &impl EventStore, after: u64) -> anyhow::Result<()> {
+async fn print_log(store: &impl EventStore, reveal: Reveal<'_>, after: u64) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut after = after;
     loop {
@@ -39,7 +54,7 @@ async fn print_log(store: &impl EventStore, after: u64) -> anyhow::Result<()> {
         after = last.position;
         for entry in &page {
             let line = entry
-                .to_line()
+                .to_line(reveal)
                 .with_context(|| format!("cannot read the event at position {}", entry.position))?;
             serde_json::to_writer(&mut out, &line)?;
             out.write_all(b"\n")?;

@@ -14,14 +14,18 @@ use closeloop_projections::{Projections, ProjectorOptions, run_projector};
 use closeloop_store::EventStore;
 use tokio::net::TcpListener;
 
-use crate::config::{ServeArgs, StoreKind};
+use crate::config::{MasterKeyArgs, ServeArgs, StoreKind};
 use crate::shutdown;
 
 /// Tokens accepted by `serve --demo` when no others are configured.
 const DEMO_TOKENS: &str = "staff:demo-staff-token,leader:demo-leader-token,auditor:demo-auditor-token,admin:demo-admin-token";
 
 /// Runs the service until a shutdown signal, then drains requests and closes the store.
-pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    data_dir: &Path,
+    master: &MasterKeyArgs,
+    args: ServeArgs,
+) -> anyhow::Result<ExitCode> {
     if args.store == StoreKind::Jetstream {
         bail!(
             "CLOSELOOP_STORE=jetstream is not available in this release; use the embedded store \
@@ -35,6 +39,28 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let master = match super::master_key_or_demo(master, args.demo) {
+        Ok(Some(master)) => master,
+        Ok(None) => {
+            eprintln!("error: {}", super::NO_MASTER_KEY);
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+    };
+    let keys = match super::open_keys(data_dir, Some(&master)) {
+        Ok(keys) => keys,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+    };
+    tracing::info!(
+        master_key = %master.fingerprint(),
+        "personal data is encrypted under the master key with this fingerprint"
+    );
     let mut tokens = args.api_tokens;
     if args.demo && tokens.is_empty() {
         tokens = DEMO_TOKENS.parse().context("demo tokens")?;
@@ -49,7 +75,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         "due dates in working days"
     );
 
-    let store = Arc::new(super::open_store(data_dir)?);
+    let store = Arc::new(super::open_store(data_dir, Some(Arc::clone(&keys)))?);
     if args.demo && store.head() == 0 {
         tracing::info!("loading the demo data set…");
         let loops = super::demo::load(store.as_ref(), 5000, 2015, jiff::Timestamp::now()).await?;
@@ -139,6 +165,8 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         limits: closeloop_api::Limits::default(),
         stories: closeloop_api::story_cache(),
         input_limits,
+        keys: Some(keys),
+        publish_requires_approval: args.publish_requires_approval,
     });
     let mut http_stopping = stopping.clone();
     let server = closeloop_api::serve(listener, closeloop_api::router(state), async move {
