@@ -358,7 +358,7 @@ mod tests {
     /// An acknowledgement whose `message` is `size` bytes, stored at position 7 without the
     /// checks of today (as an event from before the size limits was).
     fn acknowledgement(size: usize) -> StoredEvent {
-        let data = json!({"by": "pals", "message": "x".repeat(size)});
+        let data = json!({"by": "pals", "message": "Dear Jo", "note": "x".repeat(size)});
         let event = Event {
             event_id: "ack-big".to_owned(),
             source: "urn:trust:rxx:pals".to_owned(),
@@ -393,7 +393,12 @@ mod tests {
         assert_eq!(message.subject, "closeloop.events.loop.acknowledged");
         assert_eq!(message.reference, None);
         let body = body(&message);
-        assert_eq!(body["data"]["message"], "x".repeat(100));
+        assert_eq!(body["data"]["note"], "x".repeat(100));
+        assert_eq!(
+            body["data"].get("message"),
+            None,
+            "personal text on the feed"
+        );
         assert_eq!(body["position"], 7);
         assert_eq!(body.get("reference"), None);
         assert_eq!(header(&message, "Nats-Msg-Id").as_deref(), Some("7"));

@@ -88,10 +88,13 @@ impl PublicKey {
     #[must_use]
     pub fn bytes_of(raw: &str) -> Option<[u8; 16]> {
         let mut id = [0; 16];
-        (raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| hex::decode_to_slice(raw, &mut id).ok())
-            .flatten()
-            .map(|()| id)
+        (raw.len() == 32
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| hex::decode_to_slice(raw, &mut id).ok())
+        .flatten()
+        .map(|()| id)
     }
 
     /// Parses a public key as a caller sent it back; `None` when it cannot be one.
@@ -186,12 +189,11 @@ impl ReadModels {
     ) -> Result<PublishedPage, QueryError> {
         let cursor = after
             .map(|raw| {
-                decode_cursor(PUBLISHED_CURSOR, raw)
-                    .and_then(|key| {
-                        PublicKey::parse(&key.id)
-                            .map(|id| NewestFirst::new(key.at, id))
-                            .ok_or_else(|| QueryError::BadCursor(raw.to_owned()))
-                    })
+                decode_cursor(PUBLISHED_CURSOR, raw).and_then(|key| {
+                    PublicKey::parse(&key.id)
+                        .map(|id| NewestFirst::new(key.at, id))
+                        .ok_or_else(|| QueryError::BadCursor(raw.to_owned()))
+                })
             })
             .transpose()?;
         let limit = limit.max(1);

@@ -142,7 +142,9 @@ impl LoopSummary {
     #[must_use]
     pub fn of(loop_id: LoopId, state: LoopState, now: Timestamp, sla: &Sla) -> Self {
         Self {
-            public_id: crate::PublicKey::of_loop(loop_id.as_str()).as_str().to_owned(),
+            public_id: crate::PublicKey::of_loop(loop_id.as_str())
+                .as_str()
+                .to_owned(),
             loop_id,
             status: state.status(),
             stage: state.stage,
