@@ -190,6 +190,7 @@ async fn a_loop_reads_back_with_its_summary_and_timeline() {
             "close_by",
             "overdue",
             "version",
+            "public_id",
             "timeline"
         ]
     );
@@ -303,7 +304,13 @@ async fn you_said_we_did_shows_consented_changes_without_personal_data() {
         "only the closed, consented loop with a change: {}",
         page.text
     );
-    assert_eq!(entries[0]["loop_id"], "p-1");
+    assert_eq!(entries[0].get("loop_id"), None, "loop ids are not public");
+    let summary = api.get("/v1/loops/p-1", AUDITOR).await;
+    assert_eq!(
+        entries[0]["public_id"], summary.body["public_id"],
+        "{}",
+        page.text
+    );
     assert_eq!(entries[0]["we_did"], "Soft-close bins fitted");
     for personal in ["Jo", "Bloggs", "07700", "jo@example.org"] {
         assert!(
@@ -356,8 +363,12 @@ async fn the_public_page_is_cached_by_etag_until_its_entries_change() {
             close_with_change(api, id, &format!("Fixed {id}")).await;
         }
     };
+    let mut public_ids = std::collections::HashMap::new();
     for id in ["e-1", "e-2", "e-3"] {
         publish(id).await;
+        let summary = api.get(&format!("/v1/loops/{id}"), AUDITOR).await;
+        let public_id = summary.body["public_id"].as_str().expect("a public id");
+        public_ids.insert(public_id.to_owned(), id);
     }
     let http = reqwest::Client::new();
     let get = |path: &str, if_none_match: Option<&str>| {
@@ -385,7 +396,13 @@ async fn the_public_page_is_cached_by_etag_until_its_entries_change() {
             .as_array()
             .expect("an array")
             .iter()
-            .map(|entry| entry["loop_id"].as_str().expect("a key").to_owned())
+            .map(|entry| {
+                let public_id = entry["public_id"].as_str().expect("a public id");
+                public_ids
+                    .get(public_id)
+                    .expect("a loop of this test")
+                    .to_string()
+            })
             .collect()
     };
 

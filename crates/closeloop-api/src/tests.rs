@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -64,6 +65,17 @@ fn build<S: EventStore>(
     limits: Limits,
     clock: Clock,
 ) -> App<S> {
+    build_with(dir, store, keys, limits, clock, false)
+}
+
+fn build_with<S: EventStore>(
+    dir: tempfile::TempDir,
+    store: S,
+    keys: Option<Arc<dyn closeloop_keys::KeyStore>>,
+    limits: Limits,
+    clock: Clock,
+    publish_requires_approval: bool,
+) -> App<S> {
     let state = Arc::new(AppState {
         store: Arc::new(store),
         projections: Arc::new(Projections::new(ReadModels::default())),
@@ -78,7 +90,7 @@ fn build<S: EventStore>(
         stories: crate::story_cache(),
         input_limits: closeloop_domain::Limits::DEFAULT,
         keys,
-        publish_requires_approval: false,
+        publish_requires_approval,
     });
     App {
         router: router(Arc::clone(&state)),
@@ -730,6 +742,11 @@ fn stepping_clock() -> Clock {
 
 /// An app over a [`Counting`] store with its projector running, for the public page.
 fn public_app(limits: Limits) -> App<Counting> {
+    public_app_with(limits, false)
+}
+
+/// [`public_app`], showing stories only once staff approved them when `approval` is on.
+fn public_app_with(limits: Limits, approval: bool) -> App<Counting> {
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = test_keys();
     let inner = keyed_store(dir.path(), &keys);
@@ -737,7 +754,7 @@ fn public_app(limits: Limits) -> App<Counting> {
         inner,
         loop_reads: AtomicUsize::new(0),
     };
-    let app = build(dir, store, Some(keys), limits, stepping_clock());
+    let app = build_with(dir, store, Some(keys), limits, stepping_clock(), approval);
     tokio::spawn(run_projector(
         Arc::clone(&app.state.store),
         Arc::clone(&app.state.projections),
@@ -1127,4 +1144,137 @@ fn neither_adapter_crate_depends_on_the_other() {
         depends_on(api, "closeloop-store"),
         "the check reads the manifests it means to"
     );
+}
+
+/// POSTs `body` as `token` and returns status and JSON.
+async fn post_json<S>(app: &App<S>, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    let (response, json, _) = call(
+        app,
+        request("POST", path, Some(token), Body::from(body.to_string())),
+    )
+    .await;
+    (response.status(), json)
+}
+
+#[tokio::test]
+async fn with_approval_required_a_story_is_public_only_once_approved_and_as_edited() {
+    let app = public_app_with(Limits::default(), true);
+    app.publish(
+        "a",
+        Some("Nurse Priya on ward 7 was rude to my mum"),
+        &["attitude"],
+    )
+    .await;
+    let (_, page, text, _) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(
+        page[0]["you_said"], "",
+        "an unapproved story is not shown: {text}"
+    );
+    let before = page.clone();
+
+    let (status, body) = post_json(
+        &app,
+        "/v1/loops/a/story-approvals",
+        STAFF,
+        json!({"by": "pals", "story": "A nurse on the ward was rude to my mum"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let position = body["position"].as_u64().expect("a position");
+    assert!(
+        app.state
+            .projections
+            .wait_for(position, Duration::from_secs(5))
+            .await
+    );
+    let (_, page, text, _) = app.public("/v1/you-said-we-did", None).await;
+    assert_ne!(page, before);
+    assert_eq!(
+        page[0]["you_said"], "A nurse on the ward was rude to my mum",
+        "{text}"
+    );
+    assert!(!text.contains("Priya"), "{text}");
+
+    let (status, body) = post_json(
+        &app,
+        "/v1/loops/a/story-approvals",
+        LEADER,
+        json!({"by": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+#[tokio::test]
+async fn without_approval_required_an_approval_with_an_edit_still_replaces_the_story() {
+    let app = public_app(Limits::default());
+    app.publish("a", Some("The porter Dave was great"), &["staff"])
+        .await;
+    let (status, body) = post_json(
+        &app,
+        "/v1/loops/a/story-approvals",
+        STAFF,
+        json!({"by": "pals", "story": "The porter was great"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let position = body["position"].as_u64().expect("a position");
+    assert!(
+        app.state
+            .projections
+            .wait_for(position, Duration::from_secs(5))
+            .await
+    );
+    let (_, page, text, _) = app.public("/v1/you-said-we-did", None).await;
+    assert_eq!(page[0]["you_said"], "The porter was great", "{text}");
+}
+
+#[tokio::test]
+async fn an_erasure_names_exactly_one_loop_or_one_contact_and_says_what_is_wrong() {
+    let app = app(Limits::default());
+    for (body, status, code) in [
+        (json!({}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_data"),
+        (
+            json!({"loop_id": "a", "contact": "x@example.org"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_data",
+        ),
+        (
+            json!({"contact": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_data",
+        ),
+        (
+            json!({"contact": 7}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_data",
+        ),
+        (
+            json!({"contact": "x".repeat(2000)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_data",
+        ),
+        (
+            json!({"loop_id": "no-such-loop"}),
+            StatusCode::NOT_FOUND,
+            "unknown_loop",
+        ),
+        (
+            json!({"name": "Jo"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_data",
+        ),
+    ] {
+        let (got, problem) = post_json(&app, "/v1/erasures", ADMIN, body.clone()).await;
+        assert_eq!(got, status, "{body}: {problem}");
+        assert_eq!(problem["code"], code, "{body}: {problem}");
+    }
+    let (got, answer) = post_json(
+        &app,
+        "/v1/erasures",
+        ADMIN,
+        json!({"contact": "nobody@example.org"}),
+    )
+    .await;
+    assert_eq!((got, answer), (StatusCode::OK, json!({"erased_loops": 0})));
 }

@@ -1,6 +1,6 @@
 //! [`ReadModels`]: every read model, and how one log entry changes them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock};
 
 use closeloop_domain::event::{ChangeMade, FeedbackReceived};
@@ -53,6 +53,9 @@ pub struct ReadModels {
     /// did" page shows. At most [`MAX_CHANGES_PER_LOOP`] a loop, each cut to
     /// [`MAX_DESCRIPTION_BYTES`].
     pub(crate) changes: HashMap<u32, Vec<Box<str>>>,
+    /// Loops with a `loop.erased` event: their keys must stay destroyed (see
+    /// [`ReadModels::erased_loops`]).
+    pub(crate) erased: BTreeSet<u32>,
     pub(crate) bitmaps: Bitmaps,
     pub(crate) order: Order,
     /// The "you said, we did" read model: closed, consented loops whose latest outcome is a
@@ -80,6 +83,7 @@ impl Default for ReadModels {
             lists: Lists::default(),
             ratings: RatingSets::default(),
             changes: HashMap::new(),
+            erased: BTreeSet::new(),
             bitmaps: Bitmaps::default(),
             order: Order::default(),
             published: BTreeMap::new(),
@@ -102,6 +106,17 @@ impl std::fmt::Debug for ReadModels {
 }
 
 impl ReadModels {
+    /// Every loop with a `loop.erased` event, for checking at start that their keys are still
+    /// destroyed (a crash between recording an erasure and destroying the keys, or a key store
+    /// restored from a backup older than the erasure).
+    #[must_use]
+    pub fn erased_loops(&self) -> Vec<LoopId> {
+        self.erased
+            .iter()
+            .filter_map(|&slot| LoopId::parse(self.ids.get(slot)).ok())
+            .collect()
+    }
+
     /// Empty read models at position 0.
     #[must_use]
     pub fn new() -> Self {
@@ -366,6 +381,9 @@ impl ReadModels {
             // The story a published entry shows changes (erased, or approved as another
             // text): the page and its ETag must change with it.
             LoopEvent::Erased(_) | LoopEvent::StoryApproved(_) => {
+                if matches!(event.payload, LoopEvent::Erased(_)) {
+                    self.erased.insert(slot);
+                }
                 if shown_before.is_some() {
                     self.published_version = entry.position;
                 }

@@ -105,8 +105,6 @@ pub enum QueryError {
 pub struct LoopSummary {
     /// The loop's id.
     pub loop_id: LoopId,
-    /// The loop's opaque public id, as the public page names it (contract §3 v1.1).
-    pub public_id: String,
     /// `open` or `closed`.
     pub status: Status,
     /// How far it has come.
@@ -135,6 +133,8 @@ pub struct LoopSummary {
     pub overdue: bool,
     /// The loop's version (its number of events).
     pub version: u64,
+    /// The loop's opaque public id, as the public page names it (contract §3 v1.1).
+    pub public_id: String,
 }
 
 impl LoopSummary {

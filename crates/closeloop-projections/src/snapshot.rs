@@ -76,6 +76,7 @@ struct SnapshotOut<'a> {
     lists: Vec<Vec<u32>>,
     ratings: Vec<Vec<(u32, RatingValue)>>,
     changes: Vec<(u32, &'a [Box<str>])>,
+    erased: Vec<u32>,
 }
 
 /// The same fields as [`SnapshotOut`], owned.
@@ -95,6 +96,7 @@ struct SnapshotIn {
     lists: Vec<Vec<u32>>,
     ratings: Vec<Vec<(u32, RatingValue)>>,
     changes: Vec<(u32, Vec<String>)>,
+    erased: Vec<u32>,
 }
 
 impl ReadModels {
@@ -123,6 +125,7 @@ impl ReadModels {
             lists: self.lists.to_vec(),
             ratings: self.ratings.to_vec(),
             changes,
+            erased: self.erased.iter().copied().collect(),
         };
         let mut bytes =
             postcard::to_extend(&out, vec![SNAPSHOT_VERSION]).expect("records serialise to memory");
@@ -177,6 +180,10 @@ fn restore(s: SnapshotIn) -> Result<ReadModels, String> {
         ratings: RatingSets::from_vec(s.ratings)?,
         ..ReadModels::default()
     };
+    if s.erased.iter().any(|&slot| slot as usize >= n) {
+        return Err("an erased loop is not among the loops".into());
+    }
+    models.erased = s.erased.into_iter().collect();
     for slot in 0..n {
         let id = models
             .ids

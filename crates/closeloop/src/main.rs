@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             }
             Command::Verify(args) => commands::verify::run(&cli.data_dir, &args).await,
             Command::Demo(args) => commands::demo::run(&cli.data_dir, &cli.master_key, &args).await,
-            Command::Rebuild => commands::rebuild::run(&cli.data_dir).await,
+            Command::Rebuild => commands::rebuild::run(&cli.data_dir, &cli.master_key).await,
             Command::RotateMasterKey(args) => {
                 commands::rotate::run(&cli.data_dir, &cli.master_key, &args)
             }

@@ -208,10 +208,20 @@ fn entries_are_keyed_by_a_public_key() {
     report_back(&mut log, "case-123", "2026-11-25T09:00:00Z");
     let page = log.models().published(10, None).unwrap();
     let item = &page.items[0];
+    // A loop stored without a public id (as before they existed) gets a derived one: never
+    // its loop id, which may be a case number.
     assert_eq!(item.key, PublicKey::of_loop("case-123"));
     assert_eq!(item.loop_id.as_str(), "case-123");
-    assert_eq!(PublicKey::parse("case-123"), Some(item.key.clone()));
+    assert_eq!(item.key.as_str().len(), 32);
+    assert!(!item.key.as_str().contains("case"));
+    assert_eq!(PublicKey::parse(item.key.as_str()), Some(item.key.clone()));
+    assert_eq!(PublicKey::parse("case-123"), None);
     assert_eq!(PublicKey::parse("not a key"), None);
+    assert_eq!(
+        PublicKey::parse(&"A".repeat(32)),
+        None,
+        "lowercase hex only"
+    );
 }
 
 #[test]
@@ -228,7 +238,10 @@ fn pages_newest_closed_first_then_by_key() {
         report_back(&mut log, loop_id, closed);
     }
     let models = log.models();
-    assert_eq!(all(&models), ["a", "c", "b", "d"]);
+    // Equal closing times are ordered by public key.
+    let mut tied = ["a", "c"];
+    tied.sort_by_key(|id| PublicKey::of_loop(id));
+    assert_eq!(all(&models), [tied[0], tied[1], "b", "d"]);
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {

@@ -1,7 +1,7 @@
 //! `summary`: the contract's LoopSummary, due dates, `overdue` and null times.
 
 use closeloop_domain::EventType;
-use closeloop_projections::LoopSummary;
+use closeloop_projections::{LoopSummary, PublicKey};
 use serde_json::{Value, json};
 
 use crate::{Log, id, sla, ts};
@@ -43,7 +43,8 @@ fn a_new_loop_has_its_due_dates_and_null_times() {
             "acknowledge_by": "2026-11-26T10:00:00Z",
             "close_by": "2026-12-28T10:00:00Z",
             "overdue": false,
-            "version": 1
+            "version": 1,
+            "public_id": PublicKey::of_loop("fft-rxx-000123").as_str(),
         })
     );
     // The contract's field order, with nulls present rather than skipped.
@@ -68,7 +69,8 @@ fn a_new_loop_has_its_due_dates_and_null_times() {
             "acknowledge_by",
             "close_by",
             "overdue",
-            "version"
+            "version",
+            "public_id"
         ]
     );
 }

@@ -83,6 +83,23 @@ pub fn open_keys(data_dir: &Path, master: Option<&MasterKey>) -> anyhow::Result<
     Ok(Arc::new(keys))
 }
 
+/// Loops stored before public ids existed get theirs from the key store's secret (see
+/// [`closeloop_projections::install_legacy_public_ids`]); a sealed key store cannot derive
+/// them, and the read models then fall back to a per-process secret.
+pub fn install_legacy_public_ids(keys: &Arc<dyn KeyStore>) {
+    if keys.public_id_of("probe").is_err() {
+        return;
+    }
+    let keys = Arc::clone(keys);
+    closeloop_projections::install_legacy_public_ids(Arc::new(move |loop_id: &str| {
+        let mut id = [0; 16];
+        if let Ok(hex) = keys.public_id_of(loop_id) {
+            let _ = hex::decode_to_slice(hex, &mut id);
+        }
+        id
+    }));
+}
+
 /// Opens the embedded store, explaining the usual reason it fails: another process has it.
 /// With `keys`, personal data is sealed with each loop's data key as it is written.
 pub fn open_store(data_dir: &Path, keys: Option<Arc<dyn KeyStore>>) -> anyhow::Result<SledStore> {

@@ -97,6 +97,7 @@ pub async fn run(
         close_days: args.sla_close_days,
         calendar: Calendar::weekdays(),
     };
+    super::install_legacy_public_ids(&keys);
     let models = super::load_projections(data_dir, store.as_ref()).await;
     // Computes the due-date figures once now rather than in the first request.
     models.prepare(&sla);
@@ -134,6 +135,11 @@ pub async fn run(
         stop_projector.subscribe(),
         Arc::clone(&stop),
         Arc::clone(&projector_failed),
+    ));
+    tokio::spawn(keep_erased_keys_destroyed(
+        Arc::clone(&projections),
+        Arc::clone(&keys),
+        store.head(),
     ));
     let nats = if args.nats_url == "off" {
         tracing::info!("NATS is off (CLOSELOOP_NATS_URL=off): no ingestion, no outbound feed");
@@ -221,6 +227,49 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Once the read models have caught up with the log as it stood at start, destroys the keys of
+/// every erased loop whose keys are still there: an erasure is recorded before its keys are
+/// destroyed, so a crash in between (or a key store restored from a backup older than an
+/// erasure) leaves keys that must go.
+async fn keep_erased_keys_destroyed(
+    projections: Arc<Projections>,
+    keys: Arc<dyn closeloop_keys::KeyStore>,
+    head: u64,
+) {
+    if !projections
+        .wait_for(head, Duration::from_secs(24 * 3600))
+        .await
+    {
+        return;
+    }
+    let erased = match projections.try_read() {
+        Ok(models) => models.erased_loops(),
+        Err(_) => return,
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut redone = 0_usize;
+        for loop_id in erased {
+            if !keys.is_erased(loop_id.as_str()) {
+                keys.destroy_loop(loop_id.as_str())?;
+                redone += 1;
+            }
+        }
+        Ok::<_, closeloop_keys::KeyError>(redone)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(0)) => {}
+        Ok(Ok(redone)) => tracing::warn!(
+            loops = redone,
+            "destroyed the keys of erased loops that still had them (an erasure interrupted, or a key store restored from an older backup)"
+        ),
+        Ok(Err(err)) => {
+            tracing::error!(%err, "cannot destroy the keys of erased loops; restart to try again")
+        }
+        Err(err) => tracing::error!(%err, "the erasure check failed"),
+    }
 }
 
 /// How long requests in flight may run on after a shutdown signal.
