@@ -28,10 +28,10 @@ const LEADER: &str = "leader-token-unit";
 const AUDITOR: &str = "auditor-token-unit";
 const ADMIN: &str = "admin-token-unit";
 
-struct App<S = SledStore> {
-    router: Router,
-    state: Arc<AppState<S>>,
-    _dir: tempfile::TempDir,
+pub(crate) struct App<S = SledStore> {
+    pub(crate) router: Router,
+    pub(crate) state: Arc<AppState<S>>,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 fn app(limits: Limits) -> App {
@@ -62,7 +62,7 @@ fn build<S: EventStore>(dir: tempfile::TempDir, store: S, limits: Limits, clock:
     }
 }
 
-async fn call<S>(app: &App<S>, request: Request<Body>) -> (Response<()>, Value, String) {
+pub(crate) async fn call<S>(app: &App<S>, request: Request<Body>) -> (Response<()>, Value, String) {
     let response = app
         .router
         .clone()
@@ -76,7 +76,7 @@ async fn call<S>(app: &App<S>, request: Request<Body>) -> (Response<()>, Value, 
     (Response::from_parts(parts, ()), json, text)
 }
 
-fn request(method: &str, path: &str, token: Option<&str>, body: Body) -> Request<Body> {
+pub(crate) fn request(method: &str, path: &str, token: Option<&str>, body: Body) -> Request<Body> {
     let mut builder = Request::builder().method(method).uri(path);
     if let Some(token) = token {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));

@@ -35,7 +35,13 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let mut tokens = args.api_tokens;
+    let mut tokens = match args.api_tokens.parse() {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if args.demo && tokens.is_empty() {
         tokens = DEMO_TOKENS.parse().context("demo tokens")?;
         tracing::warn!("demo mode: accepting the demo tokens {DEMO_TOKENS}");
