@@ -59,6 +59,38 @@ async fn health_checks_answer_and_sigterm_stops_the_service_cleanly() {
     );
 }
 
+#[test]
+fn a_faulty_token_list_stops_serve_without_printing_a_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "a-very-secret-staff-token";
+    let output = std::process::Command::new(crate::closeloop_bin())
+        .arg("serve")
+        .env("CLOSELOOP_DATA_DIR", dir.path())
+        .env("CLOSELOOP_HTTP_ADDR", "127.0.0.1:0")
+        .env("CLOSELOOP_NATS_URL", "off")
+        .env("CLOSELOOP_MASTER_KEY", "00".repeat(32))
+        .env(
+            "CLOSELOOP_API_TOKENS",
+            format!("staff:{secret}:pals,leader@rxx/site a:another-secret-token"),
+        )
+        .output()
+        .expect("run closeloop serve");
+    assert_eq!(output.status.code(), Some(2));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("CLOSELOOP_API_TOKENS entry 2: the org-unit scope after '@' must be"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(secret) && !printed.contains("another-secret-token"),
+        "a token was printed: {printed}"
+    );
+}
+
 #[tokio::test]
 async fn tools_explain_that_a_running_service_owns_the_store() {
     let dir = tempfile::tempdir().expect("temp dir");

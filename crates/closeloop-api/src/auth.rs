@@ -1,6 +1,9 @@
-//! Who is calling: bearer tokens and their roles from `CLOSELOOP_API_TOKENS`
-//! (`role:token,role:token,…`), and the [`Credential`] a request carries once the route's
-//! guard has accepted it.
+//! Who is calling: bearer tokens, their roles, names and org-unit scopes from
+//! `CLOSELOOP_API_TOKENS` (`role:token`, `role:token:name` or `role@org/unit:token:name`,
+//! comma-separated; see `token_entry`), and the [`Credential`] a request carries once the
+//! route's guard has accepted it.
+
+mod token_entry;
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +14,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use closeloop_domain::OrgUnit;
 use sha2::{Digest, Sha256};
+
+use token_entry::TokenEntry;
+pub use token_entry::{MAX_NAME_CHARS, MAX_TOKEN_LEN, MIN_TOKEN_LEN, TokenConfigError};
 
 use crate::error::ApiError;
 
@@ -50,7 +56,7 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = TokenConfigError;
+    type Err = UnknownRole;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         match raw {
@@ -58,28 +64,15 @@ impl FromStr for Role {
             "leader" => Ok(Role::Leader),
             "auditor" => Ok(Role::Auditor),
             "admin" => Ok(Role::Admin),
-            other => Err(TokenConfigError(format!(
-                "unknown role {other:?}; roles are staff, leader, auditor and admin"
-            ))),
+            other => Err(UnknownRole(other.to_owned())),
         }
     }
 }
 
-/// `CLOSELOOP_API_TOKENS` could not be read.
+/// A role name that is not one of the four.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("CLOSELOOP_API_TOKENS: {0}")]
-pub struct TokenConfigError(String);
-
-/// One configured token. Only its SHA-256 digest is kept: comparing digests of equal length
-/// means the comparison takes the same time whatever the length of a guess, and the token
-/// itself is never held where a `Debug` or a log line could reach it.
-#[derive(Clone)]
-struct TokenEntry {
-    role: Role,
-    digest: [u8; 32],
-    /// The credential id: the role and a short prefix of the digest (see [`Credential::id`]).
-    id: String,
-}
+#[error("unknown role {0:?}; roles are staff, leader, auditor and admin")]
+pub struct UnknownRole(pub String);
 
 /// The configured tokens. Never printed: `Debug` shows only roles.
 #[derive(Clone, Default)]
@@ -113,8 +106,8 @@ impl ApiTokens {
             id: entry.id.clone(),
             role: entry.role,
             source: Source::Token,
-            name: None,
-            org_unit: None,
+            name: entry.name.clone(),
+            org_unit: entry.org_unit.clone(),
         })
     }
 
@@ -134,24 +127,37 @@ impl ApiTokens {
 impl FromStr for ApiTokens {
     type Err = TokenConfigError;
 
+    /// Parses the comma-separated entries of `CLOSELOOP_API_TOKENS`; empty entries (a
+    /// trailing comma) are skipped.
+    ///
+    /// # Errors
+    /// [`TokenConfigError`] naming the first faulty entry by its place, never by its token.
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let mut tokens = Vec::new();
-        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let Some((role, token)) = entry.split_once(':') else {
-                return Err(TokenConfigError(
-                    "each entry must be role:token, e.g. staff:s3cret".to_owned(),
-                ));
-            };
-            let role: Role = role.trim().parse()?;
-            let token = token.trim();
-            if token.len() < 8 {
-                return Err(TokenConfigError(format!(
-                    "the {role} token is shorter than 8 characters; use a long random string"
-                )));
+        let mut tokens: Vec<TokenEntry> = Vec::new();
+        let entries = raw.split(',').map(str::trim).filter(|e| !e.is_empty());
+        for (entry, text) in (1..).zip(entries) {
+            let parsed = TokenEntry::parse(entry, text)?;
+            if let Some(first) = tokens.iter().position(|t| t.digest == parsed.digest) {
+                return Err(TokenConfigError::DuplicateToken {
+                    entry,
+                    first: first + 1,
+                });
             }
-            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            let id = format!("{role}:{}", hex::encode(&digest[..4]));
-            tokens.push(TokenEntry { role, digest, id });
+            // One name may have several tokens (a token being replaced, say), but only for
+            // the same role and scope: the name is what events record as their actor.
+            if let Some(name) = &parsed.name
+                && let Some(first) = tokens.iter().position(|t| {
+                    t.name.as_ref() == Some(name)
+                        && (t.role, &t.org_unit) != (parsed.role, &parsed.org_unit)
+                })
+            {
+                return Err(TokenConfigError::NameConflict {
+                    entry,
+                    first: first + 1,
+                    name: name.clone(),
+                });
+            }
+            tokens.push(parsed);
         }
         Ok(Self { tokens })
     }
@@ -188,16 +194,17 @@ pub enum Source {
 #[non_exhaustive]
 pub struct Credential {
     /// A stable identifier that is safe to log and to store: the role and the first 8 hex
-    /// digits of the token's SHA-256 (`staff:1a2b3c4d`), never the token.
+    /// digits of the token's SHA-256 (`staff:1a2b3c4d`), never the token. Idempotency keys
+    /// belong to it.
     pub id: String,
     /// What the caller may do.
     pub role: Role,
     /// How the caller signed in.
     pub source: Source,
-    /// A display name, when the source knows one (tokens do not).
+    /// The name the configuration gives the caller (`role:token:name`), if any.
     pub name: Option<String>,
-    /// The part of the organisation the caller is limited to; `None`: all of it (every token
-    /// today).
+    /// The part of the organisation the caller is limited to (`role@org/unit:token`): it
+    /// reads, writes and sees stats only of loops in that unit or below it. `None`: all of it.
     pub org_unit: Option<OrgUnit>,
 }
 
@@ -218,10 +225,35 @@ impl Credential {
             .ok_or(ApiError::Unauthorized)
     }
 
+    /// Who acted, as events record it: the credential's name when the configuration gives
+    /// one, else its [`id`](Self::id). Never the token. A name holds no `:` and an id always
+    /// does, so a name can never pass for another credential's id.
+    #[must_use]
+    pub fn actor(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
     /// Whether this credential may use a route open to `allowed` (admin may use every route).
     #[must_use]
     pub fn may(&self, allowed: &[Role]) -> bool {
         self.role == Role::Admin || allowed.contains(&self.role)
+    }
+
+    /// Whether a loop in `org_unit` is within this credential's scope: always for an
+    /// unscoped credential, else when `org_unit` is the scope or below it (whole path
+    /// segments, as the `org_unit` filter of `GET /v1/loops` matches).
+    #[must_use]
+    pub fn covers(&self, org_unit: &OrgUnit) -> bool {
+        self.org_unit
+            .as_ref()
+            .is_none_or(|scope| org_unit.is_within(scope))
+    }
+
+    /// Whether this credential reads the personal data of loops (authors, stories and the
+    /// follow-up texts addressed to the person): every role but `leader` (contract §3 v1.1).
+    #[must_use]
+    pub fn reads_personal_data(&self) -> bool {
+        self.role != Role::Leader
     }
 }
 
@@ -343,5 +375,90 @@ mod tests {
         assert!("staff".parse::<ApiTokens>().is_err());
         assert!("staff:short".parse::<ApiTokens>().is_err());
         assert!("".parse::<ApiTokens>().unwrap().is_empty());
+        let err = "staff:abcdefghij,leader:abcdefghij"
+            .parse::<ApiTokens>()
+            .unwrap_err();
+        assert_eq!(err, TokenConfigError::DuplicateToken { entry: 2, first: 1 });
+        assert!(!err.to_string().contains("abcdefghij"), "{err}");
+    }
+
+    #[test]
+    fn names_and_scopes_reach_the_credential() {
+        let tokens: ApiTokens =
+            "staff:plain-token-1, leader:named-token-1:Board, staff@rxx/site-a:scoped-token-1:PALS site A"
+                .parse()
+                .unwrap();
+        let plain = tokens.credential_of("plain-token-1").unwrap();
+        assert_eq!(
+            (plain.name.as_deref(), plain.org_unit.as_ref()),
+            (None, None)
+        );
+        assert_eq!(
+            plain.actor(),
+            plain.id,
+            "an unnamed credential acts as its id"
+        );
+
+        let named = tokens.credential_of("named-token-1").unwrap();
+        assert_eq!(named.actor(), "Board");
+        assert!(named.id.starts_with("leader:"));
+
+        let scoped = tokens.credential_of("scoped-token-1").unwrap();
+        assert_eq!(scoped.actor(), "PALS site A");
+        assert_eq!(
+            scoped.org_unit.as_ref().map(OrgUnit::as_str),
+            Some("rxx/site-a")
+        );
+        let unit = |raw: &str| OrgUnit::parse(raw).unwrap();
+        assert!(scoped.covers(&unit("rxx/site-a")));
+        assert!(scoped.covers(&unit("rxx/site-a/ward-7")));
+        assert!(!scoped.covers(&unit("rxx/site-ab")));
+        assert!(!scoped.covers(&unit("rxx")));
+        assert!(plain.covers(&unit("ryy/anywhere")));
+    }
+
+    #[test]
+    fn a_name_stands_for_one_role_and_scope() {
+        // Two tokens of one caller (one being replaced) may share its name...
+        let tokens: ApiTokens = "staff@rxx:old-token-1:pals,staff@rxx:new-token-1:pals"
+            .parse()
+            .unwrap();
+        assert_eq!(tokens.len(), 2);
+        // ...but not two callers with different rights.
+        for raw in [
+            "staff:token-one-1:pals,admin:token-two-2:pals",
+            "staff@rxx/a:token-one-1:pals,staff@rxx/b:token-two-2:pals",
+            "staff:token-one-1:pals,staff@rxx:token-two-2:pals",
+        ] {
+            let err = raw.parse::<ApiTokens>().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TokenConfigError::NameConflict {
+                        entry: 2,
+                        first: 1,
+                        ..
+                    }
+                ),
+                "{raw}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_leaders_read_without_personal_data() {
+        let tokens: ApiTokens =
+            "staff:staff-token-1,leader:leader-token-1,auditor:audit-token-1,admin:admin-token-1"
+                .parse()
+                .unwrap();
+        for (token, reads) in [
+            ("staff-token-1", true),
+            ("leader-token-1", false),
+            ("audit-token-1", true),
+            ("admin-token-1", true),
+        ] {
+            let credential = tokens.credential_of(token).unwrap();
+            assert_eq!(credential.reads_personal_data(), reads, "{token}");
+        }
     }
 }

@@ -1,4 +1,8 @@
 //! The command endpoints: record feedback and every later step of a loop.
+//!
+//! A credential limited to an org unit records feedback only for units within its scope
+//! (403 `forbidden` otherwise) and steps only on loops within it (404 `unknown_loop`
+//! otherwise, as for a loop that does not exist: see [`scope`]).
 
 use std::sync::Arc;
 
@@ -17,6 +21,7 @@ use crate::AppState;
 use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::reads::POSITION_HEADER;
+use crate::scope;
 
 /// The `source` of every event recorded over HTTP.
 pub const HTTP_SOURCE: &str = "urn:closeloop:api";
@@ -47,6 +52,14 @@ pub(crate) async fn post_feedback<S: EventStore>(
         Value::Object(data),
         &state.input_limits,
     )?;
+    if let (Some(scope), LoopEvent::FeedbackReceived(feedback)) = (&credential.org_unit, &payload)
+        && !credential.covers(&feedback.org_unit)
+    {
+        return Err(ApiError::OutsideScope {
+            scope: scope.as_str().to_owned(),
+            org_unit: feedback.org_unit.as_str().to_owned(),
+        });
+    }
     let recorded = record(&state, &credential, loop_id, payload, key, None).await?;
     Ok(created(&recorded))
 }
@@ -66,6 +79,7 @@ pub(crate) async fn post_step<S: EventStore>(
     let body = json_object(&body)?;
     let key = Idempotency::from_request(&credential, &headers, path, &body)?;
     let payload = LoopEvent::from_data_with(event_type, Value::Object(body), &state.input_limits)?;
+    scope::ensure_covered(&state, &credential, std::slice::from_ref(&loop_id)).await?;
     let recorded = record(&state, &credential, loop_id, payload, key, expected).await?;
     Ok(created(&recorded))
 }
@@ -126,6 +140,7 @@ pub(crate) async fn post_changes<S: EventStore>(
         Value::Object(data),
         &state.input_limits,
     )?;
+    scope::ensure_covered(&state, &credential, &parsed).await?;
     let at = (state.clock)();
     let commands = parsed
         .iter()
@@ -196,10 +211,9 @@ async fn record<S: EventStore>(
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
 }
 
-/// Who a credential is in the events it records: its name, or its id (role and a short digest
-/// of the token) when it has none.
+/// Who a credential is in the events it records (see [`Credential::actor`]).
 pub(crate) fn actor_of(credential: &Credential) -> &str {
-    credential.name.as_deref().unwrap_or(&credential.id)
+    credential.actor()
 }
 
 /// 201 `{"loop_id","version","position"}` with `ETag`, `Location` and `Closeloop-Position` (to

@@ -39,6 +39,30 @@ pub enum ApiError {
         /// The roles that may.
         allowed: String,
     },
+    /// 403 `forbidden`: the route covers the whole log (events, verification, proofs, dead
+    /// letters, erasures), which cannot be cut to an org unit without breaking what the hash
+    /// chain proves, and the credential is limited to one.
+    #[error(
+        "this credential is limited to org unit {scope}, and {method} {path} covers the whole log, which cannot be limited to one unit; use a credential without an org-unit scope"
+    )]
+    NeedsUnscoped {
+        /// The credential's scope.
+        scope: String,
+        /// The method of the route.
+        method: &'static str,
+        /// The route's path template.
+        path: &'static str,
+    },
+    /// 403 `forbidden`: new feedback names an org unit outside the credential's scope.
+    #[error(
+        "this credential is limited to org unit {scope}, and {org_unit} is outside it; record feedback for a unit within {scope}, or use a credential whose scope covers {org_unit}"
+    )]
+    OutsideScope {
+        /// The credential's scope.
+        scope: String,
+        /// The org unit the request named.
+        org_unit: String,
+    },
     /// 400 `invalid_request`: the request is malformed (JSON syntax, query parameters, headers).
     #[error("{0}")]
     InvalidRequest(String),
@@ -113,7 +137,9 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden { .. }
+            | ApiError::NeedsUnscoped { .. }
+            | ApiError::OutsideScope { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Rejected(rejection @ Rejection::UnknownLoop(_)) => {

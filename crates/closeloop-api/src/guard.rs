@@ -1,4 +1,5 @@
-//! The one layer in front of every route: it enforces the route's [`Access`], refuses query
+//! The one layer in front of every route: it enforces the route's [`Access`] (roles, and for a
+//! credential limited to an org unit, whether the route serves one at all), refuses query
 //! parameters the route does not take, and admits expensive requests through their class's
 //! concurrency limit — all before the handler runs, so nothing is read from the body of a
 //! request that is refused.
@@ -54,6 +55,16 @@ pub(crate) async fn guard<S: EventStore>(
         };
         if !credential.may(allowed) {
             return forbidden(&credential, route).into_response();
+        }
+        if let Some(scope) = &credential.org_unit
+            && !route.scoped
+        {
+            return ApiError::NeedsUnscoped {
+                scope: scope.as_str().to_owned(),
+                method: route.method,
+                path: route.path,
+            }
+            .into_response();
         }
         request.extensions_mut().insert(credential);
     }

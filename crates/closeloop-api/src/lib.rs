@@ -8,7 +8,10 @@
 //!   [`Credential`].
 //! - [`problem`] turns every error into RFC 9457 `application/problem+json` with a `code` and
 //!   the request id ([`request_id`]).
-//! - [`auth`] parses `CLOSELOOP_API_TOKENS` into roles and credentials.
+//! - [`auth`] parses `CLOSELOOP_API_TOKENS` into credentials: a role, an optional name (the
+//!   actor events record) and an optional org-unit scope.
+//! - `scope`: a scoped credential writes only inside its subtree; `personal`: leaders read
+//!   loops without personal data.
 //! - [`limits`]: concurrency limits for the expensive reads, shedding with 503 and
 //!   `Retry-After`.
 //! - [`ingest`]: what the API needs of the ingestion side (status, dead letters), as a trait
@@ -33,10 +36,14 @@ pub mod limits;
 pub mod metrics;
 mod openapi;
 mod params;
+mod personal;
 pub mod problem;
 mod reads;
 pub mod request_id;
 pub mod routes;
+mod scope;
+#[cfg(test)]
+mod scope_matrix;
 #[cfg(test)]
 mod tests;
 

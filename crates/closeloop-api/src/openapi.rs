@@ -32,7 +32,7 @@ pub(crate) fn document() -> Value {
         "info": {
             "title": "Closeloop",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Log every piece of patient and carer feedback and close the loop: \"you said, we did\". Errors are RFC 9457 application/problem+json with a `code` member and the request's `request_id` (also in the X-Request-Id header of every response). Every 429 and 503 carries Retry-After in whole seconds. `x-roles` lists the roles that may use an operation.",
+            "description": "Log every piece of patient and carer feedback and close the loop: \"you said, we did\". Errors are RFC 9457 application/problem+json with a `code` member and the request's `request_id` (also in the X-Request-Id header of every response). Every 429 and 503 carries Retry-After in whole seconds. `x-roles` lists the roles that may use an operation. A token may be limited to an org unit (`role@org/unit:token` in CLOSELOOP_API_TOKENS): `x-scoped: true` operations then cover only loops in that unit or below it (lists and stats leave others out; a loop outside answers 404 unknown_loop, as one that does not exist), and `x-scoped: false` operations answer it 403 forbidden.",
         },
         "paths": paths,
         "components": components(),
@@ -104,7 +104,7 @@ fn operation(method: &str, path: &str) -> Value {
         }),
         ("GET", "/v1/loops/{loop_id}") => json!({
             "summary": "One loop and its timeline",
-            "description": "Roles: staff, leader, auditor. The timeline holds the loop's events in the GET /v1/events line format.",
+            "description": "Roles: staff, leader, auditor. The timeline holds the loop's events in the GET /v1/events line format. For a leader, `data` holds no personal data: `author` is left out, and `story`, the `message` of acknowledgements and report-backs and the `text` of responses are redacted as on the public page (`record` is unchanged; its personal part is ciphertext).",
             "security": [{"bearer": []}],
             "parameters": [{"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")}],
             "responses": {
@@ -248,11 +248,23 @@ fn complete(operation: &mut Value, route: &Route) {
         operation["security"] = json!([{"bearer": []}]);
         operation["x-roles"] = json!(roles.iter().map(|role| role.as_str()).collect::<Vec<_>>());
         add_response(operation, "401", problem("unauthorized: no valid token"));
-        add_response(
-            operation,
-            "403",
-            problem("forbidden: the token's role may not use this route"),
-        );
+        // Every route with roles says what a token limited to an org unit gets from it.
+        operation["x-scoped"] = json!(route.scoped);
+        let forbidden = match (route.scoped, route.path) {
+            (true, "/v1/feedback") => {
+                "forbidden: the token's role may not use this route, or the token is limited to an org unit and the feedback's org_unit is outside it"
+            }
+            (true, _) => "forbidden: the token's role may not use this route",
+            (false, _) => {
+                "forbidden: the token's role may not use this route, or the token is limited to an org unit: this route covers the whole log and needs a token without an org-unit scope"
+            }
+        };
+        operation["responses"]["403"] = problem(forbidden);
+        if route.scoped && operation["responses"].get("404").is_some() {
+            operation["responses"]["404"] = problem(
+                "unknown_loop: no such loop, or the token is limited to an org unit and the loop is outside it (answered alike, so its existence is not revealed)",
+            );
+        }
     } else {
         operation["security"] = json!([]);
     }
@@ -417,7 +429,7 @@ fn components() -> Value {
         "RequestId": {"description": "The request's id (sent by the client when it is 1–64 characters of [A-Za-z0-9._:-], else made by the service); the service log has the details of a failure under it", "schema": {"type": "string"}},
     });
     let mut components = json!({
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS"}},
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS: role:token, role:token:name or role@org/unit:token:name (a token limited to that org unit and below it)"}},
         "parameters": {
             "IfMatch": {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The loop version the change expects"},
             "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}, "description": "Retrying with the same key returns the original answer and stores nothing new"},
@@ -541,7 +553,12 @@ mod tests {
                 Some(roles) => {
                     let listed: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
                     assert_eq!(operation["x-roles"], json!(listed), "{}", route.path);
+                    assert_eq!(operation["x-scoped"], json!(route.scoped), "{}", route.path);
                     assert!(responses.get("401").is_some() && responses.get("403").is_some());
+                    if !route.scoped {
+                        let forbidden = responses["403"]["description"].as_str().unwrap();
+                        assert!(forbidden.contains("org-unit scope"), "{}", route.path);
+                    }
                 }
                 None => assert_eq!(operation["security"], json!([]), "{}", route.path),
             }

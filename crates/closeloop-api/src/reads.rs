@@ -5,6 +5,10 @@
 //! otherwise the log's head as it stood when the request arrived (contract §3 v1.1) — never
 //! writes that came after it.
 //!
+//! A credential limited to an org unit sees only its subtree: lists and stats leave other
+//! loops out (their totals included), and a loop outside answers 404 `unknown_loop`, as one
+//! that does not exist. Leaders read loops without personal data ([`personal`]).
+//!
 //! The public "you said, we did" page (JSON and HTML) is built from the published read model
 //! and the [`StoryCache`](closeloop_projections::StoryCache) of redacted stories: a request
 //! whose `If-None-Match` names the current `ETag` is answered 304 before anything is read from
@@ -32,8 +36,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::guard::Admission;
+use crate::personal;
 use crate::problem::escape;
 
 /// How long a read waits for the projections to catch up before answering 503.
@@ -79,7 +85,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadAfter {
 
 /// Waits until the projections reflect every write acknowledged before this request arrived
 /// (the head as it stood then), or only the caller's own write when it named its position.
-async fn caught_up<S: EventStore>(state: &AppState<S>) -> Result<(), ApiError> {
+pub(crate) async fn caught_up<S: EventStore>(state: &AppState<S>) -> Result<(), ApiError> {
     caught_up_to(state, ReadAfter(None)).await
 }
 
@@ -120,10 +126,12 @@ pub(crate) fn models<S>(
 /// `GET /v1/loops`.
 pub(crate) async fn list_loops<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    credential: Credential,
     after: ReadAfter,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let query = loop_query(&params)?;
+    let mut query = loop_query(&params)?;
+    query.scope = credential.org_unit;
     caught_up_to(&state, after).await?;
     let now = (state.clock)();
     let page = models(&state)?.list(&query, now, &state.sla).map_err(
@@ -184,9 +192,12 @@ fn loop_query(params: &HashMap<String, String>) -> Result<LoopQuery, ApiError> {
     Ok(query)
 }
 
-/// `GET /v1/loops/{loop_id}`: the summary and the timeline.
+/// `GET /v1/loops/{loop_id}`: the summary and the timeline; for a leader, the timeline
+/// without personal data ([`personal::withhold`]). A loop outside the caller's org-unit scope
+/// is answered exactly as one that does not exist.
 pub(crate) async fn get_loop<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    credential: Credential,
     after: ReadAfter,
     Path(loop_id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -195,6 +206,7 @@ pub(crate) async fn get_loop<S: EventStore>(
     let now = (state.clock)();
     let summary = models(&state)?
         .summary(&loop_id, now, &state.sla)
+        .filter(|summary| credential.covers(&summary.org_unit))
         .ok_or_else(|| Rejection::UnknownLoop(loop_id.as_str().to_owned()))?;
     let entries = state.store.read_loop(&loop_id).await?;
     let mut timeline = Vec::with_capacity(entries.len());
@@ -204,6 +216,9 @@ pub(crate) async fn get_loop<S: EventStore>(
             .map_err(|err| ApiError::Internal(format!("position {}: {err}", entry.position)))?;
         timeline
             .push(serde_json::to_value(line).map_err(|err| ApiError::Internal(err.to_string()))?);
+    }
+    if !credential.reads_personal_data() {
+        personal::withhold(&mut timeline);
     }
     let version = summary.version;
     let mut body =
@@ -219,10 +234,14 @@ pub(crate) async fn get_loop<S: EventStore>(
 /// `GET /v1/stats`.
 pub(crate) async fn stats<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    credential: Credential,
     after: ReadAfter,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let mut query = StatsQuery::default();
+    let mut query = StatsQuery {
+        scope: credential.org_unit,
+        ..StatsQuery::default()
+    };
     for (name, value) in &params {
         match name.as_str() {
             "group_by" => {

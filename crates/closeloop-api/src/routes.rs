@@ -49,6 +49,11 @@ pub struct Route {
     pub class: Option<Class>,
     /// Whether it answers HTML, errors included (a page for people, not the JSON API).
     pub html: bool,
+    /// Whether it serves a credential limited to an org unit, cutting its answer to that
+    /// subtree itself (loops outside answer 404 `unknown_loop`, lists and stats leave them
+    /// out). Every other route that needs a token answers such a credential 403 `forbidden`:
+    /// a route is closed to scoped credentials until it is made to respect their scope.
+    pub scoped: bool,
 }
 
 impl Route {
@@ -60,6 +65,7 @@ impl Route {
             query: &[],
             class: None,
             html: false,
+            scoped: false,
         }
     }
 
@@ -75,6 +81,11 @@ impl Route {
 
     const fn html(mut self) -> Self {
         self.html = true;
+        self
+    }
+
+    const fn scoped(mut self) -> Self {
+        self.scoped = true;
         self
     }
 
@@ -113,27 +124,33 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/v1/you-said-we-did", Public)
         .query(&["limit", "cursor"])
         .class(Class::Public),
-    Route::new("POST", "/v1/feedback", Roles(WRITERS)),
-    Route::new("GET", "/v1/loops", Roles(READERS)).query(LOOP_FILTERS),
-    Route::new("GET", "/v1/loops/{loop_id}", Roles(READERS)),
+    Route::new("POST", "/v1/feedback", Roles(WRITERS)).scoped(),
+    Route::new("GET", "/v1/loops", Roles(READERS))
+        .query(LOOP_FILTERS)
+        .scoped(),
+    Route::new("GET", "/v1/loops/{loop_id}", Roles(READERS)).scoped(),
     Route::new(
         "POST",
         "/v1/loops/{loop_id}/acknowledgements",
         Roles(WRITERS),
-    ),
-    Route::new("POST", "/v1/loops/{loop_id}/responses", Roles(WRITERS)),
-    Route::new("POST", "/v1/loops/{loop_id}/actions", Roles(WRITERS)),
-    Route::new("POST", "/v1/loops/{loop_id}/changes", Roles(WRITERS)),
-    Route::new("POST", "/v1/loops/{loop_id}/no-change", Roles(WRITERS)),
-    Route::new("POST", "/v1/loops/{loop_id}/report-backs", Roles(WRITERS)),
-    Route::new("POST", "/v1/loops/{loop_id}/reopenings", Roles(WRITERS)),
+    )
+    .scoped(),
+    Route::new("POST", "/v1/loops/{loop_id}/responses", Roles(WRITERS)).scoped(),
+    Route::new("POST", "/v1/loops/{loop_id}/actions", Roles(WRITERS)).scoped(),
+    Route::new("POST", "/v1/loops/{loop_id}/changes", Roles(WRITERS)).scoped(),
+    Route::new("POST", "/v1/loops/{loop_id}/no-change", Roles(WRITERS)).scoped(),
+    Route::new("POST", "/v1/loops/{loop_id}/report-backs", Roles(WRITERS)).scoped(),
+    Route::new("POST", "/v1/loops/{loop_id}/reopenings", Roles(WRITERS)).scoped(),
     Route::new(
         "POST",
         "/v1/loops/{loop_id}/story-approvals",
         Roles(WRITERS),
-    ),
-    Route::new("POST", "/v1/changes", Roles(WRITERS)),
-    Route::new("GET", "/v1/stats", Roles(READERS)).query(&["group_by", "from", "to"]),
+    )
+    .scoped(),
+    Route::new("POST", "/v1/changes", Roles(WRITERS)).scoped(),
+    Route::new("GET", "/v1/stats", Roles(READERS))
+        .query(&["group_by", "from", "to"])
+        .scoped(),
     Route::new("GET", "/v1/events", Roles(AUDITORS))
         .query(&["after", "limit"])
         .class(Class::Export),
@@ -177,8 +194,12 @@ mod tests {
         }
     }
 
-    /// The route table of `docs/api.md`: (method, path, roles or "public", query parameters).
-    fn documented_routes() -> Vec<(String, String, String, String)> {
+    /// One row of the route table of `docs/api.md`: method, path, roles (or "public"), query
+    /// parameters, and what a scoped credential gets.
+    type Row = (String, String, String, String, String);
+
+    /// The route table of `docs/api.md`.
+    fn documented_routes() -> Vec<Row> {
         let doc = include_str!("../../../docs/api.md");
         let words = |cell: &str| {
             cell.split(',')
@@ -196,14 +217,24 @@ mod tests {
                     cells[2].trim_matches('`').to_owned(),
                     words(cells[3]),
                     words(cells[4]),
+                    cells[6].to_owned(),
                 )
             })
             .collect()
     }
 
+    /// What the route table of `docs/api.md` says a scoped credential gets from `route`.
+    fn scope_column(route: &Route) -> &'static str {
+        match (route.access, route.scoped) {
+            (Access::Public, _) => "—",
+            (Access::Roles(_), true) => "its subtree",
+            (Access::Roles(_), false) => "403",
+        }
+    }
+
     #[test]
     fn the_documented_route_table_is_the_served_one() {
-        let mut served: Vec<(String, String, String, String)> = ROUTES
+        let mut served: Vec<Row> = ROUTES
             .iter()
             .map(|route| {
                 let roles = route.access.roles().map_or_else(
@@ -221,6 +252,7 @@ mod tests {
                     route.path.to_owned(),
                     roles,
                     route.query.join(","),
+                    scope_column(route).to_owned(),
                 )
             })
             .collect();

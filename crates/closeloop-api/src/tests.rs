@@ -29,10 +29,10 @@ const LEADER: &str = "leader-token-unit";
 const AUDITOR: &str = "auditor-token-unit";
 const ADMIN: &str = "admin-token-unit";
 
-struct App<S = SledStore> {
-    router: Router,
-    state: Arc<AppState<S>>,
-    _dir: tempfile::TempDir,
+pub(crate) struct App<S = SledStore> {
+    pub(crate) router: Router,
+    pub(crate) state: Arc<AppState<S>>,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 fn app(limits: Limits) -> App {
@@ -43,14 +43,17 @@ fn app(limits: Limits) -> App {
 }
 
 /// A key store for one test: personal data is sealed as in production.
-fn test_keys() -> Arc<dyn closeloop_keys::KeyStore> {
+pub(crate) fn test_keys() -> Arc<dyn closeloop_keys::KeyStore> {
     Arc::new(closeloop_keys::MemoryKeyStore::new(
         &closeloop_keys::MasterKey::generate(),
     ))
 }
 
 /// A store that seals personal data with `keys`.
-fn keyed_store(path: &std::path::Path, keys: &Arc<dyn closeloop_keys::KeyStore>) -> SledStore {
+pub(crate) fn keyed_store(
+    path: &std::path::Path,
+    keys: &Arc<dyn closeloop_keys::KeyStore>,
+) -> SledStore {
     let options = SledStoreOptions {
         keys: Some(closeloop_store::KeyHandle(Arc::clone(keys))),
         ..SledStoreOptions::default()
@@ -99,7 +102,7 @@ fn build_with<S: EventStore>(
     }
 }
 
-async fn call<S>(app: &App<S>, request: Request<Body>) -> (Response<()>, Value, String) {
+pub(crate) async fn call<S>(app: &App<S>, request: Request<Body>) -> (Response<()>, Value, String) {
     let response = app
         .router
         .clone()
@@ -113,7 +116,7 @@ async fn call<S>(app: &App<S>, request: Request<Body>) -> (Response<()>, Value, 
     (Response::from_parts(parts, ()), json, text)
 }
 
-fn request(method: &str, path: &str, token: Option<&str>, body: Body) -> Request<Body> {
+pub(crate) fn request(method: &str, path: &str, token: Option<&str>, body: Body) -> Request<Body> {
     let mut builder = Request::builder().method(method).uri(path);
     if let Some(token) = token {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));

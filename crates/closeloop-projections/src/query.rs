@@ -48,6 +48,10 @@ pub struct LoopQuery {
     pub stage: Option<Stage>,
     /// Only loops in this org unit or below it, matching whole path segments.
     pub org_unit: Option<OrgUnit>,
+    /// The caller's org-unit scope: only loops in this unit or below it, like `org_unit` and
+    /// together with it. Counted in `total` like every filter, so a scoped caller learns
+    /// nothing of loops outside its scope, and applied before paging, so cursors stay exact.
+    pub scope: Option<OrgUnit>,
     /// Only loops with this theme.
     pub theme: Option<String>,
     /// Only loops that arrived through this channel.
@@ -69,6 +73,7 @@ impl Default for LoopQuery {
             status: StatusFilter::Open,
             stage: None,
             org_unit: None,
+            scope: None,
             theme: None,
             channel: None,
             seldom_heard: None,
@@ -214,6 +219,14 @@ impl ReadModels {
         Some(self.summary_of(slot, now, sla))
     }
 
+    /// The org unit of one loop; `None` when there is no such loop. A loop's org unit never
+    /// changes once it is received, so this answer stays true.
+    #[must_use]
+    pub fn org_unit_of(&self, loop_id: &LoopId) -> Option<OrgUnit> {
+        let slot = self.ids.find(loop_id.as_str())?;
+        Some(self.org_unit(self.hot[slot as usize].org))
+    }
+
     fn summary_of(&self, slot: u32, now: Timestamp, sla: &Sla) -> LoopSummary {
         let loop_id = LoopId::parse(self.ids.get(slot)).expect("stored loop ids are valid");
         let mut summary = LoopSummary::of(loop_id, self.state_of(slot), now, sla);
@@ -336,8 +349,8 @@ impl ReadModels {
         if let Some(channel) = query.channel {
             filters.push(&b.channel[usize::from(channel_index(channel))]);
         }
-        if let Some(org) = &query.org_unit {
-            filters.push(b.org.get(self.orgs.get(org.as_str())? as usize)?);
+        for org in [&query.org_unit, &query.scope].into_iter().flatten() {
+            filters.push(self.org_bitmap(org)?);
         }
         if let Some(theme) = &query.theme {
             filters.push(b.theme.get(self.themes.get(theme)? as usize)?);
@@ -360,6 +373,11 @@ impl ReadModels {
             result &= bitmap;
         }
         Some(result)
+    }
+
+    /// The slots of the loops in `org` or below it; `None` when no loop was ever there.
+    pub(crate) fn org_bitmap(&self, org: &OrgUnit) -> Option<&RoaringBitmap> {
+        self.bitmaps.org.get(self.orgs.get(org.as_str())? as usize)
     }
 
     /// The first `limit` slots of `candidates` that pass `keep`, after `cursor` in
@@ -426,6 +444,11 @@ mod tests {
     /// `n` loops received a minute apart; every 10,000th has the theme `rare`; all but the
     /// newest `open` are closed.
     fn models(n: u32, open: u32) -> ReadModels {
+        models_in(n, open, |_| "rxx/site-a")
+    }
+
+    /// The same, loop `i` in the org unit `org_of(i)`.
+    fn models_in(n: u32, open: u32, org_of: impl Fn(u32) -> &'static str) -> ReadModels {
         let start: Timestamp = "2026-01-05T08:00:00Z".parse().unwrap();
         let mut models = ReadModels::default();
         let mut position = 0;
@@ -456,7 +479,7 @@ mod tests {
                 vec!["common".to_owned()]
             };
             let feedback = FeedbackReceived {
-                org_unit: OrgUnit::parse("rxx/site-a").unwrap(),
+                org_unit: OrgUnit::parse(org_of(i)).unwrap(),
                 channel: Channel::Web,
                 received_at: Some(start + SignedDuration::from_mins(i64::from(i))),
                 story: None,
@@ -534,5 +557,79 @@ mod tests {
         assert_eq!(page.total, 4);
         assert_eq!(trace.examined, 4);
         assert_eq!(trace.buckets, 0);
+    }
+
+    #[test]
+    fn a_scope_pages_through_its_subtree_exactly() {
+        // Three units, one a sibling whose name starts like the scope's; enough loops that
+        // the scope's result is walked bucket by bucket as well as sorted whole.
+        let units = ["rxx/site-a/ward-1", "rxx/site-ab", "rxx/site-a"];
+        for n in [60, 9_000] {
+            let models = models_in(n, n, |i| units[i as usize % 3]);
+            let scope = OrgUnit::parse("rxx/site-a").unwrap();
+            let expected: Vec<String> = (0..n)
+                .filter(|i| i % 3 != 1)
+                .map(|i| format!("loop-{i}"))
+                .collect();
+            let mut query = LoopQuery {
+                scope: Some(scope.clone()),
+                limit: 7,
+                ..LoopQuery::default()
+            };
+            let mut seen = Vec::new();
+            loop {
+                let (page, _) = run(&models, &query);
+                assert_eq!(page.total, expected.len() as u64, "n = {n}");
+                seen.extend(
+                    page.items
+                        .iter()
+                        .map(|item| item.loop_id.as_str().to_owned()),
+                );
+                match page.next_cursor {
+                    Some(cursor) => query.cursor = Some(cursor),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, expected, "n = {n}");
+
+            // With an org_unit filter both must hold: inside the scope it narrows, outside it
+            // finds nothing.
+            let narrower = LoopQuery {
+                scope: Some(scope.clone()),
+                org_unit: Some(OrgUnit::parse("rxx/site-a/ward-1").unwrap()),
+                ..LoopQuery::default()
+            };
+            assert_eq!(run(&models, &narrower).0.total, u64::from(n.div_ceil(3)));
+            // An ancestor of the scope finds the scope's loops; a unit outside it, none.
+            for (org_unit, total) in [
+                ("rxx", expected.len() as u64),
+                ("rxx/site-ab", 0),
+                ("ryy", 0),
+            ] {
+                let query = LoopQuery {
+                    scope: Some(scope.clone()),
+                    org_unit: Some(OrgUnit::parse(org_unit).unwrap()),
+                    ..LoopQuery::default()
+                };
+                assert_eq!(run(&models, &query).0.total, total, "{org_unit}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_scope_no_loop_was_ever_in_finds_nothing() {
+        let models = models_in(30, 30, |_| "rxx/site-a");
+        let query = LoopQuery {
+            scope: Some(OrgUnit::parse("rxx/site-z").unwrap()),
+            ..LoopQuery::default()
+        };
+        let (page, _) = run(&models, &query);
+        assert_eq!((page.total, page.items.len()), (0, 0));
+        let site = LoopId::parse("loop-3").unwrap();
+        assert_eq!(
+            models.org_unit_of(&site).map(|org| org.as_str().to_owned()),
+            Some("rxx/site-a".to_owned())
+        );
+        assert_eq!(models.org_unit_of(&LoopId::parse("nope").unwrap()), None);
     }
 }

@@ -15,8 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use closeloop_domain::{Channel, Sla};
+use closeloop_domain::{Channel, OrgUnit, Sla};
 use jiff::Timestamp;
+use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::index::OrderKey;
@@ -71,6 +72,9 @@ pub struct StatsQuery {
     pub from: Option<Timestamp>,
     /// Only loops received before this instant.
     pub to: Option<Timestamp>,
+    /// The caller's org-unit scope: only loops in this unit or below it (whole path
+    /// segments), so every figure, totals included, counts only what the caller may see.
+    pub scope: Option<OrgUnit>,
 }
 
 /// The answer of `GET /v1/stats`.
@@ -374,18 +378,31 @@ impl ReadModels {
                 }
             }
         };
-        if from.is_none() && to.is_none() {
-            for slot in 0..u32::try_from(self.hot.len()).unwrap_or(u32::MAX) {
-                add(slot);
-            }
-        } else {
-            // Only the buckets that cover [from, to): the empty id sorts before every id.
-            let start = from.map(|at| OrderKey::new(at, ""));
-            for (key, bucket) in self.order.entries_from(start.as_ref()) {
-                if to.is_some_and(|to| key.at >= to) {
-                    break;
+        // A scope no loop was ever in leaves nothing to count.
+        let empty = RoaringBitmap::new();
+        let scope = query
+            .scope
+            .as_ref()
+            .map(|org| self.org_bitmap(org).unwrap_or(&empty));
+        match (scope, from.is_none() && to.is_none()) {
+            (None, true) => {
+                for slot in 0..u32::try_from(self.hot.len()).unwrap_or(u32::MAX) {
+                    add(slot);
                 }
-                bucket.iter().for_each(&mut add);
+            }
+            (Some(scope), true) => scope.iter().for_each(&mut add),
+            (scope, false) => {
+                // Only the buckets that cover [from, to): the empty id sorts before every id.
+                let start = from.map(|at| OrderKey::new(at, ""));
+                for (key, bucket) in self.order.entries_from(start.as_ref()) {
+                    if to.is_some_and(|to| key.at >= to) {
+                        break;
+                    }
+                    match scope {
+                        None => bucket.iter().for_each(&mut add),
+                        Some(scope) => (bucket & scope).iter().for_each(&mut add),
+                    }
+                }
             }
         }
         let Groups {
@@ -678,5 +695,76 @@ mod tests {
     fn rounding() {
         assert_eq!(round_to(66.666_666, 1), 66.7);
         assert_eq!(round_to(1.234_9, 2), 1.23);
+    }
+
+    /// Read models of one loop per unit of `units`, received in that order a day apart.
+    fn models_in_units(units: &[&str]) -> ReadModels {
+        let mut models = ReadModels::default();
+        for (n, unit) in units.iter().enumerate() {
+            let data = serde_json::json!({
+                "org_unit": unit, "channel": "web", "ratings": {"fft": 1 + n % 5},
+                "received_at": format!("2026-11-{:02}T09:00:00Z", n + 1),
+            });
+            let event = Event {
+                event_id: format!("e-{n}"),
+                source: "urn:test:stats".to_owned(),
+                time: "2026-11-30T09:00:00Z".parse().unwrap(),
+                payload: LoopEvent::from_stored_data(EventType::FeedbackReceived, data).unwrap(),
+                actor: None,
+            };
+            let entry = StoredEvent {
+                position: n as u64 + 1,
+                loop_id: LoopId::parse(&format!("loop-{n}")).unwrap(),
+                version: 1,
+                prev_hash: Hash::ZERO,
+                hash: Hash::ZERO,
+                record: record::encode(&event),
+            };
+            models.apply(&entry, &event);
+        }
+        models
+    }
+
+    #[test]
+    fn a_scope_counts_only_its_subtree() {
+        let models = models_in_units(&[
+            "rxx/site-a",
+            "rxx/site-ab",
+            "rxx/site-a/ward-1",
+            "ryy",
+            "rxx/site-a/ward-1",
+        ]);
+        let now = "2026-12-01T00:00:00Z".parse().unwrap();
+        let stats = |scope: &str, group_by, from: Option<&str>| {
+            let query = StatsQuery {
+                group_by,
+                from: from.map(|from| from.parse().unwrap()),
+                to: None,
+                scope: Some(OrgUnit::parse(scope).unwrap()),
+            };
+            models.stats(&query, now, &Sla::default())
+        };
+        let all = stats("rxx/site-a", None, None);
+        assert_eq!(all.groups.len(), 1);
+        assert_eq!(all.groups[0].received, 3);
+        let by_unit = stats("rxx/site-a", Some(GroupBy::OrgUnit), None);
+        let keys: Vec<(&str, u64)> = by_unit
+            .groups
+            .iter()
+            .map(|group| (group.key.as_str(), group.received))
+            .collect();
+        assert_eq!(keys, [("rxx/site-a", 1), ("rxx/site-a/ward-1", 2)]);
+        // With a range, only the buckets in range are walked, still within the scope.
+        let recent = stats("rxx/site-a", None, Some("2026-11-02T00:00:00Z"));
+        assert_eq!(recent.groups[0].received, 2);
+        // A scope no loop was ever in: one empty group, nothing else.
+        let nowhere = stats("rzz", None, None);
+        assert_eq!(nowhere.groups.len(), 1);
+        assert_eq!(nowhere.groups[0].received, 0);
+        assert!(
+            stats("rzz", Some(GroupBy::Channel), Some("2026-01-01T00:00:00Z"))
+                .groups
+                .is_empty()
+        );
     }
 }

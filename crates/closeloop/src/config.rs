@@ -1,10 +1,14 @@
 //! Configuration: flags, each with its `CLOSELOOP_…` environment variable (contract §4).
 
+use std::convert::Infallible;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use closeloop_api::ApiTokens;
+use closeloop_api::auth::TokenConfigError;
 use closeloop_domain::{LimitError, Limits};
 
 /// Closeloop makes sure no piece of patient or carer feedback is lost and every one gets an
@@ -146,14 +150,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOSELOOP_STORE", value_enum, default_value_t = StoreKind::Sled)]
     pub store: StoreKind,
 
-    /// API tokens as `role:token,role:token` (roles: staff, leader, auditor, admin).
+    /// API tokens, comma-separated, each `role:token`, `role:token:name` or
+    /// `role@org/unit:token:name` (roles: staff, leader, auditor, admin; the name is recorded
+    /// as the actor of what the token does; `@org/unit` limits it to that part of the
+    /// organisation).
     #[arg(
         long,
         env = "CLOSELOOP_API_TOKENS",
         default_value = "",
-        hide_env_values = true
+        hide_env_values = true,
+        hide_default_value = true
     )]
-    pub api_tokens: ApiTokens,
+    pub api_tokens: TokenList,
 
     /// Working days to acknowledge feedback.
     #[arg(long, env = "CLOSELOOP_SLA_ACK_DAYS", default_value_t = 3)]
@@ -186,6 +194,37 @@ pub struct ServeArgs {
     /// The bounds on what one event may hold, over HTTP and NATS alike.
     #[command(flatten)]
     pub input_limits: InputLimitArgs,
+}
+
+/// `CLOSELOOP_API_TOKENS` as given. clap only keeps the text: were clap to parse the tokens,
+/// its error for a faulty entry would quote the whole value, every token in it, on stderr.
+/// [`TokenList::parse`] parses it with errors that name entries by place, never by token; the
+/// text itself never prints.
+#[derive(Clone, Default)]
+pub struct TokenList(String);
+
+impl TokenList {
+    /// The configured tokens.
+    ///
+    /// # Errors
+    /// [`TokenConfigError`] naming the first faulty entry by its place in the list.
+    pub fn parse(&self) -> Result<ApiTokens, TokenConfigError> {
+        self.0.parse()
+    }
+}
+
+impl FromStr for TokenList {
+    type Err = Infallible;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl fmt::Debug for TokenList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenList(..)")
+    }
 }
 
 /// The field limits of `docs/events.md`: each defaults to the documented value, and an
@@ -268,5 +307,38 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn serve_args(tokens: &str) -> ServeArgs {
+        let cli = Cli::try_parse_from(["closeloop", "serve", "--api-tokens", tokens])
+            .expect("clap takes any token text");
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_faulty_token_list_is_reported_without_its_tokens() {
+        let secret = "very-secret-token-1";
+        for tokens in [
+            format!("staff:{secret},leader:short"),
+            format!("staff:{secret},nurse:another-secret-2"),
+            format!("staff@rxx//a:{secret}:pals"),
+        ] {
+            let args = serve_args(&tokens);
+            assert!(!format!("{args:?}").contains(secret), "Debug shows a token");
+            let err = args.api_tokens.parse().expect_err(&tokens).to_string();
+            assert!(err.starts_with("CLOSELOOP_API_TOKENS entry"), "{err}");
+            assert!(
+                !err.contains(secret) && !err.contains("another-secret-2"),
+                "the error shows a token: {err}"
+            );
+        }
+        let tokens = serve_args(&format!("staff@rxx/site-a:{secret}:pals-a"))
+            .api_tokens
+            .parse()
+            .expect("valid");
+        assert_eq!(tokens.len(), 1);
     }
 }

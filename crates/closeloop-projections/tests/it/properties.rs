@@ -51,7 +51,12 @@ pub fn dump(models: &ReadModels, now: Timestamp) -> Value {
             (None, None),
             (Some(now - SignedDuration::from_hours(30)), Some(now)),
         ] {
-            let query = StatsQuery { group_by, from, to };
+            let query = StatsQuery {
+                group_by,
+                from,
+                to,
+                ..StatsQuery::default()
+            };
             stats.push(serde_json::to_value(models.stats(&query, now, &sla())).unwrap());
         }
     }

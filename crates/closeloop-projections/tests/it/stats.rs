@@ -215,6 +215,7 @@ fn from_is_inclusive_and_to_exclusive_on_received_at() {
             group_by: None,
             from: from.map(ts),
             to: to.map(ts),
+            ..StatsQuery::default()
         };
         stats(&models, &query)["groups"][0]["received"]
             .as_u64()
@@ -231,6 +232,7 @@ fn from_is_inclusive_and_to_exclusive_on_received_at() {
         group_by: Some(GroupBy::OrgUnit),
         from: Some(ts("2026-11-27T00:00:00Z")),
         to: None,
+        ..StatsQuery::default()
     };
     assert_eq!(keys(&stats(&models, &grouped)), pairs(&[("rxx/b", 3)]));
 }

@@ -61,7 +61,13 @@ pub async fn run(
         master_key = %master.fingerprint(),
         "personal data is encrypted under the master key with this fingerprint"
     );
-    let mut tokens = args.api_tokens;
+    let mut tokens = match args.api_tokens.parse() {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if args.demo && tokens.is_empty() {
         tokens = DEMO_TOKENS.parse().context("demo tokens")?;
         tracing::warn!("demo mode: accepting the demo tokens {DEMO_TOKENS}");
