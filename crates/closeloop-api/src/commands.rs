@@ -80,7 +80,10 @@ pub(crate) async fn post_step<S: EventStore>(
     let key = Idempotency::from_request(&credential, &headers, path, &body)?;
     let payload = LoopEvent::from_data_with(event_type, Value::Object(body), &state.input_limits)?;
     scope::ensure_covered(&state, &credential, std::slice::from_ref(&loop_id)).await?;
-    let recorded = record(&state, &credential, loop_id, payload, key, expected).await?;
+    let recorded = record(&state, &credential, loop_id.clone(), payload, key, expected).await?;
+    if event_type == EventType::StoryApproved {
+        forget_story(&state, &loop_id);
+    }
     Ok(created(&recorded))
 }
 
@@ -209,6 +212,20 @@ async fn record<S: EventStore>(
         actor: Some(actor_of(credential).to_owned()),
     };
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
+}
+
+/// Drops the public page's cached story of `loop_id` after an approval changed what it shows
+/// (all of them when the read models do not know the loop yet). The approval is already
+/// durable, so the next read of the story from the store sees it.
+fn forget_story<S>(state: &AppState<S>, loop_id: &LoopId) {
+    let key = crate::reads::models(state).ok().and_then(|models| {
+        let summary = models.summary(loop_id, (state.clock)(), &state.sla)?;
+        closeloop_projections::PublicKey::parse(&summary.public_id)
+    });
+    match key {
+        Some(key) => state.stories.invalidate(&key),
+        None => state.stories.clear(),
+    }
 }
 
 /// Who a credential is in the events it records (see [`Credential::actor`]).
