@@ -17,8 +17,11 @@
 //! - `commands`: every write endpoint, through the one write path of `closeloop-store`.
 //! - `reads`: loop lists and details, stats, and "you said, we did" (JSON and HTML).
 //! - `audit`: the NDJSON log, the chain check and RFC 6962 proofs.
+//! - `access`: "who looked" — recording reads of personal data in the access log, and the
+//!   auditors' `GET /v1/audit/access`.
 //! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
 
+mod access;
 mod audit;
 pub mod auth;
 mod commands;
@@ -109,6 +112,9 @@ pub struct AppState<S> {
     /// The bounds on every field and time of the events requests record (contract defaults,
     /// which an operator may lower).
     pub input_limits: closeloop_domain::Limits,
+    /// Who read personal data: every read that returns it is recorded here first, and is
+    /// refused when it cannot be.
+    pub access: Arc<dyn closeloop_access::AccessLog>,
 }
 
 impl<S> std::fmt::Debug for AppState<S> {
@@ -173,6 +179,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/v1/audit/verify") => get(audit::audit_verify::<S>),
         ("GET", "/v1/audit/proof/inclusion") => get(audit::inclusion_proof::<S>),
         ("GET", "/v1/audit/proof/consistency") => get(audit::consistency_proof::<S>),
+        ("GET", "/v1/audit/access") => get(access::access_log::<S>),
         ("GET", "/v1/dead-letters") => get(dead_letters::list::<S>),
         ("POST", "/v1/dead-letters/{seq}/retry") => post(dead_letters::retry::<S>),
         _ => panic!("no handler for {method} {path}"),

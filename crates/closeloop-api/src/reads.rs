@@ -21,6 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
+use closeloop_access::What;
 use closeloop_domain::{Channel, LoopEvent, LoopId, OrgUnit, Rejection, Stage};
 use closeloop_projections::{
     GroupBy, LoopQuery, PublicKey, PublishedLoop, QueryError, StatsQuery, StatusFilter, redact,
@@ -32,6 +33,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::access;
+use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::guard::Admission;
 use crate::problem::escape;
@@ -184,9 +187,11 @@ fn loop_query(params: &HashMap<String, String>) -> Result<LoopQuery, ApiError> {
     Ok(query)
 }
 
-/// `GET /v1/loops/{loop_id}`: the summary and the timeline.
+/// `GET /v1/loops/{loop_id}`: the summary and the timeline. A read that shows personal data
+/// (any role but leader) is recorded in the access log before it is answered.
 pub(crate) async fn get_loop<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    credential: Credential,
     after: ReadAfter,
     Path(loop_id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -209,6 +214,9 @@ pub(crate) async fn get_loop<S: EventStore>(
     let mut body =
         serde_json::to_value(summary).map_err(|err| ApiError::Internal(err.to_string()))?;
     body["timeline"] = Value::Array(timeline);
+    if access::reads_personal_data(&credential) {
+        access::record_read(&state, &credential, Some(&loop_id), What::Loop).await?;
+    }
     let mut response = Json(body).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, etag);

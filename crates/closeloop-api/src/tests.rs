@@ -23,6 +23,8 @@ use tower::ServiceExt;
 use crate::limits::{Class, ClassLimit, EXPORT_LIMIT, PROOF_LIMIT};
 use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
+mod access;
+
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";
 const AUDITOR: &str = "auditor-token-unit";
@@ -41,6 +43,17 @@ fn app(limits: Limits) -> App {
 }
 
 fn build<S: EventStore>(dir: tempfile::TempDir, store: S, limits: Limits, clock: Clock) -> App<S> {
+    let access = Arc::new(closeloop_access::MemoryAccessLog::default());
+    build_with_access(dir, store, limits, clock, access)
+}
+
+fn build_with_access<S: EventStore>(
+    dir: tempfile::TempDir,
+    store: S,
+    limits: Limits,
+    clock: Clock,
+    access: Arc<dyn closeloop_access::AccessLog>,
+) -> App<S> {
     let state = Arc::new(AppState {
         store: Arc::new(store),
         projections: Arc::new(Projections::new(ReadModels::default())),
@@ -54,6 +67,7 @@ fn build<S: EventStore>(dir: tempfile::TempDir, store: S, limits: Limits, clock:
         limits,
         stories: crate::story_cache(),
         input_limits: closeloop_domain::Limits::DEFAULT,
+        access,
     });
     App {
         router: router(Arc::clone(&state)),
@@ -112,7 +126,8 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             "/v1/events"
             | "/v1/audit/verify"
             | "/v1/audit/proof/inclusion"
-            | "/v1/audit/proof/consistency",
+            | "/v1/audit/proof/consistency"
+            | "/v1/audit/access",
         ) => Some(AUDIT),
         ("GET", "/v1/dead-letters") | ("POST", "/v1/dead-letters/{seq}/retry") => Some(ADMIN_ONLY),
         _ => panic!("{method} {path} is not in the contract's table: add it here"),

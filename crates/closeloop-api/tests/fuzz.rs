@@ -268,6 +268,7 @@ fn app() -> App {
         limits: Limits::default(),
         stories: closeloop_api::story_cache(),
         input_limits: closeloop_domain::Limits::DEFAULT,
+        access: Arc::new(closeloop_access::MemoryAccessLog::default()),
     });
     App {
         router: router(state),
