@@ -4,6 +4,7 @@
 //! The binary must be built first (`cargo build -p closeloop`; `scripts/test` does it), or
 //! named with `CLOSELOOP_BIN`.
 
+mod access;
 mod api;
 mod audit;
 mod cli;

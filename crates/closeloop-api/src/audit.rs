@@ -9,12 +9,15 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use closeloop_access::What;
 use closeloop_store::merkle::{BLOCK, MerkleError, MerkleIndex, leaf_hash};
 use closeloop_store::record::Reveal;
 use closeloop_store::{EventStore, Hash, VerifyReport, verify};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::access;
+use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::params::{required_number, whole_number};
 
@@ -25,13 +28,17 @@ type Params = Query<HashMap<String, String>>;
 
 /// `GET /v1/events`: the log as NDJSON, streamed page by page, never buffered whole. Query:
 /// `after` (start after this position, default 0), `limit` (at most this many events;
-/// default: all up to the head when the request began).
+/// default: all up to the head when the request began). The export holds personal data, so
+/// it is recorded in the access log first.
 pub(crate) async fn events<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
+    credential: Credential,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let after = whole_number(&params, "after")?.unwrap_or(0);
     let limit = whole_number(&params, "limit")?;
+    // One entry for the whole export, across loops, before a line of it is sent.
+    access::record_read(&state, &credential, None, What::Events).await?;
     // The head when the request began bounds the stream, so it ends even under constant writes.
     let head = state.store.head();
     let end = limit.map_or(head, |limit| head.min(after.saturating_add(limit)));

@@ -20,9 +20,12 @@
 //! - `commands`: every write endpoint, through the one write path of `closeloop-store`.
 //! - `reads`: loop lists and details, stats, and "you said, we did" (JSON and HTML).
 //! - `audit`: the NDJSON log, the chain check and RFC 6962 proofs.
+//! - `access`: "who looked" — recording reads of personal data in the access log, and the
+//!   auditors' `GET /v1/audit/access`.
 //! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
 #![recursion_limit = "256"]
 
+mod access;
 mod audit;
 pub mod auth;
 mod commands;
@@ -124,6 +127,9 @@ pub struct AppState<S> {
     /// Whether a story appears on the public page only once staff approved it
     /// (`CLOSELOOP_PUBLISH_REQUIRES_APPROVAL`).
     pub publish_requires_approval: bool,
+    /// Who read personal data: every read that returns it is recorded here first, and is
+    /// refused when it cannot be.
+    pub access: Arc<dyn closeloop_access::AccessLog>,
 }
 
 impl<S> AppState<S> {
@@ -199,6 +205,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/v1/audit/verify") => get(audit::audit_verify::<S>),
         ("GET", "/v1/audit/proof/inclusion") => get(audit::inclusion_proof::<S>),
         ("GET", "/v1/audit/proof/consistency") => get(audit::consistency_proof::<S>),
+        ("GET", "/v1/audit/access") => get(access::access_log::<S>),
         ("GET", "/v1/dead-letters") => get(dead_letters::list::<S>),
         ("POST", "/v1/dead-letters/{seq}/retry") => post(dead_letters::retry::<S>),
         ("POST", "/v1/erasures") => post(erasures::post_erasure::<S>),

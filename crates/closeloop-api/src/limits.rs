@@ -19,6 +19,8 @@ pub enum Class {
     Proof,
     /// `GET /v1/events`: streams the log.
     Export,
+    /// `GET /v1/audit/access`: reads the access log's day files until it has its page.
+    AccessLog,
     /// `GET /v1/you-said-we-did` and the page `/you-said-we-did`: unauthenticated, and a page
     /// whose stories are not cached reads the store once per entry. The handler takes its
     /// turn itself, after answering a matching `If-None-Match` with 304, so a request that
@@ -34,6 +36,7 @@ impl Class {
             Class::Verify => "audit verification",
             Class::Proof => "audit proof",
             Class::Export => "event export",
+            Class::AccessLog => "access log query",
             Class::Public => "public page",
         }
     }
@@ -78,6 +81,14 @@ pub const EXPORT_LIMIT: ClassLimit = ClassLimit {
     retry_after: 5,
 };
 
+/// Access log queries running at once by default: a query with a filter that matches little
+/// reads every day file of the retention (a few hundred MB at most for a busy trust).
+pub const ACCESS_LOG_LIMIT: ClassLimit = ClassLimit {
+    concurrent: 2,
+    queue: 4,
+    retry_after: 2,
+};
+
 /// Public pages built at once by default. A page is cheap when its stories are cached and
 /// costs up to one store read per entry (at most 100) when they are not; eight at once keep
 /// those reads to a fraction of the blocking pool, and 32 waiting absorb a burst of readers
@@ -94,6 +105,7 @@ pub struct Limits {
     verify: Limiter,
     proof: Limiter,
     export: Limiter,
+    access_log: Limiter,
     public: Limiter,
 }
 
@@ -104,14 +116,15 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Limits with these settings for the audit classes, and [`PUBLIC_LIMIT`] for the public
-    /// page (see [`with`](Self::with)).
+    /// Limits with these settings for the audit classes, and [`ACCESS_LOG_LIMIT`] and
+    /// [`PUBLIC_LIMIT`] for access log queries and the public page (see [`with`](Self::with)).
     #[must_use]
     pub fn new(verify: ClassLimit, proof: ClassLimit, export: ClassLimit) -> Self {
         Self {
             verify: Limiter::new(verify),
             proof: Limiter::new(proof),
             export: Limiter::new(export),
+            access_log: Limiter::new(ACCESS_LOG_LIMIT),
             public: Limiter::new(PUBLIC_LIMIT),
         }
     }
@@ -124,6 +137,7 @@ impl Limits {
             Class::Verify => self.verify = limiter,
             Class::Proof => self.proof = limiter,
             Class::Export => self.export = limiter,
+            Class::AccessLog => self.access_log = limiter,
             Class::Public => self.public = limiter,
         }
         self
@@ -136,6 +150,7 @@ impl Limits {
             Class::Verify => &self.verify,
             Class::Proof => &self.proof,
             Class::Export => &self.export,
+            Class::AccessLog => &self.access_log,
             Class::Public => &self.public,
         }
     }

@@ -104,7 +104,7 @@ fn operation(method: &str, path: &str) -> Value {
         }),
         ("GET", "/v1/loops/{loop_id}") => json!({
             "summary": "One loop and its timeline",
-            "description": "Roles: staff, leader, auditor. The timeline holds the loop's events in the GET /v1/events line format. For a leader, `data` holds no personal data: `author` is left out, and `story`, the `message` of acknowledgements and report-backs and the `text` of responses are redacted as on the public page (`record` is unchanged; its personal part is ciphertext).",
+            "description": "Roles: staff, leader, auditor. The timeline holds the loop's events in the GET /v1/events line format. For a leader, `data` holds no personal data: `author` is left out, and `story`, the `message` of acknowledgements and report-backs and the `text` of responses are redacted as on the public page (`record` is unchanged; its personal part is ciphertext). A read by any role but leader is recorded in the access log (GET /v1/audit/access) before it is answered; when it cannot be recorded the answer is 503.",
             "security": [{"bearer": []}],
             "parameters": [{"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")}],
             "responses": {
@@ -147,7 +147,7 @@ fn operation(method: &str, path: &str) -> Value {
         }),
         ("GET", "/v1/events") => json!({
             "summary": "The event log as NDJSON",
-            "description": "Role: auditor. One stored event a line, in position order, streamed. `hash` = SHA-256(position u64 BE ‖ version u64 BE ‖ len(loop_id) u32 BE ‖ loop_id ‖ prev_hash ‖ record bytes).",
+            "description": "Role: auditor. Recorded in the access log (what `events`) before the first line is sent. One stored event a line, in position order, streamed. `hash` = SHA-256(position u64 BE ‖ version u64 BE ‖ len(loop_id) u32 BE ‖ loop_id ‖ prev_hash ‖ record bytes).",
             "security": [{"bearer": []}],
             "parameters": [query("after", "integer", "Start after this global position (default 0)"), query("limit", "integer", "At most this many events")],
             "responses": {
@@ -193,6 +193,22 @@ fn operation(method: &str, path: &str) -> Value {
                     "from": {"type": "integer"}, "upto": {"type": "integer"}, "path": {"type": "array", "items": {"type": "string"}},
                     "from_head_hash": {"type": "string"}, "head_hash": {"type": "string"}}})),
                 "400": problem("invalid_request"), "401": problem("unauthorized"), "403": problem("forbidden"),
+            },
+        }),
+        ("GET", "/v1/audit/access") => json!({
+            "summary": "Who looked: reads of personal data, oldest first",
+            "description": "Role: auditor. Every read that returned a loop's personal data — GET /v1/loops/{loop_id} by staff, auditors and admins (what `loop`), GET /v1/events (what `events`, loop_id null), `closeloop replay` (what `replay`) — is recorded before it is answered; a read that cannot be recorded is refused with 503. Leaders read loops without personal data, so their reads are not recorded. The log holds no personal data: the actor is a credential's name or id, never a token. Times strictly increase, so `after` = the `at` of the last line of a page gives the next page with nothing lost or repeated.",
+            "parameters": [
+                query("loop_id", "string", "Only reads of this loop"),
+                query("actor", "string", "Only reads by this actor (a credential's name or id, e.g. staff:1a2b3c4d)"),
+                {"name": "after", "in": "query", "required": false, "description": "Only entries strictly after this RFC 3339 time: the `at` of the last line of the previous page",
+                 "schema": {"type": "string", "format": "date-time"}},
+                {"name": "limit", "in": "query", "required": false, "description": "At most this many entries, 1–1000 (default 100)",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+            ],
+            "responses": {
+                "200": {"description": "One AccessEntry per line", "content": {"application/x-ndjson": {"schema": schema_ref("AccessEntry")}}},
+                "400": problem("invalid_request: a malformed loop_id, actor, after or limit"),
             },
         }),
         ("GET", "/v1/dead-letters") => json!({
@@ -514,6 +530,16 @@ fn components() -> Value {
                 "type": "object", "required": ["ok", "events", "head_hash", "first_bad_position"],
                 "properties": {"ok": {"type": "boolean"}, "events": {"type": "integer"}, "head_hash": {"type": "string"}, "first_bad_position": {"type": ["integer", "null"]}, "problem": {"type": "string"}},
             },
+        },
+    });
+    components["schemas"]["AccessEntry"] = json!({
+        "type": "object", "required": ["at", "actor", "role", "loop_id", "what"],
+        "properties": {
+            "at": {"type": "string", "format": "date-time", "description": "When the read happened; strictly increasing"},
+            "actor": {"type": "string", "minLength": 1, "maxLength": 128, "description": "A credential's name or id (never a token), or the operator of a command-line tool"},
+            "role": {"type": "string", "description": "staff, auditor, admin, or operator for a command-line tool"},
+            "loop_id": {"oneOf": [schema_ref("LoopId"), {"type": "null"}], "description": "The loop read; null for a read across loops"},
+            "what": {"type": "string", "enum": ["loop", "events", "replay", "timeline"]},
         },
     });
     components["headers"] = headers;

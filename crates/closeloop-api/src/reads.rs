@@ -25,6 +25,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
+use closeloop_access::What;
 use closeloop_domain::{Channel, LoopEvent, LoopId, OrgUnit, Rejection, Stage};
 use closeloop_projections::{
     GroupBy, LoopQuery, PublicKey, PublishedLoop, QueryError, StatsQuery, StatusFilter, redact,
@@ -36,6 +37,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::access;
 use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::guard::Admission;
@@ -195,6 +197,8 @@ fn loop_query(params: &HashMap<String, String>) -> Result<LoopQuery, ApiError> {
 /// `GET /v1/loops/{loop_id}`: the summary and the timeline; for a leader, the timeline
 /// without personal data ([`personal::withhold`]). A loop outside the caller's org-unit scope
 /// is answered exactly as one that does not exist.
+/// A read that shows personal data (any role but leader) is recorded in the access log before
+/// it is answered.
 pub(crate) async fn get_loop<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
     credential: Credential,
@@ -224,6 +228,10 @@ pub(crate) async fn get_loop<S: EventStore>(
     let mut body =
         serde_json::to_value(summary).map_err(|err| ApiError::Internal(err.to_string()))?;
     body["timeline"] = Value::Array(timeline);
+    // Leaders read without personal data (see above), so their reads are not recorded.
+    if credential.reads_personal_data() {
+        access::record_read(&state, &credential, Some(&loop_id), What::Loop).await?;
+    }
     let mut response = Json(body).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, etag);

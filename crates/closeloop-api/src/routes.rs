@@ -163,6 +163,9 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/v1/audit/proof/consistency", Roles(AUDITORS))
         .query(&["from", "upto"])
         .class(Class::Proof),
+    Route::new("GET", "/v1/audit/access", Roles(AUDITORS))
+        .query(&["loop_id", "actor", "after", "limit"])
+        .class(Class::AccessLog),
     Route::new("GET", "/v1/dead-letters", Roles(ADMINS)).query(&["after", "limit"]),
     Route::new("POST", "/v1/dead-letters/{seq}/retry", Roles(ADMINS)),
     Route::new("POST", "/v1/erasures", Roles(ADMINS)),

@@ -60,6 +60,7 @@ fn scoped_app() -> App {
         input_limits: closeloop_domain::Limits::DEFAULT,
         keys: Some(keys),
         publish_requires_approval: false,
+        access: Arc::new(closeloop_access::MemoryAccessLog::default()),
     });
     tokio::spawn(run_projector(
         Arc::clone(&state.store),

@@ -24,6 +24,8 @@ use tower::ServiceExt;
 use crate::limits::{Class, ClassLimit, EXPORT_LIMIT, PROOF_LIMIT};
 use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
+mod access;
+
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";
 const AUDITOR: &str = "auditor-token-unit";
@@ -79,6 +81,38 @@ fn build_with<S: EventStore>(
     clock: Clock,
     publish_requires_approval: bool,
 ) -> App<S> {
+    let access = Arc::new(closeloop_access::MemoryAccessLog::default());
+    build_full(
+        dir,
+        store,
+        keys,
+        limits,
+        clock,
+        publish_requires_approval,
+        access,
+    )
+}
+
+/// An app whose reads of personal data are recorded in `access`.
+fn build_with_access<S: EventStore>(
+    dir: tempfile::TempDir,
+    store: S,
+    limits: Limits,
+    clock: Clock,
+    access: Arc<dyn closeloop_access::AccessLog>,
+) -> App<S> {
+    build_full(dir, store, None, limits, clock, false, access)
+}
+
+fn build_full<S: EventStore>(
+    dir: tempfile::TempDir,
+    store: S,
+    keys: Option<Arc<dyn closeloop_keys::KeyStore>>,
+    limits: Limits,
+    clock: Clock,
+    publish_requires_approval: bool,
+    access: Arc<dyn closeloop_access::AccessLog>,
+) -> App<S> {
     let state = Arc::new(AppState {
         store: Arc::new(store),
         projections: Arc::new(Projections::new(ReadModels::default())),
@@ -94,6 +128,7 @@ fn build_with<S: EventStore>(
         input_limits: closeloop_domain::Limits::DEFAULT,
         keys,
         publish_requires_approval,
+        access,
     });
     App {
         router: router(Arc::clone(&state)),
@@ -152,7 +187,8 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             "/v1/events"
             | "/v1/audit/verify"
             | "/v1/audit/proof/inclusion"
-            | "/v1/audit/proof/consistency",
+            | "/v1/audit/proof/consistency"
+            | "/v1/audit/access",
         ) => Some(AUDIT),
         ("GET", "/v1/dead-letters") | ("POST", "/v1/dead-letters/{seq}/retry" | "/v1/erasures") => {
             Some(ADMIN_ONLY)

@@ -270,6 +270,7 @@ fn app() -> App {
         input_limits: closeloop_domain::Limits::DEFAULT,
         keys: None,
         publish_requires_approval: false,
+        access: Arc::new(closeloop_access::MemoryAccessLog::default()),
     });
     App {
         router: router(state),

@@ -171,6 +171,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOSELOOP_SLA_CLOSE_DAYS", default_value_t = 25)]
     pub sla_close_days: u32,
 
+    /// Days the access log (who read personal data, in <data-dir>/access) keeps its entries.
+    #[arg(long, env = "CLOSELOOP_ACCESS_LOG_RETENTION_DAYS", default_value_t = closeloop_access::Retention::DEFAULT_DAYS, value_parser = clap::value_parser!(u32).range(1..=i64::from(closeloop_access::Retention::MAX_DAYS)))]
+    pub access_log_retention_days: u32,
+
     /// Load the demo data set (5000 loops) first when the store is empty, and accept the demo
     /// tokens `staff:demo-staff-token`, `leader:demo-leader-token`,
     /// `auditor:demo-auditor-token` and `admin:demo-admin-token` unless CLOSELOOP_API_TOKENS is

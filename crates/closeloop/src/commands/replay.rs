@@ -36,6 +36,10 @@ async fn replay(
     let store = super::open_existing_store(data_dir)?;
     let master = super::master_key(master)?;
     let keys = super::open_keys(data_dir, master.as_ref())?;
+    if master.is_some() {
+        // Personal fields will be shown: who looked is recorded first (docs/privacy.md).
+        record_replay(data_dir).await?;
+    }
     let result = print_log(&store, Reveal::With(keys.as_ref()), args.after).await;
     store.close().await;
     match result {
@@ -61,6 +65,27 @@ async fn print_log(store: &impl EventStore, reveal: Reveal<'_>, after: u64) -> a
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Records in the access log that the operator replayed the log with personal data, before
+/// any of it is printed.
+async fn record_replay(data_dir: &Path) -> anyhow::Result<()> {
+    let operator = std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let entry = closeloop_access::AccessEntry {
+        at: jiff::Timestamp::now(),
+        actor: closeloop_access::Actor::parse(&format!("cli:{operator}"))
+            .context("operator name for the access log")?,
+        role: closeloop_access::RoleName::parse("operator").context("access log role")?,
+        loop_id: None,
+        what: closeloop_access::What::Replay,
+    };
+    closeloop_access::record_offline(closeloop_access::FileAccessLog::dir_in(data_dir), entry)
+        .await
+        .context("cannot record this replay in the access log; nothing was printed")?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use closeloop_access::{FileAccessLog, FileAccessLogOptions, Retention};
 use closeloop_api::AppState;
 use closeloop_domain::{Calendar, Sla};
 use closeloop_ingest::IngestOptions;
@@ -87,6 +88,23 @@ pub async fn run(
         let loops = super::demo::load(store.as_ref(), 5000, 2015, jiff::Timestamp::now()).await?;
         tracing::info!(loops, events = store.head(), "demo data loaded");
     }
+    let access_dir = FileAccessLog::dir_in(data_dir);
+    let access = Arc::new(
+        FileAccessLog::open(
+            &access_dir,
+            FileAccessLogOptions {
+                retention: Retention::days(args.access_log_retention_days)?,
+                ..FileAccessLogOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the access log in {}", access_dir.display()))?,
+    );
+    tracing::info!(
+        retention_days = args.access_log_retention_days,
+        "access log in {}",
+        access_dir.display()
+    );
     let listener = TcpListener::bind(args.http_addr).await.with_context(|| {
         format!(
             "cannot listen on {}; is another service using it?",
@@ -179,6 +197,7 @@ pub async fn run(
         input_limits,
         keys: Some(keys),
         publish_requires_approval: args.publish_requires_approval,
+        access: Arc::clone(&access) as Arc<dyn closeloop_access::AccessLog>,
     });
     let mut http_stopping = stopping.clone();
     let server = closeloop_api::serve(listener, closeloop_api::router(state), async move {
@@ -196,6 +215,11 @@ pub async fn run(
             seconds = DRAIN_DEADLINE.as_secs(),
             "requests were still running after the shutdown signal; stopping without them"
         ),
+    }
+
+    // No request is running any more: make the access log's last entries durable.
+    if let Err(err) = access.close().await {
+        tracing::error!(%err, "the access log's last entries could not be made durable");
     }
 
     // Ingestion finishes the batch in hand (acks go out; messages pulled but not recorded
