@@ -67,10 +67,10 @@ pub fn decide_with(
         LoopEvent::FeedbackReceived(_) => {
             return Err(Rejection::LoopExists(loop_id.as_str().to_owned()));
         }
-        // Accepted in every stage (contract §3 v1.1); they change neither stage nor status.
-        LoopEvent::Erased(_) | LoopEvent::StoryApproved(_) => {}
         LoopEvent::Reopened(_) if state.stage != Stage::Closed => return Err(Rejection::NotClosed),
-        LoopEvent::Reopened(_) => {}
+        // Erasures and story approvals are accepted in every stage (contract §3 v1.1); they
+        // change neither stage nor status.
+        LoopEvent::Reopened(_) | LoopEvent::Erased(_) | LoopEvent::StoryApproved(_) => {}
         _ if state.stage == Stage::Closed => return Err(Rejection::LoopClosed),
         LoopEvent::Acknowledged(_) if state.acknowledged_at.is_some() => {
             return Err(Rejection::AlreadyAcknowledged);

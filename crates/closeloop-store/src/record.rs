@@ -426,12 +426,10 @@ pub fn decode_as(loop_id: &str, bytes: &[u8], reveal: Reveal<'_>) -> Result<Even
                 data.author = personal.author;
                 data.story = personal.story;
             }
-            Some(Personal::Hidden { fields, marker }) => {
-                if fields.iter().any(|f| f == "story") {
-                    data.story = Some(marker.to_owned());
-                }
+            Some(Personal::Hidden { fields, marker }) if fields.iter().any(|f| f == "story") => {
+                data.story = Some(marker.to_owned());
             }
-            None => {}
+            Some(Personal::Hidden { .. }) | None => {}
         }
         LoopEvent::FeedbackReceived(data)
     } else {

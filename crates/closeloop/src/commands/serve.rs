@@ -296,7 +296,7 @@ async fn keep_erased_keys_destroyed(
             "destroyed the keys of erased loops that still had them (an erasure interrupted, or a key store restored from an older backup)"
         ),
         Ok(Err(err)) => {
-            tracing::error!(%err, "cannot destroy the keys of erased loops; restart to try again")
+            tracing::error!(%err, "cannot destroy the keys of erased loops; restart to try again");
         }
         Err(err) => tracing::error!(%err, "the erasure check failed"),
     }
