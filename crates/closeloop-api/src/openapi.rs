@@ -493,16 +493,18 @@ fn components() -> Value {
                 "properties": {
                     "position": {"type": "integer"}, "loop_id": schema_ref("LoopId"), "version": {"type": "integer"},
                     "event_id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"},
-                    "time": {"type": "string", "format": "date-time"}, "data": {"type": "object"},
+                    "time": {"type": "string", "format": "date-time"},
+                    "actor": {"type": "string", "description": "Who did it, as authenticated: the credential's name or id, or the NATS publisher's source (absent in events stored before actors were recorded)"},
+                    "data": {"type": "object", "description": "Personal fields decrypted for staff and auditors, redacted or left out for leaders, \"[erased]\" once erased"},
                     "record": {"type": "string", "contentEncoding": "base64"},
                     "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 },
             },
             "LoopSummary": {
                 "type": "object",
-                "required": ["loop_id", "status", "stage", "org_unit", "channel", "themes", "seldom_heard", "ratings", "received_at", "acknowledged_at", "closed_at", "acknowledge_by", "close_by", "overdue", "version"],
+                "required": ["loop_id", "status", "stage", "org_unit", "channel", "themes", "seldom_heard", "ratings", "received_at", "acknowledged_at", "closed_at", "acknowledge_by", "close_by", "overdue", "version", "public_id"],
                 "properties": {
-                    "loop_id": schema_ref("LoopId"), "status": {"type": "string", "enum": ["open", "closed"]},
+                    "loop_id": schema_ref("LoopId"), "public_id": schema_ref("PublicId"), "status": {"type": "string", "enum": ["open", "closed"]},
                     "stage": {"type": "string", "enum": ["received", "acknowledged", "responded", "action_planned", "outcome_recorded", "closed"]},
                     "org_unit": schema_ref("OrgUnit"), "channel": schema_ref("Channel"),
                     "themes": {"type": "array", "items": {"type": "string"}}, "seldom_heard": {"type": "array", "items": {"type": "string"}},
@@ -522,9 +524,10 @@ fn components() -> Value {
                     "top_themes": {"type": "array", "items": {"type": "object", "properties": {"theme": {"type": "string"}, "count": {"type": "integer"}}}},
                 },
             },
+            "PublicId": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "A loop's opaque public name (contract §3 v1.1): 128 random bits, never the loop id"},
             "YouSaidWeDid": {
-                "type": "object", "required": ["loop_id", "themes", "you_said", "we_did", "closed_at"],
-                "properties": {"loop_id": schema_ref("LoopId"), "themes": {"type": "array", "items": {"type": "string"}}, "you_said": {"type": "string"}, "we_did": {"type": "string"}, "closed_at": {"type": "string", "format": "date-time"}},
+                "type": "object", "required": ["public_id", "themes", "you_said", "we_did", "closed_at"],
+                "properties": {"public_id": schema_ref("PublicId"), "themes": {"type": "array", "items": {"type": "string"}}, "you_said": {"type": "string"}, "we_did": {"type": "string"}, "closed_at": {"type": "string", "format": "date-time"}},
             },
             "VerifyReport": {
                 "type": "object", "required": ["ok", "events", "head_hash", "first_bad_position"],
