@@ -191,6 +191,33 @@ pub fn decode_view(bytes: &[u8]) -> Result<RecordView, RecordError> {
     })
 }
 
+/// Decodes record bytes without typing the data and without their personal part: `data`
+/// holds only what the record keeps outside `personal`, less any field
+/// [`EventType::personal_fields`] names (a record written before a field joined that list keeps
+/// it in `data`). Needs no key and never reads personal data, whatever its encoding: what the
+/// outbound feed publishes.
+///
+/// # Errors
+/// [`RecordError`] when the bytes are not a record this build can read.
+pub fn decode_public_view(bytes: &[u8]) -> Result<RecordView, RecordError> {
+    let record: RecordIn<'_> = serde_json::from_slice(bytes)?;
+    check_schema(record.schema_version)?;
+    let mut data: Map<String, Value> = serde_json::from_str(record.data.get())?;
+    if let Some(event_type) = EventType::parse(record.event_type) {
+        for field in event_type.personal_fields() {
+            data.remove(*field);
+        }
+    }
+    Ok(RecordView {
+        schema_version: record.schema_version,
+        event_id: record.event_id,
+        source: record.source,
+        event_type: record.event_type.to_owned(),
+        time: record.time,
+        data,
+    })
+}
+
 fn check_schema(version: u32) -> Result<(), RecordError> {
     if version == 0 || version > SCHEMA_VERSION {
         return Err(RecordError::UnsupportedSchema(version));
@@ -266,6 +293,20 @@ mod tests {
         assert_eq!(view.event_type, "org.closeloop.feedback.received");
         assert_eq!(view.data["story"], "The nurse, Ann, was kind");
         assert_eq!(view.data["kiosk"], "k-7");
+    }
+
+    #[test]
+    fn the_public_view_leaves_personal_data_out_whatever_its_encoding() {
+        let mut raw: Value = serde_json::from_slice(&encode(&feedback())).unwrap();
+        raw["personal"]["enc"] = json!("a-cipher-of-tomorrow");
+        // A field that joined the personal list after the record was written.
+        raw["data"]["story"] = json!("Written before story was personal");
+        let view = decode_public_view(&serde_json::to_vec(&raw).unwrap()).unwrap();
+        assert_eq!(view.data.get("story"), None);
+        assert_eq!(view.data.get("author"), None);
+        assert_eq!(view.data["kiosk"], "k-7");
+        assert_eq!(view.data["ratings"]["fft"], 2);
+        assert_eq!(view.event_id, "fft-1");
     }
 
     #[test]
