@@ -506,19 +506,24 @@ fn header_pairs(message: &jetstream::Message) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// When JetStream received the message from its publisher: the `Closeloop-Published-At`
-/// header of a message republished by the migration of `FEEDBACK`, else the message's own
-/// JetStream timestamp.
+/// When JetStream received the message from its publisher: its own JetStream timestamp, or,
+/// for a message republished by the migration of `FEEDBACK`, the earlier time in its
+/// `Closeloop-Published-At` header. A header later than the timestamp is ignored: it could
+/// only come from a publisher, and would widen the window a `time` is checked against.
 fn published_at(message: &jetstream::Message) -> Option<Timestamp> {
+    let stored = message
+        .info()
+        .ok()
+        .and_then(|info| Timestamp::from_nanosecond(info.published.unix_timestamp_nanos()).ok());
     let republished = message
         .headers
         .as_ref()
         .and_then(|headers| headers.get(PUBLISHED_AT_HEADER))
-        .and_then(|value| value.as_str().parse().ok());
-    republished.or_else(|| {
-        let info = message.info().ok()?;
-        Timestamp::from_nanosecond(info.published.unix_timestamp_nanos()).ok()
-    })
+        .and_then(|value| value.as_str().parse::<Timestamp>().ok());
+    match (republished, stored) {
+        (Some(original), Some(stored)) if original <= stored => Some(original),
+        (_, stored) => stored,
+    }
 }
 
 #[cfg(test)]

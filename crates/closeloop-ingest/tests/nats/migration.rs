@@ -165,3 +165,38 @@ async fn an_old_feedback_stream_is_migrated_and_every_unacknowledged_message_is_
     );
     service.stop().await;
 }
+
+/// A publisher cannot use the migration's header to move the receive time forward, and so
+/// widen the window a `time` is checked against.
+#[tokio::test]
+async fn a_published_at_header_later_than_the_message_is_ignored() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start_running(&server.url(), dir.path(), None).await;
+    let js = client(&server).await;
+    let mut future = feedback("fb-future", Some("loop-future"));
+    future["time"] = json!("2030-01-01T00:00:00Z");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        closeloop_ingest::PUBLISHED_AT_HEADER,
+        "2030-01-01T00:00:00Z",
+    );
+    js.send_publish(
+        "feedback.test",
+        PublishMessage::build()
+            .payload(future.to_string().into())
+            .headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let letters = wait_for_messages(&js, DLQ_STREAM, 1).await;
+    assert_eq!(
+        header(&letters[0].headers, "Closeloop-Error"),
+        "invalid_cloudevent",
+        "a time in 2030 is refused"
+    );
+    assert_eq!(service.store.head(), 0);
+    service.stop().await;
+}
