@@ -233,8 +233,10 @@ async fn interrupted_ingest(interruption: Interruption) {
         })
         .await
         .expect("create FEEDBACK");
-    // The service keeps a consumer it finds; a short ack wait makes the messages the killed
-    // process held come back in seconds instead of the default 30.
+    // A FEEDBACK as older releases created it (limits retention): the first start migrates it
+    // to work-queue retention, keeping the consumer's settings. The service keeps a consumer
+    // it finds; a short ack wait makes the messages the killed process held come back in
+    // seconds instead of the default 30.
     feedback_stream
         .get_or_create_consumer(
             "closeloop-ingest",

@@ -5,14 +5,16 @@
 //!
 //! 1. `--events` CloudEvents are published to `FEEDBACK` beforehand: loops of a
 //!    `feedback.received` and a `loop.acknowledged`, in that order;
-//! 2. **raw**: a durable pull consumer of its own pulls the same messages in batches and acks
-//!    each (explicit acks, no other work): the ceiling for anything that consumes them;
+//! 2. **raw**: the same messages, loaded (untimed) into a work-queue stream of their own as
+//!    `FEEDBACK` is one, are pulled in batches and acked (explicit acks, no other work) by a
+//!    durable pull consumer: the ceiling for anything that consumes them;
 //! 3. **drain**: Closeloop's NATS side ([`closeloop_ingest::start`], as `closeloop serve`
 //!    runs it, over a fresh sled store in the temp dir) consumes them; timed from start until
 //!    the store's durable head holds every event, and until every event is on the feed.
 //!
-//! Steps 2 and 3 run `--repeat` times (a new raw consumer each time; the ingest consumer, the
-//! feed stream and the store made afresh) and the medians are reported.
+//! Steps 2 and 3 run `--repeat` times and the medians are reported. A work queue removes what
+//! is acked, so each round loads both streams again (untimed) and makes the consumers, the
+//! feed stream and the store afresh.
 //! 4. **latency**: with the service running and the backlog gone, events are published at a
 //!    steady `--rate` for `--seconds`; each one's time from publish to its arrival on
 //!    `closeloop.events.*` (a core NATS subscription) is recorded, and p50/p99 reported.
@@ -39,6 +41,10 @@ use crate::report;
 const PUBLISH_WINDOW: usize = 1000;
 /// Messages per pull in the raw measurement, as ingestion pulls.
 const RAW_BATCH: usize = 1024;
+/// The work-queue stream of the raw measurement, its subject and its consumer.
+const RAW_STREAM: &str = "BENCH_RAW";
+const RAW_SUBJECT: &str = "bench.raw";
+const RAW_CONSUMER: &str = "bench-raw";
 
 /// Options of `closeloop-bench ingest`.
 #[derive(Debug, clap::Args)]
@@ -139,25 +145,17 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
     let feedback = streams::feedback_stream(&js, 1)
         .await
         .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let raw_stream = js
+        .create_stream(jetstream::stream::Config {
+            name: RAW_STREAM.to_owned(),
+            subjects: vec![RAW_SUBJECT.to_owned()],
+            ..streams::feedback_config(1)
+        })
+        .await?;
 
     eprintln!("loading {} CloudEvents into FEEDBACK…", args.events);
     let loops = args.events / 2;
-    let start = Instant::now();
-    let mut acks = Vec::with_capacity(PUBLISH_WINDOW);
-    for n in 0..loops {
-        for event in loop_events("load", n) {
-            acks.push(js.send_publish("feedback.bench", publish(&event)).await?);
-            if acks.len() >= PUBLISH_WINDOW {
-                for ack in acks.drain(..) {
-                    ack.await?;
-                }
-            }
-        }
-    }
-    for ack in acks.drain(..) {
-        ack.await?;
-    }
-    let load = start.elapsed();
+    let loaded = load(&js, "feedback.bench", loops).await?;
     let events = loops * 2;
 
     let mut raws = Vec::with_capacity(usize::from(args.repeat));
@@ -166,12 +164,15 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
     let mut service = None;
     for round in 1..=args.repeat {
         eprintln!("round {round} of {}: raw pull consumer…", args.repeat);
-        raws.push(raw_consume(&client, &feedback, &format!("bench-raw-{round}"), events).await?);
+        load(&js, RAW_SUBJECT, loops).await?;
+        raws.push(raw_consume(&client, &raw_stream, events).await?);
         if let Some(previous) = service.take() {
-            // A fresh start: no ingest consumer, no feed stream, an empty store.
+            // A fresh start: no ingest consumer, no feed stream, an empty store, and the
+            // messages the last round drained (and so removed) loaded again.
             stop_service(previous).await?;
             feedback.delete_consumer(streams::INGEST_CONSUMER).await?;
             js.delete_stream(streams::FEED_STREAM).await?;
+            load(&js, "feedback.bench", loops).await?;
         }
         eprintln!("round {round}: Closeloop draining the same messages…");
         let (running, drain, feed_caught_up) = drain(&server, events).await?;
@@ -193,7 +194,7 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
     Ok(IngestFigures {
         events,
         repeat: args.repeat,
-        load,
+        load: loaded,
         raw: median(raws),
         drain: median(drains),
         feed_caught_up: median(feeds),
@@ -201,6 +202,27 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
         rate: args.rate,
         latencies,
     })
+}
+
+/// Publishes `loops` loops' events to `subject` with [`PUBLISH_WINDOW`] acks in flight; how
+/// long it took.
+async fn load(js: &jetstream::Context, subject: &str, loops: u64) -> Result<Duration> {
+    let start = Instant::now();
+    let mut acks = Vec::with_capacity(PUBLISH_WINDOW);
+    for n in 0..loops {
+        for event in loop_events("load", n) {
+            acks.push(js.send_publish(subject.to_owned(), publish(&event)).await?);
+            if acks.len() >= PUBLISH_WINDOW {
+                for ack in acks.drain(..) {
+                    ack.await?;
+                }
+            }
+        }
+    }
+    for ack in acks.drain(..) {
+        ack.await?;
+    }
+    Ok(start.elapsed())
 }
 
 /// Closeloop's NATS side over a fresh store, as `closeloop serve` runs it.
@@ -211,16 +233,16 @@ struct Service {
     _dir: tempfile::TempDir,
 }
 
-/// A raw durable pull consumer `name` pulls and acks `events` messages; how long it took.
+/// A raw durable pull consumer pulls and acks `events` messages of `stream`; how long it
+/// took. The consumer is deleted afterwards (a work queue takes one at a time).
 async fn raw_consume(
     client: &async_nats::Client,
-    feedback: &jetstream::stream::Stream,
-    name: &str,
+    stream: &jetstream::stream::Stream,
     events: u64,
 ) -> Result<Duration> {
-    let consumer = feedback
+    let consumer = stream
         .create_consumer(pull::Config {
-            durable_name: Some(name.to_owned()),
+            durable_name: Some(RAW_CONSUMER.to_owned()),
             ack_policy: AckPolicy::Explicit,
             ..pull::Config::default()
         })
@@ -244,7 +266,10 @@ async fn raw_consume(
         consumed += 1;
     }
     client.flush().await?;
-    Ok(start.elapsed())
+    let elapsed = start.elapsed();
+    drop(messages);
+    stream.delete_consumer(RAW_CONSUMER).await?;
+    Ok(elapsed)
 }
 
 /// Starts Closeloop's NATS side over a fresh store; returns it once every one of the `events`

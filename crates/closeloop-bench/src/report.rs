@@ -194,9 +194,10 @@ pub fn ingest_section(f: &IngestFigures, machine: &Machine, command: &str) -> St
         out,
         "A private `nats-server` 2.9 (JetStream, file storage) on the same 2 cores. {} \
          CloudEvents (loops of a `feedback.received` and a `loop.acknowledged`) are published to \
-         `FEEDBACK` first; a raw durable pull consumer then pulls and acks them all (no other \
-         work), and Closeloop's NATS side (as `closeloop serve` runs it, over a fresh sled \
-         store) drains the same messages, timed until every event is durably stored. Then, \
+         `FEEDBACK` (a work queue) first; a raw durable pull consumer then pulls and acks the \
+         same messages in a work-queue stream of their own (no other work), and Closeloop's \
+         NATS side (as `closeloop serve` runs it, over a fresh sled store) drains \
+         `FEEDBACK`, timed until every event is durably stored. Then, \
          with the backlog gone, feedback is published at a steady rate and each event timed \
          from publish until it arrives on `closeloop.events.*`. Steps 2 to 4 are the medians \
          of {} rounds.\n",

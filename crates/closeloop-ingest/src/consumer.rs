@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::IngestOptions;
 use crate::cloudevent::{self, Decoded};
 use crate::dead_letter::{self, Reason};
+use crate::migration::{self, PUBLISHED_AT_HEADER};
 use crate::status::{Shared, Worker, WorkerError};
 use crate::streams::{self, ConsumerLimits};
 
@@ -145,10 +146,13 @@ pub(crate) async fn run<S: EventStore>(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    let stream = streams::feedback_stream(js, options.replicas)
+    streams::dead_letter_stream(js, options.replicas, options.dead_letter_max_age)
         .await
         .map_err(WorkerError::Setup)?;
-    streams::dead_letter_stream(js, options.replicas)
+    migration::run_if_needed(js, options.replicas)
+        .await
+        .map_err(WorkerError::Migration)?;
+    let stream = streams::feedback_stream(js, options.replicas)
         .await
         .map_err(WorkerError::Setup)?;
     let consumer = streams::ingest_consumer(&stream, options.limits)
@@ -502,10 +506,24 @@ fn header_pairs(message: &jetstream::Message) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// When JetStream received the message from its publisher.
+/// When JetStream received the message from its publisher: its own JetStream timestamp, or,
+/// for a message republished by the migration of `FEEDBACK`, the earlier time in its
+/// `Closeloop-Published-At` header. A header later than the timestamp is ignored: it could
+/// only come from a publisher, and would widen the window a `time` is checked against.
 fn published_at(message: &jetstream::Message) -> Option<Timestamp> {
-    let info = message.info().ok()?;
-    Timestamp::from_nanosecond(info.published.unix_timestamp_nanos()).ok()
+    let stored = message
+        .info()
+        .ok()
+        .and_then(|info| Timestamp::from_nanosecond(info.published.unix_timestamp_nanos()).ok());
+    let republished = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(PUBLISHED_AT_HEADER))
+        .and_then(|value| value.as_str().parse::<Timestamp>().ok());
+    match (republished, stored) {
+        (Some(original), Some(stored)) if original <= stored => Some(original),
+        (_, stored) => stored,
+    }
 }
 
 #[cfg(test)]

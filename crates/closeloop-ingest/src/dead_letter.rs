@@ -10,7 +10,7 @@
 //! | `Closeloop-Original-Subject` | the subject it was published on, e.g. `feedback.fft` |
 //! | `Closeloop-Original-Sequence` | its sequence in `FEEDBACK` |
 //! | `Closeloop-Delivered` | how many times it was delivered |
-//! | `Nats-Msg-Id` | `FEEDBACK-<sequence>`, so a redelivery dead-letters it only once |
+//! | `Nats-Msg-Id` | `FEEDBACK-<sequence>-<publish time>` (nanoseconds since 1970), so a redelivery dead-letters it only once, while a message of a recreated `FEEDBACK` that reuses the sequence is not mistaken for it |
 //!
 //! The original's own headers (binary-mode `ce-` attributes, for instance) are kept too, except
 //! `Nats-*` headers.
@@ -30,8 +30,6 @@
 //! letter cannot be re-driven (the original is gone); the publisher sends it again instead.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
 use async_nats::jetstream::{self, Context};
@@ -82,24 +80,53 @@ pub(crate) async fn publish(
     let origin = Origin {
         subject: message.subject.as_str(),
         headers: message.headers.as_ref(),
-        delivery: message
-            .info()
-            .ok()
-            .map(|info| (info.stream_sequence, info.delivered)),
+        delivery: message.info().ok().map(|info| Delivery {
+            sequence: info.stream_sequence,
+            delivered: info.delivered,
+            published: info.published.unix_timestamp_nanos(),
+        }),
     };
-    let (headers, payload) = compose(&origin, &message.payload, reason, js.client().max_payload());
+    send(js, &origin, &message.payload, reason).await
+}
+
+/// Publishes a message read from `FEEDBACK` (not delivered by the consumer, so
+/// `Closeloop-Delivered` is 0) to the dead-letter stream with `reason`, as [`publish`] does.
+pub(crate) async fn publish_stored(
+    js: &Context,
+    message: &jetstream::message::StreamMessage,
+    reason: &Reason,
+) -> Result<(), async_nats::Error> {
+    let origin = Origin {
+        subject: message.subject.as_str(),
+        headers: Some(&message.headers),
+        delivery: Some(Delivery {
+            sequence: message.sequence,
+            delivered: 0,
+            published: message.time.unix_timestamp_nanos(),
+        }),
+    };
+    send(js, &origin, &message.payload, reason).await
+}
+
+async fn send(
+    js: &Context,
+    origin: &Origin<'_>,
+    payload: &[u8],
+    reason: &Reason,
+) -> Result<(), async_nats::Error> {
+    let (headers, kept) = compose(origin, payload, reason, js.client().max_payload());
     if headers.get(TRUNCATED_HEADER).is_some() {
         tracing::warn!(
-            subject = %message.subject,
-            size = message.payload.len(),
-            kept = payload.len(),
+            subject = %origin.subject,
+            size = payload.len(),
+            kept = kept.len(),
             "a dead letter is too big for the NATS server's max_payload; keeping it truncated"
         );
     }
     js.send_publish(
         DLQ_SUBJECT,
         PublishMessage::build()
-            .payload(payload.into())
+            .payload(kept.into())
             .headers(headers),
     )
     .await?
@@ -113,8 +140,18 @@ struct Origin<'a> {
     subject: &'a str,
     /// Its headers, if any.
     headers: Option<&'a HeaderMap>,
-    /// Its sequence in `FEEDBACK` and how many times it was delivered, when known.
-    delivery: Option<(u64, i64)>,
+    /// How JetStream delivered it, when known.
+    delivery: Option<Delivery>,
+}
+
+/// How JetStream delivered a message to dead-letter.
+struct Delivery {
+    /// Its sequence in `FEEDBACK`.
+    sequence: u64,
+    /// How many times it was delivered.
+    delivered: i64,
+    /// When JetStream stored it, in nanoseconds since 1970.
+    published: i128,
 }
 
 /// The dead letter's headers and payload: the original whole when that fits in
@@ -134,13 +171,24 @@ fn compose(
         headers.insert(ERROR_HEADER, reason.code.as_str());
         headers.insert(DETAIL_HEADER, one_line(&reason.detail).as_str());
         headers.insert(ORIGINAL_SUBJECT_HEADER, origin.subject);
-        if let Some((sequence, delivered)) = origin.delivery {
-            headers.insert(ORIGINAL_SEQUENCE_HEADER, sequence.to_string().as_str());
-            headers.insert(DELIVERED_HEADER, delivered.to_string().as_str());
-            // The same message dead-lettered twice (a lost ack) is stored once.
+        if let Some(delivery) = &origin.delivery {
+            headers.insert(
+                ORIGINAL_SEQUENCE_HEADER,
+                delivery.sequence.to_string().as_str(),
+            );
+            headers.insert(DELIVERED_HEADER, delivery.delivered.to_string().as_str());
+            // The same message dead-lettered twice (a lost ack) is stored once. The publish
+            // time tells apart two messages with one sequence: a `FEEDBACK` recreated by the
+            // migration to work-queue retention numbers its messages from 1 again.
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
-                format!("{}-{sequence}", streams::FEEDBACK_STREAM).as_str(),
+                format!(
+                    "{}-{}-{}",
+                    streams::FEEDBACK_STREAM,
+                    delivery.sequence,
+                    delivery.published
+                )
+                .as_str(),
             );
         }
         headers
@@ -166,7 +214,7 @@ fn compose(
 
 /// The publisher's own headers of `original` (binary-mode `ce-` attributes, for instance):
 /// all but JetStream's and ours.
-fn publishers_headers(original: &HeaderMap) -> HeaderMap {
+pub(crate) fn publishers_headers(original: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, values) in original.iter() {
         if is_ours(name.as_ref()) {
@@ -277,19 +325,9 @@ impl DeadLetters {
     /// The `FEEDBACK_DLQ` stream, or `None` when ingestion has not created it yet. Reading
     /// dead letters never creates it.
     async fn stream(&self) -> Result<Option<jetstream::stream::Stream>, DeadLetterError> {
-        match self.js.get_stream(streams::DLQ_STREAM).await {
-            Ok(stream) => Ok(Some(stream)),
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    GetStreamErrorKind::JetStream(ref js_err)
-                        if js_err.error_code() == ErrorCode::STREAM_NOT_FOUND
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(err) => Err(unavailable(err)),
-        }
+        streams::existing(&self.js, streams::DLQ_STREAM)
+            .await
+            .map_err(unavailable)
     }
 
     /// Up to `limit` dead letters with a sequence above `after`, oldest first.
@@ -441,7 +479,11 @@ mod tests {
         Origin {
             subject: "feedback.fft",
             headers: Some(headers),
-            delivery: Some((42, 1)),
+            delivery: Some(Delivery {
+                sequence: 42,
+                delivered: 1,
+                published: 1_764_000_000_000_000_000,
+            }),
         }
     }
 
@@ -458,7 +500,7 @@ mod tests {
         assert_eq!(value(&headers, "ce-id").as_deref(), Some("fb-1"));
         assert_eq!(
             value(&headers, "Nats-Msg-Id").as_deref(),
-            Some("FEEDBACK-42")
+            Some("FEEDBACK-42-1764000000000000000")
         );
         assert_eq!(
             value(&headers, ERROR_HEADER).as_deref(),
@@ -490,7 +532,7 @@ mod tests {
         assert_eq!(value(&headers, "ce-id").as_deref(), Some("fb-1"));
         assert_eq!(
             value(&headers, "Nats-Msg-Id").as_deref(),
-            Some("FEEDBACK-42")
+            Some("FEEDBACK-42-1764000000000000000")
         );
     }
 

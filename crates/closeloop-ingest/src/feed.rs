@@ -18,6 +18,14 @@
 //! (global position), `loopversion` (the loop's version after the event) and `hash` (the
 //! entry's chain hash).
 //!
+//! The feed carries no personal data: `data` leaves out every field
+//! [`EventType::personal_fields`] names for the event's type (`author` and `story` of
+//! feedback, for instance), and an event of a type that has such fields carries the attribute
+//! `personaldata: "omitted"` — whether or not this event had them, so the attribute reveals
+//! nothing. The feed reads only the records' non-personal part, so it needs no key and erasure
+//! changes nothing it publishes. Trusted consumers fetch the rest over HTTP with their own
+//! credential (`GET /v1/loops/{loop_id}`, `GET /v1/events`).
+//!
 //! An event whose message would not fit in the server's `max_payload` (headers included; the
 //! limit comes from the server's `INFO`) is published as a *reference*: the same subject,
 //! headers and attributes, without `data`, plus `reference: true`, `size` and `sha256` (of
@@ -52,6 +60,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const YIELD_TO_INGESTION: Duration = Duration::from_millis(200);
 /// The header with the event's global position, besides `Nats-Msg-Id`.
 pub const POSITION_HEADER: &str = "Closeloop-Position";
+/// The extension attribute, with the value `omitted`, on every feed message of an event type
+/// that has personal fields: they are left out of `data`.
+pub const PERSONAL_DATA_ATTRIBUTE: &str = "personaldata";
 /// The header set to `true` on a reference: a message that stands for an event too big to
 /// publish, which consumers fetch with `GET /v1/events`.
 pub const REFERENCE_HEADER: &str = "Closeloop-Reference";
@@ -212,6 +223,11 @@ pub(crate) fn feed_message(
         "hash": entry.hash,
         "data": view.data,
     });
+    if !event_type.personal_fields().is_empty()
+        && let Value::Object(attributes) = &mut body
+    {
+        attributes.insert(PERSONAL_DATA_ATTRIBUTE.to_owned(), json!("omitted"));
+    }
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/cloudevents+json");
     headers.insert(POSITION_HEADER, entry.position.to_string().as_str());
@@ -355,15 +371,19 @@ mod tests {
 
     use super::*;
 
-    /// An acknowledgement whose `message` is `size` bytes, stored at position 7 without the
-    /// checks of today (as an event from before the size limits was).
-    fn acknowledgement(size: usize) -> StoredEvent {
-        let data = json!({"by": "pals", "message": "Dear Jo", "note": "x".repeat(size)});
+    /// A change whose `evidence` (never personal data) is `size` bytes, stored at position 7
+    /// without the checks of today (as an event from before the size limits was).
+    fn change(size: usize) -> StoredEvent {
+        let data = json!({"by": "ward manager", "description": "Quiet hours", "evidence": "x".repeat(size)});
+        stored(EventType::ChangeMade, data)
+    }
+
+    fn stored(event_type: EventType, data: Value) -> StoredEvent {
         let event = Event {
-            event_id: "ack-big".to_owned(),
+            event_id: "evt-7".to_owned(),
             source: "urn:trust:rxx:pals".to_owned(),
             time: "2026-11-27T09:30:00Z".parse().unwrap(),
-            payload: LoopEvent::from_stored_data(EventType::Acknowledged, data).unwrap(),
+            payload: LoopEvent::from_stored_data(event_type, data).unwrap(),
             actor: None,
         };
         StoredEvent {
@@ -389,16 +409,11 @@ mod tests {
 
     #[test]
     fn an_event_that_fits_is_published_whole() {
-        let message = feed_message(&acknowledgement(100), 65_536).unwrap();
-        assert_eq!(message.subject, "closeloop.events.loop.acknowledged");
+        let message = feed_message(&change(100), 65_536).unwrap();
+        assert_eq!(message.subject, "closeloop.events.loop.change_made");
         assert_eq!(message.reference, None);
         let body = body(&message);
-        assert_eq!(body["data"]["note"], "x".repeat(100));
-        assert_eq!(
-            body["data"].get("message"),
-            None,
-            "personal text on the feed"
-        );
+        assert_eq!(body["data"]["evidence"], "x".repeat(100));
         assert_eq!(body["position"], 7);
         assert_eq!(body.get("reference"), None);
         assert_eq!(header(&message, "Nats-Msg-Id").as_deref(), Some("7"));
@@ -408,10 +423,10 @@ mod tests {
     #[test]
     fn an_event_too_big_for_the_server_becomes_a_reference_that_fits() {
         let max_payload = 65_536;
-        let entry = acknowledgement(100_000);
+        let entry = change(100_000);
         let whole = feed_message(&entry, usize::MAX).unwrap();
         let message = feed_message(&entry, max_payload).unwrap();
-        assert_eq!(message.subject, "closeloop.events.loop.acknowledged");
+        assert_eq!(message.subject, "closeloop.events.loop.change_made");
         assert_eq!(
             message.reference,
             Some(wire_size(&whole.headers, whole.payload.len()))
@@ -445,8 +460,41 @@ mod tests {
 
     #[test]
     fn a_server_too_small_even_for_a_reference_is_an_error_that_says_what_to_do() {
-        let err = feed_message(&acknowledgement(1_000), 300).err().unwrap();
+        let err = feed_message(&change(1_000), 300).err().unwrap();
         assert!(err.to_string().contains("raise max_payload"), "{err}");
+    }
+
+    #[test]
+    fn feedback_goes_out_without_its_personal_fields_and_says_so() {
+        let entry = stored(
+            EventType::FeedbackReceived,
+            json!({
+                "org_unit": "rxx/site-a/ward-7", "channel": "survey", "ratings": {"fft": 2},
+                "story": "Nurse Ann was kind", "themes": ["staff attitude"],
+                "author": {"name": "Jo Bloggs", "contact": "jo@example.org"}, "kiosk": "k-7"
+            }),
+        );
+        let message = feed_message(&entry, 65_536).unwrap();
+        let body = body(&message);
+        for field in EventType::FeedbackReceived.personal_fields() {
+            assert_eq!(body["data"].get(*field), None, "{field}");
+        }
+        assert_eq!(body[PERSONAL_DATA_ATTRIBUTE], "omitted");
+        assert_eq!(body["data"]["ratings"]["fft"], 2);
+        assert_eq!(body["data"]["themes"][0], "staff attitude");
+        assert_eq!(body["data"]["kiosk"], "k-7");
+        let text = String::from_utf8(message.payload).unwrap();
+        for personal in ["Nurse Ann", "Jo Bloggs", "jo@example.org"] {
+            assert!(!text.contains(personal), "{personal} in {text}");
+        }
+    }
+
+    #[test]
+    fn an_event_type_without_personal_fields_has_no_marker() {
+        assert!(EventType::ChangeMade.personal_fields().is_empty());
+        let body = body(&feed_message(&change(10), 65_536).unwrap());
+        assert_eq!(body.get(PERSONAL_DATA_ATTRIBUTE), None);
+        assert_eq!(body["data"]["description"], "Quiet hours");
     }
 
     #[test]

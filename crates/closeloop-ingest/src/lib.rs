@@ -6,18 +6,23 @@
 //!   each message is recorded through the store's one write path and acked only once its
 //!   outcome is durable.
 //! - [`dead_letter`]: messages that cannot be stored go to `FEEDBACK_DLQ` with their reason;
-//!   admins list and re-drive them.
+//!   admins list and re-drive them. `dlq_retention` erases each shortly before the stream's
+//!   `max_age`.
 //! - the outbound feed (`feed`): every stored event on `closeloop.events.<type suffix>`, in
-//!   position order, from a checkpoint that survives restarts.
+//!   position order, from a checkpoint that survives restarts, without its personal data.
+//! - [`streams`] creates the streams; `migration` moves an older `FEEDBACK` with limits
+//!   retention to work-queue retention, so that no message outlives its ingestion.
 //!
-//! [`start`] runs ingestion and the feed in the background. Neither needs NATS to be up: the
+//! [`start`] runs ingestion, the feed and the dead-letter sweep in the background. Neither needs NATS to be up: the
 //! client connects (and reconnects) with back-off, and each worker sets its streams up again
 //! after every failure, so the HTTP API keeps serving while NATS is away.
 
 pub mod cloudevent;
 mod consumer;
 pub mod dead_letter;
+mod dlq_retention;
 mod feed;
+mod migration;
 mod status;
 pub mod streams;
 
@@ -32,7 +37,8 @@ use tokio::task::JoinHandle;
 
 pub use consumer::Outcome;
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetters, Redriven};
-pub use feed::POSITION_HEADER;
+pub use feed::{PERSONAL_DATA_ATTRIBUTE, POSITION_HEADER};
+pub use migration::PUBLISHED_AT_HEADER;
 pub use status::{Connection, NatsStatus, Worker};
 pub use streams::ConsumerLimits;
 
@@ -62,6 +68,10 @@ pub struct IngestOptions {
     pub unknown_loop_backoff: Duration,
     /// The bounds on each event's data and times (an operator may lower the defaults).
     pub input_limits: closeloop_domain::Limits,
+    /// How long dead letters are kept: `FEEDBACK_DLQ`'s `max_age`, set on every start.
+    /// Closeloop erases each dead letter in the last two sweeps before it (see
+    /// `dlq_retention`).
+    pub dead_letter_max_age: Duration,
 }
 
 impl Default for IngestOptions {
@@ -80,6 +90,7 @@ impl Default for IngestOptions {
             unknown_loop_attempts: 5,
             unknown_loop_backoff: Duration::from_millis(500),
             input_limits: closeloop_domain::Limits::DEFAULT,
+            dead_letter_max_age: streams::DLQ_DEFAULT_MAX_AGE,
         }
     }
 }
@@ -126,8 +137,8 @@ impl NatsHandle {
     }
 }
 
-/// Connects to NATS in the background and starts ingestion and the outbound feed, until
-/// `shutdown` turns true.
+/// Connects to NATS in the background and starts ingestion, the outbound feed and the
+/// dead-letter sweep, until `shutdown` turns true.
 ///
 /// # Errors
 /// [`StartError`] when the URL cannot be used at all (a configuration mistake). An
@@ -186,7 +197,8 @@ pub async fn start<S: EventStore + 'static>(
                 move |mut stop| async move { feed::run(store, js, options, shared, &mut stop).await }
             },
         );
-        futures::join!(ingest, feed);
+        let sweep = dlq_retention::run(js.clone(), options.dead_letter_max_age, shutdown.clone());
+        futures::join!(ingest, feed, sweep);
         shared.set_ingest(Worker::Stopped);
         shared.set_feed(Worker::Stopped);
         flush_acks(&js.client()).await;

@@ -71,6 +71,10 @@ pub(crate) enum WorkerError {
     /// The streams or the consumer could not be looked up or created.
     #[error("cannot set up the JetStream streams: {0}")]
     Setup(async_nats::Error),
+    /// An older `FEEDBACK` could not be moved to work-queue retention (yet); the next attempt
+    /// carries on where this one stopped.
+    #[error("cannot migrate FEEDBACK to work-queue retention: {0}")]
+    Migration(async_nats::Error),
     /// Messages could not be fetched from the consumer.
     #[error("cannot receive messages from NATS: {0}")]
     Receive(async_nats::Error),
@@ -98,6 +102,7 @@ impl WorkerError {
     pub(crate) fn phrase(&self) -> &'static str {
         match self {
             WorkerError::Setup(_) | WorkerError::Receive(_) => "cannot reach NATS",
+            WorkerError::Migration(_) => "cannot migrate FEEDBACK to work-queue retention yet",
             WorkerError::Publish(_) => "publish failed",
             WorkerError::Store(_) => "cannot read the event store",
             WorkerError::Event { .. } => "a stored event cannot be published; see the log",

@@ -497,7 +497,10 @@ pub fn decode_view(
     })
 }
 
-/// Decodes record bytes without typing the data and without its personal part: what the
+/// Decodes record bytes without typing the data and without their personal part: `data`
+/// holds only what the record keeps outside `personal`, less any field
+/// [`EventType::personal_fields`] names (a record written before a field joined that list keeps
+/// it in `data`). Needs no key and never reads personal data, whatever its encoding: what the
 /// outbound feed publishes.
 ///
 /// # Errors
@@ -505,6 +508,12 @@ pub fn decode_view(
 pub fn decode_public_view(bytes: &[u8]) -> Result<RecordView, RecordError> {
     let record: RecordIn<'_> = serde_json::from_slice(bytes)?;
     check_schema(record.schema_version)?;
+    let mut data: Map<String, Value> = serde_json::from_str(record.data.get())?;
+    if let Some(event_type) = EventType::parse(record.event_type) {
+        for field in event_type.personal_fields() {
+            data.remove(*field);
+        }
+    }
     Ok(RecordView {
         schema_version: record.schema_version,
         event_id: record.event_id,
@@ -512,7 +521,7 @@ pub fn decode_public_view(bytes: &[u8]) -> Result<RecordView, RecordError> {
         event_type: record.event_type.to_owned(),
         time: record.time,
         actor: record.actor,
-        data: serde_json::from_str(record.data.get())?,
+        data,
     })
 }
 
@@ -685,6 +694,20 @@ mod tests {
         assert!(view.data.get("story").is_none());
         assert!(view.data.get("author").is_none());
         assert_eq!(view.data["kiosk"], "k-7");
+    }
+
+    #[test]
+    fn the_public_view_leaves_personal_data_out_whatever_its_encoding() {
+        let mut raw: Value = serde_json::from_slice(&encode(&feedback())).unwrap();
+        raw["personal"]["enc"] = json!("a-cipher-of-tomorrow");
+        // A field that joined the personal list after the record was written.
+        raw["data"]["story"] = json!("Written before story was personal");
+        let view = decode_public_view(&serde_json::to_vec(&raw).unwrap()).unwrap();
+        assert_eq!(view.data.get("story"), None);
+        assert_eq!(view.data.get("author"), None);
+        assert_eq!(view.data["kiosk"], "k-7");
+        assert_eq!(view.data["ratings"]["fft"], 2);
+        assert_eq!(view.event_id, "fft-1");
     }
 
     #[test]

@@ -105,6 +105,34 @@ impl NatsServer {
         }
     }
 
+    /// Stops the server cleanly (SIGTERM, as an operator would): JetStream writes out and
+    /// closes its files before the process exits, so they can be inspected afterwards.
+    /// [`restart`](Self::restart) brings it back.
+    ///
+    /// # Panics
+    /// When the signal cannot be sent, or the server has not exited within
+    /// [`START_TIMEOUT`] (it is then killed).
+    pub fn shut_down(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("cannot run `kill` to stop nats-server");
+        assert!(sent.success(), "kill -TERM failed: {sent}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("nats-server did not stop within {START_TIMEOUT:?} of SIGTERM");
+    }
+
     /// Starts the server again after [`stop`](Self::stop), on the same port and directory.
     ///
     /// # Panics
@@ -235,6 +263,10 @@ mod tests {
         assert!(answers_ping(address));
         assert!(server.url().ends_with(&server.port().to_string()));
         server.stop();
+        assert!(!answers_ping(address));
+        server.restart();
+        assert!(answers_ping(address));
+        server.shut_down();
         assert!(!answers_ping(address));
         server.restart();
         assert!(answers_ping(address));

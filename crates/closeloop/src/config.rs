@@ -146,6 +146,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOSELOOP_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub nats_replicas: u8,
 
+    /// Days a dead letter is kept in FEEDBACK_DLQ (it holds the original message, personal
+    /// data included): the stream's max_age, applied on every start to a new or existing
+    /// stream. Closeloop erases each dead letter in the last two hours before it.
+    #[arg(long, env = "CLOSELOOP_DLQ_MAX_AGE_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=3650))]
+    pub dlq_max_age_days: u16,
+
     /// Which event store to use.
     #[arg(long, env = "CLOSELOOP_STORE", value_enum, default_value_t = StoreKind::Sled)]
     pub store: StoreKind,
@@ -313,13 +319,16 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    fn serve_args(tokens: &str) -> ServeArgs {
-        let cli = Cli::try_parse_from(["closeloop", "serve", "--api-tokens", tokens])
-            .expect("clap takes any token text");
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["closeloop", "serve"].iter().chain(args))?;
         match cli.command {
-            Command::Serve(args) => args,
-            other => panic!("parsed as {other:?}"),
+            Command::Serve(args) => Ok(args),
+            other => panic!("{other:?}"),
         }
+    }
+
+    fn serve_args(tokens: &str) -> ServeArgs {
+        serve(&["--api-tokens", tokens]).expect("clap takes any token text")
     }
 
     #[test]
@@ -344,5 +353,20 @@ mod tests {
             .parse()
             .expect("valid");
         assert_eq!(tokens.len(), 1);
+    }
+
+    #[test]
+    fn dead_letters_are_kept_30_days_unless_told_otherwise_and_never_forever() {
+        if std::env::var_os("CLOSELOOP_DLQ_MAX_AGE_DAYS").is_none() {
+            assert_eq!(serve(&[]).unwrap().dlq_max_age_days, 30);
+        }
+        assert_eq!(
+            serve(&["--dlq-max-age-days", "7"])
+                .unwrap()
+                .dlq_max_age_days,
+            7
+        );
+        assert!(serve(&["--dlq-max-age-days", "0"]).is_err());
+        assert!(serve(&["--dlq-max-age-days", "3651"]).is_err());
     }
 }

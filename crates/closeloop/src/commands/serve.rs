@@ -174,6 +174,9 @@ pub async fn run(
             feed_checkpoint: data_dir.join("feed.checkpoint"),
             replicas: usize::from(args.nats_replicas),
             input_limits,
+            dead_letter_max_age: Duration::from_secs(
+                u64::from(args.dlq_max_age_days) * 24 * 60 * 60,
+            ),
             ..IngestOptions::default()
         };
         Some(closeloop_ingest::start(Arc::clone(&store), options, stopping.clone()).await?)

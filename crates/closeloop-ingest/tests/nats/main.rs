@@ -1,4 +1,11 @@
 //! Ingestion, dead letters and the outbound feed against a private `nats-server` each.
+//!
+//! [`migration`] covers the move of an older `FEEDBACK` to work-queue retention, [`privacy`]
+//! what is left of personal data in NATS: the feed, dead letters, and the raw bytes of the
+//! server's files.
+
+mod migration;
+mod privacy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,18 +49,33 @@ impl Service {
         store: Option<Arc<SledStore>>,
         batch: usize,
     ) -> Self {
-        let store = store.unwrap_or_else(|| {
-            Arc::new(SledStore::open(&dir.join("store"), &SledStoreOptions::default()).unwrap())
-        });
-        let (stop, stopping) = watch::channel(false);
         let options = IngestOptions {
+            batch,
+            ..Self::options(url, dir)
+        };
+        Self::start_with(options, dir, store).await
+    }
+
+    /// The tests' options: quick retries of follow-ups for unknown loops.
+    fn options(url: &str, dir: &std::path::Path) -> IngestOptions {
+        IngestOptions {
             url: url.to_owned(),
             feed_checkpoint: dir.join("feed.checkpoint"),
             unknown_loop_attempts: 3,
             unknown_loop_backoff: Duration::from_millis(100),
-            batch,
             ..IngestOptions::default()
-        };
+        }
+    }
+
+    async fn start_with(
+        options: IngestOptions,
+        dir: &std::path::Path,
+        store: Option<Arc<SledStore>>,
+    ) -> Self {
+        let store = store.unwrap_or_else(|| {
+            Arc::new(SledStore::open(&dir.join("store"), &SledStoreOptions::default()).unwrap())
+        });
+        let (stop, stopping) = watch::channel(false);
         let Running { handle, task } = start(Arc::clone(&store), options, stopping).await.unwrap();
         Self {
             store,
@@ -69,7 +91,16 @@ impl Service {
         dir: &std::path::Path,
         store: Option<Arc<SledStore>>,
     ) -> Self {
-        let service = Self::start(url, dir, store).await;
+        Self::start_running_with(Self::options(url, dir), dir, store).await
+    }
+
+    /// [`start_running`](Self::start_running) with other options.
+    async fn start_running_with(
+        options: IngestOptions,
+        dir: &std::path::Path,
+        store: Option<Arc<SledStore>>,
+    ) -> Self {
+        let service = Self::start_with(options, dir, store).await;
         let deadline = tokio::time::Instant::now() + WAIT;
         while !service.handle.status(0).is_healthy() {
             assert!(
