@@ -8,6 +8,7 @@ mod access;
 mod api;
 mod audit;
 mod cli;
+mod keys;
 mod nats;
 mod privacy;
 mod publisher_guide;
