@@ -56,7 +56,9 @@ pub fn store_section(figures: &Figures, machine: &Machine, command: &str) -> Str
         "Each step runs in a fresh temp dir; every write counts only once flushed (fsync). \
          Raw sled stores a feedback record under an 8-byte key; the store writes one entry per \
          event (chain header, idempotency key, record; its loop and key indexes live in memory) \
-         for loops of a feedback and three acknowledgements. Figures vary by about ±30% from \
+         for loops of a feedback and three acknowledgements, as `closeloop serve` runs it: the \
+         feedback's story sealed with its loop's data key, each new loop's key made durable in \
+         the file key store before its first record. Figures vary by about ±30% from \
          run to run on this virtual machine; \
          steps 3 to 7 are the median of `--repeat` runs (default 3).\n"
     );

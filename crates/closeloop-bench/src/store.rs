@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use closeloop_domain::LoopId;
+use closeloop_keys::{FileKeyStore, MasterKey};
 use closeloop_store::conformance::{acknowledgement, feedback};
-use closeloop_store::{AppendRequest, EventStore, ExpectedVersion, SledStore, SledStoreOptions};
+use closeloop_store::{
+    AppendRequest, EventStore, ExpectedVersion, KeyHandle, SledStore, SledStoreOptions,
+};
 use tokio::task::JoinSet;
 
 use crate::machine::Machine;
@@ -57,6 +60,10 @@ pub struct StoreArgs {
     /// How many times steps 3 to 7 run; each figure is the median.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Run the store without a key store, personal data in plain (as before encryption at
+    /// rest), to see what sealing costs. Not how `closeloop serve` runs; do not `--write` it.
+    #[arg(long, conflicts_with = "write")]
+    pub plain: bool,
 }
 
 /// Events done in a measured time.
@@ -135,7 +142,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     eprintln!("1 raw sled, 1 writer, {single} records…");
     let raw_single = raw_single_writer(&raw_value, single)?;
     eprintln!("2 closeloop, 1 writer, {single} events…");
-    let store_single = runtime.block_on(store_single_writer(single))?;
+    let store_single = runtime.block_on(store_single_writer(single, args.plain))?;
     // Steps 3 to 7 take the median of several runs, raw and store interleaved, so that one
     // noisy moment on a shared machine does not decide a figure.
     let repeat = args.repeat.max(1);
@@ -149,7 +156,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
             "run {run}/{repeat}: 4, 6 and 7, closeloop, {WRITERS} writers, read_all, reopen, {events} events…"
         );
         let (store_concurrent, store_read_all, store_reopen) =
-            runtime.block_on(store_concurrent_then_read(events))?;
+            runtime.block_on(store_concurrent_then_read(events, args.plain))?;
         runs.push([
             raw_batched,
             raw_scan,
@@ -209,10 +216,24 @@ fn raw_single_writer(value: &[u8], count: u64) -> Result<Measurement> {
     Ok(Measurement::since(count, start))
 }
 
+/// The store's options as `closeloop serve` opens it: personal data sealed with each loop's
+/// data key, kept in a file key store in `dir/keys` (each new loop's key made durable before
+/// its first record); with `plain`, no key store.
+fn store_options(dir: &Path, plain: bool) -> Result<SledStoreOptions> {
+    if plain {
+        return Ok(SledStoreOptions::default());
+    }
+    let keys = FileKeyStore::open(&dir.join("keys"), Some(&MasterKey::generate()))?;
+    Ok(SledStoreOptions {
+        keys: Some(KeyHandle(Arc::new(keys))),
+        ..SledStoreOptions::default()
+    })
+}
+
 /// Step 2: `count` single-event appends, one after the other.
-async fn store_single_writer(count: u64) -> Result<Measurement> {
+async fn store_single_writer(count: u64, plain: bool) -> Result<Measurement> {
     let dir = tempfile::tempdir()?;
-    let store = SledStore::open(dir.path(), &SledStoreOptions::default())?;
+    let store = SledStore::open(dir.path(), &store_options(dir.path(), plain)?)?;
     let requests = writer_requests("single", count)?;
     let start = Instant::now();
     for request in requests {
@@ -270,9 +291,13 @@ fn raw_batched_then_scan(value: &[u8], count: u64) -> Result<(Measurement, Measu
 
 /// Steps 4 and 6: `count` single-event appends from [`WRITERS`] concurrent tasks; then `read_all`
 /// over them all in pages of [`READ_PAGE`], decoding every event.
-async fn store_concurrent_then_read(count: u64) -> Result<(Measurement, Measurement, Measurement)> {
+async fn store_concurrent_then_read(
+    count: u64,
+    plain: bool,
+) -> Result<(Measurement, Measurement, Measurement)> {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SledStore::open(dir.path(), &SledStoreOptions::default())?);
+    let options = store_options(dir.path(), plain)?;
+    let store = Arc::new(SledStore::open(dir.path(), &options)?);
     let plans = (0..WRITERS)
         .map(|writer| {
             let share = count / WRITERS + u64::from(writer < count % WRITERS);
@@ -327,7 +352,7 @@ async fn store_concurrent_then_read(count: u64) -> Result<(Measurement, Measurem
     store.close().await;
 
     let start = Instant::now();
-    let store = SledStore::open(dir.path(), &SledStoreOptions::default())?;
+    let store = SledStore::open(dir.path(), &options)?;
     let reopened = Measurement::since(count, start);
     ensure!(
         store.head() == count,
