@@ -65,6 +65,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Drop the read models and rebuild them from the log, with progress.
     ///
+    /// Give the master key, so that loops stored before public ids existed get the public ids
+    /// `serve` gives them; without it their ids hold for this snapshot only.
+    ///
     /// Exit status: 0 done; 4 the data directory holds no store; 5 any other failure.
     Rebuild,
     /// Rewrap every data key under a new master key. Stop `serve` first; afterwards start it
