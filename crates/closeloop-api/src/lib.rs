@@ -16,6 +16,8 @@
 //!   `Retry-After`.
 //! - [`ingest`]: what the API needs of the ingestion side (status, dead letters), as a trait
 //!   the binary wires to NATS.
+//! - [`assets`]: the NHS design system stylesheet the pages link, under a name that changes
+//!   with its content.
 //! - `health` answers `/healthz` (the process is up) and `/readyz` (it can take writes).
 //! - `commands`: every write endpoint, through the one write path of `closeloop-store`.
 //! - `reads`: loop lists and details, stats, and "you said, we did" (JSON and HTML).
@@ -26,6 +28,7 @@
 #![recursion_limit = "256"]
 
 mod access;
+pub mod assets;
 mod audit;
 pub mod auth;
 mod commands;
@@ -191,6 +194,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
     }
     match (method, path) {
         ("GET", "/healthz") => get(health::healthz),
+        ("GET", "/assets/{file}") => get(assets::serve),
         ("GET", "/readyz") => get(health::readyz::<S>),
         ("GET", "/metrics") => get(metrics::render::<S>),
         ("GET", "/v1/openapi.json") => get(openapi::serve_document),

@@ -61,6 +61,17 @@ fn operation(method: &str, path: &str) -> Value {
             "This document",
             json!({"200": plain("OpenAPI 3.1", &json!({"type": "object"}))}),
         ),
+        ("GET", "/assets/{file}") => json!({
+            "summary": "A stylesheet of the HTML pages (the NHS design system, built without web fonts)",
+            "description": "Public. Only the name the pages link is served, e.g. nhsuk-1a2b3c4d.css: it carries a hash of the content, so the answer may be cached for a year.",
+            "security": [],
+            "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 64}}],
+            "responses": {
+                "200": {"description": "CSS", "headers": asset_headers(), "content": {"text/css": {"schema": {"type": "string"}}}},
+                "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": asset_headers()},
+                "404": problem("not_found: no asset of that name"),
+            },
+        }),
         ("GET", "/you-said-we-did") => json!({
             "summary": "\"You said, we did\" as an HTML page",
             "security": [],
@@ -300,7 +311,10 @@ fn complete(operation: &mut Value, route: &Route) {
         "414",
         error("uri_too_long: the path and query are over 8 KiB"),
     );
-    let never_unavailable = matches!(route.path, "/healthz" | "/metrics" | "/v1/openapi.json");
+    let never_unavailable = matches!(
+        route.path,
+        "/healthz" | "/metrics" | "/v1/openapi.json" | "/assets/{file}"
+    );
     if !never_unavailable {
         let why = if route.class.is_some() {
             "unavailable: too many requests of this kind are running (shed), or the store failed"
@@ -374,6 +388,14 @@ fn write_responses() -> Value {
         "409": problem("version_conflict"),
         "422": problem("loop_exists, loop_closed, already_acknowledged, no_outcome, not_closed or invalid_data"),
         "503": problem("unavailable: the store cannot take writes now"),
+    })
+}
+
+/// The headers of an asset: its `ETag` and a year's caching.
+fn asset_headers() -> Value {
+    json!({
+        "ETag": {"description": "The SHA-256 of the content", "schema": {"type": "string"}},
+        "Cache-Control": {"description": "public, max-age=31536000, immutable", "schema": {"type": "string"}},
     })
 }
 

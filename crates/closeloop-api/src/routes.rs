@@ -117,6 +117,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/readyz", Public),
     Route::new("GET", "/metrics", Public),
     Route::new("GET", "/v1/openapi.json", Public),
+    Route::new("GET", "/assets/{file}", Public),
     Route::new("GET", "/you-said-we-did", Public)
         .query(&["limit", "cursor"])
         .class(Class::Public)

@@ -25,6 +25,7 @@ use crate::limits::{Class, ClassLimit, EXPORT_LIMIT, PROOF_LIMIT};
 use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
 mod access;
+mod assets;
 
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";
@@ -177,7 +178,8 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             | "/metrics"
             | "/you-said-we-did"
             | "/v1/you-said-we-did"
-            | "/v1/openapi.json",
+            | "/v1/openapi.json"
+            | "/assets/{file}",
         ) => None,
         ("POST", "/v1/feedback" | "/v1/changes") => Some(WRITE),
         ("POST", path) if path.starts_with("/v1/loops/{loop_id}/") => Some(WRITE),
