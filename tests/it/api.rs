@@ -431,6 +431,19 @@ async fn one_change_lands_on_every_loop_or_none() {
     );
 }
 
+/// The name `/assets/{file}` serves the committed stylesheet under: `nhsuk-` and the first 8
+/// hex digits of its SHA-256.
+fn stylesheet_file() -> String {
+    use sha2::Digest;
+    let css = include_bytes!("../../crates/closeloop-api/assets/nhsuk.css");
+    let digest = sha2::Sha256::digest(css);
+    let hash: String = digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("nhsuk-{hash}.css")
+}
+
 #[tokio::test]
 async fn the_openapi_document_matches_the_served_routes() {
     let api = Api::start();
@@ -442,7 +455,9 @@ async fn the_openapi_document_matches_the_served_routes() {
     let paths = document.body["paths"].as_object().expect("paths");
     assert!(paths.len() >= 10, "{}", document.text);
     for (path, item) in paths {
-        let concrete = path.replace("{loop_id}", "some-loop");
+        let concrete = path
+            .replace("{loop_id}", "some-loop")
+            .replace("{file}", &stylesheet_file());
         for method in item.as_object().expect("path item").keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let answer = api.call(method.clone(), &concrete, None, &[], None).await;
