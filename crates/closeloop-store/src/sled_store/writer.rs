@@ -1,11 +1,11 @@
 //! The writer and flusher threads behind [`SledStore`](super::SledStore): group commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
 use closeloop_domain::{LoopEvent, LoopId};
-use closeloop_keys::{ContactDigest, DataKey, KeyRequest, KeyStore};
+use closeloop_keys::{ContactDigest, KeyRequest, KeyStore};
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::Index;
@@ -205,41 +205,42 @@ impl Writer {
     /// thread, so two first writes to a loop never make two keys; and before the records that
     /// need them are written, so no durable record names a key that is not.
     fn seal(&self, batch: &mut [Job]) -> Result<(), String> {
-        let Some(keys) = self.shared.keys.as_deref() else {
-            for (_, event) in drafts(batch) {
-                if let Some(draft) = event.draft.take() {
-                    event.record = draft.finish(None);
-                }
-            }
-            return Ok(());
-        };
+        // The loops whose records need a key, each once (the batch may hold thousands), with
+        // the contact to index; `index` finds a loop's place in `wanted`, and so its key.
+        let mut index: HashMap<LoopId, usize> = HashMap::new();
         let mut wanted: Vec<(LoopId, Option<ContactDigest>)> = Vec::new();
-        for (loop_id, event) in drafts(batch) {
-            if event.draft.as_ref().is_some_and(record::Draft::needs_key) {
-                match wanted.iter_mut().find(|(l, _)| l == loop_id) {
-                    Some((_, contact)) => *contact = contact.or(event.contact),
-                    None => wanted.push((loop_id.clone(), event.contact)),
+        if self.shared.keys.is_some() {
+            for (loop_id, event) in drafts(batch) {
+                if !event.draft.as_ref().is_some_and(record::Draft::needs_key) {
+                    continue;
+                }
+                match index.get(loop_id) {
+                    Some(&at) => wanted[at].1 = wanted[at].1.or(event.contact),
+                    None => {
+                        index.insert(loop_id.clone(), wanted.len());
+                        wanted.push((loop_id.clone(), event.contact));
+                    }
                 }
             }
         }
-        let requests: Vec<KeyRequest<'_>> = wanted
-            .iter()
-            .map(|(loop_id, contact)| KeyRequest {
-                loop_id: loop_id.as_str(),
-                contact: *contact,
-            })
-            .collect();
-        let made = if requests.is_empty() {
-            Vec::new()
-        } else {
-            keys.keys_for_writing(&requests)
-                .map_err(|err| format!("key store failed: {err}"))?
+        let made = match self.shared.keys.as_deref() {
+            Some(keys) if !wanted.is_empty() => {
+                let requests: Vec<KeyRequest<'_>> = wanted
+                    .iter()
+                    .map(|(loop_id, contact)| KeyRequest {
+                        loop_id: loop_id.as_str(),
+                        contact: *contact,
+                    })
+                    .collect();
+                keys.keys_for_writing(&requests)
+                    .map_err(|err| format!("key store failed: {err}"))?
+            }
+            _ => Vec::new(),
         };
-        let by_loop: Vec<(&LoopId, &DataKey)> =
-            wanted.iter().map(|(l, _)| l).zip(made.iter()).collect();
         for (loop_id, event) in drafts(batch) {
             if let Some(draft) = event.draft.take() {
-                let key = by_loop.iter().find(|(l, _)| *l == loop_id).map(|(_, k)| *k);
+                // `None` without a key store, or for a record with nothing personal.
+                let key = index.get(loop_id).map(|&at| &made[at]);
                 event.record = draft.finish(key);
             }
         }
