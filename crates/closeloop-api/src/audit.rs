@@ -60,10 +60,7 @@ pub(crate) async fn events<S: EventStore>(
                 return Ok(None);
             };
             let mut chunk = Vec::with_capacity(page.len() * 512);
-            let reveal = match &keys {
-                Some(keys) => Reveal::With(keys.as_ref()),
-                None => Reveal::Sealed,
-            };
+            let reveal = Reveal::with_keys(keys.as_deref());
             for entry in &page {
                 let line = entry.to_line(reveal).map_err(std::io::Error::other)?;
                 serde_json::to_writer(&mut chunk, &line).map_err(std::io::Error::other)?;

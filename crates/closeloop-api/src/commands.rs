@@ -144,28 +144,15 @@ pub(crate) async fn post_changes<S: EventStore>(
         &state.input_limits,
     )?;
     scope::ensure_covered(&state, &credential, &parsed).await?;
-    let at = (state.clock)();
-    let commands = parsed
-        .iter()
-        .map(|loop_id| {
-            let command = Command {
-                loop_id: loop_id.clone(),
-                at,
-                payload: payload.clone(),
-            };
-            (command, None)
-        })
-        .collect();
-    let origins: Vec<Origin> = parsed
-        .iter()
-        .map(|loop_id| Origin {
-            source: HTTP_SOURCE.to_owned(),
-            event_id: format!("{change_id}/{loop_id}"),
-            request: key.as_ref().map(|key| key.request),
-            actor: Some(actor_of(&credential).to_owned()),
-        })
-        .collect();
-    let recorded = write::record_many(state.store.as_ref(), commands, &origins).await?;
+    let recorded = record_on_each(
+        &state,
+        &credential,
+        &parsed,
+        &payload,
+        |loop_id| format!("{change_id}/{loop_id}"),
+        key.as_ref().map(|key| key.request),
+    )
+    .await?;
     let loops: Vec<Value> = recorded
         .iter()
         .map(|r| json!({"loop_id": r.loop_id, "version": r.version, "position": r.position}))
@@ -209,9 +196,43 @@ async fn record<S: EventStore>(
         source: HTTP_SOURCE.to_owned(),
         event_id,
         request,
-        actor: Some(actor_of(credential).to_owned()),
+        actor: Some(credential.actor().to_owned()),
     };
     Ok(write::record(state.store.as_ref(), command, origin, expected).await?)
+}
+
+/// Records `payload` on every loop of `loops` at once, all or none, each under the event id
+/// `event_id` gives it.
+pub(crate) async fn record_on_each<S: EventStore>(
+    state: &AppState<S>,
+    credential: &Credential,
+    loops: &[LoopId],
+    payload: &LoopEvent,
+    event_id: impl Fn(&LoopId) -> String,
+    request: Option<RequestDigest>,
+) -> Result<Vec<Recorded>, ApiError> {
+    let at = (state.clock)();
+    let commands = loops
+        .iter()
+        .map(|loop_id| {
+            let command = Command {
+                loop_id: loop_id.clone(),
+                at,
+                payload: payload.clone(),
+            };
+            (command, None)
+        })
+        .collect();
+    let origins: Vec<Origin> = loops
+        .iter()
+        .map(|loop_id| Origin {
+            source: HTTP_SOURCE.to_owned(),
+            event_id: event_id(loop_id),
+            request,
+            actor: Some(credential.actor().to_owned()),
+        })
+        .collect();
+    Ok(write::record_many(state.store.as_ref(), commands, &origins).await?)
 }
 
 /// Drops the public page's cached story of `loop_id` after an approval changed what it shows
@@ -226,11 +247,6 @@ fn forget_story<S>(state: &AppState<S>, loop_id: &LoopId) {
         Some(key) => state.stories.invalidate(&key),
         None => state.stories.clear(),
     }
-}
-
-/// Who a credential is in the events it records (see [`Credential::actor`]).
-pub(crate) fn actor_of(credential: &Credential) -> &str {
-    credential.actor()
 }
 
 /// 201 `{"loop_id","version","position"}` with `ETag`, `Location` and `Closeloop-Position` (to

@@ -13,21 +13,19 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use closeloop_domain::event::Erased;
-use closeloop_domain::{Command, LoopEvent, LoopId, Rejection};
+use closeloop_domain::{LoopEvent, LoopId, Rejection};
 use closeloop_keys::KeyStore;
 use closeloop_store::EventStore;
-use closeloop_store::write::{self, Origin};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Credential;
-use crate::commands::{HTTP_SOURCE, actor_of};
+use crate::commands::record_on_each;
 use crate::error::ApiError;
 
-/// Longest contact an erasure request may name, in bytes (the feedback limit on text fields is
-/// far below it).
-const MAX_CONTACT_BYTES: usize = 1024;
+/// Longest contact an erasure request may name, in bytes: what the key store digests.
+const MAX_CONTACT_BYTES: usize = closeloop_keys::MAX_CONTACT_LEN;
 
 /// What an erasure request names.
 enum Target {
@@ -105,7 +103,7 @@ pub(crate) async fn post_erasure<S: EventStore>(
     // them again, from records whose keys are gone).
     state.stories.clear();
     tracing::info!(
-        actor = actor_of(&credential),
+        actor = credential.actor(),
         loops = loops.len(),
         matched_by,
         "personal data erased"
@@ -145,35 +143,14 @@ async fn record_erasures<S: EventStore>(
     loops: &[LoopId],
     matched_by: &str,
 ) -> Result<(), ApiError> {
-    let at = (state.clock)();
     let erasure = Uuid::new_v4().simple().to_string();
-    let actor = actor_of(credential).to_owned();
     let payload = LoopEvent::Erased(Erased {
-        by: actor.clone(),
+        by: credential.actor().to_owned(),
         matched_by: Some(matched_by.to_owned()),
         extra: serde_json::Map::new(),
     });
-    let commands = loops
-        .iter()
-        .map(|loop_id| {
-            let command = Command {
-                loop_id: loop_id.clone(),
-                at,
-                payload: payload.clone(),
-            };
-            (command, None)
-        })
-        .collect();
-    let origins: Vec<Origin> = loops
-        .iter()
-        .map(|loop_id| Origin {
-            source: HTTP_SOURCE.to_owned(),
-            event_id: format!("erasure/{erasure}/{loop_id}"),
-            request: None,
-            actor: Some(actor.clone()),
-        })
-        .collect();
-    write::record_many(state.store.as_ref(), commands, &origins).await?;
+    let event_id = |loop_id: &LoopId| format!("erasure/{erasure}/{loop_id}");
+    record_on_each(state, credential, loops, &payload, event_id, None).await?;
     Ok(())
 }
 

@@ -139,10 +139,7 @@ impl<S> AppState<S> {
     /// How this service reads personal data: with its key store when it has one.
     #[must_use]
     pub fn reveal(&self) -> closeloop_store::record::Reveal<'_> {
-        match &self.keys {
-            Some(keys) => closeloop_store::record::Reveal::With(keys.as_ref()),
-            None => closeloop_store::record::Reveal::Sealed,
-        }
+        closeloop_store::record::Reveal::with_keys(self.keys.as_deref())
     }
 }
 

@@ -274,6 +274,14 @@ pub enum Reveal<'a> {
     With(&'a dyn KeyStore),
 }
 
+impl<'a> Reveal<'a> {
+    /// Opens with `keys` when there are some, else reads sealed parts as [`ENCRYPTED`].
+    #[must_use]
+    pub fn with_keys(keys: Option<&'a dyn KeyStore>) -> Self {
+        keys.map_or(Reveal::Sealed, Reveal::With)
+    }
+}
+
 impl std::fmt::Debug for Reveal<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
