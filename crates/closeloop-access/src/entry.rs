@@ -3,11 +3,10 @@
 //! stories, no tokens), only a credential's name or id, a role, a loop id and a fixed word.
 
 use std::fmt;
-use std::str::FromStr;
 
 use closeloop_domain::LoopId;
 use jiff::Timestamp;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Longest [`Actor`], in bytes.
 pub const ACTOR_MAX_BYTES: usize = 128;
@@ -144,39 +143,8 @@ impl RoleName {
     }
 }
 
-/// Implements `Display`, `FromStr` and string serde for a type with `parse` and `as_str`.
-macro_rules! string_type {
-    ($ty:ty) => {
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = InvalidValue;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s)
-            }
-        }
-
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&raw).map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-string_type!(Actor);
-string_type!(RoleName);
+closeloop_domain::string_type!(Actor, InvalidValue);
+closeloop_domain::string_type!(RoleName, InvalidValue);
 
 #[cfg(test)]
 mod tests {

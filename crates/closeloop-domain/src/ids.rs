@@ -1,10 +1,5 @@
 //! Validated identifiers and small value types: once parsed, always valid.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::Rejection;
 
 /// Longest accepted `loop_id`, in characters (contract §1).
@@ -198,40 +193,45 @@ impl Channel {
     }
 }
 
-/// Implements `Display`, `FromStr` and string serde for a type with `parse` and `as_str`.
+/// Implements `Display`, `FromStr` (with `$err`, the error of `parse`) and serde as a string
+/// for a newtype with `fn parse(&str) -> Result<Self, $err>` and `fn as_str(&self) -> &str`.
+/// The caller needs `serde` as a dependency.
+#[macro_export]
 macro_rules! string_type {
-    ($ty:ty) => {
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    ($ty:ty, $err:ty) => {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $ty {
-            type Err = Rejection;
+        impl ::std::str::FromStr for $ty {
+            type Err = $err;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Self::parse(s)
             }
         }
 
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
             }
         }
 
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&raw).map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
+                let raw = <::std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                Self::parse(&raw).map_err(::serde::de::Error::custom)
             }
         }
     };
 }
 
-string_type!(LoopId);
-string_type!(OrgUnit);
-string_type!(Channel);
+string_type!(LoopId, Rejection);
+string_type!(OrgUnit, Rejection);
+string_type!(Channel, Rejection);
 
 #[cfg(test)]
 mod tests {
