@@ -1197,6 +1197,20 @@ async fn post_json<S>(app: &App<S>, path: &str, token: &str, body: Value) -> (St
     (response.status(), json)
 }
 
+/// Approves the story of `loop_id` as staff with `body`, and waits until the read models have
+/// the approval.
+async fn approve(app: &App<Counting>, loop_id: &str, body: Value) {
+    let path = format!("/v1/loops/{loop_id}/story-approvals");
+    let (status, answer) = post_json(app, &path, STAFF, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let position = answer["position"].as_u64().expect("a position");
+    let applied = app
+        .state
+        .projections
+        .wait_for(position, Duration::from_secs(5));
+    assert!(applied.await, "the approval at {position} was not applied");
+}
+
 #[tokio::test]
 async fn with_approval_required_a_story_is_public_only_once_approved_and_as_edited() {
     let app = public_app_with(Limits::default(), true);
@@ -1213,21 +1227,12 @@ async fn with_approval_required_a_story_is_public_only_once_approved_and_as_edit
     );
     let before = page.clone();
 
-    let (status, body) = post_json(
+    approve(
         &app,
-        "/v1/loops/a/story-approvals",
-        STAFF,
+        "a",
         json!({"by": "pals", "story": "A nurse on the ward was rude to my mum"}),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let position = body["position"].as_u64().expect("a position");
-    assert!(
-        app.state
-            .projections
-            .wait_for(position, Duration::from_secs(5))
-            .await
-    );
     let (_, page, text, _) = app.public("/v1/you-said-we-did", None).await;
     assert_ne!(page, before);
     assert_eq!(
@@ -1251,21 +1256,12 @@ async fn without_approval_required_an_approval_with_an_edit_still_replaces_the_s
     let app = public_app(Limits::default());
     app.publish("a", Some("The porter Dave was great"), &["staff"])
         .await;
-    let (status, body) = post_json(
+    approve(
         &app,
-        "/v1/loops/a/story-approvals",
-        STAFF,
+        "a",
         json!({"by": "pals", "story": "The porter was great"}),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let position = body["position"].as_u64().expect("a position");
-    assert!(
-        app.state
-            .projections
-            .wait_for(position, Duration::from_secs(5))
-            .await
-    );
     let (_, page, text, _) = app.public("/v1/you-said-we-did", None).await;
     assert_eq!(page[0]["you_said"], "The porter was great", "{text}");
 }
