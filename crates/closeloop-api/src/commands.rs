@@ -28,7 +28,7 @@ pub const HTTP_SOURCE: &str = "urn:closeloop:api";
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Most loops one `POST /v1/changes` may name.
-const MAX_CHANGE_LOOPS: usize = 1000;
+pub(crate) const MAX_CHANGE_LOOPS: usize = 1000;
 
 /// `POST /v1/feedback`: opens a loop.
 pub(crate) async fn post_feedback<S: EventStore>(

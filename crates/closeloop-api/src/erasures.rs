@@ -1,9 +1,10 @@
 //! `POST /v1/erasures` (contract §3, admin): erases a person's personal data by destroying the
 //! keys it was sealed with (crypto-shredding).
 //!
-//! The order makes a failure safe to retry: first `loop.erased` is recorded on every matched
-//! loop, all or none (so the audit trail says who erased what and when), then each loop's keys
-//! are destroyed, then the public page's story cache is emptied. If destroying fails half-way,
+//! The order makes a failure safe to retry: first `loop.erased` is recorded on the matched
+//! loops, all or none in appends of at most 1,000 loops (so the audit trail says who erased
+//! what and when), then those loops' keys are destroyed; once all are done, the public page's
+//! story cache is emptied. If destroying fails half-way,
 //! the answer is 503 and the same request again finishes the job: the contact index still
 //! names the loops whose keys live, and a loop already erased is simply erased again.
 
@@ -26,6 +27,9 @@ use crate::error::ApiError;
 
 /// Longest contact an erasure request may name, in bytes: what the key store digests.
 const MAX_CONTACT_BYTES: usize = closeloop_keys::MAX_CONTACT_LEN;
+
+/// Most loops one append of `loop.erased` events names: as many as one `POST /v1/changes`.
+const MAX_LOOPS_PER_APPEND: usize = crate::commands::MAX_CHANGE_LOOPS;
 
 /// What an erasure request names.
 enum Target {
@@ -97,8 +101,13 @@ pub(crate) async fn post_erasure<S: EventStore>(
     if loops.is_empty() {
         return Ok(Json(json!({"erased_loops": 0})));
     }
-    record_erasures(&state, &credential, &loops, matched_by).await?;
-    destroy_keys(&keys, &loops).await?;
+    // One contact may have given feedback many times: the erasure events go into the log in
+    // appends of a bounded size, each all or none and followed by its keys' destruction, so
+    // a failure half-way leaves every recorded erasure carried out, and a retry finishes.
+    for chunk in loops.chunks(MAX_LOOPS_PER_APPEND) {
+        record_erasures(&state, &credential, chunk, matched_by).await?;
+        destroy_keys(&keys, chunk).await?;
+    }
     // Every story the public page cached may be one of these: forget them all (the page reads
     // them again, from records whose keys are gone).
     state.stories.clear();
