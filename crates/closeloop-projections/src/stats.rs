@@ -587,24 +587,29 @@ mod tests {
                 "org_unit": "rxx", "channel": "web", "ratings": {"fft": 1},
                 "themes": themes(n), "seldom_heard": tags(n),
             });
-            let event = Event {
-                event_id: format!("e-{n}"),
-                source: "urn:test:stats".to_owned(),
-                time: "2026-11-23T09:00:00Z".parse().unwrap(),
-                payload: LoopEvent::from_stored_data(EventType::FeedbackReceived, data).unwrap(),
-                actor: None,
-            };
-            let entry = StoredEvent {
-                position: n as u64 + 1,
-                loop_id: LoopId::parse(&format!("loop-{n}")).unwrap(),
-                version: 1,
-                prev_hash: Hash::ZERO,
-                hash: Hash::ZERO,
-                record: record::encode(&event),
-            };
-            models.apply(&entry, &event);
+            receive(&mut models, n, "2026-11-23T09:00:00Z", data);
         }
         models
+    }
+
+    /// Applies `feedback.received` with `data` as loop `loop-{n}` at position `n + 1`.
+    fn receive(models: &mut ReadModels, n: usize, time: &str, data: serde_json::Value) {
+        let event = Event {
+            event_id: format!("e-{n}"),
+            source: "urn:test:stats".to_owned(),
+            time: time.parse().unwrap(),
+            payload: LoopEvent::from_stored_data(EventType::FeedbackReceived, data).unwrap(),
+            actor: None,
+        };
+        let entry = StoredEvent {
+            position: n as u64 + 1,
+            loop_id: LoopId::parse(&format!("loop-{n}")).unwrap(),
+            version: 1,
+            prev_hash: Hash::ZERO,
+            hash: Hash::ZERO,
+            record: record::encode(&event),
+        };
+        models.apply(&entry, &event);
     }
 
     fn work(models: &ReadModels, group_by: Option<GroupBy>) -> (Stats, StatsWork) {
@@ -705,22 +710,7 @@ mod tests {
                 "org_unit": unit, "channel": "web", "ratings": {"fft": 1 + n % 5},
                 "received_at": format!("2026-11-{:02}T09:00:00Z", n + 1),
             });
-            let event = Event {
-                event_id: format!("e-{n}"),
-                source: "urn:test:stats".to_owned(),
-                time: "2026-11-30T09:00:00Z".parse().unwrap(),
-                payload: LoopEvent::from_stored_data(EventType::FeedbackReceived, data).unwrap(),
-                actor: None,
-            };
-            let entry = StoredEvent {
-                position: n as u64 + 1,
-                loop_id: LoopId::parse(&format!("loop-{n}")).unwrap(),
-                version: 1,
-                prev_hash: Hash::ZERO,
-                hash: Hash::ZERO,
-                record: record::encode(&event),
-            };
-            models.apply(&entry, &event);
+            receive(&mut models, n, "2026-11-30T09:00:00Z", data);
         }
         models
     }
