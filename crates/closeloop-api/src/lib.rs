@@ -24,6 +24,8 @@
 //! - `audit`: the NDJSON log, the chain check and RFC 6962 proofs.
 //! - `access`: "who looked" — recording reads of personal data in the access log, and the
 //!   auditors' `GET /v1/audit/access`.
+//! - [`pages`]: what every HTML page shares — the organisation and its place names
+//!   ([`pages::Site`]), the NHS design system frame, text made safe to show.
 //! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
 #![recursion_limit = "256"]
 
@@ -41,6 +43,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 mod openapi;
+pub mod pages;
 mod params;
 mod personal;
 pub mod problem;
@@ -133,6 +136,8 @@ pub struct AppState<S> {
     /// Who read personal data: every read that returns it is recorded here first, and is
     /// refused when it cannot be.
     pub access: Arc<dyn closeloop_access::AccessLog>,
+    /// The organisation the HTML pages speak for and the display names of its places.
+    pub site: Arc<pages::Site>,
 }
 
 impl<S> AppState<S> {
@@ -192,6 +197,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
     match (method, path) {
         ("GET", "/healthz") => get(health::healthz),
         ("GET", "/assets/{file}") => get(assets::serve),
+        ("GET", "/assets/images/{file}") => get(assets::serve_image),
         ("GET", "/readyz") => get(health::readyz::<S>),
         ("GET", "/metrics") => get(metrics::render::<S>),
         ("GET", "/v1/openapi.json") => get(openapi::serve_document),
@@ -222,6 +228,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
 /// body limit. The guard runs before the body limit, so a request that is refused is
 /// answered without reading its body.
 pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
+    assets::prepare();
     let mut router = Router::new();
     for route in ROUTES {
         let guard = guard::Guard::new(Arc::clone(&state), route);

@@ -72,6 +72,17 @@ fn operation(method: &str, path: &str) -> Value {
                 "404": problem("not_found: no asset of that name"),
             },
         }),
+        ("GET", "/assets/images/{file}") => json!({
+            "summary": "An image of the HTML pages: the icons the stylesheet links, and the favicon",
+            "description": "Public. Only the images the stylesheet and pages link are served; their names are fixed, so answers may be cached for a day and revalidated by ETag.",
+            "security": [],
+            "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 64}}],
+            "responses": {
+                "200": {"description": "SVG or ICO", "headers": asset_headers(), "content": {"image/svg+xml": {"schema": {"type": "string"}}, "image/x-icon": {"schema": {"type": "string"}}}},
+                "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": asset_headers()},
+                "404": problem("not_found: no image of that name"),
+            },
+        }),
         ("GET", "/you-said-we-did") => json!({
             "summary": "\"You said, we did\" as an HTML page",
             "security": [],
@@ -313,7 +324,7 @@ fn complete(operation: &mut Value, route: &Route) {
     );
     let never_unavailable = matches!(
         route.path,
-        "/healthz" | "/metrics" | "/v1/openapi.json" | "/assets/{file}"
+        "/healthz" | "/metrics" | "/v1/openapi.json" | "/assets/{file}" | "/assets/images/{file}"
     );
     if !never_unavailable {
         let why = if route.class.is_some() {

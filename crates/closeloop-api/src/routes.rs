@@ -118,6 +118,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/metrics", Public),
     Route::new("GET", "/v1/openapi.json", Public),
     Route::new("GET", "/assets/{file}", Public),
+    Route::new("GET", "/assets/images/{file}", Public),
     Route::new("GET", "/you-said-we-did", Public)
         .query(&["limit", "cursor"])
         .class(Class::Public)

@@ -61,6 +61,7 @@ fn scoped_app() -> App {
         keys: Some(keys),
         publish_requires_approval: false,
         access: Arc::new(closeloop_access::MemoryAccessLog::default()),
+        site: Default::default(),
     });
     tokio::spawn(run_projector(
         Arc::clone(&state.store),

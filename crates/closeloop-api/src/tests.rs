@@ -130,6 +130,7 @@ fn build_full<S: EventStore>(
         keys,
         publish_requires_approval,
         access,
+        site: Default::default(),
     });
     App {
         router: router(Arc::clone(&state)),
@@ -179,7 +180,8 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             | "/you-said-we-did"
             | "/v1/you-said-we-did"
             | "/v1/openapi.json"
-            | "/assets/{file}",
+            | "/assets/{file}"
+            | "/assets/images/{file}",
         ) => None,
         ("POST", "/v1/feedback" | "/v1/changes") => Some(WRITE),
         ("POST", path) if path.starts_with("/v1/loops/{loop_id}/") => Some(WRITE),

@@ -271,6 +271,7 @@ fn app() -> App {
         keys: None,
         publish_requires_approval: false,
         access: Arc::new(closeloop_access::MemoryAccessLog::default()),
+        site: Default::default(),
     });
     App {
         router: router(state),

@@ -50,7 +50,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: HTTP API, NATS ingestion and the outbound feed in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print every stored event as NDJSON, in position order (the `GET /v1/events` format).
     ///
     /// Exit status: 0 done; 4 the data directory holds no store; 5 any other failure.
@@ -184,6 +184,22 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOSELOOP_ACCESS_LOG_RETENTION_DAYS", default_value_t = closeloop_access::Retention::DEFAULT_DAYS, value_parser = clap::value_parser!(u32).range(1..=i64::from(closeloop_access::Retention::MAX_DAYS)))]
     pub access_log_retention_days: u32,
 
+    /// The organisation's name as people know it, shown in the header and titles of every
+    /// page. With --demo and no name given, the demo trusts' name.
+    #[arg(long, env = "CLOSELOOP_ORGANISATION")]
+    pub organisation: Option<String>,
+
+    /// A file naming the places (org units) the pages show: one `org_unit = Display name` a
+    /// line, `#` for comments. An org unit without a name is shown after its nearest named
+    /// ancestor ("Ward 9, Royal Infirmary"), or by its last segment ("Ward 9"). With --demo
+    /// and no file given, the demo's places.
+    #[arg(long, env = "CLOSELOOP_PLACES_FILE")]
+    pub places_file: Option<PathBuf>,
+
+    /// Where people give feedback (an https:// address), linked from the public page.
+    #[arg(long, env = "CLOSELOOP_FEEDBACK_URL", value_parser = https_url)]
+    pub feedback_url: Option<String>,
+
     /// Load the demo data set (5000 loops) first when the store is empty, and accept the demo
     /// tokens `staff:demo-staff-token`, `leader:demo-leader-token`,
     /// `auditor:demo-auditor-token` and `admin:demo-admin-token` unless CLOSELOOP_API_TOKENS is
@@ -311,6 +327,21 @@ pub struct VerifyArgs {
     pub upto: Option<u64>,
 }
 
+/// An `https://` address of at most 2,000 bytes, without spaces or quotes.
+fn https_url(raw: &str) -> Result<String, String> {
+    let fine = raw.starts_with("https://")
+        && raw.len() > "https://".len()
+        && raw.len() <= 2000
+        && !raw
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
+    if fine {
+        Ok(raw.to_owned())
+    } else {
+        Err("use an https:// address of at most 2,000 characters, such as https://www.example.nhs.uk/feedback".to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -325,7 +356,7 @@ mod tests {
     fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         let cli = Cli::try_parse_from(["closeloop", "serve"].iter().chain(args))?;
         match cli.command {
-            Command::Serve(args) => Ok(args),
+            Command::Serve(args) => Ok(*args),
             other => panic!("{other:?}"),
         }
     }

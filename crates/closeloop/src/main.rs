@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
-                commands::serve::run(&cli.data_dir, &cli.master_key, args).await
+                commands::serve::run(&cli.data_dir, &cli.master_key, *args).await
             }
             Command::Replay(args) => {
                 commands::replay::run(&cli.data_dir, &cli.master_key, &args).await

@@ -21,6 +21,49 @@ use crate::shutdown;
 /// Tokens accepted by `serve --demo` when no others are configured.
 const DEMO_TOKENS: &str = "staff:demo-staff-token,leader:demo-leader-token,auditor:demo-auditor-token,admin:demo-admin-token";
 
+/// The places of the demo data set, for `serve --demo` without a places file.
+const DEMO_PLACES: &str = include_str!("demo-places.txt");
+/// The organisation the demo pages speak for, for `serve --demo` without a name.
+const DEMO_ORGANISATION: &str = "Northshire Health (demo)";
+
+/// The organisation and places the pages show, from the flags (and the demo's, in demo mode).
+fn site(args: &ServeArgs) -> anyhow::Result<closeloop_api::pages::Site> {
+    let places = match (&args.places_file, args.demo) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the places file {}", path.display()))?;
+            closeloop_api::pages::Site::parse_places(&text)
+                .with_context(|| format!("the places file {}", path.display()))?
+        }
+        (None, true) => {
+            closeloop_api::pages::Site::parse_places(DEMO_PLACES).context("the demo places")?
+        }
+        (None, false) => std::collections::BTreeMap::new(),
+    };
+    let organisation = match (&args.organisation, args.demo) {
+        (Some(name), _) => {
+            let name = name.trim();
+            if name.is_empty()
+                || name.len() > closeloop_api::pages::MAX_PLACE_NAME_BYTES
+                || name.chars().any(char::is_control)
+            {
+                bail!(
+                    "CLOSELOOP_ORGANISATION: give the organisation's name, 1 to {} bytes without control characters",
+                    closeloop_api::pages::MAX_PLACE_NAME_BYTES
+                );
+            }
+            name.to_owned()
+        }
+        (None, true) => DEMO_ORGANISATION.to_owned(),
+        (None, false) => closeloop_api::pages::Site::default().organisation,
+    };
+    Ok(closeloop_api::pages::Site {
+        organisation,
+        places,
+        feedback_url: args.feedback_url.clone(),
+    })
+}
+
 /// Runs the service until a shutdown signal, then drains requests and closes the store.
 pub async fn run(
     data_dir: &Path,
@@ -38,6 +81,13 @@ pub async fn run(
         Err(err) => {
             eprintln!("error: {err}");
             return Ok(ExitCode::from(2));
+        }
+    };
+    let site = match site(&args) {
+        Ok(site) => Arc::new(site),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
     };
     let master = match super::master_key_or_demo(master, args.demo) {
@@ -201,6 +251,7 @@ pub async fn run(
         keys: Some(keys),
         publish_requires_approval: args.publish_requires_approval,
         access: Arc::clone(&access) as Arc<dyn closeloop_access::AccessLog>,
+        site,
     });
     let mut http_stopping = stopping.clone();
     let server = closeloop_api::serve(listener, closeloop_api::router(state), async move {
