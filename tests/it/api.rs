@@ -455,9 +455,12 @@ async fn the_openapi_document_matches_the_served_routes() {
     let paths = document.body["paths"].as_object().expect("paths");
     assert!(paths.len() >= 10, "{}", document.text);
     for (path, item) in paths {
-        let concrete = path
-            .replace("{loop_id}", "some-loop")
-            .replace("{file}", &stylesheet_file());
+        let concrete = if path == "/assets/images/{file}" {
+            path.replace("{file}", "favicon.svg")
+        } else {
+            path.replace("{loop_id}", "some-loop")
+                .replace("{file}", &stylesheet_file())
+        };
         for method in item.as_object().expect("path item").keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let answer = api.call(method.clone(), &concrete, None, &[], None).await;
