@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod audit;
+mod browser;
 mod cli;
 mod keys;
 mod nats;
@@ -111,8 +112,22 @@ impl Service {
     /// Starts `closeloop serve` as [`Service::start_with_nats`] does, with extra environment
     /// variables (e.g. `RUST_LOG`).
     pub fn start_with_env(data_dir: &Path, nats_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(data_dir, &[], nats_url, env)
+    }
+
+    /// Starts `closeloop serve --demo` over `data_dir` with NATS off: the demo data set is
+    /// loaded first (into an empty store), and the pages speak for the demo's organisation and
+    /// places. The tests' tokens stand in for the demo's.
+    pub fn start_demo(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(data_dir, &["--demo"], "off", env)
+    }
+
+    /// Starts `closeloop serve <args>` on a free port over `data_dir` and waits until it
+    /// listens.
+    fn spawn(data_dir: &Path, args: &[&str], nats_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(closeloop_bin())
             .arg("serve")
+            .args(args)
             .env("CLOSELOOP_DATA_DIR", data_dir)
             .env("CLOSELOOP_HTTP_ADDR", "127.0.0.1:0")
             .env("CLOSELOOP_NATS_URL", nats_url)
