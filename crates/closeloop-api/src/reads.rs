@@ -9,8 +9,10 @@
 //! loops out (their totals included), and a loop outside answers 404 `unknown_loop`, as one
 //! that does not exist. Leaders read loops without personal data ([`personal`]).
 //!
-//! The public "you said, we did" page (JSON and HTML) is built from the published read model
-//! and the [`StoryCache`](closeloop_projections::StoryCache) of redacted stories: a request
+//! The entries of the public "you said, we did" page — its JSON here, and the page, printable
+//! view, Atom feed and snippet that `pages::public` renders from the same entries, filtered by
+//! place and theme — come from the published read model and the
+//! [`StoryCache`](closeloop_projections::StoryCache) of redacted stories: a request
 //! whose `If-None-Match` names the current `ETag` is answered 304 before anything is read from
 //! the store and without a turn of the public concurrency class; any other reads the store only
 //! for the stories of its page that the cache does not hold.

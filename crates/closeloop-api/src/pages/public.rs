@@ -267,7 +267,7 @@ fn capitalised(text: &str) -> String {
 }
 
 /// An entry as the pages show it: its texts made safe and cut to the budget of the form.
-struct Shown<'a> {
+struct ShownEntry<'a> {
     entry: &'a PublicEntry,
     heading: String,
     place: String,
@@ -276,7 +276,7 @@ struct Shown<'a> {
     date: String,
 }
 
-impl<'a> Shown<'a> {
+impl<'a> ShownEntry<'a> {
     /// The entries, each with a heading no other entry of the list has (a screen reader's
     /// list of headings tells them apart): its topics and place, then its date if another
     /// has the same, then its number in the list if even that is the same.
@@ -439,7 +439,7 @@ fn page_body(
 ) -> Markup {
     let filter = &request.filter;
     let filters = filter_query(filter);
-    let shown = Shown::all(site, entries, CARD_TEXT_BYTES);
+    let shown = ShownEntry::all(site, entries, CARD_TEXT_BYTES);
     markup! {
         h1 { "You said, we did" }
         p class="nhsuk-lede-text" {
@@ -538,7 +538,7 @@ fn filter_form(filter: &PublishedFilter, choices: &Choices) -> Markup {
 
 /// One entry as an NHS card: its heading, then what people said, the topics, what changed,
 /// when and where.
-fn card(entry: &Shown<'_>) -> Markup {
+fn card(entry: &ShownEntry<'_>) -> Markup {
     let themes = &entry.entry.themes;
     markup! {
         div class="nhsuk-card" {
@@ -645,7 +645,7 @@ fn filters_in_words(site: &Site, filter: &PublishedFilter) -> String {
 /// The body of the noticeboard: a heading, what it is, how to give feedback, and the entries
 /// in short.
 fn print_body(site: &Site, filter: &PublishedFilter, entries: &[PublicEntry]) -> Markup {
-    let shown = Shown::all(site, entries, PRINT_TEXT_BYTES);
+    let shown = ShownEntry::all(site, entries, PRINT_TEXT_BYTES);
     let web = site
         .feedback_url
         .as_deref()
@@ -684,7 +684,7 @@ fn print_body(site: &Site, filter: &PublishedFilter, entries: &[PublicEntry]) ->
 /// The snippet: a card holding the newest entries and a link to the page, to be included in
 /// another site's page (no `html`, `head` or `body`, no ids that could clash with its own).
 fn snippet_body(site: &Site, request: &PublicRequest, entries: &[PublicEntry]) -> Markup {
-    let shown = Shown::all(site, entries, CARD_TEXT_BYTES);
+    let shown = ShownEntry::all(site, entries, CARD_TEXT_BYTES);
     let page = format!(
         "{}{}",
         request.origin.as_deref().unwrap_or_default(),
@@ -744,7 +744,7 @@ fn urn(bytes: [u8; 16]) -> String {
 fn atom(site: &Site, filter: &PublishedFilter, entries: &[PublicEntry]) -> String {
     use std::fmt::Write as _;
     let filters = filter_query(filter);
-    let shown = Shown::all(site, entries, FEED_TEXT_BYTES);
+    let shown = ShownEntry::all(site, entries, FEED_TEXT_BYTES);
     // One id per organisation and filter, the same on every request.
     let feed_id = uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_URL,

@@ -113,7 +113,7 @@ async fn get(app: &App, path: &str) -> (Response<()>, String) {
 }
 
 /// The markers `change-<id>` of a page, in order: which entries it shows.
-fn shown(text: &str) -> Vec<String> {
+fn markers(text: &str) -> Vec<String> {
     text.split("change-")
         .skip(1)
         .map(|rest| {
@@ -139,7 +139,7 @@ async fn walk(app: &App, first: &str) -> Vec<String> {
     while let Some(at) = path {
         let (response, text) = get(app, &at).await;
         assert_eq!(response.status(), StatusCode::OK, "{at}: {text}");
-        seen.extend(shown(&text));
+        seen.extend(markers(&text));
         path = older(&text);
     }
     seen
@@ -304,7 +304,7 @@ async fn a_loop_reopened_and_closed_without_a_change_leaves_every_form() {
     publish(&app, "r", "rxx/a", &["noise"], Some("Loud")).await;
     publish(&app, "s", "rxx/a", &["food"], Some("Cold")).await;
     let (_, page) = get(&app, "/you-said-we-did").await;
-    assert_eq!(shown(&page), ["s", "r"]);
+    assert_eq!(markers(&page), ["s", "r"]);
     post(
         &app,
         "/v1/loops/r/reopenings",
@@ -325,7 +325,7 @@ async fn a_loop_reopened_and_closed_without_a_change_leaves_every_form() {
         "/you-said-we-did/feed.atom",
     ] {
         let (_, text) = get(&app, path).await;
-        assert_eq!(shown(&text), ["s"], "{path}: {text}");
+        assert_eq!(markers(&text), ["s"], "{path}: {text}");
     }
     // Its theme has no entry left, so the filter list no longer offers it.
     let (_, page) = get(&app, "/you-said-we-did").await;
@@ -689,7 +689,7 @@ async fn the_snippet_is_a_fragment_any_site_may_fetch() {
     let (response, fragment) = get_with(&app, "/you-said-we-did/snippet", &host).await;
     assert_eq!(response.status(), StatusCode::OK, "{fragment}");
     assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
-    assert_eq!(shown(&fragment), ["n3", "n2", "n1"], "three by default");
+    assert_eq!(markers(&fragment), ["n3", "n2", "n1"], "three by default");
     for whole_page in ["<html", "<head", "<body", "<!DOCTYPE", "id=\""] {
         assert!(
             !fragment.contains(whole_page),
@@ -709,7 +709,7 @@ async fn the_snippet_is_a_fragment_any_site_may_fetch() {
         "/you-said-we-did/snippet?limit=1&place=rxx/royal-infirmary",
     )
     .await;
-    assert_eq!(shown(&fragment), ["n3"]);
+    assert_eq!(markers(&fragment), ["n3"]);
     assert!(
         fragment.contains("href=\"/you-said-we-did?place=rxx/royal-infirmary\""),
         "{fragment}"
@@ -794,7 +794,7 @@ async fn the_printable_view_is_a_bounded_list_without_navigation() {
     }
     let (response, print) = get(&app, "/you-said-we-did/print?utm_source=poster").await;
     assert_eq!(response.status(), StatusCode::OK, "{print}");
-    let entries = shown(&print);
+    let entries = markers(&print);
     assert_eq!(entries.len(), 50, "the newest 50");
     assert_eq!(entries[0], "p52");
     assert_eq!(entries[49], "p03");
@@ -808,7 +808,7 @@ async fn the_printable_view_is_a_bounded_list_without_navigation() {
     )
     .await;
     assert_eq!(
-        shown(&print).len(),
+        markers(&print).len(),
         50,
         "the printable view takes no page size or cursor"
     );
