@@ -3,9 +3,11 @@
 //! elsewhere.
 //!
 //! - The NHS design system stylesheet, built from `nhsuk-frontend` by `scripts/build-assets`
-//!   (Arial, no web font). Its served name carries a hash of its content
-//!   ([`stylesheet_path`]), so browsers may keep it for a year: a new build gets a new name.
-//!   It is sent gzipped (about a sixth of its size) to every browser that accepts that.
+//!   (Arial, no web font), and Closeloop's own small stylesheet (`assets/closeloop.css`: print
+//!   rules and the few layout rules the design system lacks), linked after it. Each served
+//!   name carries a hash of its content ([`stylesheet_path`], [`site_stylesheet_path`]), so
+//!   browsers may keep them for a year: a new build gets a new name. They are sent gzipped to
+//!   every browser that accepts that.
 //! - The icons the stylesheet links at fixed names (`/assets/images/nhsuk-icon-….svg`) and
 //!   the favicon. Their names cannot change, so they are kept for a day and revalidated by
 //!   `ETag`.
@@ -24,6 +26,8 @@ use crate::ApiError;
 
 /// The NHS design system stylesheet, as `scripts/build-assets` wrote it.
 pub(crate) const STYLESHEET: &str = include_str!("../assets/nhsuk.css");
+/// Closeloop's own rules, linked after the design system's.
+pub(crate) const SITE_STYLESHEET: &str = include_str!("../assets/closeloop.css");
 
 /// The images `scripts/build-assets` copied: name, media type, content.
 const IMAGES: &[(&str, &str, &[u8])] = &[
@@ -65,83 +69,96 @@ const CACHE_FOREVER: &str = "public, max-age=31536000, immutable";
 /// How long they may keep an image, whose name is fixed: a day, then revalidated.
 const CACHE_A_DAY: &str = "public, max-age=86400";
 
-/// The stylesheet's served file name and strong `ETag`, both from its SHA-256.
-struct Named {
+/// A stylesheet as served: its content, its file name and strong `ETag` (both from its
+/// SHA-256), and its content gzipped.
+struct Stylesheet {
+    content: &'static str,
     file: String,
     path: String,
     etag: String,
+    gzip: Vec<u8>,
 }
 
-static STYLESHEET_NAME: LazyLock<Named> = LazyLock::new(|| {
-    let digest = hex::encode(Sha256::digest(STYLESHEET.as_bytes()));
-    let file = format!("nhsuk-{}.css", &digest[..8]);
-    Named {
-        path: format!("/assets/{file}"),
-        file,
-        etag: format!("\"{digest}\""),
+impl Stylesheet {
+    /// Names `content` `<stem>-<8 hex digits of its SHA-256>.css` and compresses it.
+    fn new(stem: &str, content: &'static str) -> Self {
+        use std::io::Write;
+        let digest = hex::encode(Sha256::digest(content.as_bytes()));
+        let file = format!("{stem}-{}.css", &digest[..8]);
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let gzip = encoder
+            .write_all(content.as_bytes())
+            .and_then(|()| encoder.finish())
+            .expect("gzip into memory cannot fail");
+        Self {
+            content,
+            path: format!("/assets/{file}"),
+            file,
+            etag: format!("\"{digest}\""),
+            gzip,
+        }
     }
+}
+
+/// Both stylesheets, named and compressed once (at the router's construction, see
+/// [`prepare`]): the design system's, then Closeloop's.
+static STYLESHEETS: LazyLock<[Stylesheet; 2]> = LazyLock::new(|| {
+    [
+        Stylesheet::new("nhsuk", STYLESHEET),
+        Stylesheet::new("closeloop", SITE_STYLESHEET),
+    ]
 });
 
-/// The stylesheet gzipped, made once (at the router's construction, see [`prepare`]).
-static STYLESHEET_GZIP: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder
-        .write_all(STYLESHEET.as_bytes())
-        .and_then(|()| encoder.finish())
-        .expect("gzip into memory cannot fail")
-});
-
-/// Names and compresses the stylesheet now, so that no request waits for it.
+/// Names and compresses the stylesheets now, so that no request waits for it.
 pub(crate) fn prepare() {
-    LazyLock::force(&STYLESHEET_NAME);
-    LazyLock::force(&STYLESHEET_GZIP);
+    LazyLock::force(&STYLESHEETS);
 }
 
 /// The path the pages link the NHS design system stylesheet at, e.g.
 /// `/assets/nhsuk-1a2b3c4d.css`; it changes whenever the stylesheet does.
 #[must_use]
 pub fn stylesheet_path() -> &'static str {
-    &STYLESHEET_NAME.path
+    &STYLESHEETS[0].path
+}
+
+/// The path the pages link Closeloop's own stylesheet at (after the design system's), e.g.
+/// `/assets/closeloop-1a2b3c4d.css`; it changes whenever the stylesheet does.
+#[must_use]
+pub fn site_stylesheet_path() -> &'static str {
+    &STYLESHEETS[1].path
 }
 
 /// The path the pages link their icon at.
 pub const FAVICON_PATH: &str = "/assets/images/favicon.svg";
 
-/// `GET /assets/{file}`: the stylesheet under its hashed name (304 when `If-None-Match` names
+/// `GET /assets/{file}`: a stylesheet under its hashed name (304 when `If-None-Match` names
 /// its `ETag`), 404 `not_found` for every other name.
 pub(crate) async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    let named = &*STYLESHEET_NAME;
-    if file != named.file {
+    let Some(sheet) = STYLESHEETS.iter().find(|sheet| sheet.file == file) else {
         return ApiError::NotFound(
-            "there is no such asset; pages link the current stylesheet by its hashed name"
+            "there is no such asset; pages link the current stylesheets by their hashed names"
                 .to_owned(),
         )
         .into_response();
-    }
-    let mut response = if accepts_gzip(&headers) {
-        let mut response = answer(
-            &headers,
-            &named.etag,
-            CACHE_FOREVER,
-            "text/css; charset=utf-8",
-            &STYLESHEET_GZIP,
-        );
-        if response.status() == StatusCode::OK {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
-        response
-    } else {
-        answer(
-            &headers,
-            &named.etag,
-            CACHE_FOREVER,
-            "text/css; charset=utf-8",
-            STYLESHEET.as_bytes(),
-        )
     };
+    let gzip = accepts_gzip(&headers);
+    let content = if gzip {
+        &sheet.gzip[..]
+    } else {
+        sheet.content.as_bytes()
+    };
+    let mut response = answer(
+        &headers,
+        &sheet.etag,
+        CACHE_FOREVER,
+        "text/css; charset=utf-8",
+        content,
+    );
+    if gzip && response.status() == StatusCode::OK {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     response
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -218,17 +235,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_gzipped_stylesheet_is_the_stylesheet_and_much_smaller() {
+    fn the_gzipped_stylesheets_are_the_stylesheets_and_much_smaller() {
         use std::io::Read;
-        let mut unzipped = String::new();
-        flate2::read::GzDecoder::new(&STYLESHEET_GZIP[..])
-            .read_to_string(&mut unzipped)
-            .expect("gunzip");
-        assert!(unzipped == STYLESHEET, "the gzipped stylesheet differs");
+        for sheet in STYLESHEETS.iter() {
+            let mut unzipped = String::new();
+            flate2::read::GzDecoder::new(&sheet.gzip[..])
+                .read_to_string(&mut unzipped)
+                .expect("gunzip");
+            assert!(unzipped == sheet.content, "{} gzipped differs", sheet.file);
+        }
+        let design_system = &STYLESHEETS[0].gzip;
         assert!(
-            STYLESHEET_GZIP.len() < 60 * 1024,
+            design_system.len() < 60 * 1024,
             "the gzipped stylesheet is {} bytes, over 60 KB",
-            STYLESHEET_GZIP.len()
+            design_system.len()
+        );
+        assert!(
+            SITE_STYLESHEET.len() < 8 * 1024,
+            "Closeloop's own stylesheet is meant to stay small: {} bytes",
+            SITE_STYLESHEET.len()
         );
     }
 
@@ -250,8 +275,9 @@ mod tests {
     }
 
     #[test]
-    fn every_image_the_stylesheet_links_is_served() {
-        let mut rest = STYLESHEET;
+    fn every_image_the_stylesheets_link_is_served() {
+        let both = format!("{STYLESHEET}{SITE_STYLESHEET}");
+        let mut rest = both.as_str();
         let mut linked = 0;
         while let Some(at) = rest.find("/assets/images/") {
             rest = &rest[at + "/assets/images/".len()..];

@@ -20,12 +20,15 @@
 //!   with its content.
 //! - `health` answers `/healthz` (the process is up) and `/readyz` (it can take writes).
 //! - `commands`: every write endpoint, through the one write path of `closeloop-store`.
-//! - `reads`: loop lists and details, stats, and "you said, we did" (JSON and HTML).
+//! - `reads`: loop lists and details, stats, and the entries of "you said, we did" (its JSON,
+//!   and what its pages show).
 //! - `audit`: the NDJSON log, the chain check and RFC 6962 proofs.
 //! - `access`: "who looked" — recording reads of personal data in the access log, and the
 //!   auditors' `GET /v1/audit/access`.
 //! - [`pages`]: what every HTML page shares — the organisation and its place names
-//!   ([`pages::Site`]), the NHS design system frame, text made safe to show.
+//!   ([`pages::Site`]), the NHS design system frame, text made safe to show — and the pages:
+//!   `pages::public` is "you said, we did" as a page, a printable view, an Atom feed and a
+//!   snippet for other sites.
 //! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
 #![recursion_limit = "256"]
 
@@ -201,7 +204,10 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/readyz") => get(health::readyz::<S>),
         ("GET", "/metrics") => get(metrics::render::<S>),
         ("GET", "/v1/openapi.json") => get(openapi::serve_document),
-        ("GET", "/you-said-we-did") => get(reads::you_said_we_did_page::<S>),
+        ("GET", "/you-said-we-did") => get(pages::public::page::<S>),
+        ("GET", "/you-said-we-did/print") => get(pages::public::print::<S>),
+        ("GET", "/you-said-we-did/feed.atom") => get(pages::public::feed::<S>),
+        ("GET", "/you-said-we-did/snippet") => get(pages::public::snippet::<S>),
         ("GET", "/v1/you-said-we-did") => get(reads::you_said_we_did::<S>),
         ("POST", "/v1/feedback") => post(commands::post_feedback::<S>),
         ("GET", "/v1/loops") => get(reads::list_loops::<S>),
@@ -229,6 +235,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
 /// answered without reading its body.
 pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     assets::prepare();
+    let site = Arc::clone(&state.site);
     let mut router = Router::new();
     for route in ROUTES {
         let guard = guard::Guard::new(Arc::clone(&state), route);
@@ -250,7 +257,7 @@ pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(axum::middleware::from_fn(limit_uri))
-        .layer(axum::middleware::from_fn(problem::finish))
+        .layer(axum::middleware::from_fn_with_state(site, problem::finish))
         .layer(axum::middleware::from_fn(request_id::assign))
 }
 

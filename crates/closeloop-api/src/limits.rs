@@ -21,7 +21,8 @@ pub enum Class {
     Export,
     /// `GET /v1/audit/access`: reads the access log's day files until it has its page.
     AccessLog,
-    /// `GET /v1/you-said-we-did` and the page `/you-said-we-did`: unauthenticated, and a page
+    /// `GET /v1/you-said-we-did` and the pages `/you-said-we-did` (with its printable view,
+    /// Atom feed and snippet): unauthenticated, and a page
     /// whose stories are not cached reads the store once per entry. The handler takes its
     /// turn itself, after answering a matching `If-None-Match` with 304, so a request that
     /// costs nothing never waits or is shed ([`Class::admitted_by_handler`]).

@@ -85,18 +85,57 @@ fn operation(method: &str, path: &str) -> Value {
         }),
         ("GET", "/you-said-we-did") => json!({
             "summary": "\"You said, we did\" as an HTML page",
+            "description": "Public. The entries in the NHS frame, newest first, 20 a page, with filters by place and theme; unknown query parameters are ignored. Links its Atom feed in <head>.",
             "security": [],
-            "parameters": published_parameters("From a previous page"),
+            "parameters": published_parameters("From the Older link of a previous page", 20),
             "responses": {
                 "200": {"description": "HTML", "headers": published_headers(), "content": {"text/html": {"schema": {"type": "string"}}}},
                 "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": published_headers()},
             },
         }),
+        ("GET", "/you-said-we-did/print") => json!({
+            "summary": "\"You said, we did\" to print for a noticeboard",
+            "description": "Public. The newest 50 entries as a compact list, without navigation or filter form; unknown query parameters are ignored.",
+            "security": [],
+            "parameters": filter_parameters(),
+            "responses": {
+                "200": {"description": "HTML", "headers": published_headers(), "content": {"text/html": {"schema": {"type": "string"}}}},
+                "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": published_headers()},
+            },
+        }),
+        ("GET", "/you-said-we-did/feed.atom") => json!({
+            "summary": "\"You said, we did\" as an Atom feed (RFC 4287)",
+            "description": "Public. The newest 50 entries; each entry's id is a urn:uuid: made of its public id (never its loop id), its updated time is when the loop was closed. Unknown query parameters are ignored.",
+            "security": [],
+            "parameters": filter_parameters(),
+            "responses": {
+                "200": {"description": "Atom", "headers": published_headers(), "content": {"application/atom+xml": {"schema": {"type": "string"}}}},
+                "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": published_headers()},
+                "400": problem("invalid_request: a malformed place or theme"),
+            },
+        }),
+        ("GET", "/you-said-we-did/snippet") => json!({
+            "summary": "\"You said, we did\" as an HTML fragment for another site to include",
+            "description": "Public. The newest entries (limit 1–10, default 3) in a card with a link to the page, without html, head or body; answered with Access-Control-Allow-Origin: * so a trust's site may fetch it. Unknown query parameters are ignored.",
+            "security": [],
+            "parameters": [
+                {"name": "limit", "in": "query", "required": false, "description": "Entries, 1–10 (default 3)",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10}},
+                query("place", "string", "Only entries in this org unit or below it"),
+                query("theme", "string", "Only entries with this theme"),
+                if_none_match(),
+            ],
+            "responses": {
+                "200": {"description": "An HTML fragment", "headers": snippet_headers(), "content": {"text/html": {"schema": {"type": "string"}}}},
+                "304": {"description": "Not modified: If-None-Match named the current ETag", "headers": snippet_headers()},
+                "400": problem("invalid_request: a malformed limit, place or theme"),
+            },
+        }),
         ("GET", "/v1/you-said-we-did") => json!({
             "summary": "\"You said, we did\": closed loops with a change whose authors agreed to publication",
-            "description": "Public. Stories have the author's name, e-mail addresses and phone numbers redacted. The next page, if any, is in a `Link: <…>; rel=\"next\"` header. Answers carry an ETag; a request whose If-None-Match names it is answered 304.",
+            "description": "Public. Stories have the author's name, e-mail addresses and phone numbers redacted. The next page, if any, is in a `Link: <…>; rel=\"next\"` header (keeping place and theme). Answers carry an ETag; a request whose If-None-Match names it is answered 304. `place` and `theme` are an extension to contract §3.",
             "security": [],
-            "parameters": published_parameters("From the Link header of a previous page"),
+            "parameters": published_parameters("From the Link header of a previous page", 100),
             "responses": {
                 "200": {
                     "description": "Entries, most recently closed first",
@@ -435,23 +474,51 @@ fn query(name: &str, kind: &str, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": kind}})
 }
 
-/// The parameters of both forms of the public page.
-fn published_parameters(cursor: &str) -> Value {
+/// The parameters of the paged forms of the public page, of at most `max` entries a page.
+fn published_parameters(cursor: &str, max: u32) -> Value {
+    let mut parameters = vec![json!(
+        {"name": "limit", "in": "query", "required": false, "description": format!("Entries per page, 1–{max} (default 20)"),
+         "schema": {"type": "integer", "minimum": 1, "maximum": max}}
+    )];
+    parameters.push(query("cursor", "string", cursor));
+    if let Value::Array(filters) = filter_parameters() {
+        parameters.extend(filters);
+    }
+    Value::Array(parameters)
+}
+
+/// The filters every form of the public page takes, and `If-None-Match`.
+fn filter_parameters() -> Value {
     json!([
-        {"name": "limit", "in": "query", "required": false, "description": "Entries per page, 1–100 (default 20)",
-         "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-        query("cursor", "string", cursor),
-        {"name": "If-None-Match", "in": "header", "required": false, "schema": {"type": "string"},
-         "description": "The ETag of an earlier answer: 304 while it is still current"},
+        {"name": "place", "in": "query", "required": false,
+         "description": "Only entries in this org unit or below it (a ward is in its hospital), e.g. rxx/royal-infirmary; empty: every place",
+         "schema": {"type": "string"}},
+        {"name": "theme", "in": "query", "required": false,
+         "description": "Only entries with this theme, exactly; at most 100 bytes; empty: every theme",
+         "schema": {"type": "string", "maxLength": 100}},
+        if_none_match(),
     ])
 }
 
-/// The caching headers of both forms of the public page.
+fn if_none_match() -> Value {
+    json!({"name": "If-None-Match", "in": "header", "required": false, "schema": {"type": "string"},
+           "description": "The ETag of an earlier answer: 304 while it is still current"})
+}
+
+/// The caching headers of every form of the public page.
 fn published_headers() -> Value {
     json!({
         "ETag": {"description": "Names this page of this form at this state of the published entries", "schema": {"type": "string"}},
         "Cache-Control": {"description": "public, max-age=30", "schema": {"type": "string"}},
     })
+}
+
+/// The headers of the snippet: those of every form, and CORS.
+fn snippet_headers() -> Value {
+    let mut headers = published_headers();
+    headers["Access-Control-Allow-Origin"] =
+        json!({"description": "*: any site may fetch the snippet", "schema": {"type": "string"}});
+    headers
 }
 
 fn ref_param(name: &str) -> Value {

@@ -4,17 +4,21 @@
 //! an unknown path, a wrong method, a body over the limit, a timeout, a path or query the
 //! extractors cannot read — [`finish`] turns into a problem too, so every error of the API
 //! has the same shape; it also adds the request id to every problem, `Retry-After` to every
-//! 429 and 503, and answers errors of the HTML pages as HTML.
+//! 429 and 503, and answers errors of the HTML pages as HTML pages in the NHS frame, with the
+//! request id as a reference to quote.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RETRY_AFTER_SECS;
+use crate::pages::{Frame, Site, layout, page_headers};
 use crate::request_id::RequestId;
 use crate::{BODY_LIMIT_BYTES, REQUEST_TIMEOUT, ROUTES};
 
@@ -76,8 +80,13 @@ pub(crate) async fn not_found(uri: Uri) -> Problem {
     )
 }
 
-/// The middleware that gives every error response its final shape (see the module docs).
-pub(crate) async fn finish(request: Request, next: Next) -> Response {
+/// The middleware that gives every error response its final shape (see the module docs);
+/// `site` names the organisation on error pages.
+pub(crate) async fn finish(
+    State(site): State<Arc<Site>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let page = ROUTES.iter().any(|route| route.html && route.path == path);
@@ -116,7 +125,8 @@ pub(crate) async fn finish(request: Request, next: Next) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        Body::from(error_page(&problem))
+        page_headers(&mut parts.headers);
+        Body::from(error_page(&site, &problem))
     } else {
         parts
             .headers
@@ -212,32 +222,26 @@ fn stock_problem(status: StatusCode, method: &Method, path: &str) -> Problem {
     Problem::new(status, code, detail)
 }
 
-/// An error of an HTML page, as a small HTML page.
-fn error_page(problem: &Problem) -> String {
-    let request_id = problem
-        .request_id
-        .as_deref()
-        .map(|id| format!("<p><small>Request {}</small></p>", escape(id)))
-        .unwrap_or_default();
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head><body><main><h1>{title}</h1><p>{detail}</p>{request_id}</main></body></html>\n",
-        title = escape(&problem.title),
-        detail = escape(&problem.detail),
-    )
-}
-
-/// Escapes text for HTML.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// An error of an HTML page, as a page in the NHS frame: what went wrong in plain words, what
+/// to do, and the request id to quote.
+fn error_page(site: &Site, problem: &Problem) -> String {
+    let heading = match problem.status {
+        400 | 414 => "There is a problem with this web address",
+        404 => "Page not found",
+        408 | 429 | 503 => "Sorry, this page is busy",
+        500.. => "Sorry, there is a problem with the service",
+        _ => problem.title.as_str(),
+    };
+    let body = maud::html! {
+        h1 { (heading) }
+        p { (crate::pages::shown(&problem.detail)) }
+        @if matches!(problem.status, 408 | 429 | 503) {
+            p { "Try again in a minute." }
         }
-    }
-    out
+        p { a href="/you-said-we-did" { "Go to You said, we did" } }
+        @if let Some(id) = &problem.request_id {
+            p class="nhsuk-body-s" { "If you contact us about this, quote this reference: " (id) }
+        }
+    };
+    layout(site, &Frame::public(heading), &body).into_string()
 }

@@ -9,8 +9,10 @@
 //! loops out (their totals included), and a loop outside answers 404 `unknown_loop`, as one
 //! that does not exist. Leaders read loops without personal data ([`personal`]).
 //!
-//! The public "you said, we did" page (JSON and HTML) is built from the published read model
-//! and the [`StoryCache`](closeloop_projections::StoryCache) of redacted stories: a request
+//! The entries of the public "you said, we did" page — its JSON here, and the page, printable
+//! view, Atom feed and snippet that `pages::public` renders from the same entries, filtered by
+//! place and theme — come from the published read model and the
+//! [`StoryCache`](closeloop_projections::StoryCache) of redacted stories: a request
 //! whose `If-None-Match` names the current `ETag` is answered 304 before anything is read from
 //! the store and without a turn of the public concurrency class; any other reads the store only
 //! for the stories of its page that the cache does not hold.
@@ -23,12 +25,13 @@ use std::time::Duration;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use closeloop_access::What;
 use closeloop_domain::{Channel, LoopEvent, LoopId, OrgUnit, Rejection, Stage};
 use closeloop_projections::{
-    GroupBy, LoopQuery, PublicKey, PublishedLoop, QueryError, StatsQuery, StatusFilter, redact,
+    GroupBy, LoopQuery, MAX_NAME_BYTES, PublicKey, PublishedFilter, PublishedLoop, QueryError,
+    StatsQuery, StatusFilter, redact,
 };
 use closeloop_store::{EventStore, record};
 use jiff::Timestamp;
@@ -42,7 +45,6 @@ use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::guard::Admission;
 use crate::personal;
-use crate::problem::escape;
 
 /// How long a read waits for the projections to catch up before answering 503.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
@@ -302,63 +304,143 @@ fn instant(name: &str, raw: &str, end_of_day: bool) -> Result<Timestamp, ApiErro
         })
 }
 
-/// Which form of the public page a request asks for; each has its own `ETag`.
+/// Which form of the public page a request asks for; each has its own `ETag`, page sizes and
+/// query parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PublicKind {
+pub(crate) enum PublicKind {
     /// `GET /v1/you-said-we-did`.
     Json,
     /// `GET /you-said-we-did`.
-    Html,
+    Page,
+    /// `GET /you-said-we-did/print`.
+    Print,
+    /// `GET /you-said-we-did/feed.atom`.
+    Feed,
+    /// `GET /you-said-we-did/snippet`.
+    Snippet,
 }
 
 impl PublicKind {
     fn tag(self) -> &'static str {
         match self {
             PublicKind::Json => "json",
-            PublicKind::Html => "html",
+            PublicKind::Page => "html",
+            PublicKind::Print => "print",
+            PublicKind::Feed => "atom",
+            PublicKind::Snippet => "snippet",
         }
+    }
+
+    /// Entries when `limit` is not given, and the most `limit` may ask for; the same number
+    /// twice where `limit` is not taken. The rendered forms are bounded so that each stays
+    /// small (a page under 100 KB however long its stories, see `pages::public`).
+    pub(crate) fn sizes(self) -> (usize, usize) {
+        match self {
+            PublicKind::Json => (PUBLISHED_DEFAULT_LIMIT, PUBLISHED_MAX_LIMIT),
+            PublicKind::Page => (PUBLISHED_DEFAULT_LIMIT, PUBLISHED_DEFAULT_LIMIT),
+            PublicKind::Print | PublicKind::Feed => (50, 50),
+            PublicKind::Snippet => (3, 10),
+        }
+    }
+
+    /// Whether a request may choose the number of entries with `limit`.
+    fn sized(self) -> bool {
+        !matches!(self, PublicKind::Print | PublicKind::Feed)
+    }
+
+    /// Whether the form is paged with `cursor` (the others show the newest entries only).
+    fn paged(self) -> bool {
+        matches!(self, PublicKind::Json | PublicKind::Page)
+    }
+
+    /// Whether the form is rendered here (its text depends on this build and on the
+    /// organisation's configured names, not only on the published entries).
+    fn rendered(self) -> bool {
+        !matches!(self, PublicKind::Json)
     }
 }
 
-/// What one request of the public page asks for: how many entries, from where.
-struct PublicRequest {
-    limit: usize,
-    cursor: Option<String>,
-    kind: PublicKind,
+/// A value drawn once per process, in the `ETag` of every rendered form: a restart may bring
+/// new markup or new place names for the same entries, so no cache may keep a page rendered
+/// by an earlier process.
+static RENDERING: std::sync::LazyLock<[u8; 16]> =
+    std::sync::LazyLock::new(|| *uuid::Uuid::new_v4().as_bytes());
+
+/// What one request of the public page asks for: which entries, how many, from where, in which
+/// form.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicRequest {
+    pub(crate) limit: usize,
+    pub(crate) cursor: Option<String>,
+    pub(crate) filter: PublishedFilter,
+    pub(crate) kind: PublicKind,
+    /// The absolute address the answer links to, when it must link absolutely (the snippet,
+    /// shown on another site); part of the `ETag`.
+    pub(crate) origin: Option<String>,
 }
 
 impl PublicRequest {
-    fn parse(params: &HashMap<String, String>, kind: PublicKind) -> Result<Self, ApiError> {
+    /// The request in `params`: `limit` (within [`PublicKind::sizes`]), `cursor` where the
+    /// form is paged, and the filters `place` and `theme` (empty ones, as an empty choice of
+    /// a form sends them, filter nothing).
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidRequest`] naming the parameter that is malformed.
+    pub(crate) fn parse(
+        params: &HashMap<String, String>,
+        kind: PublicKind,
+    ) -> Result<Self, ApiError> {
+        let (default, max) = kind.sizes();
         let limit = match params.get("limit") {
-            Some(raw) => raw
+            Some(raw) if kind.sized() => raw
                 .parse()
                 .ok()
-                .filter(|limit| (1..=PUBLISHED_MAX_LIMIT).contains(limit))
+                .filter(|limit| (1..=max).contains(limit))
                 .ok_or_else(|| {
-                    ApiError::InvalidRequest(format!(
-                        "limit: use a whole number from 1 to {PUBLISHED_MAX_LIMIT}"
-                    ))
+                    ApiError::InvalidRequest(format!("limit: use a whole number from 1 to {max}"))
                 })?,
-            None => PUBLISHED_DEFAULT_LIMIT,
+            _ => default,
         };
+        let cursor = params
+            .get("cursor")
+            .filter(|cursor| kind.paged() && !cursor.is_empty())
+            .cloned();
         Ok(Self {
             limit,
-            cursor: params.get("cursor").cloned(),
+            cursor,
+            filter: public_filter(params)?,
             kind,
+            origin: None,
         })
     }
 
     /// The weak `ETag` of this request's answer when the published model is at `version`.
     ///
-    /// What a page shows is fixed by the model's version, the page asked for and the form
-    /// (the stories are read from the log, which only grows), so those name it. The cursor
-    /// is digested: it is the client's text, and an `ETag` may hold only some characters.
-    fn etag(&self, version: u64) -> String {
+    /// What an answer shows is fixed by the model's version, the entries asked for and the
+    /// form (the stories are read from the log, which only grows), so those name it, with
+    /// [`RENDERING`] for the rendered forms. The client's text (cursor, filters) is digested:
+    /// an `ETag` may hold only some characters.
+    pub(crate) fn etag(&self, version: u64) -> String {
         let mut digest = Sha256::new();
         digest.update(self.limit.to_be_bytes());
-        if let Some(cursor) = &self.cursor {
-            digest.update([1]);
-            digest.update(cursor.as_bytes());
+        let parts = [
+            self.cursor.as_deref(),
+            self.filter.place.as_ref().map(OrgUnit::as_str),
+            self.filter.theme.as_deref(),
+            self.origin.as_deref(),
+        ];
+        for part in parts {
+            match part {
+                Some(text) => {
+                    digest.update([1]);
+                    digest.update(text.len().to_be_bytes());
+                    digest.update(text.as_bytes());
+                }
+                None => digest.update([0]),
+            }
+        }
+        if self.kind.rendered() {
+            digest.update(*RENDERING);
         }
         let digest = digest.finalize();
         format!(
@@ -367,6 +449,79 @@ impl PublicRequest {
             hex::encode(&digest[..8])
         )
     }
+
+    /// The query string of this request's filters and page size (when not the default),
+    /// followed by `cursor` when given: how links to other pages of the same answer keep
+    /// what was asked for.
+    pub(crate) fn query(&self, cursor: Option<&str>) -> String {
+        let mut query = filter_query(&self.filter);
+        let mut add = |name: &str, value: &str| {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(name);
+            query.push('=');
+            query.push_str(&query_value(value));
+        };
+        if self.limit != self.kind.sizes().0 {
+            add("limit", &self.limit.to_string());
+        }
+        if let Some(cursor) = cursor {
+            add("cursor", cursor);
+        }
+        query
+    }
+}
+
+/// The filters `place` and `theme` of the public page.
+fn public_filter(params: &HashMap<String, String>) -> Result<PublishedFilter, ApiError> {
+    let given = |name: &str| params.get(name).filter(|value| !value.is_empty());
+    let place = given("place")
+        .map(|raw| {
+            OrgUnit::parse(raw).map_err(|err| {
+                ApiError::InvalidRequest(format!(
+                    "place: {err}; name an org unit such as rxx/site-a, or leave place out for every place"
+                ))
+            })
+        })
+        .transpose()?;
+    let theme = given("theme")
+        .map(|raw| {
+            if raw.len() > MAX_NAME_BYTES {
+                Err(ApiError::InvalidRequest(format!(
+                    "theme: a theme is at most {MAX_NAME_BYTES} bytes; leave theme out for every theme"
+                )))
+            } else {
+                Ok(raw.clone())
+            }
+        })
+        .transpose()?;
+    Ok(PublishedFilter { place, theme })
+}
+
+/// `filter` as a query string (`place=…&theme=…`, empty without filters).
+pub(crate) fn filter_query(filter: &PublishedFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(place) = &filter.place {
+        parts.push(format!("place={}", query_value(place.as_str())));
+    }
+    if let Some(theme) = &filter.theme {
+        parts.push(format!("theme={}", query_value(theme)));
+    }
+    parts.join("&")
+}
+
+/// A value percent-encoded for a query string: every byte but letters, digits and `-._~/`.
+fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
 }
 
 /// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 §13.1.2), or is `*`.
@@ -382,7 +537,7 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// The caching headers of every answer of the public page, 304 included.
-fn cache_headers(response: &mut Response, etag: &str) {
+pub(crate) fn cache_headers(response: &mut Response, etag: &str) {
     let headers = response.headers_mut();
     if let Ok(etag) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, etag);
@@ -394,12 +549,14 @@ fn cache_headers(response: &mut Response, etag: &str) {
 }
 
 /// One entry of the public page, its story redacted (empty when it has none to show).
-struct PublicEntry {
-    key: PublicKey,
-    themes: Vec<String>,
-    you_said: Arc<str>,
-    we_did: String,
-    closed_at: Timestamp,
+#[derive(Debug, Clone)]
+pub(crate) struct PublicEntry {
+    pub(crate) key: PublicKey,
+    pub(crate) org_unit: OrgUnit,
+    pub(crate) themes: Vec<String>,
+    pub(crate) you_said: Arc<str>,
+    pub(crate) we_did: String,
+    pub(crate) closed_at: Timestamp,
 }
 
 impl PublicEntry {
@@ -475,7 +632,7 @@ fn publishable_story(
 }
 
 /// The answer to one request of the public page.
-enum PublicAnswer {
+pub(crate) enum PublicAnswer {
     /// `If-None-Match` named the current `ETag`: 304, nothing read from the store.
     NotModified { etag: String },
     /// The entries of the page, the cursor of the next and the `ETag`.
@@ -493,7 +650,7 @@ enum PublicAnswer {
 /// which reads nothing from the store and needs no turn of the public class; only then a turn,
 /// the page from the model, and the stories the cache does not hold, at most one store read
 /// per entry of the page.
-async fn published_page<S: EventStore>(
+pub(crate) async fn published_page<S: EventStore>(
     state: &AppState<S>,
     admission: &Admission,
     headers: &HeaderMap,
@@ -505,10 +662,8 @@ async fn published_page<S: EventStore>(
         return Ok(PublicAnswer::NotModified { etag });
     }
     let _turn = admission.admit().await?;
-    let page = state
-        .projections
-        .read()
-        .published(request.limit, request.cursor.as_deref())
+    let page = models(state)?
+        .published_matching(&request.filter, request.limit, request.cursor.as_deref())
         .map_err(|QueryError::BadCursor(detail)| {
             ApiError::InvalidRequest(format!(
                 "cursor {detail:?} is not valid; start again without a cursor"
@@ -519,6 +674,7 @@ async fn published_page<S: EventStore>(
         let you_said = published_story(state, &item).await?;
         entries.push(PublicEntry {
             key: item.key,
+            org_unit: item.org_unit,
             themes: item.themes,
             you_said,
             we_did: item.we_did.join(" "),
@@ -557,7 +713,7 @@ pub(crate) async fn you_said_we_did<S: EventStore>(
     if let Some(next) = next
         && let Ok(link) = HeaderValue::from_str(&format!(
             "</v1/you-said-we-did?{}>; rel=\"next\"",
-            next_query(request.limit, &next)
+            request.query(Some(&next))
         ))
     {
         response.headers_mut().insert(header::LINK, link);
@@ -565,73 +721,9 @@ pub(crate) async fn you_said_we_did<S: EventStore>(
     Ok(response)
 }
 
-/// `GET /you-said-we-did` (public): the same, as a plain HTML page.
-pub(crate) async fn you_said_we_did_page<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    Extension(admission): Extension<Admission>,
-    headers: HeaderMap,
-    Query(params): Params,
-) -> Result<Response, ApiError> {
-    let request = PublicRequest::parse(&params, PublicKind::Html)?;
-    let (entries, next, etag) = match published_page(&state, &admission, &headers, &request).await?
-    {
-        PublicAnswer::NotModified { etag } => return Ok(not_modified(&etag)),
-        PublicAnswer::Page {
-            entries,
-            next,
-            etag,
-        } => (entries, next, etag),
-    };
-    let mut html = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>You said, we did</title></head><body><main><h1>You said, we did</h1>\n",
-    );
-    for entry in &entries {
-        let themes = escape(&entry.themes.join(", "));
-        html.push_str("<article>");
-        if entry.you_said.trim().is_empty() {
-            // Without a story to show, the entry is named by what it was about.
-            if themes.is_empty() {
-                html.push_str("<h2>You gave us feedback</h2>");
-            } else {
-                let _ = write!(html, "<h2>You told us about {themes}</h2>");
-            }
-        } else {
-            let _ = write!(html, "<h2>You said</h2><p>{}</p>", escape(&entry.you_said));
-        }
-        let _ = writeln!(
-            html,
-            "<h2>We did</h2><p>{}</p><p><small>{themes}</small></p></article>",
-            escape(&entry.we_did),
-        );
-    }
-    if entries.is_empty() {
-        html.push_str("<p>Nothing to show yet.</p>\n");
-    }
-    if let Some(next) = next {
-        let _ = writeln!(
-            html,
-            "<p><a href=\"/you-said-we-did?{}\">More</a></p>",
-            escape(&next_query(request.limit, &next))
-        );
-    }
-    html.push_str("</main></body></html>\n");
-    let mut response = Html(html).into_response();
-    cache_headers(&mut response, &etag);
-    Ok(response)
-}
-
 /// 304 Not Modified: no body, the same `ETag` and caching headers as the 200 it stands for.
-fn not_modified(etag: &str) -> Response {
+pub(crate) fn not_modified(etag: &str) -> Response {
     let mut response = StatusCode::NOT_MODIFIED.into_response();
     cache_headers(&mut response, etag);
     response
-}
-
-/// The query of the next page: the same page size (when not the default) and its cursor.
-fn next_query(limit: usize, cursor: &str) -> String {
-    if limit == PUBLISHED_DEFAULT_LIMIT {
-        format!("cursor={cursor}")
-    } else {
-        format!("limit={limit}&cursor={cursor}")
-    }
 }

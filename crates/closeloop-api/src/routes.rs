@@ -120,11 +120,21 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/assets/{file}", Public),
     Route::new("GET", "/assets/images/{file}", Public),
     Route::new("GET", "/you-said-we-did", Public)
-        .query(&["limit", "cursor"])
+        .query(&["place", "theme", "limit", "cursor"])
         .class(Class::Public)
         .html(),
+    Route::new("GET", "/you-said-we-did/print", Public)
+        .query(&["place", "theme"])
+        .class(Class::Public)
+        .html(),
+    Route::new("GET", "/you-said-we-did/feed.atom", Public)
+        .query(&["place", "theme"])
+        .class(Class::Public),
+    Route::new("GET", "/you-said-we-did/snippet", Public)
+        .query(&["place", "theme", "limit"])
+        .class(Class::Public),
     Route::new("GET", "/v1/you-said-we-did", Public)
-        .query(&["limit", "cursor"])
+        .query(&["place", "theme", "limit", "cursor"])
         .class(Class::Public),
     Route::new("POST", "/v1/feedback", Roles(WRITERS)).scoped(),
     Route::new("GET", "/v1/loops", Roles(READERS))

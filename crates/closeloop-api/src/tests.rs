@@ -26,6 +26,7 @@ use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
 mod access;
 mod assets;
+mod public_pages;
 
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";
@@ -178,6 +179,9 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             | "/readyz"
             | "/metrics"
             | "/you-said-we-did"
+            | "/you-said-we-did/print"
+            | "/you-said-we-did/feed.atom"
+            | "/you-said-we-did/snippet"
             | "/v1/you-said-we-did"
             | "/v1/openapi.json"
             | "/assets/{file}"

@@ -34,26 +34,28 @@ impl OrderKey {
     }
 }
 
-/// Slots in (`received_at`, `loop_id`) order, as buckets keyed by their lowest possible key.
+/// Slots in the order of their keys `K` — (`received_at`, `loop_id`) for the loop list — as
+/// buckets keyed by their lowest possible key.
 ///
-/// Invariant: every slot of the bucket under key `k` has an order key `>= k` and `<` the key
-/// of the next bucket.
-#[derive(Debug, Default)]
-pub(crate) struct Order {
-    buckets: BTreeMap<OrderKey, RoaringBitmap>,
+/// Invariant: every slot of the bucket under key `k` has a key `>= k` and `<` the key of the
+/// next bucket. Keys are unique: no two slots share one.
+#[derive(Debug)]
+pub(crate) struct Order<K = OrderKey> {
+    buckets: BTreeMap<K, RoaringBitmap>,
 }
 
-impl Order {
-    /// Adds `slot` with order key (`at`, `id`). `key_of` gives the key of any slot already in
-    /// the index, for when a bucket must be split.
-    pub(crate) fn insert<'a>(
-        &mut self,
-        slot: u32,
-        at: Ts,
-        id: &str,
-        key_of: impl Fn(u32) -> (Ts, &'a str),
-    ) {
-        let key = OrderKey::new(at, id);
+impl<K> Default for Order<K> {
+    fn default() -> Self {
+        Self {
+            buckets: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> Order<K> {
+    /// Adds `slot` with key `key`. `key_of` gives the key of any slot already in the index,
+    /// for when a bucket must be split.
+    pub(crate) fn insert(&mut self, slot: u32, key: K, key_of: impl Fn(u32) -> K) {
         let start = match self.buckets.range(..=&key).next_back() {
             Some((start, _)) => start.clone(),
             None => match self.buckets.pop_first() {
@@ -72,21 +74,20 @@ impl Order {
         bucket.insert(slot);
         if bucket.len() > MAX_BUCKET {
             let mut slots: Vec<u32> = bucket.iter().collect();
-            slots.sort_unstable_by(|&a, &b| key_of(a).cmp(&key_of(b)));
+            // Each key made once: a key may own text (a loop id).
+            slots.sort_by_cached_key(|&slot| key_of(slot));
             let upper = slots.split_off(slots.len() / 2);
             *bucket = slots.into_iter().collect();
-            let (at, id) = key_of(upper[0]);
             self.buckets
-                .insert(OrderKey::new(at, id), upper.into_iter().collect());
+                .insert(key_of(upper[0]), upper.into_iter().collect());
         }
     }
 
-    /// Removes `slot`, whose order key is (`at`, `id`).
-    pub(crate) fn remove(&mut self, slot: u32, at: Ts, id: &str) {
-        let key = OrderKey::new(at, id);
+    /// Removes `slot`, whose key is `key`.
+    pub(crate) fn remove(&mut self, slot: u32, key: &K) {
         let start = self
             .buckets
-            .range(..=&key)
+            .range(..=key)
             .next_back()
             .map(|(start, _)| start.clone());
         if let Some(start) = start
@@ -100,18 +101,15 @@ impl Order {
     }
 
     /// The buckets that may hold keys after `cursor` (all of them without one), in order.
-    pub(crate) fn buckets_from(
-        &self,
-        cursor: Option<&OrderKey>,
-    ) -> impl Iterator<Item = &RoaringBitmap> {
+    pub(crate) fn buckets_from(&self, cursor: Option<&K>) -> impl Iterator<Item = &RoaringBitmap> {
         self.entries_from(cursor).map(|(_, bucket)| bucket)
     }
 
     /// Like [`buckets_from`](Self::buckets_from), with each bucket's lowest possible key.
     pub(crate) fn entries_from(
         &self,
-        cursor: Option<&OrderKey>,
-    ) -> impl Iterator<Item = (&OrderKey, &RoaringBitmap)> {
+        cursor: Option<&K>,
+    ) -> impl Iterator<Item = (&K, &RoaringBitmap)> {
         let start = cursor.and_then(|c| self.buckets.range(..=c).next_back().map(|(k, _)| k));
         match start {
             Some(start) => self.buckets.range(start..),
@@ -126,13 +124,12 @@ impl Order {
     }
 
     /// Builds the index from slots already sorted by key.
-    pub(crate) fn from_sorted<'a>(sorted: &[u32], key_of: impl Fn(u32) -> (Ts, &'a str)) -> Self {
+    pub(crate) fn from_sorted(sorted: &[u32], key_of: impl Fn(u32) -> K) -> Self {
         let mut buckets = BTreeMap::new();
         // Fill buckets three quarters full so that new loops do not split them at once.
         let per_bucket = usize::try_from(MAX_BUCKET * 3 / 4).unwrap_or(1);
         for chunk in sorted.chunks(per_bucket) {
-            let (at, id) = key_of(chunk[0]);
-            buckets.insert(OrderKey::new(at, id), chunk.iter().copied().collect());
+            buckets.insert(key_of(chunk[0]), chunk.iter().copied().collect());
         }
         Self { buckets }
     }
@@ -179,11 +176,10 @@ mod tests {
         let keys: Vec<(Ts, String)> = (0..n)
             .map(|i| (ts(i64::from((i * 7919) % 5000)), format!("id-{i:05}")))
             .collect();
-        let key_of = |slot: u32| (keys[slot as usize].0, keys[slot as usize].1.as_str());
+        let key_of = |slot: u32| OrderKey::new(keys[slot as usize].0, &keys[slot as usize].1);
         let mut order = Order::default();
         for slot in 0..n {
-            let (at, id) = key_of(slot);
-            order.insert(slot, at, id, key_of);
+            order.insert(slot, key_of(slot), key_of);
         }
         assert!(order.bucket_count() >= usize::try_from(u64::from(n) / MAX_BUCKET).unwrap());
         let mut walked = Vec::new();

@@ -17,8 +17,10 @@
 //!   buckets covering `from`/`to`).
 //! - [`ReadModels::published`] (`published`) is the "you said, we did" read model: closed,
 //!   consented loops whose latest outcome is a change, newest first, keyed by [`PublicKey`],
-//!   with a version for `ETag`s; it holds no story text. [`StoryCache`] keeps redacted stories
-//!   read from the store, bounded, and [`redact`] scrubs stories before they are shown.
+//!   with a version for `ETag`s; it holds no story text. Pages filtered by place and theme
+//!   ([`PublishedFilter`]) cost their own size, not a scan (`PublishedIndex`).
+//!   [`StoryCache`] keeps redacted stories read from the store, bounded, and [`redact`]
+//!   scrubs stories before they are shown.
 //! - `limits` caps what the read models take from one event ([`MAX_THEMES`] and the rest),
 //!   so that events stored before today's input limits cannot make any read expensive.
 //! - [`ReadModels::to_snapshot`] / [`ReadModels::from_snapshot`] (`snapshot`) store the records
@@ -58,7 +60,8 @@ pub use limits::{
 };
 pub use model::ReadModels;
 pub use published::{
-    LegacyPublicIds, PublicKey, PublishedLoop, PublishedPage, install_legacy_public_ids,
+    LegacyPublicIds, PublicKey, PublishedFilter, PublishedLoop, PublishedPage,
+    install_legacy_public_ids,
 };
 pub use query::{LoopPage, LoopQuery, LoopSummary, QueryError, StatusFilter};
 pub use redact::{REDACTED, redact};

@@ -7,13 +7,13 @@ use closeloop_domain::event::{ChangeMade, FeedbackReceived};
 use closeloop_domain::{Event, LoopEvent, LoopId, LoopState, OrgUnit, Stage};
 use closeloop_store::{Hash, StoredEvent};
 
-use crate::index::{Bitmaps, Order, bitmap_mut};
+use crate::index::{Bitmaps, Order, OrderKey, bitmap_mut};
 use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
 use crate::limits::{
     MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
     truncate,
 };
-use crate::published::{NewestFirst, PublicKey};
+use crate::published::{NewestFirst, PublicKey, PublishedIndex};
 use crate::record::{
     CONSENT, Cold, HAS_CHANGE, HAS_OUTCOME, Hot, Ts, When, channel_index, stage_index,
 };
@@ -59,8 +59,8 @@ pub struct ReadModels {
     pub(crate) bitmaps: Bitmaps,
     pub(crate) order: Order,
     /// The "you said, we did" read model: closed, consented loops whose latest outcome is a
-    /// change, newest `closed_at` first.
-    pub(crate) published: BTreeMap<NewestFirst, u32>,
+    /// change, newest `closed_at` first, with what filtering them takes.
+    pub(crate) published: PublishedIndex,
     /// The position of the last entry that changed what `published` shows (0: none did).
     /// Derived from the log alone, so it is the same after a rebuild or a restart.
     pub(crate) published_version: u64,
@@ -86,7 +86,7 @@ impl Default for ReadModels {
             erased: BTreeSet::new(),
             bitmaps: Bitmaps::default(),
             order: Order::default(),
-            published: BTreeMap::new(),
+            published: PublishedIndex::default(),
             published_version: 0,
             timing: RwLock::new(None),
         }
@@ -394,8 +394,8 @@ impl ReadModels {
             self.set_stage_bits(slot, &old, false);
             self.set_stage_bits(slot, &hot, true);
         }
-        if let Some((key, _)) = &shown_before {
-            self.published.remove(key);
+        if let Some((place, _)) = shown_before {
+            self.withdraw(slot, place);
         }
         self.hot[i] = hot;
         self.cold[i] = cold;
@@ -421,10 +421,7 @@ impl ReadModels {
             return None;
         }
         let closed = cold.get(When::ClosedAt)?;
-        Some(NewestFirst::new(
-            closed,
-            PublicKey::from_bytes(cold.public_id),
-        ))
+        Some(NewestFirst::new(closed, cold.public_id))
     }
 
     /// What the public page shows of a loop, as far as it can change by one event: its
@@ -436,17 +433,39 @@ impl ReadModels {
     }
 
     fn publish_if_due(&mut self, slot: u32) {
-        if let Some(key) = self.published_key(slot) {
-            self.published.insert(key, slot);
-        }
+        let Some(place) = self.published_key(slot) else {
+            return;
+        };
+        let places = self.org_prefixes(self.hot[slot as usize].org);
+        let Self {
+            published,
+            lists,
+            hot,
+            cold,
+            ..
+        } = self;
+        published.insert(
+            slot,
+            place,
+            lists.distinct(hot[slot as usize].themes),
+            &places,
+            |s| NewestFirst::of(&cold[s as usize]),
+        );
     }
 
     /// Takes a loop off the public page; whether it was on it.
     fn unpublish(&mut self, slot: u32) -> bool {
         match self.published_key(slot) {
-            Some(key) => self.published.remove(&key).is_some(),
+            Some(place) => self.withdraw(slot, place),
             None => false,
         }
+    }
+
+    /// Takes the loop at `place` off the public page; whether it was on it.
+    fn withdraw(&mut self, slot: u32, place: NewestFirst) -> bool {
+        let places = self.org_prefixes(self.hot[slot as usize].org);
+        let themes = self.lists.distinct(self.hot[slot as usize].themes);
+        self.published.remove(slot, place, themes, &places)
     }
 
     fn set_stage_bits(&mut self, slot: u32, hot: &Hot, on: bool) {
@@ -470,8 +489,8 @@ impl ReadModels {
         let Self {
             order, ids, hot, ..
         } = self;
-        order.insert(slot, received, ids.get(slot), |s| {
-            (hot[s as usize].received(), ids.get(s))
+        order.insert(slot, OrderKey::new(received, ids.get(slot)), |s| {
+            OrderKey::new(hot[s as usize].received(), ids.get(s))
         });
     }
 
@@ -507,7 +526,8 @@ impl ReadModels {
         for &tag in self.lists.distinct(hot.tags) {
             bitmap_mut(&mut self.bitmaps.tag, tag).remove(slot);
         }
-        self.order.remove(slot, hot.received(), self.ids.get(slot));
+        self.order
+            .remove(slot, &OrderKey::new(hot.received(), self.ids.get(slot)));
         was_published
     }
 

@@ -170,7 +170,7 @@ impl LoopSummary {
 }
 
 /// Results at most this large are sorted whole rather than found by walking the order index.
-const SMALL_RESULT: u64 = 2048;
+pub(crate) const SMALL_RESULT: u64 = 2048;
 
 /// The first byte of a loop-list cursor, so that cursors of different lists cannot be mixed.
 pub(crate) const LIST_CURSOR: u8 = b'L';

@@ -19,7 +19,7 @@ use closeloop_domain::OrgUnit;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::index::Order;
+use crate::index::{Order, OrderKey};
 use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
 use crate::limits::{MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES};
 use crate::model::ReadModels;
@@ -257,7 +257,10 @@ fn restore(s: SnapshotIn) -> Result<ReadModels, String> {
     }
     let mut sorted = slots;
     sorted.sort_unstable_by(|&a, &b| models.order_key(a).cmp(&models.order_key(b)));
-    let order = Order::from_sorted(&sorted, |slot| models.order_key(slot));
+    let order = Order::from_sorted(&sorted, |slot| {
+        let (at, id) = models.order_key(slot);
+        OrderKey::new(at, id)
+    });
     models.order = order;
     Ok(models)
 }

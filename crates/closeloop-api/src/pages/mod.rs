@@ -14,14 +14,19 @@
 //! - [`html`]: the response with the headers every page carries (a strict
 //!   `Content-Security-Policy` among them: pages load nothing from elsewhere and run no
 //!   script).
+//!
+//! The pages themselves live in one module each: `public` ("You said, we did", its printable
+//! view, Atom feed and embeddable snippet).
 
 use std::collections::BTreeMap;
 
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html as markup};
 
 use crate::assets;
+
+pub(crate) mod public;
 
 /// The organisation the pages speak for, and how its places are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +234,7 @@ pub fn layout(site: &Site, frame: &Frame<'_>, body: &Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (frame.title) " – " (site.organisation) }
                 link rel="stylesheet" href=(assets::stylesheet_path());
+                link rel="stylesheet" href=(assets::site_stylesheet_path());
                 link rel="icon" type="image/svg+xml" href=(assets::FAVICON_PATH);
                 @if let Some(head) = &frame.head { (head) }
             }
@@ -309,7 +315,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 #[must_use]
 pub fn html(page: Markup) -> Response {
     let mut response = page.into_response();
-    let headers = response.headers_mut();
+    page_headers(response.headers_mut());
+    response
+}
+
+/// Sets the headers every page carries (see [`html`]) on a response made otherwise.
+pub(crate) fn page_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -322,7 +333,6 @@ pub fn html(page: Markup) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    response
 }
 
 #[cfg(test)]
@@ -387,6 +397,7 @@ mod tests {
             "id=\"maincontent\"",
             "role=\"contentinfo\"",
             assets::stylesheet_path(),
+            assets::site_stylesheet_path(),
         ] {
             assert!(page.contains(part), "the frame lacks {part}: {page}");
         }

@@ -3,7 +3,9 @@
 //! loop's state is the domain's own fold of its events.
 
 use closeloop_domain::{EventType, LoopEvent};
-use closeloop_projections::{GroupBy, LoopQuery, LoopSummary, ReadModels, StatsQuery};
+use closeloop_projections::{
+    GroupBy, LoopQuery, LoopSummary, PublishedFilter, ReadModels, StatsQuery,
+};
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -12,7 +14,8 @@ use serde_json::{Value, json};
 use crate::{Log, all, id, sla, ts};
 
 /// Everything the read models answer, as one JSON document: every list page by page, stats
-/// for every grouping with and without a range, every published page, the checkpoint.
+/// for every grouping with and without a range, every published page (unfiltered and by each
+/// place and theme it offers), the checkpoint.
 pub fn dump(models: &ReadModels, now: Timestamp) -> Value {
     let mut lists = Vec::new();
     for query in [all(), LoopQuery::default()] {
@@ -60,17 +63,34 @@ pub fn dump(models: &ReadModels, now: Timestamp) -> Value {
             stats.push(serde_json::to_value(models.stats(&query, now, &sla())).unwrap());
         }
     }
+    let places = models.published_places(100);
+    let themes = models.published_themes(100);
+    let mut filters = vec![PublishedFilter::default()];
+    filters.extend(places.iter().map(|(place, _)| PublishedFilter {
+        place: Some(place.clone()),
+        theme: None,
+    }));
+    filters.extend(themes.iter().map(|(theme, _)| PublishedFilter {
+        place: None,
+        theme: Some(theme.clone()),
+    }));
     let mut published = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = models.published(2, cursor.as_deref()).unwrap();
-        cursor.clone_from(&page.next_cursor);
-        published.push(serde_json::to_value(page).unwrap());
-        if cursor.is_none() {
-            break;
+    for filter in &filters {
+        let mut cursor = None;
+        loop {
+            let page = models
+                .published_matching(filter, 2, cursor.as_deref())
+                .unwrap();
+            cursor.clone_from(&page.next_cursor);
+            published.push(serde_json::to_value(page).unwrap());
+            if cursor.is_none() {
+                break;
+            }
         }
     }
     json!({
+        "published_places": places.iter().map(|(place, n)| (place.as_str(), n)).collect::<Vec<_>>(),
+        "published_themes": themes,
         "checkpoint": models.checkpoint(),
         "published_version": models.published_version(),
         "loops": models.loop_count(),
@@ -279,6 +299,22 @@ proptest! {
             .map(|p| (p.loop_id.to_string(), p.we_did, p.closed_at))
             .collect();
         prop_assert_eq!(published, expected_published(&log));
+        // Filtered pages hold exactly the entries of the whole page that match, in its order.
+        let whole = models.published(1_000, None).unwrap().items;
+        for (theme, count) in models.published_themes(1_000) {
+            let filter = PublishedFilter { place: None, theme: Some(theme.clone()) };
+            let filtered = models.published_matching(&filter, 1_000, None).unwrap().items;
+            let expected: Vec<_> = whole.iter().filter(|p| p.themes.contains(&theme)).cloned().collect();
+            prop_assert_eq!(filtered.len() as u64, count);
+            prop_assert_eq!(filtered, expected);
+        }
+        for (place, count) in models.published_places(1_000) {
+            let filter = PublishedFilter { place: Some(place.clone()), theme: None };
+            let filtered = models.published_matching(&filter, 1_000, None).unwrap().items;
+            let expected: Vec<_> = whole.iter().filter(|p| p.org_unit.is_within(&place)).cloned().collect();
+            prop_assert_eq!(filtered.len() as u64, count);
+            prop_assert_eq!(filtered, expected);
+        }
 
         let stats = models.stats(&StatsQuery::default(), now, &sla());
         prop_assert_eq!(stats.groups[0].overdue, expected.len() as u64);

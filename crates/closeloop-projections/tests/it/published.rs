@@ -2,7 +2,8 @@
 //! reopening takes a loop off the page, and only the latest closing's changes are shown.
 
 use closeloop_domain::EventType;
-use closeloop_projections::{PublicKey, PublishedPage, QueryError, ReadModels};
+use closeloop_domain::OrgUnit;
+use closeloop_projections::{PublicKey, PublishedFilter, PublishedPage, QueryError, ReadModels};
 use serde_json::json;
 
 use crate::{Log, ts};
@@ -259,4 +260,178 @@ fn pages_newest_closed_first_then_by_key() {
         models.published(3, Some("garbage")),
         Err(QueryError::BadCursor(_))
     ));
+}
+
+/// Publishes `loop_id` in `org_unit` with `themes`, closed at `closed`.
+fn publish_in(log: &mut Log, loop_id: &str, org_unit: &str, themes: &[&str], closed: &str) {
+    log.receive(
+        loop_id,
+        "2026-11-23T09:00:00Z",
+        json!({"org_unit": org_unit, "channel": "web", "themes": themes,
+               "ratings": {"fft": 1}, "consent_to_publish": true}),
+    );
+    change(log, loop_id, "2026-11-23T10:00:00Z", "A change");
+    report_back(log, loop_id, closed);
+}
+
+/// Every entry `filter` lets through, paged `limit` at a time.
+fn walk(models: &ReadModels, filter: &PublishedFilter, limit: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = models
+            .published_matching(filter, limit, cursor.as_deref())
+            .unwrap();
+        seen.extend(ids(&page).into_iter().map(str::to_owned));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+fn place(org_unit: &str) -> PublishedFilter {
+    PublishedFilter {
+        place: Some(OrgUnit::parse(org_unit).unwrap()),
+        theme: None,
+    }
+}
+
+fn theme(theme: &str) -> PublishedFilter {
+    PublishedFilter {
+        place: None,
+        theme: Some(theme.to_owned()),
+    }
+}
+
+#[test]
+fn filters_by_place_take_in_sub_units_and_by_theme_across_pages() {
+    let mut log = Log::default();
+    let units = [
+        "rxx/royal-infirmary/ward-7",
+        "rxx/royal-infirmary",
+        "rxx/royal-infirmary-annexe",
+        "rxx/city/ward-1",
+    ];
+    for i in 0..12 {
+        let themes: &[&str] = if i % 4 == 0 {
+            &["food", "noise"]
+        } else {
+            &["noise"]
+        };
+        publish_in(
+            &mut log,
+            &format!("f{i:02}"),
+            units[i % 4],
+            themes,
+            &format!("2026-11-25T09:{i:02}:00Z"),
+        );
+    }
+    // Unpublished loops in the same places are never shown.
+    receive(&mut log, "open", "2026-11-23T09:00:00Z", true);
+    let models = log.models();
+    let newest_first = |pick: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..12)
+            .rev()
+            .filter(|&i| pick(i))
+            .map(|i| format!("f{i:02}"))
+            .collect()
+    };
+    for limit in [1, 2, 5, 100] {
+        assert_eq!(
+            walk(&models, &place("rxx/royal-infirmary"), limit),
+            newest_first(&|i| i % 4 < 2),
+            "a hospital holds its wards, not a unit whose name starts like it"
+        );
+        assert_eq!(
+            walk(&models, &place("rxx/royal-infirmary/ward-7"), limit),
+            newest_first(&|i| i % 4 == 0)
+        );
+        assert_eq!(
+            walk(&models, &theme("food"), limit),
+            newest_first(&|i| i % 4 == 0)
+        );
+        let both = PublishedFilter {
+            place: Some(OrgUnit::parse("rxx/city").unwrap()),
+            theme: Some("noise".to_owned()),
+        };
+        assert_eq!(walk(&models, &both, limit), newest_first(&|i| i % 4 == 3));
+        assert_eq!(
+            walk(&models, &PublishedFilter::default(), limit),
+            newest_first(&|_| true)
+        );
+    }
+    for nothing in [place("ryy"), theme("parking"), theme("Noise")] {
+        assert!(walk(&models, &nothing, 5).is_empty(), "{nothing:?}");
+    }
+    // What the filter lists offer: places and themes with entries, the most used first.
+    let places = models.published_places(10);
+    assert_eq!(places[0], (OrgUnit::parse("rxx").unwrap(), 12));
+    assert!(
+        places.contains(&(OrgUnit::parse("rxx/royal-infirmary").unwrap(), 6)),
+        "{places:?}"
+    );
+    assert!(
+        places.contains(&(OrgUnit::parse("rxx/city/ward-1").unwrap(), 3)),
+        "{places:?}"
+    );
+    assert!(
+        !places.iter().any(|(org, _)| org.as_str() == "rxx/site-a"),
+        "{places:?}"
+    );
+    assert_eq!(models.published_places(2).len(), 2);
+    assert_eq!(
+        models.published_themes(10),
+        [("noise".to_owned(), 12), ("food".to_owned(), 3)]
+    );
+}
+
+#[test]
+fn a_loop_leaving_the_page_leaves_its_filters_and_counts() {
+    let mut log = Log::default();
+    publish_in(
+        &mut log,
+        "a",
+        "rxx/ward-1",
+        &["food"],
+        "2026-11-25T09:00:00Z",
+    );
+    publish_in(
+        &mut log,
+        "b",
+        "rxx/ward-2",
+        &["noise"],
+        "2026-11-25T10:00:00Z",
+    );
+    reopen(&mut log, "a", "2026-11-26T09:00:00Z");
+    let models = log.models();
+    assert!(walk(&models, &theme("food"), 10).is_empty());
+    assert!(walk(&models, &place("rxx/ward-1"), 10).is_empty());
+    assert_eq!(walk(&models, &place("rxx"), 10), ["b"]);
+    assert_eq!(models.published_themes(10), [("noise".to_owned(), 1)]);
+    assert!(
+        !models
+            .published_places(10)
+            .iter()
+            .any(|(org, _)| org.as_str() == "rxx/ward-1")
+    );
+    // Rebuilt from a snapshot, the indexes say the same.
+    let back = ReadModels::from_snapshot(&models.to_snapshot()).unwrap();
+    assert_eq!(walk(&back, &place("rxx"), 10), ["b"]);
+    assert_eq!(back.published_themes(10), models.published_themes(10));
+    assert_eq!(back.published_places(10), models.published_places(10));
+}
+
+#[test]
+fn published_entries_carry_their_org_unit() {
+    let mut log = Log::default();
+    publish_in(
+        &mut log,
+        "a",
+        "rxx/ward-1",
+        &["food"],
+        "2026-11-25T09:00:00Z",
+    );
+    let page = log.models().published(10, None).unwrap();
+    assert_eq!(page.items[0].org_unit.as_str(), "rxx/ward-1");
 }
