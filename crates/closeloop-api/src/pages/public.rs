@@ -318,9 +318,13 @@ impl<'a> ShownEntry<'a> {
             .collect()
     }
 
-    /// The `datetime` of its date: the closing time, RFC 3339.
+    /// The `datetime` of its date: the closing time, RFC 3339, in whole seconds (what a reader
+    /// or feed needs; nanoseconds would only be noise).
     fn datetime(&self) -> String {
-        self.entry.closed_at.to_string()
+        let seconds = self.entry.closed_at.as_second();
+        jiff::Timestamp::from_second(seconds)
+            .unwrap_or(self.entry.closed_at)
+            .to_string()
     }
 }
 
