@@ -25,7 +25,8 @@
 //! - `access`: "who looked" — recording reads of personal data in the access log, and the
 //!   auditors' `GET /v1/audit/access`.
 //! - [`pages`]: what every HTML page shares — the organisation and its place names
-//!   ([`pages::Site`]), the NHS design system frame, text made safe to show.
+//!   ([`pages::Site`]), the NHS design system frame, text made safe to show; signing in to
+//!   the pages with a cookie session ([`pages::session`]); the staff work queue.
 //! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
 #![recursion_limit = "256"]
 
@@ -216,6 +217,9 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/v1/dead-letters") => get(dead_letters::list::<S>),
         ("POST", "/v1/dead-letters/{seq}/retry") => post(dead_letters::retry::<S>),
         ("POST", "/v1/erasures") => post(erasures::post_erasure::<S>),
+        ("GET", "/sign-in") => get(pages::sign_in::page::<S>),
+        ("POST", "/sign-in") => post(pages::sign_in::sign_in::<S>),
+        ("POST", "/sign-out") => post(pages::sign_in::sign_out),
         _ => panic!("no handler for {method} {path}"),
     }
 }
@@ -229,9 +233,11 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
 /// answered without reading its body.
 pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     assets::prepare();
+    // The pages' sessions live as long as the router: a restart signs everyone out.
+    let sessions = Arc::new(pages::session::Sessions::default());
     let mut router = Router::new();
     for route in ROUTES {
-        let guard = guard::Guard::new(Arc::clone(&state), route);
+        let guard = guard::Guard::new(Arc::clone(&state), route, Arc::clone(&sessions));
         let endpoint = handler::<S>(route.method, route.path)
             .route_layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -273,6 +273,36 @@ fn operation(method: &str, path: &str) -> Value {
                 "422": problem("invalid_data: neither or both of loop_id and contact"),
             },
         }),
+        ("GET", "/sign-in") => json!({
+            "summary": "The sign-in page of the HTML pages",
+            "description": "Public. One password field for an access token (any configured token). Sets the sign-in form's double-submit cookie `__Host-closeloop_signin` (Secure, HttpOnly, SameSite=Strict, Path=/, one hour), whose value the form carries in its `csrf` field. `next`: a path of this site to return to after signing in (anything else is a 400 page); `notice`: `signed-out` or `expired`, for a banner.",
+            "security": [],
+            "parameters": [
+                query("next", "string", "A path of this site (starting with one /) to go to after signing in"),
+                query("notice", "string", "signed-out or expired"),
+            ],
+            "responses": {"200": page("The sign-in form")},
+        }),
+        ("POST", "/sign-in") => json!({
+            "summary": "Sign in to the HTML pages with an access token",
+            "description": "Public. Form fields `csrf` (equal to the `__Host-closeloop_signin` cookie, else 403: a sign-in posted from another site), `token`, `next`. The token is checked as a bearer token is (constant time). On success a session starts (idle timeout 30 minutes, absolute 8 hours) and its random id is set as the cookie `__Host-closeloop_session` (Secure, HttpOnly, SameSite=Strict, Path=/, no Max-Age); the token never goes back to the browser. More than 20 failed sign-ins in a minute pause sign-in (429 with Retry-After) until the minute is over.",
+            "security": [],
+            "requestBody": form_body(&["csrf", "token", "next"]),
+            "responses": {
+                "303": see_other("To `next`, else the start page of the token's role (/staff for staff and admin)"),
+                "401": page_error("The token is not a configured one; the form again with the error"),
+                "403": page_error("The form's csrf field does not match the sign-in cookie; the form again"),
+                "413": page_error("The form is over 8 KiB"),
+                "422": page_error("No token was entered; the form again with the error"),
+                "429": page_error("Too many failed sign-ins this minute"),
+            },
+        }),
+        ("POST", "/sign-out") => json!({
+            "summary": "Sign out of the HTML pages",
+            "description": "Any role, with the session's CSRF token in the form field `csrf`. Ends the session and expires its cookie.",
+            "requestBody": form_body(&["csrf"]),
+            "responses": {"303": see_other("To /sign-in?notice=signed-out")},
+        }),
         _ => panic!("no OpenAPI operation for {method} {path}: document it in openapi.rs"),
     }
 }
@@ -282,10 +312,20 @@ fn operation(method: &str, path: &str) -> Value {
 /// the 400 of a route that refuses unknown query parameters, the 503 (with `Retry-After`) of
 /// a route that needs the store or sheds load, and the `X-Request-Id` of every error.
 fn complete(operation: &mut Value, route: &Route) {
+    // An HTML page answers its errors as HTML (`problem::finish`), not as problem+json.
+    let error = if route.html { page_error } else { problem };
     if let Some(roles) = route.access.roles() {
-        operation["security"] = json!([{"bearer": []}]);
+        operation["security"] = if route.html {
+            json!([{"bearer": []}, {"session": []}])
+        } else {
+            json!([{"bearer": []}])
+        };
         operation["x-roles"] = json!(roles.iter().map(|role| role.as_str()).collect::<Vec<_>>());
-        add_response(operation, "401", problem("unauthorized: no valid token"));
+        add_response(
+            operation,
+            "401",
+            error("unauthorized: no valid token or session"),
+        );
         // Every route with roles says what a token limited to an org unit gets from it.
         operation["x-scoped"] = json!(route.scoped);
         let forbidden = match (route.scoped, route.path) {
@@ -297,8 +337,8 @@ fn complete(operation: &mut Value, route: &Route) {
                 "forbidden: the token's role may not use this route, or the token is limited to an org unit: this route covers the whole log and needs a token without an org-unit scope"
             }
         };
-        operation["responses"]["403"] = problem(forbidden);
-        if route.scoped && operation["responses"].get("404").is_some() {
+        operation["responses"]["403"] = error(forbidden);
+        if route.scoped && operation["responses"].get("404").is_some() && !route.html {
             operation["responses"]["404"] = problem(
                 "unknown_loop: no such loop, or the token is limited to an org unit and the loop is outside it (answered alike, so its existence is not revealed)",
             );
@@ -306,9 +346,7 @@ fn complete(operation: &mut Value, route: &Route) {
     } else {
         operation["security"] = json!([]);
     }
-    // An HTML page answers its errors as HTML (`problem::finish`), not as problem+json. It
-    // ignores unknown query parameters, but a malformed known one is still a 400.
-    let error = if route.html { page_error } else { problem };
+    // A page ignores unknown query parameters, but a malformed known one is still a 400.
     if route.strict_query() || route.html {
         add_response(
             operation,
@@ -418,6 +456,25 @@ fn plain(description: &str, schema: &Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
+/// An HTML page.
+fn page(description: &str) -> Value {
+    json!({"description": description, "content": {"text/html": {"schema": {"type": "string"}}}})
+}
+
+/// A `303 See Other` to another page.
+fn see_other(description: &str) -> Value {
+    json!({"description": description, "headers": {"Location": {"schema": {"type": "string"}}}})
+}
+
+/// A form body of the HTML pages with these fields.
+fn form_body(fields: &[&str]) -> Value {
+    let properties: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|field| ((*field).to_owned(), json!({"type": "string"})))
+        .collect();
+    json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": properties}}}})
+}
+
 /// An error of an HTML page: a short HTML document saying what went wrong.
 fn page_error(description: &str) -> Value {
     json!({"description": description, "content": {"text/html": {"schema": {"type": "string"}}}})
@@ -478,7 +535,10 @@ fn components() -> Value {
         "RequestId": {"description": "The request's id (sent by the client when it is 1–64 characters of [A-Za-z0-9._:-], else made by the service); the service log has the details of a failure under it", "schema": {"type": "string"}},
     });
     let mut components = json!({
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS: role:token, role:token:name or role@org/unit:token:name (a token limited to that org unit and below it)"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS: role:token, role:token:name or role@org/unit:token:name (a token limited to that org unit and below it)"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "__Host-closeloop_session", "description": "The HTML pages' session, started at POST /sign-in with a token: it carries that token's credential (role, name, org-unit scope). Every form a session posts carries the session's CSRF token in the field `csrf`."},
+        },
         "parameters": {
             "IfMatch": {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The loop version the change expects"},
             "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}, "description": "Retrying with the same key returns the original answer and stores nothing new"},

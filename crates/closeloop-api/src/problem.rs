@@ -93,6 +93,12 @@ pub(crate) async fn finish(request: Request, next: Next) -> Response {
     let (mut parts, body) = response.into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE);
     let is_problem = content_type.is_some_and(|value| value.as_bytes() == PROBLEM_JSON.as_bytes());
+    if content_type.is_some_and(|value| value.as_bytes().starts_with(b"text/html")) {
+        // A page that says itself what went wrong (a form shown again with its errors, a
+        // refusal in the NHS frame) passes as it is.
+        fix_headers(&mut parts.headers, status, false);
+        return Response::from_parts(parts, body);
+    }
     if !page && content_type.is_some_and(|value| value.as_bytes() == b"application/json") {
         // A deliberate JSON answer with an error status (`/readyz` when not ready).
         fix_headers(&mut parts.headers, status, false);

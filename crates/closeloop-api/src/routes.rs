@@ -171,6 +171,14 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/v1/dead-letters", Roles(ADMINS)).query(&["after", "limit"]),
     Route::new("POST", "/v1/dead-letters/{seq}/retry", Roles(ADMINS)),
     Route::new("POST", "/v1/erasures", Roles(ADMINS)),
+    // Signing in to the pages (`pages::sign_in`).
+    Route::new("GET", "/sign-in", Public)
+        .query(&["next", "notice"])
+        .html(),
+    Route::new("POST", "/sign-in", Public).html(),
+    Route::new("POST", "/sign-out", Roles(READERS))
+        .html()
+        .scoped(),
 ];
 
 /// The route serving `method` on the path template `path`, if any.

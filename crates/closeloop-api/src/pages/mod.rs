@@ -23,6 +23,11 @@ use maud::{DOCTYPE, Markup, PreEscaped, html as markup};
 
 use crate::assets;
 
+mod form;
+pub(crate) mod refusal;
+pub mod session;
+pub(crate) mod sign_in;
+
 /// The organisation the pages speak for, and how its places are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
