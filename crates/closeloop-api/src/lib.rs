@@ -220,6 +220,10 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/sign-in") => get(pages::sign_in::page::<S>),
         ("POST", "/sign-in") => post(pages::sign_in::sign_in::<S>),
         ("POST", "/sign-out") => post(pages::sign_in::sign_out),
+        ("GET", "/staff") => get(pages::staff::queue::show::<S>),
+        ("POST", "/staff/changes") => post(pages::staff::queue::record_change::<S>),
+        ("GET", "/staff/loops/{loop_id}") => get(pages::staff::loop_page::show::<S>),
+        ("POST", "/staff/loops/{loop_id}/{step}") => post(pages::staff::loop_page::record::<S>),
         _ => panic!("no handler for {method} {path}"),
     }
 }

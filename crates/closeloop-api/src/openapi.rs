@@ -303,6 +303,54 @@ fn operation(method: &str, path: &str) -> Value {
             "requestBody": form_body(&["csrf"]),
             "responses": {"303": see_other("To /sign-in?notice=signed-out")},
         }),
+        ("GET", "/staff") => json!({
+            "summary": "The staff work queue (HTML)",
+            "description": "Roles: staff, admin; with a session cookie or a bearer token. Without a session a GET is sent to /sign-in (303). Loops with the filters of GET /v1/loops (empty values count as absent), overdue ones first, with counts, and a form to record one change on the ticked loops (POST /staff/changes). `cursor` comes from the page's own Next link; `done=changed&loops=n` shows a banner.",
+            "parameters": [
+                query("status", "string", "open (default), closed or all"), query("stage", "string", "Only loops at this stage"),
+                query("org_unit", "string", "Prefix match on whole path segments"), query("theme", "string", "Only loops with this theme"),
+                query("channel", "string", "Only loops from this channel"), query("seldom_heard", "string", "Only loops with this community tag"),
+                query("overdue", "boolean", "true: only overdue loops; false: only the others; absent: overdue first"),
+                query("limit", "integer", "Loops a page, 1–500, default 50"), query("cursor", "string", "From the page's Next link"),
+                query("done", "string", "changed: a change was just recorded"), query("loops", "integer", "On how many loops"),
+            ],
+            "responses": {"200": page("The queue"), "303": see_other("No session: to /sign-in?next=…")},
+        }),
+        ("POST", "/staff/changes") => json!({
+            "summary": "Record one change on the ticked loops (HTML form)",
+            "description": "Roles: staff, admin. The command of POST /v1/changes, from a form: fields `csrf` (a session's CSRF token), `description`, `by`, `evidence`, `loop_id` (once per ticked loop, 1–1000), `form_key` (an idempotency key: the same form sent twice records once), `query` (the queue's query string, to show it again). On success 303 to the queue with a banner; on a refusal the queue again with the error next to its field.",
+            "requestBody": form_body(&["csrf", "description", "by", "evidence", "loop_id", "form_key", "query"]),
+            "responses": {
+                "303": see_other("Recorded: to /staff?…&done=changed&loops=n"),
+                "404": page_error("A ticked loop does not exist or is outside the credential's org unit; nothing recorded"),
+                "409": page_error("The loops kept changing; nothing recorded"),
+                "422": page_error("A rule or invalid data; the queue again with the error next to its field"),
+            },
+        }),
+        ("GET", "/staff/loops/{loop_id}") => json!({
+            "summary": "One loop for staff (HTML): summary, story, timeline and a form for each next step",
+            "description": "Roles: staff, admin. Shows personal data: the read is recorded in the access log (what `timeline`) first, and refused with 503 when it cannot be. A loop outside the credential's org unit answers 404, as one that does not exist. `done` (a step's name) shows a banner.",
+            "parameters": [
+                {"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")},
+                query("done", "string", "acknowledge, respond, plan, change, no-change, report-back, reopen or approve: the step just recorded"),
+            ],
+            "responses": {"200": page("The loop"), "303": see_other("No session: to /sign-in?next=…"), "404": page_error("No such loop, or outside the credential's org unit")},
+        }),
+        ("POST", "/staff/loops/{loop_id}/{step}") => json!({
+            "summary": "Record one step of a loop (HTML form)",
+            "description": "Roles: staff, admin. `step`: acknowledge, respond, plan, change, no-change, report-back, reopen, approve — the commands of POST /v1/loops/{loop_id}/acknowledgements, responses, actions, changes, no-change, report-backs, reopenings and story-approvals. Fields: `csrf` (a session's CSRF token), `version` (the loop's version the form was filled in on: If-Match), `form_key` (an idempotency key), and the event's data fields (`by` and `message`, `text`, `description`, `owner`, `due`, `evidence`, `reason`, `channel` or `story`; empty optional fields are left out). On success 303 to the loop's page with `done`; on a refusal the loop's page again with the error next to its field.",
+            "parameters": [
+                {"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")},
+                {"name": "step", "in": "path", "required": true, "schema": {"type": "string", "enum": ["acknowledge", "respond", "plan", "change", "no-change", "report-back", "reopen", "approve"]}},
+            ],
+            "requestBody": form_body(&["csrf", "version", "form_key", "by", "message", "text", "description", "owner", "due", "evidence", "reason", "channel", "story"]),
+            "responses": {
+                "303": see_other("Recorded: to /staff/loops/{loop_id}?done={step}"),
+                "404": page_error("No such loop or step, or the loop is outside the credential's org unit"),
+                "409": page_error("version_conflict: the loop moved on; its page again, showing the new state and the form as filled in"),
+                "422": page_error("A rule of contract §1 or invalid data; the page again with the error next to its field"),
+            },
+        }),
         _ => panic!("no OpenAPI operation for {method} {path}: document it in openapi.rs"),
     }
 }

@@ -26,6 +26,7 @@ use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
 mod access;
 mod assets;
+mod staff_pages;
 
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";

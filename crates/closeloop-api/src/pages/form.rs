@@ -44,6 +44,14 @@ impl Form {
             .find(|(field, _)| field == name)
             .map(|(_, value)| value.as_str())
     }
+
+    /// Every value of the field `name` (ticked checkboxes share a name), in order.
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(field, _)| field == name)
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 /// Whether two secrets are equal, in a time that depends on neither: both are hashed first,
@@ -80,11 +88,7 @@ mod tests {
         let form = Form::parse(b"csrf=abc&loop_id=a&loop_id=b%3Ac&by=Ward+7+manager&empty=")
             .expect("form");
         assert_eq!(form.get("csrf"), Some("abc"));
-        assert_eq!(
-            form.get("loop_id"),
-            Some("a"),
-            "the first of repeated fields"
-        );
+        assert_eq!(form.all("loop_id").collect::<Vec<_>>(), ["a", "b:c"]);
         assert_eq!(form.get("by"), Some("Ward 7 manager"));
         assert_eq!(form.get("empty"), Some(""));
         assert_eq!(form.get("missing"), None);

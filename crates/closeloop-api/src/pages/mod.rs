@@ -27,6 +27,7 @@ mod form;
 pub(crate) mod refusal;
 pub mod session;
 pub(crate) mod sign_in;
+pub(crate) mod staff;
 
 /// The organisation the pages speak for, and how its places are named.
 #[derive(Debug, Clone, PartialEq, Eq)]

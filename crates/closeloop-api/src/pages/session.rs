@@ -22,7 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
 use super::form::{is_token, random_token};
-use crate::auth::Credential;
+use crate::auth::{Credential, Source};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "__Host-closeloop_session";
@@ -143,7 +143,8 @@ impl Sessions {
 
     /// Starts a session for `credential` at `now`: its id (the cookie's value, kept nowhere
     /// else) and what the requests of the session carry.
-    pub(crate) fn start(&self, credential: Credential, now: Timestamp) -> (String, SignedIn) {
+    pub(crate) fn start(&self, mut credential: Credential, now: Timestamp) -> (String, SignedIn) {
+        credential.source = Source::Session;
         let id = random_token::<TOKEN_BYTES>();
         let key = digest(&id);
         let csrf: Arc<str> = random_token::<TOKEN_BYTES>().into();
@@ -333,7 +334,18 @@ mod tests {
         let sessions = Sessions::default();
         let (id, started) = sessions.start(credential(), at(0));
         let found = sessions.find(&id, at(1)).expect("live");
-        assert_eq!(found.credential, credential());
+        let token = credential();
+        assert_eq!(
+            (
+                &found.credential.id,
+                found.credential.role,
+                &found.credential.name,
+                &found.credential.org_unit
+            ),
+            (&token.id, token.role, &token.name, &token.org_unit),
+            "the token's credential, scope and actor included"
+        );
+        assert_eq!(found.credential.source, Source::Session);
         assert_eq!(found.csrf, started.csrf);
         assert_ne!(&*found.csrf, id.as_str());
         let (other, _) = sessions.start(credential(), at(0));

@@ -31,7 +31,7 @@ use super::session::{
     expired_sign_in_cookie, is_sign_in_token, local_path, new_sign_in_token, session_cookie,
     sign_in_cookie,
 };
-use super::{Frame, Site, html, layout};
+use super::{Frame, Section, Site, html, layout};
 use crate::AppState;
 use crate::auth::{Credential, MAX_TOKEN_LEN, READERS, WRITERS};
 use crate::request_id::RequestId;
@@ -490,4 +490,20 @@ pub(crate) async fn check_csrf(
         ));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The frame of a signed-in page: the staff section, who is signed in and the sign-out
+/// form's CSRF token. A page opened with a bearer token has no session to sign out of.
+pub(crate) fn staff_frame<'a>(
+    title: &'a str,
+    credential: &'a Credential,
+    signed_in: Option<&'a SignedIn>,
+) -> Frame<'a> {
+    Frame {
+        title,
+        section: Section::Staff,
+        signed_in: signed_in.map(|_| credential.actor()),
+        csrf: signed_in.map(|signed_in| &*signed_in.csrf),
+        head: None,
+    }
 }
