@@ -80,7 +80,7 @@ impl Failure {
                 "This access token is not one we know. Check you entered all of it, or ask your administrator for a new one"
             }
             Failure::FormExpired => {
-                "The sign-in form had expired, or was not sent from this site. Enter your access token again"
+                "The sign-in form had expired, or was not sent from this site. Enter your access token again (signing in needs cookies from this site to be allowed)"
             }
         }
     }
@@ -280,7 +280,11 @@ struct SignInView<'a> {
 }
 
 fn sign_in_response(site: &Site, view: &SignInView<'_>, status: StatusCode) -> Response {
-    let frame = Frame::public("Sign in");
+    let frame = Frame::public(if view.failure.is_some() {
+        "Error: Sign in"
+    } else {
+        "Sign in"
+    });
     let mut response = html(layout(site, &frame, &sign_in_body(view)));
     *response.status_mut() = status;
     let headers = response.headers_mut();

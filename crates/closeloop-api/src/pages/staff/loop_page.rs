@@ -254,7 +254,13 @@ async fn render<S: EventStore>(
         Err(err) => return caller.refuse(state, &Refusal::of(&err)),
     };
     let place = state.site.place_name(shown.summary.org_unit.as_str());
-    let title = format!("Feedback about {place}");
+    // A page shown again with an error says so first in its title, as screen readers read it.
+    let error = if status.is_client_error() {
+        "Error: "
+    } else {
+        ""
+    };
+    let title = format!("{error}Feedback about {place}");
     let frame = staff_frame(&title, &caller.credential, caller.signed_in.as_ref());
     let body = body(state, caller, loop_id, &shown, &place, view);
     page(&state.site, &frame, &body, status)

@@ -521,7 +521,13 @@ async fn render<S: EventStore>(
         StatusFilter::Closed => "Closed loops",
         StatusFilter::All => "All loops",
     };
-    let frame = staff_frame(title, &caller.credential, caller.signed_in.as_ref());
+    // A page shown again with an error says so first in its title, as screen readers read it.
+    let page_title = if failed.is_some() {
+        format!("Error: {title}")
+    } else {
+        title.to_owned()
+    };
+    let frame = staff_frame(&page_title, &caller.credential, caller.signed_in.as_ref());
     let body = body(state, caller, request, &listing, failed, title);
     page(&state.site, &frame, &body, status)
 }
