@@ -1122,3 +1122,34 @@ async fn a_bearer_token_opens_the_pages_without_a_session_or_csrf_field() {
         "org.closeloop.loop.story_approved"
     );
 }
+
+#[tokio::test]
+async fn an_erased_loop_shows_that_it_was_erased_and_nothing_of_the_person() {
+    let pages = Pages::new(false);
+    pages.feedback("loop-1", INSIDE, "Noisy at night").await;
+    // The erasure finds the loop in the read models, which a read makes catch up first.
+    pages.api_loop("loop-1").await;
+    let (response, _, text) = call(
+        &pages.app,
+        request(
+            "POST",
+            "/v1/erasures",
+            Some(ADMIN_TOKEN),
+            Body::from(json!({"loop_id": "loop-1"}).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+    let mut browser = pages.signed_in(STAFF_TOKEN).await;
+    let page = pages.get(&mut browser, "/staff/loops/loop-1").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    for gone in ["Noisy at night", "Zoë", "zoe@example.org"] {
+        assert!(!page.text.contains(gone), "{gone} is still shown");
+    }
+    assert!(page.text.contains("[erased]"), "{}", page.text);
+    assert!(page.text.contains(">Erased<"), "{}", page.text);
+    assert!(
+        page.text.contains("Personal data erased"),
+        "the timeline says so"
+    );
+}

@@ -310,7 +310,7 @@ fn body<S>(
         h1 { "Feedback received " (day(summary.received_at)) }
         (summary_list(state, summary, &shown.state))
         h2 { "What they said" }
-        (story(shown.events.first()))
+        (story(&shown.events))
         h2 { "Next steps" }
         @if next.is_empty() {
             p { "Nothing more can be recorded on this loop now." }
@@ -422,11 +422,16 @@ fn fft_words(value: &serde_json::Number) -> &'static str {
     }
 }
 
-/// The story and who gave it, from the loop's first event.
-fn story(first: Option<&Event>) -> Markup {
-    let Some(LoopEvent::FeedbackReceived(received)) = first.map(|event| &event.payload) else {
+/// The story and who gave it, from the loop's first event; after an erasure, that they were
+/// erased.
+fn story(events: &[Event]) -> Markup {
+    let Some(LoopEvent::FeedbackReceived(received)) = events.first().map(|event| &event.payload)
+    else {
         return markup! { p { "The feedback cannot be read." } };
     };
+    let erased = events
+        .iter()
+        .any(|event| matches!(event.payload, LoopEvent::Erased(_)));
     markup! {
         @match received.story.as_deref() {
             Some(story) if !story.trim().is_empty() => {
@@ -448,6 +453,7 @@ fn story(first: Option<&Event>) -> Markup {
                             @if let Some(contact) = &author.contact { (shown(contact)) }
                             @if author.name.is_none() && author.contact.is_none() { "Not recorded" }
                         }
+                        None if erased => "Erased",
                         None => "Not recorded",
                     }
                 }
