@@ -182,6 +182,9 @@ impl fmt::Debug for ApiTokens {
 pub enum Source {
     /// An `Authorization: Bearer` token from `CLOSELOOP_API_TOKENS`.
     Token,
+    /// A cookie session of the HTML pages, started with such a token: the credential is that
+    /// token's, only its source differs.
+    Session,
 }
 
 /// The caller of a request, as the route's guard accepted it: what every handler and every

@@ -78,13 +78,43 @@ pub(crate) async fn post_step<S: EventStore>(
     let expected = if_match(&headers)?;
     let body = json_object(&body)?;
     let key = Idempotency::from_request(&credential, &headers, path, &body)?;
-    let payload = LoopEvent::from_data_with(event_type, Value::Object(body), &state.input_limits)?;
-    scope::ensure_covered(&state, &credential, std::slice::from_ref(&loop_id)).await?;
-    let recorded = record(&state, &credential, loop_id.clone(), payload, key, expected).await?;
-    if event_type == EventType::StoryApproved {
-        forget_story(&state, &loop_id);
-    }
+    let recorded = record_step(
+        &state,
+        &credential,
+        loop_id,
+        event_type,
+        body,
+        key,
+        expected,
+    )
+    .await?;
     Ok(created(&recorded))
+}
+
+/// Records one step of a loop, as `event_type` with `data`: what `POST
+/// /v1/loops/{loop_id}/<step>` and the staff pages' step forms both do. The data is checked
+/// against the contract's limits, the loop against the credential's scope, then the command
+/// goes through the one write path, which checks `expected` (`If-Match`) and the rules.
+///
+/// # Errors
+/// As the step endpoints answer: 422 for invalid data and the §1 rules, 404 `unknown_loop`
+/// (also for a loop outside the credential's scope), 409 `version_conflict`, 503.
+pub(crate) async fn record_step<S: EventStore>(
+    state: &AppState<S>,
+    credential: &Credential,
+    loop_id: LoopId,
+    event_type: EventType,
+    data: Map<String, Value>,
+    key: Option<Idempotency>,
+    expected: Option<u64>,
+) -> Result<Recorded, ApiError> {
+    let payload = LoopEvent::from_data_with(event_type, Value::Object(data), &state.input_limits)?;
+    scope::ensure_covered(state, credential, std::slice::from_ref(&loop_id)).await?;
+    let recorded = record(state, credential, loop_id.clone(), payload, key, expected).await?;
+    if event_type == EventType::StoryApproved {
+        forget_story(state, &loop_id);
+    }
+    Ok(recorded)
 }
 
 /// The path segment of each step endpoint and the event it records.
@@ -124,35 +154,10 @@ pub(crate) async fn post_changes<S: EventStore>(
         let Value::String(raw) = id else {
             return Err(Rejection::invalid("every entry of loop_ids must be a string").into());
         };
-        let loop_id = LoopId::parse(&raw)?;
-        if parsed.contains(&loop_id) {
-            return Err(
-                Rejection::invalid(format!("loop {loop_id} is listed twice in loop_ids")).into(),
-            );
-        }
-        parsed.push(loop_id);
+        parsed.push(LoopId::parse(&raw)?);
     }
-    // A retried request with the same key records the same change.
-    let change_id = match &key {
-        Some(key) => format!("chg-{}", key.derived_uuid("changes").simple()),
-        None => format!("chg-{}", Uuid::new_v4().simple()),
-    };
-    data.insert("change_id".to_owned(), Value::String(change_id.clone()));
-    let payload = LoopEvent::from_data_with(
-        EventType::ChangeMade,
-        Value::Object(data),
-        &state.input_limits,
-    )?;
-    scope::ensure_covered(&state, &credential, &parsed).await?;
-    let recorded = record_on_each(
-        &state,
-        &credential,
-        &parsed,
-        &payload,
-        |loop_id| format!("{change_id}/{loop_id}"),
-        key.as_ref().map(|key| key.request),
-    )
-    .await?;
+    let (change_id, recorded) =
+        record_change_across(&state, &credential, parsed, data, key).await?;
     let loops: Vec<Value> = recorded
         .iter()
         .map(|r| json!({"loop_id": r.loop_id, "version": r.version, "position": r.position}))
@@ -173,6 +178,54 @@ pub(crate) async fn post_changes<S: EventStore>(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// Records one change (one new `change_id`) with `data` on every loop of `loop_ids`, all or
+/// none: what `POST /v1/changes` and the staff pages' "record one change for these loops"
+/// both do. Returns the `change_id` and what was recorded on each loop.
+///
+/// # Errors
+/// 422 `invalid_data` for no loops, more than [`MAX_CHANGE_LOOPS`], a loop named twice or
+/// invalid data; then as [`record_step`], for the first loop that refuses.
+pub(crate) async fn record_change_across<S: EventStore>(
+    state: &AppState<S>,
+    credential: &Credential,
+    loop_ids: Vec<LoopId>,
+    mut data: Map<String, Value>,
+    key: Option<Idempotency>,
+) -> Result<(String, Vec<Recorded>), ApiError> {
+    if loop_ids.is_empty() || loop_ids.len() > MAX_CHANGE_LOOPS {
+        return Err(Rejection::invalid(format!(
+            "loop_ids must be a list of 1 to {MAX_CHANGE_LOOPS} loop ids"
+        ))
+        .into());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(loop_ids.len());
+    if let Some(twice) = loop_ids.iter().find(|loop_id| !seen.insert(*loop_id)) {
+        return Err(Rejection::invalid(format!("loop {twice} is listed twice in loop_ids")).into());
+    }
+    // A retried request with the same key records the same change.
+    let change_id = match &key {
+        Some(key) => format!("chg-{}", key.derived_uuid("changes").simple()),
+        None => format!("chg-{}", Uuid::new_v4().simple()),
+    };
+    data.insert("change_id".to_owned(), Value::String(change_id.clone()));
+    let payload = LoopEvent::from_data_with(
+        EventType::ChangeMade,
+        Value::Object(data),
+        &state.input_limits,
+    )?;
+    scope::ensure_covered(state, credential, &loop_ids).await?;
+    let recorded = record_on_each(
+        state,
+        credential,
+        &loop_ids,
+        &payload,
+        |loop_id| format!("{change_id}/{loop_id}"),
+        key.as_ref().map(|key| key.request),
+    )
+    .await?;
+    Ok((change_id, recorded))
 }
 
 async fn record<S: EventStore>(
@@ -303,7 +356,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// that the same key with another body, or on another path, is refused rather than answered
 /// with the first request's result.
 #[derive(Debug, Clone)]
-struct Idempotency {
+pub(crate) struct Idempotency {
     /// The event id the key becomes: the credential's id and the key, so another caller's
     /// equal key is another key.
     event_id: String,
@@ -322,27 +375,40 @@ impl Idempotency {
         let Some(value) = headers.get("idempotency-key") else {
             return Ok(None);
         };
-        let key = match value.to_str() {
-            Ok(key)
-                if !key.is_empty()
-                    && key.len() <= MAX_IDEMPOTENCY_KEY
-                    && key.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
-                key
-            }
-            _ => {
-                return Err(ApiError::InvalidRequest(format!(
+        value
+            .to_str()
+            .ok()
+            .and_then(|key| Self::new(credential, key, path, body))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID"
-                )));
-            }
-        };
+                ))
+            })
+    }
+
+    /// The key `key` of `credential`, bound to a POST of `body` to `path`; `None` unless the
+    /// key is 1 to 255 visible ASCII characters. The staff pages send one from a hidden field
+    /// of each form, so that a form sent twice records once.
+    pub(crate) fn new(
+        credential: &Credential,
+        key: &str,
+        path: &str,
+        body: &Map<String, Value>,
+    ) -> Option<Self> {
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return None;
+        }
         // Every HTTP command is a POST; the method is in the digest so that a later method
         // taking keys cannot share one with it.
         let request = RequestDigest::of_object(&[credential.id.as_str(), "POST", path], body);
-        Ok(Some(Self {
+        Some(Self {
             event_id: format!("{}/{key}", credential.id),
             request,
-        }))
+        })
     }
 
     /// A UUID derived from the credential and the key, for ids a retried request must find

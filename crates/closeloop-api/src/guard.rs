@@ -3,11 +3,20 @@
 //! parameters the route does not take, and admits expensive requests through their class's
 //! concurrency limit — all before the handler runs, so nothing is read from the body of a
 //! request that is refused.
+//!
+//! On the HTML pages (`Route::html`) a request without an `Authorization` header is
+//! identified by its session cookie instead ([`Sessions`]): it yields the very
+//! [`Credential`] the token that signed in gave, so roles, org-unit scope and actor are the
+//! same as with the token. Without a session a `GET` is sent to the sign-in page; a wrong
+//! role gets a 403 page; and every form a session posts must carry the session's CSRF token,
+//! checked here before the handler runs.
 
 use std::sync::Arc;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{Query, Request, State};
+use axum::http::Method;
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use closeloop_store::EventStore;
@@ -17,6 +26,10 @@ use crate::AppState;
 use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::limits::{Class, Limiter, Permit};
+use crate::pages::refusal::Refusal;
+use crate::pages::session::{SESSION_COOKIE, Sessions, cookie};
+use crate::pages::sign_in;
+use crate::request_id::RequestId;
 use crate::routes::{Access, Route};
 
 /// What the guard of one route needs: the shared state and the route's entry in
@@ -24,11 +37,21 @@ use crate::routes::{Access, Route};
 pub(crate) struct Guard<S> {
     state: Arc<AppState<S>>,
     route: &'static Route,
+    /// The sessions of the pages, shared by every route of one router.
+    sessions: Arc<Sessions>,
 }
 
 impl<S> Guard<S> {
-    pub(crate) fn new(state: Arc<AppState<S>>, route: &'static Route) -> Self {
-        Self { state, route }
+    pub(crate) fn new(
+        state: Arc<AppState<S>>,
+        route: &'static Route,
+        sessions: Arc<Sessions>,
+    ) -> Self {
+        Self {
+            state,
+            route,
+            sessions,
+        }
     }
 }
 
@@ -37,6 +60,7 @@ impl<S> Clone for Guard<S> {
         Self {
             state: Arc::clone(&self.state),
             route: self.route,
+            sessions: Arc::clone(&self.sessions),
         }
     }
 }
@@ -47,26 +71,74 @@ pub(crate) async fn guard<S: EventStore>(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Guard { state, route } = guard;
+    let Guard {
+        state,
+        route,
+        sessions,
+    } = guard;
     if let Access::Roles(allowed) = route.access {
-        let credential = match Credential::from_headers(&state.tokens, request.headers()) {
-            Ok(credential) => credential,
-            Err(err) => return err.into_response(),
+        let request_id = request.extensions().get::<RequestId>().cloned();
+        let request_id = request_id.as_ref();
+        // A page asked for without a token: the session cookie says who is calling.
+        let signed_in = if route.html && !request.headers().contains_key(AUTHORIZATION) {
+            let now = (state.clock)();
+            match cookie(request.headers(), SESSION_COOKIE).and_then(|id| sessions.find(id, now)) {
+                Some(signed_in) => Some(signed_in),
+                None => return sign_in::needed(&state.site, &request, request_id),
+            }
+        } else {
+            None
+        };
+        let refuse = |err: ApiError| {
+            if route.html {
+                Refusal::of(&err).page(&state.site, signed_in.as_ref(), request_id)
+            } else {
+                err.into_response()
+            }
+        };
+        let credential = match &signed_in {
+            Some(signed_in) => signed_in.credential.clone(),
+            None => match Credential::from_headers(&state.tokens, request.headers()) {
+                Ok(credential) => credential,
+                Err(err) => return refuse(err),
+            },
         };
         if !credential.may(allowed) {
+            if route.html {
+                return sign_in::wrong_role(
+                    &state.site,
+                    signed_in.as_ref(),
+                    &credential,
+                    route,
+                    request_id,
+                );
+            }
             return forbidden(&credential, route).into_response();
         }
         if let Some(scope) = &credential.org_unit
             && !route.scoped
         {
-            return ApiError::NeedsUnscoped {
+            return refuse(ApiError::NeedsUnscoped {
                 scope: scope.as_str().to_owned(),
                 method: route.method,
                 path: route.path,
-            }
-            .into_response();
+            });
+        }
+        if let Some(signed_in) = &signed_in
+            && request.method() == Method::POST
+        {
+            request = match sign_in::check_csrf(request, signed_in, &state.site, request_id).await {
+                Ok(request) => request,
+                Err(refused) => return refused,
+            };
         }
         request.extensions_mut().insert(credential);
+        if let Some(signed_in) = signed_in {
+            request.extensions_mut().insert(signed_in);
+        }
+    }
+    if route.html {
+        request.extensions_mut().insert(sessions);
     }
     if route.strict_query()
         && let Err(err) = check_query(route, request.uri())

@@ -28,7 +28,8 @@
 //! - [`pages`]: what every HTML page shares — the organisation and its place names
 //!   ([`pages::Site`]), the NHS design system frame, text made safe to show — and the pages:
 //!   `pages::public` is "you said, we did" as a page, a printable view, an Atom feed and a
-//!   snippet for other sites.
+//!   snippet for other sites; signing in to the pages with a cookie session
+//!   ([`pages::session`]); the staff work queue.
 //! - [`metrics`]: Prometheus metrics; `openapi`: the OpenAPI document built from [`ROUTES`].
 #![recursion_limit = "256"]
 
@@ -222,6 +223,13 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/v1/dead-letters") => get(dead_letters::list::<S>),
         ("POST", "/v1/dead-letters/{seq}/retry") => post(dead_letters::retry::<S>),
         ("POST", "/v1/erasures") => post(erasures::post_erasure::<S>),
+        ("GET", "/sign-in") => get(pages::sign_in::page::<S>),
+        ("POST", "/sign-in") => post(pages::sign_in::sign_in::<S>),
+        ("POST", "/sign-out") => post(pages::sign_in::sign_out),
+        ("GET", "/staff") => get(pages::staff::queue::show::<S>),
+        ("POST", "/staff/changes") => post(pages::staff::queue::record_change::<S>),
+        ("GET", "/staff/loops/{loop_id}") => get(pages::staff::loop_page::show::<S>),
+        ("POST", "/staff/loops/{loop_id}/{step}") => post(pages::staff::loop_page::record::<S>),
         _ => panic!("no handler for {method} {path}"),
     }
 }
@@ -236,9 +244,11 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
 pub fn router<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     assets::prepare();
     let site = Arc::clone(&state.site);
+    // The pages' sessions live as long as the router: a restart signs everyone out.
+    let sessions = Arc::new(pages::session::Sessions::default());
     let mut router = Router::new();
     for route in ROUTES {
-        let guard = guard::Guard::new(Arc::clone(&state), route);
+        let guard = guard::Guard::new(Arc::clone(&state), route, Arc::clone(&sessions));
         let endpoint = handler::<S>(route.method, route.path)
             .route_layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -312,6 +312,84 @@ fn operation(method: &str, path: &str) -> Value {
                 "422": problem("invalid_data: neither or both of loop_id and contact"),
             },
         }),
+        ("GET", "/sign-in") => json!({
+            "summary": "The sign-in page of the HTML pages",
+            "description": "Public. One password field for an access token (any configured token). Sets the sign-in form's double-submit cookie `__Host-closeloop_signin` (Secure, HttpOnly, SameSite=Strict, Path=/, one hour), whose value the form carries in its `csrf` field. `next`: a path of this site to return to after signing in (anything else is a 400 page); `notice`: `signed-out` or `expired`, for a banner.",
+            "security": [],
+            "parameters": [
+                query("next", "string", "A path of this site (starting with one /) to go to after signing in"),
+                query("notice", "string", "signed-out or expired"),
+            ],
+            "responses": {"200": page("The sign-in form")},
+        }),
+        ("POST", "/sign-in") => json!({
+            "summary": "Sign in to the HTML pages with an access token",
+            "description": "Public. Form fields `csrf` (equal to the `__Host-closeloop_signin` cookie, else 403: a sign-in posted from another site), `token`, `next`. The token is checked as a bearer token is (constant time). On success a session starts (idle timeout 30 minutes, absolute 8 hours) and its random id is set as the cookie `__Host-closeloop_session` (Secure, HttpOnly, SameSite=Strict, Path=/, no Max-Age); the token never goes back to the browser. More than 20 failed sign-ins in a minute pause sign-in (429 with Retry-After) until the minute is over.",
+            "security": [],
+            "requestBody": form_body(&["csrf", "token", "next"]),
+            "responses": {
+                "303": see_other("To `next`, else the start page of the token's role (/staff for staff and admin)"),
+                "401": page_error("The token is not a configured one; the form again with the error"),
+                "403": page_error("The form's csrf field does not match the sign-in cookie; the form again"),
+                "413": page_error("The form is over 8 KiB"),
+                "422": page_error("No token was entered; the form again with the error"),
+                "429": page_error("Too many failed sign-ins this minute"),
+            },
+        }),
+        ("POST", "/sign-out") => json!({
+            "summary": "Sign out of the HTML pages",
+            "description": "Any role, with the session's CSRF token in the form field `csrf`. Ends the session and expires its cookie.",
+            "requestBody": form_body(&["csrf"]),
+            "responses": {"303": see_other("To /sign-in?notice=signed-out")},
+        }),
+        ("GET", "/staff") => json!({
+            "summary": "The staff work queue (HTML)",
+            "description": "Roles: staff, admin; with a session cookie or a bearer token. Without a session a GET is sent to /sign-in (303). Loops with the filters of GET /v1/loops (empty values count as absent), overdue ones first, with counts, and a form to record one change on the ticked loops (POST /staff/changes). `cursor` comes from the page's own Next link; `done=changed&loops=n` shows a banner.",
+            "parameters": [
+                query("status", "string", "open (default), closed or all"), query("stage", "string", "Only loops at this stage"),
+                query("org_unit", "string", "Prefix match on whole path segments"), query("theme", "string", "Only loops with this theme"),
+                query("channel", "string", "Only loops from this channel"), query("seldom_heard", "string", "Only loops with this community tag"),
+                query("overdue", "boolean", "true: only overdue loops; false: only the others; absent: overdue first"),
+                query("limit", "integer", "Loops a page, 1–500, default 50"), query("cursor", "string", "From the page's Next link"),
+                query("done", "string", "changed: a change was just recorded"), query("loops", "integer", "On how many loops"),
+            ],
+            "responses": {"200": page("The queue"), "303": see_other("No session: to /sign-in?next=…")},
+        }),
+        ("POST", "/staff/changes") => json!({
+            "summary": "Record one change on the ticked loops (HTML form)",
+            "description": "Roles: staff, admin. The command of POST /v1/changes, from a form: fields `csrf` (a session's CSRF token), `description`, `by`, `evidence`, `loop_id` (once per ticked loop, 1–1000), `form_key` (an idempotency key: the same form sent twice records once), `query` (the queue's query string, to show it again). On success 303 to the queue with a banner; on a refusal the queue again with the error next to its field.",
+            "requestBody": form_body(&["csrf", "description", "by", "evidence", "loop_id", "form_key", "query"]),
+            "responses": {
+                "303": see_other("Recorded: to /staff?…&done=changed&loops=n"),
+                "404": page_error("A ticked loop does not exist or is outside the credential's org unit; nothing recorded"),
+                "409": page_error("The loops kept changing; nothing recorded"),
+                "422": page_error("A rule or invalid data; the queue again with the error next to its field"),
+            },
+        }),
+        ("GET", "/staff/loops/{loop_id}") => json!({
+            "summary": "One loop for staff (HTML): summary, story, timeline and a form for each next step",
+            "description": "Roles: staff, admin. Shows personal data: the read is recorded in the access log (what `timeline`) first, and refused with 503 when it cannot be. A loop outside the credential's org unit answers 404, as one that does not exist. `done` (a step's name) shows a banner.",
+            "parameters": [
+                {"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")},
+                query("done", "string", "acknowledge, respond, plan, change, no-change, report-back, reopen or approve: the step just recorded"),
+            ],
+            "responses": {"200": page("The loop"), "303": see_other("No session: to /sign-in?next=…"), "404": page_error("No such loop, or outside the credential's org unit")},
+        }),
+        ("POST", "/staff/loops/{loop_id}/{step}") => json!({
+            "summary": "Record one step of a loop (HTML form)",
+            "description": "Roles: staff, admin. `step`: acknowledge, respond, plan, change, no-change, report-back, reopen, approve — the commands of POST /v1/loops/{loop_id}/acknowledgements, responses, actions, changes, no-change, report-backs, reopenings and story-approvals. Fields: `csrf` (a session's CSRF token), `version` (the loop's version the form was filled in on: If-Match), `form_key` (an idempotency key), and the event's data fields (`by` and `message`, `text`, `description`, `owner`, `due`, `evidence`, `reason`, `channel` or `story`; empty optional fields are left out). On success 303 to the loop's page with `done`; on a refusal the loop's page again with the error next to its field.",
+            "parameters": [
+                {"name": "loop_id", "in": "path", "required": true, "schema": schema_ref("LoopId")},
+                {"name": "step", "in": "path", "required": true, "schema": {"type": "string", "enum": ["acknowledge", "respond", "plan", "change", "no-change", "report-back", "reopen", "approve"]}},
+            ],
+            "requestBody": form_body(&["csrf", "version", "form_key", "by", "message", "text", "description", "owner", "due", "evidence", "reason", "channel", "story"]),
+            "responses": {
+                "303": see_other("Recorded: to /staff/loops/{loop_id}?done={step}"),
+                "404": page_error("No such loop or step, or the loop is outside the credential's org unit"),
+                "409": page_error("version_conflict: the loop moved on; its page again, showing the new state and the form as filled in"),
+                "422": page_error("A rule of contract §1 or invalid data; the page again with the error next to its field"),
+            },
+        }),
         _ => panic!("no OpenAPI operation for {method} {path}: document it in openapi.rs"),
     }
 }
@@ -321,10 +399,20 @@ fn operation(method: &str, path: &str) -> Value {
 /// the 400 of a route that refuses unknown query parameters, the 503 (with `Retry-After`) of
 /// a route that needs the store or sheds load, and the `X-Request-Id` of every error.
 fn complete(operation: &mut Value, route: &Route) {
+    // An HTML page answers its errors as HTML (`problem::finish`), not as problem+json.
+    let error = if route.html { page_error } else { problem };
     if let Some(roles) = route.access.roles() {
-        operation["security"] = json!([{"bearer": []}]);
+        operation["security"] = if route.html {
+            json!([{"bearer": []}, {"session": []}])
+        } else {
+            json!([{"bearer": []}])
+        };
         operation["x-roles"] = json!(roles.iter().map(|role| role.as_str()).collect::<Vec<_>>());
-        add_response(operation, "401", problem("unauthorized: no valid token"));
+        add_response(
+            operation,
+            "401",
+            error("unauthorized: no valid token or session"),
+        );
         // Every route with roles says what a token limited to an org unit gets from it.
         operation["x-scoped"] = json!(route.scoped);
         let forbidden = match (route.scoped, route.path) {
@@ -336,8 +424,8 @@ fn complete(operation: &mut Value, route: &Route) {
                 "forbidden: the token's role may not use this route, or the token is limited to an org unit: this route covers the whole log and needs a token without an org-unit scope"
             }
         };
-        operation["responses"]["403"] = problem(forbidden);
-        if route.scoped && operation["responses"].get("404").is_some() {
+        operation["responses"]["403"] = error(forbidden);
+        if route.scoped && operation["responses"].get("404").is_some() && !route.html {
             operation["responses"]["404"] = problem(
                 "unknown_loop: no such loop, or the token is limited to an org unit and the loop is outside it (answered alike, so its existence is not revealed)",
             );
@@ -345,9 +433,7 @@ fn complete(operation: &mut Value, route: &Route) {
     } else {
         operation["security"] = json!([]);
     }
-    // An HTML page answers its errors as HTML (`problem::finish`), not as problem+json. It
-    // ignores unknown query parameters, but a malformed known one is still a 400.
-    let error = if route.html { page_error } else { problem };
+    // A page ignores unknown query parameters, but a malformed known one is still a 400.
     if route.strict_query() || route.html {
         add_response(
             operation,
@@ -457,6 +543,25 @@ fn plain(description: &str, schema: &Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
+/// An HTML page.
+fn page(description: &str) -> Value {
+    json!({"description": description, "content": {"text/html": {"schema": {"type": "string"}}}})
+}
+
+/// A `303 See Other` to another page.
+fn see_other(description: &str) -> Value {
+    json!({"description": description, "headers": {"Location": {"schema": {"type": "string"}}}})
+}
+
+/// A form body of the HTML pages with these fields.
+fn form_body(fields: &[&str]) -> Value {
+    let properties: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|field| ((*field).to_owned(), json!({"type": "string"})))
+        .collect();
+    json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": properties}}}})
+}
+
 /// An error of an HTML page: a short HTML document saying what went wrong.
 fn page_error(description: &str) -> Value {
     json!({"description": description, "content": {"text/html": {"schema": {"type": "string"}}}})
@@ -545,7 +650,10 @@ fn components() -> Value {
         "RequestId": {"description": "The request's id (sent by the client when it is 1–64 characters of [A-Za-z0-9._:-], else made by the service); the service log has the details of a failure under it", "schema": {"type": "string"}},
     });
     let mut components = json!({
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS: role:token, role:token:name or role@org/unit:token:name (a token limited to that org unit and below it)"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLOSELOOP_API_TOKENS: role:token, role:token:name or role@org/unit:token:name (a token limited to that org unit and below it)"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "__Host-closeloop_session", "description": "The HTML pages' session, started at POST /sign-in with a token: it carries that token's credential (role, name, org-unit scope). Every form a session posts carries the session's CSRF token in the field `csrf`."},
+        },
         "parameters": {
             "IfMatch": {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The loop version the change expects"},
             "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}, "description": "Retrying with the same key returns the original answer and stores nothing new"},

@@ -80,6 +80,25 @@ pub(crate) async fn not_found(uri: Uri) -> Problem {
     )
 }
 
+/// Whether `path` is one `template` (e.g. `/staff/loops/{loop_id}`) serves: the same number of
+/// segments, each equal or a `{parameter}`.
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut wanted = template.split('/');
+    let mut given = path.split('/');
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return true,
+            (Some(want), Some(got)) => {
+                let parameter = want.starts_with('{') && want.ends_with('}') && !got.is_empty();
+                if !parameter && want != got {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// The middleware that gives every error response its final shape (see the module docs);
 /// `site` names the organisation on error pages.
 pub(crate) async fn finish(
@@ -89,7 +108,9 @@ pub(crate) async fn finish(
 ) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let page = ROUTES.iter().any(|route| route.html && route.path == path);
+    let page = ROUTES
+        .iter()
+        .any(|route| route.html && template_matches(route.path, &path));
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -102,6 +123,12 @@ pub(crate) async fn finish(
     let (mut parts, body) = response.into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE);
     let is_problem = content_type.is_some_and(|value| value.as_bytes() == PROBLEM_JSON.as_bytes());
+    if content_type.is_some_and(|value| value.as_bytes().starts_with(b"text/html")) {
+        // A page that says itself what went wrong (a form shown again with its errors, a
+        // refusal in the NHS frame) passes as it is.
+        fix_headers(&mut parts.headers, status, false);
+        return Response::from_parts(parts, body);
+    }
     if !page && content_type.is_some_and(|value| value.as_bytes() == b"application/json") {
         // A deliberate JSON answer with an error status (`/readyz` when not ready).
         fix_headers(&mut parts.headers, status, false);
@@ -244,4 +271,24 @@ fn error_page(site: &Site, problem: &Problem) -> String {
         }
     };
     layout(site, &Frame::public(heading), &body).into_string()
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::template_matches;
+
+    #[test]
+    fn a_path_matches_the_template_that_serves_it() {
+        assert!(template_matches(
+            "/staff/loops/{loop_id}",
+            "/staff/loops/demo-000001"
+        ));
+        assert!(template_matches("/you-said-we-did", "/you-said-we-did"));
+        assert!(!template_matches("/staff/loops/{loop_id}", "/staff/loops/"));
+        assert!(!template_matches(
+            "/staff/loops/{loop_id}",
+            "/staff/loops/a/b"
+        ));
+        assert!(!template_matches("/staff", "/v1/loops"));
+    }
 }

@@ -148,7 +148,8 @@ pub(crate) async fn list_loops<S: EventStore>(
     Ok(Json(page).into_response())
 }
 
-fn loop_query(params: &HashMap<String, String>) -> Result<LoopQuery, ApiError> {
+/// The filters of `GET /v1/loops` (and of the staff work queue) from its query parameters.
+pub(crate) fn loop_query(params: &HashMap<String, String>) -> Result<LoopQuery, ApiError> {
     let bad = |name: &str, hint: &str| {
         ApiError::InvalidRequest(format!("query parameter {name}: {hint}"))
     };

@@ -181,6 +181,28 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/v1/dead-letters", Roles(ADMINS)).query(&["after", "limit"]),
     Route::new("POST", "/v1/dead-letters/{seq}/retry", Roles(ADMINS)),
     Route::new("POST", "/v1/erasures", Roles(ADMINS)),
+    // Signing in to the pages, and the staff work queue (`pages::sign_in`, `pages::staff`).
+    Route::new("GET", "/sign-in", Public)
+        .query(&["next", "notice"])
+        .html(),
+    Route::new("POST", "/sign-in", Public).html(),
+    Route::new("POST", "/sign-out", Roles(READERS))
+        .html()
+        .scoped(),
+    Route::new("GET", "/staff", Roles(WRITERS))
+        .query(crate::pages::staff::queue::QUERY)
+        .html()
+        .scoped(),
+    Route::new("POST", "/staff/changes", Roles(WRITERS))
+        .html()
+        .scoped(),
+    Route::new("GET", "/staff/loops/{loop_id}", Roles(WRITERS))
+        .query(&["done"])
+        .html()
+        .scoped(),
+    Route::new("POST", "/staff/loops/{loop_id}/{step}", Roles(WRITERS))
+        .html()
+        .scoped(),
 ];
 
 /// The route serving `method` on the path template `path`, if any.

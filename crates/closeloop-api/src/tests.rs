@@ -27,6 +27,7 @@ use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 mod access;
 mod assets;
 mod public_pages;
+mod staff_pages;
 
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";
@@ -185,11 +186,20 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             | "/v1/you-said-we-did"
             | "/v1/openapi.json"
             | "/assets/{file}"
-            | "/assets/images/{file}",
-        ) => None,
-        ("POST", "/v1/feedback" | "/v1/changes") => Some(WRITE),
+            | "/assets/images/{file}"
+            | "/sign-in",
+        )
+        | ("POST", "/sign-in") => None,
+        // The staff work queue (HTML pages) too.
+        (
+            "POST",
+            "/v1/feedback" | "/v1/changes" | "/staff/changes" | "/staff/loops/{loop_id}/{step}",
+        )
+        | ("GET", "/staff" | "/staff/loops/{loop_id}") => Some(WRITE),
         ("POST", path) if path.starts_with("/v1/loops/{loop_id}/") => Some(WRITE),
-        ("GET", "/v1/loops" | "/v1/loops/{loop_id}" | "/v1/stats") => Some(READ),
+        ("GET", "/v1/loops" | "/v1/loops/{loop_id}" | "/v1/stats") | ("POST", "/sign-out") => {
+            Some(READ)
+        }
         (
             "GET",
             "/v1/events"
@@ -206,7 +216,9 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{loop_id}", "some-loop").replace("{seq}", "1")
+    path.replace("{loop_id}", "some-loop")
+        .replace("{seq}", "1")
+        .replace("{step}", "acknowledge")
 }
 
 #[tokio::test]
@@ -247,6 +259,10 @@ async fn every_route_admits_exactly_the_roles_of_the_contract() {
             let status = response.status();
             let expected = match (roles, token) {
                 (None, _) => None,
+                // A page asked for without a token and without a session goes to sign in.
+                (Some(_), None) if route.html && route.method == "GET" => {
+                    Some(StatusCode::SEE_OTHER)
+                }
                 (Some(_), None | Some("not-one-of-ours")) => Some(StatusCode::UNAUTHORIZED),
                 (Some(roles), Some(_)) if roles.contains(&caller) => None,
                 (Some(_), Some(_)) => Some(StatusCode::FORBIDDEN),
@@ -256,6 +272,20 @@ async fn every_route_admits_exactly_the_roles_of_the_contract() {
                 route.method, route.path
             );
             match expected {
+                Some(StatusCode::SEE_OTHER) => {
+                    assert_eq!(status, StatusCode::SEE_OTHER, "{cell}");
+                    let location = response.headers()[header::LOCATION]
+                        .to_str()
+                        .expect("ascii");
+                    assert!(location.starts_with("/sign-in?next="), "{cell}: {location}");
+                }
+                Some(expected) if route.html => {
+                    assert_eq!(status, expected, "{cell}");
+                    let content_type = response.headers()[header::CONTENT_TYPE]
+                        .to_str()
+                        .expect("ascii");
+                    assert!(content_type.starts_with("text/html"), "{cell}");
+                }
                 Some(expected) => {
                     assert_eq!(status, expected, "{cell}");
                     assert_eq!(
@@ -269,6 +299,12 @@ async fn every_route_admits_exactly_the_roles_of_the_contract() {
                         "forbidden"
                     };
                     assert_eq!(problem["code"], code, "{cell}");
+                }
+                // The sign-in form refuses, from anyone, a post without its own form token
+                // (403: it may come from another site); it asks for no token.
+                None if (route.method, route.path) == ("POST", "/sign-in") => {
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{cell}");
+                    assert!(text.contains("sign-in form had expired"), "{cell}");
                 }
                 None => assert!(
                     status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,

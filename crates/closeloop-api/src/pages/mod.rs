@@ -26,7 +26,12 @@ use maud::{DOCTYPE, Markup, PreEscaped, html as markup};
 
 use crate::assets;
 
+mod form;
 pub(crate) mod public;
+pub(crate) mod refusal;
+pub mod session;
+pub(crate) mod sign_in;
+pub(crate) mod staff;
 
 /// The organisation the pages speak for, and how its places are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
