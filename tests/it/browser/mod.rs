@@ -282,6 +282,14 @@ impl Browser {
             .find(Locator::Css(&format!("form[action$='{action_suffix}']")))
             .await
             .unwrap_or_else(|err| panic!("no form posting to …{action_suffix}: {err}"));
+        // A form folded in a <details> is opened first, as a person would by its summary.
+        self.client
+            .execute(
+                "const folded = arguments[0].closest('details'); if (folded && !folded.open) { folded.querySelector('summary').click(); }",
+                vec![serde_json::to_value(&form).expect("an element reference")],
+            )
+            .await
+            .expect("open the form's details");
         for &(name, value) in fields {
             let field = form
                 .find(Locator::Css(&format!("[name='{name}']")))
@@ -308,6 +316,11 @@ impl Browser {
                 field.send_keys(value).await.expect("type");
             }
         }
+        // Marks this document, so that waiting for the answer can tell the two apart.
+        self.client
+            .execute("window.__closeloopSubmitted = true;", vec![])
+            .await
+            .expect("mark the page");
         form.find(Locator::Css(
             "button:not([type]),button[type=submit],input[type=submit]",
         ))
@@ -316,6 +329,27 @@ impl Browser {
         .click()
         .await
         .expect("submit");
+        self.wait_for_next_page().await;
+    }
+
+    /// Waits until the page open before a submission has been replaced by its answer and that
+    /// answer has loaded, so the next look at the page sees the answer, not the form.
+    async fn wait_for_next_page(&self) {
+        for _ in 0..200 {
+            let state = self
+                .client
+                .execute(
+                    "return window.__closeloopSubmitted === true ? 'old' : document.readyState;",
+                    vec![],
+                )
+                .await;
+            match state {
+                Ok(state) if state.as_str() == Some("complete") => return,
+                // Between documents the script can fail: the old one is gone, the new not ready.
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        panic!("the answer to a form did not load within 10 s");
     }
 }
 

@@ -768,6 +768,9 @@ fn bulk_form<S>(
                         span class="nhsuk-u-visually-hidden" { "Error: " } (error)
                     }
                 }
+                // On a phone the table scrolls inside its own region, not the page; the region
+                // takes focus so that keyboard users can scroll it too.
+                div class="nhsuk-table-container" role="region" aria-label="Loops, scrolls sideways on a small screen" tabindex="0" {
                 table class="nhsuk-table" {
                     caption class="nhsuk-table__caption" { (caption) }
                     thead class="nhsuk-table__head" {
@@ -787,6 +790,7 @@ fn bulk_form<S>(
                             (row(state, index + 1, item, failed.is_some_and(|failed| failed.ticked.contains(item.loop_id.as_str())), selection_error.is_some()))
                         }
                     }
+                }
                 }
             }
             fieldset class="nhsuk-fieldset" aria-describedby="bulk-hint" {
