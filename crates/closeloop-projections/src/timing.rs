@@ -4,13 +4,15 @@
 //! ([`Sla::is_overdue`]). Its due dates depend only on its state and the SLA, so the earliest
 //! instant at which it *becomes* overdue is computed once per state change: a query then
 //! decides `overdue` for each loop with one comparison. The working days it took to
-//! acknowledge and to close (for the stats' medians) are kept the same way.
+//! acknowledge and to close (for the stats' medians) are kept the same way, and so are the
+//! per-day aggregates built on them ([`Daily`]).
 
 use std::sync::PoisonError;
 
 use closeloop_domain::{Channel, LoopState, OrgUnit, Sla, Stage};
 use jiff::Timestamp;
 
+use crate::daily::{self, Daily, Tables};
 use crate::model::ReadModels;
 use crate::record::{Cold, Hot, Ts, When, clamped_nanos};
 
@@ -23,19 +25,23 @@ pub(crate) struct Timing {
     /// A scratch state through which the [`Sla`]'s own methods compute due dates, so that
     /// they are never re-implemented here.
     scratch: LoopState,
+    /// Per-day aggregates of every loop, in whole working days of this SLA's calendar.
+    pub(crate) daily: Daily,
 }
 
 impl Timing {
-    pub(crate) fn build(sla: &Sla, hot: &[Hot], cold: &[Cold]) -> Self {
+    pub(crate) fn build(sla: &Sla, hot: &[Hot], cold: &[Cold], tables: &Tables<'_>) -> Self {
         let mut timing = Self {
             sla: sla.clone(),
             slots: Vec::with_capacity(hot.len()),
             scratch: scratch_state(),
+            daily: Daily::default(),
         };
         for (slot, (hot, cold)) in hot.iter().zip(cold).enumerate() {
             let slot = u32::try_from(slot).expect("slots are u32");
-            timing.update(slot, hot, cold);
+            timing.compute(slot, hot, cold);
         }
+        timing.daily = daily::build(tables, hot, &timing.slots);
         timing
     }
 
@@ -43,8 +49,34 @@ impl Timing {
         &self.sla
     }
 
-    /// Recomputes one slot (a new slot must be the next one).
-    pub(crate) fn update(&mut self, slot: u32, hot: &Hot, cold: &Cold) {
+    /// Recomputes one slot after an event changed it (a new slot must be the next one), and
+    /// moves its contribution to the aggregates. `before` is the slot's record as it was
+    /// before the event, `None` for a new slot.
+    pub(crate) fn update(
+        &mut self,
+        slot: u32,
+        hot: &Hot,
+        cold: &Cold,
+        before: Option<&Hot>,
+        tables: &Tables<'_>,
+    ) {
+        let i = slot as usize;
+        let previous = before
+            .zip(self.slots.get(i))
+            .map(|(before, timing)| (*before, tables.contribution(before, timing)));
+        self.compute(slot, hot, cold);
+        let now = tables.contribution(hot, &self.slots[i]);
+        if let Some((before, was)) = previous {
+            if was == now && same_keys(&before, hot) {
+                return;
+            }
+            self.daily.remove(&tables.keys_of(&before), &was);
+        }
+        self.daily.add(&tables.keys_of(hot), &now);
+    }
+
+    /// Computes one slot's figures (a new slot must be the next one).
+    fn compute(&mut self, slot: u32, hot: &Hot, cold: &Cold) {
         let received = hot.received();
         let state = &mut self.scratch;
         state.stage = hot.stage();
@@ -90,6 +122,12 @@ impl Timing {
     pub(crate) fn is_overdue(&self, slot: u32, now: i64) -> bool {
         now > self.slots[slot as usize].due
     }
+}
+
+/// Whether two records of a loop count in the same keys: only a second `feedback.received`
+/// changes them.
+fn same_keys(a: &Hot, b: &Hot) -> bool {
+    (a.org, a.themes, a.tags, a.channel) == (b.org, b.themes, b.tags, b.channel)
 }
 
 /// One slot's SLA-dependent figures.
@@ -157,7 +195,7 @@ impl ReadModels {
         let mut guard = self.timing.write().unwrap_or_else(PoisonError::into_inner);
         if guard.as_ref().is_none_or(|t| t.sla() != sla) {
             let started = std::time::Instant::now();
-            *guard = Some(Timing::build(sla, &self.hot, &self.cold));
+            *guard = Some(Timing::build(sla, &self.hot, &self.cold, &self.tables()));
             tracing::debug!(
                 loops = self.hot.len(),
                 seconds = started.elapsed().as_secs_f64(),

@@ -1,0 +1,215 @@
+//! Property: the per-day aggregates that `apply` keeps up to date, event by event, are exactly
+//! the aggregates built from scratch over the final loop records, whatever the events
+//! (reopenings and a second `feedback.received` included), and whatever is kept after a
+//! snapshot and reload.
+
+use closeloop_domain::{Command, Event, EventType, LoopEvent, LoopId, LoopState, Sla};
+use closeloop_store::{Hash, StoredEvent, record};
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+use proptest::sample::select;
+use serde_json::json;
+
+use crate::daily::{self, Daily};
+use crate::model::ReadModels;
+
+/// One generated step: which loop, which event, hours after the previous step, and a choice of
+/// feedback data.
+type Step = (usize, EventType, i64, usize);
+
+const ORGS: [&str; 4] = ["rxx", "rxx/a", "rxx/a/w1/bay-2/bed-4", "ryy/b/w9"];
+
+fn received(choice: usize) -> serde_json::Value {
+    let themes = [json!([]), json!(["food"]), json!(["food", "noise", "food"])];
+    let tags = [
+        json!([]),
+        json!(["homeless"]),
+        json!(["carers", "homeless"]),
+    ];
+    let ratings = [
+        json!({"fft": 1}),
+        json!({"fft": 5, "stars": 2}),
+        json!({"stars": 4}),
+    ];
+    let channel = ["web", "sms", "paper"][choice % 3];
+    json!({
+        "org_unit": ORGS[choice % 4],
+        "channel": channel,
+        "themes": themes[choice % 3],
+        "seldom_heard": tags[(choice / 3) % 3],
+        "ratings": ratings[(choice / 2) % 3],
+        "consent_to_publish": choice.is_multiple_of(2),
+    })
+}
+
+fn data(event_type: EventType, choice: usize) -> serde_json::Value {
+    match event_type {
+        EventType::FeedbackReceived => received(choice),
+        EventType::ActionPlanned => json!({"by": "ward", "description": "Plan"}),
+        EventType::ChangeMade => json!({"by": "ward", "description": "Change"}),
+        EventType::NoChange => json!({"by": "ward", "reason": "Cannot"}),
+        EventType::Responded => json!({"by": "pals", "text": "Thanks"}),
+        EventType::ReportedBack => json!({"by": "pals", "message": "Done"}),
+        EventType::Reopened => json!({"by": "pals", "reason": "Again"}),
+        EventType::Erased => json!({"by": "admin", "matched_by": "loop_id"}),
+        EventType::Acknowledged | EventType::StoryApproved => json!({"by": "pals"}),
+    }
+}
+
+/// The events the domain accepts for the steps, plus, for every fifth step on a known loop,
+/// a second `feedback.received` stored as a log from before `decide` refused it might hold.
+fn log(steps: &[Step]) -> Vec<(StoredEvent, Event)> {
+    let mut states: std::collections::HashMap<String, LoopState> = Default::default();
+    let mut entries = Vec::new();
+    let mut at: Timestamp = "2026-10-01T08:00:00Z".parse().expect("a time");
+    for (n, &(loop_n, event_type, hours, choice)) in steps.iter().enumerate() {
+        at += SignedDuration::from_hours(hours);
+        let loop_id = LoopId::parse(&format!("loop-{loop_n}")).expect("an id");
+        let state = states.get(loop_id.as_str()).cloned();
+        let payload = LoopEvent::from_data(event_type, data(event_type, choice)).expect("data");
+        let events = if n % 5 == 4 && state.is_some() {
+            let again = EventType::FeedbackReceived;
+            vec![LoopEvent::from_data(again, data(again, choice + 1)).expect("data")]
+        } else {
+            let command = Command {
+                loop_id: loop_id.clone(),
+                at,
+                payload,
+            };
+            match closeloop_domain::decide(state.as_ref(), command) {
+                Ok(events) => events,
+                Err(_) => continue,
+            }
+        };
+        let mut state = state;
+        for payload in events {
+            let event = Event {
+                event_id: format!("e-{}", entries.len()),
+                source: "urn:test:daily".to_owned(),
+                time: at,
+                payload,
+                actor: None,
+            };
+            state = closeloop_domain::apply(state, &event);
+            let entry = StoredEvent {
+                position: entries.len() as u64 + 1,
+                loop_id: loop_id.clone(),
+                version: state.as_ref().map_or(1, |s| s.version),
+                prev_hash: Hash::ZERO,
+                hash: Hash::ZERO,
+                record: record::encode(&event),
+            };
+            entries.push((entry, event));
+        }
+        if let Some(state) = state {
+            states.insert(loop_id.as_str().to_owned(), state);
+        }
+    }
+    entries
+}
+
+/// The aggregates the models keep for the default SLA.
+fn kept(models: &ReadModels) -> Daily {
+    models.with_timing(&Sla::default(), |timing| timing.daily.clone())
+}
+
+/// The aggregates built from scratch over the models' records.
+fn rebuilt(models: &ReadModels) -> Daily {
+    models.with_timing(&Sla::default(), |timing| {
+        daily::build(&models.tables(), &models.hot, &timing.slots)
+    })
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let types = select(EventType::ALL.to_vec());
+    prop::collection::vec((0..6_usize, types, 0..60_i64, 0..36_usize), 1..120)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn kept_aggregates_equal_a_fresh_build(steps in steps(), split in 0..120_usize) {
+        let entries = log(&steps);
+        let mut models = ReadModels::default();
+        // Built before any event, so every event goes through the incremental path.
+        models.prepare(&Sla::default());
+        let split = split.min(entries.len());
+        for (entry, event) in &entries[..split] {
+            models.apply(entry, event);
+        }
+        // A reload rebuilds them from the records; the rest is applied incrementally again.
+        let mut models = ReadModels::from_snapshot(&models.to_snapshot()).expect("own snapshot");
+        models.prepare(&Sla::default());
+        for (entry, event) in &entries[split..] {
+            models.apply(entry, event);
+        }
+        let incremental = kept(&models);
+        prop_assert_eq!(&incremental, &rebuilt(&models));
+        // And a log applied to models that never prepared gives the same.
+        let mut fresh = ReadModels::default();
+        for (entry, event) in &entries {
+            fresh.apply(entry, event);
+        }
+        prop_assert_eq!(incremental, kept(&fresh));
+    }
+}
+
+#[test]
+fn a_reopening_takes_the_close_out_of_the_aggregates() {
+    let mut steps: Vec<Step> = vec![
+        (0, EventType::FeedbackReceived, 0, 0),
+        (0, EventType::ChangeMade, 30, 0),
+        (0, EventType::ReportedBack, 30, 0),
+    ];
+    let closed_once = {
+        let mut models = ReadModels::default();
+        models.prepare(&Sla::default());
+        for (entry, event) in &log(&steps) {
+            models.apply(entry, event);
+        }
+        kept(&models)
+    };
+    steps.push((0, EventType::Reopened, 1, 0));
+    let mut models = ReadModels::default();
+    models.prepare(&Sla::default());
+    for (entry, event) in &log(&steps) {
+        models.apply(entry, event);
+    }
+    let reopened = kept(&models);
+    assert_ne!(reopened, closed_once);
+    let all = reopened.series(daily::Key::All).expect("a loop");
+    let bucket = all.values().next().expect("one day");
+    assert_eq!(bucket.received, 1);
+    assert!(
+        bucket
+            .days()
+            .all(|(measure, _, _)| measure == daily::Measure::Acknowledge),
+        "no close is left after the reopening: {bucket:?}"
+    );
+    assert_eq!(reopened, rebuilt(&models));
+}
+
+#[test]
+fn memory_stays_in_buckets_per_key_and_day() {
+    // 2,000 loops on 4 days, all alike: every loop shares its buckets.
+    let steps: Vec<Step> = (0..2_000)
+        .map(|n| {
+            (
+                n,
+                EventType::FeedbackReceived,
+                if n % 500 == 0 { 24 } else { 0 },
+                3,
+            )
+        })
+        .collect();
+    let mut models = ReadModels::default();
+    for (entry, event) in &log(&steps) {
+        models.apply(entry, event);
+    }
+    let daily = kept(&models);
+    // Choice 3 is "ryy/b/w9" by the web, no theme, tagged "homeless". Its keys: All, Channel,
+    // Org × 3, Theme (none), OrgTheme × 3, Tag × 2 (homeless and any), OrgTag × 3 × 2: 17,
+    // each with one bucket for each of the 4 days.
+    assert_eq!(daily.bucket_count(), 17 * 4);
+}
