@@ -230,6 +230,23 @@ pub struct Insights {
     pub more_groups: usize,
 }
 
+/// The most places [`ReadModels::insight_choices`] offers.
+pub const MAX_PLACE_CHOICES: usize = 100;
+/// The most themes [`ReadModels::insight_choices`] offers.
+pub const MAX_THEME_CHOICES: usize = 50;
+
+/// What the insights page's filters may offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InsightChoices {
+    /// Org units within the scope (not the scope itself) that loops were ever in, or are
+    /// prefixes of such: at most [`MAX_PLACE_CHOICES`], the shallowest first, listed in path
+    /// order.
+    pub places: Vec<OrgUnit>,
+    /// Themes of the loops of the query's place and period (whatever its theme), most loops
+    /// first, ties by name: at most [`MAX_THEME_CHOICES`].
+    pub themes: Vec<String>,
+}
+
 /// The place of a selection: an org unit id and how deep it is.
 #[derive(Debug, Clone, Copy)]
 struct Place {
@@ -258,6 +275,45 @@ impl ReadModels {
     #[must_use]
     pub fn insights(&self, query: &InsightsQuery, now: Timestamp, sla: &Sla) -> Insights {
         self.with_timing(sla, |timing| self.insights_with(query, now, timing))
+    }
+
+    /// The places and themes the insights page may offer for `query`: places within its
+    /// scope, and the themes of its place and period.
+    #[must_use]
+    pub fn insight_choices(&self, query: &InsightsQuery, sla: &Sla) -> InsightChoices {
+        let mut places: Vec<(usize, &str)> = (0..self.orgs.len())
+            .filter_map(|id| u32::try_from(id).ok())
+            .map(|id| self.orgs.name(id))
+            .filter(|name| {
+                query.scope.as_ref().is_none_or(|scope| {
+                    name.strip_prefix(scope.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+                })
+            })
+            .map(|name| (name.split('/').count(), name))
+            .collect();
+        if places.len() > MAX_PLACE_CHOICES {
+            places.select_nth_unstable(MAX_PLACE_CHOICES);
+            places.truncate(MAX_PLACE_CHOICES);
+        }
+        let mut places: Vec<OrgUnit> = places
+            .into_iter()
+            .filter_map(|(_, name)| OrgUnit::parse(name).ok())
+            .collect();
+        places.sort();
+        let place = effective_place(query.place.as_ref(), query.scope.as_ref());
+        let days = day_of_date(query.from)..day_of_date(query.to).max(day_of_date(query.from));
+        let themes = match self.filter(place, None) {
+            None => Vec::new(),
+            Some(filter) => self.with_timing(sla, |timing| {
+                self.breakdown(timing, filter, Breakdown::Themes, days)
+                    .into_iter()
+                    .take(MAX_THEME_CHOICES)
+                    .map(|(theme, _)| self.themes.name(theme).to_owned())
+                    .collect()
+            }),
+        };
+        InsightChoices { places, themes }
     }
 
     fn insights_with(&self, query: &InsightsQuery, now: Timestamp, timing: &Timing) -> Insights {
@@ -956,6 +1012,47 @@ mod tests {
             Some(Some(scope.clone()))
         );
         assert_eq!(effective_place(Some(&org("rxx/ab")), Some(&scope)), None);
+    }
+
+    #[test]
+    fn the_places_offered_are_within_the_scope_and_the_shallowest_first() {
+        let mut models = ReadModels::default();
+        let mut units = vec!["rxx/a/w1".to_owned(), "rxx/ab".to_owned(), "ryy".to_owned()];
+        units.extend((0..150).map(|n| format!("rxx/a/w{n:03}/bay")));
+        for (n, unit) in units.iter().enumerate() {
+            let data = serde_json::json!({"org_unit": unit, "channel": "web", "themes": [format!("t{}", n % 3)]});
+            apply(
+                &mut models,
+                &format!("l{n}"),
+                "2026-11-02T09:00:00Z",
+                EventType::FeedbackReceived,
+                data,
+            );
+        }
+        let query = InsightsQuery {
+            place: None,
+            theme: None,
+            from: date("2026-11-01"),
+            to: date("2026-12-01"),
+            scope: Some(OrgUnit::parse("rxx/a").expect("an org unit")),
+        };
+        let choices = models.insight_choices(&query, &Sla::default());
+        assert_eq!(choices.places.len(), MAX_PLACE_CHOICES);
+        assert!(
+            choices
+                .places
+                .iter()
+                .all(|p| p.as_str().starts_with("rxx/a/w")),
+            "{choices:?}"
+        );
+        // Of 151 wards (depth 3) and 150 bays (depth 4), the first 100 places are wards.
+        assert!(
+            choices
+                .places
+                .iter()
+                .all(|p| p.as_str().split('/').count() == 3)
+        );
+        assert_eq!(choices.themes, ["t0", "t1", "t2"]);
     }
 
     #[test]

@@ -65,8 +65,9 @@ mod timing;
 
 pub use insights::{
     CLOSE_BIN_DAYS, CLOSE_BINS, CloseBin, Comparison, Disclosed, EXAMPLE_CANDIDATES, Example, Fft,
-    Figures, GroupInsight, Headline, INSIGHT_THEMES, Insights, InsightsQuery, MAX_GROUPS,
-    MAX_MONTHS, MonthFft, SUPPRESS_BELOW, ThemeInsight, whole_percent,
+    Figures, GroupInsight, Headline, INSIGHT_THEMES, InsightChoices, Insights, InsightsQuery,
+    MAX_GROUPS, MAX_MONTHS, MAX_PLACE_CHOICES, MAX_THEME_CHOICES, MonthFft, SUPPRESS_BELOW,
+    ThemeInsight, whole_percent,
 };
 pub use limits::{
     MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
