@@ -23,6 +23,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html as markup};
 
 use crate::assets;
 
+pub mod charts;
+
 /// The organisation the pages speak for, and how its places are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
