@@ -26,6 +26,7 @@ use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
 mod access;
 mod assets;
+mod insights;
 
 const STAFF: &str = "staff-token-unit";
 const LEADER: &str = "leader-token-unit";
@@ -171,6 +172,7 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
     const READ: &[&str] = &["staff", "leader", "auditor", "admin"];
     const AUDIT: &[&str] = &["auditor", "admin"];
     const ADMIN_ONLY: &[&str] = &["admin"];
+    const LEAD: &[&str] = &["leader", "admin"];
     match (method, path) {
         (
             "GET",
@@ -183,6 +185,7 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             | "/assets/{file}"
             | "/assets/images/{file}",
         ) => None,
+        ("GET", "/insights") => Some(LEAD),
         ("POST", "/v1/feedback" | "/v1/changes") => Some(WRITE),
         ("POST", path) if path.starts_with("/v1/loops/{loop_id}/") => Some(WRITE),
         ("GET", "/v1/loops" | "/v1/loops/{loop_id}" | "/v1/stats") => Some(READ),
@@ -252,6 +255,15 @@ async fn every_route_admits_exactly_the_roles_of_the_contract() {
                 route.method, route.path
             );
             match expected {
+                // A page answers its errors as a page.
+                Some(expected) if route.html => {
+                    assert_eq!(status, expected, "{cell}");
+                    assert_eq!(
+                        response.headers()[header::CONTENT_TYPE],
+                        "text/html; charset=utf-8",
+                        "{cell}"
+                    );
+                }
                 Some(expected) => {
                     assert_eq!(status, expected, "{cell}");
                     assert_eq!(

@@ -24,6 +24,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html as markup};
 use crate::assets;
 
 pub mod charts;
+pub(crate) mod insights;
 
 /// The organisation the pages speak for, and how its places are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
