@@ -21,12 +21,13 @@ use closeloop_domain::{LoopId, OrgUnit, Sla};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use serde::Serialize;
 
 use crate::daily::{
     self, ANY_TAG, CROSS_DEPTH, Contribution, Day, DaysTally, Key, NO_THEME, Series, Sum,
 };
+use crate::index::OrderKey;
 use crate::model::ReadModels;
 use crate::published::PublicKey;
 use crate::record::clamped_nanos;
@@ -262,6 +263,9 @@ struct Filter {
     tag: Option<u32>,
 }
 
+/// Seconds in a day.
+const DAY_SECONDS: i64 = 86_400;
+
 /// The first day (UTC) of `date` as a [`Day`].
 fn day_of_date(date: Date) -> Day {
     let secs = date
@@ -306,7 +310,7 @@ impl ReadModels {
         let themes = match self.filter(place, None) {
             None => Vec::new(),
             Some(filter) => self.with_timing(sla, |timing| {
-                self.breakdown(timing, filter, Breakdown::Themes, days)
+                self.breakdown_counts(timing, filter, Breakdown::Themes, days)
                     .into_iter()
                     .take(MAX_THEME_CHOICES)
                     .map(|(theme, _)| self.themes.name(theme).to_owned())
@@ -354,7 +358,9 @@ impl ReadModels {
                 percent(answers[0] + answers[1], month.answers)
             });
         }
-        let overdue = self.overdue(filter, days.clone(), clamped_nanos(now), timing);
+        let top = self.frequent_themes(timing, filter, days.clone(), &total);
+        let top_ids: Vec<u32> = top.iter().map(|&(theme, _)| theme).collect();
+        let overdue = self.overdue(filter, days.clone(), clamped_nanos(now), timing, &top_ids);
         insights.headline = Disclosed::when(total.received, || Headline {
             figures: figures(&total),
             open: total.received - total.close.total(),
@@ -363,7 +369,21 @@ impl ReadModels {
         if insights.headline.shown().is_some() {
             insights.close_days = close_bins(&total.close);
         }
-        insights.themes = self.theme_insights(timing, filter, days.clone(), &total, &overdue);
+        let mut examples = self.examples(filter.place, &top_ids, days.clone());
+        insights.themes = top
+            .into_iter()
+            .zip(examples.iter_mut())
+            .zip(overdue.by_theme)
+            .map(|(((theme, sum), examples), overdue)| ThemeInsight {
+                theme: self.themes.name(theme).to_owned(),
+                figures: Disclosed::when(sum.received, || Headline {
+                    figures: figures(&sum),
+                    open: sum.received - sum.close.total(),
+                    overdue,
+                }),
+                examples: std::mem::take(examples),
+            })
+            .collect();
         let groups = self.breakdown(timing, filter, Breakdown::Tags, days);
         insights.more_groups = groups.len().saturating_sub(MAX_GROUPS);
         insights.groups = groups
@@ -488,46 +508,62 @@ impl ReadModels {
         by: Breakdown,
         days: Range<Day>,
     ) -> Vec<(u32, Sum)> {
-        let shallow = filter.place.is_none_or(|place| place.depth <= CROSS_DEPTH);
-        let keys = match (by, filter.place, filter.theme) {
-            (Breakdown::Themes, None, None) => Some(Key::Theme(0)..=Key::Theme(NO_THEME - 1)),
-            (Breakdown::Themes, Some(place), None) if shallow => {
-                Some(Key::OrgTheme(place.id, 0)..=Key::OrgTheme(place.id, NO_THEME - 1))
-            }
-            (Breakdown::Tags, None, None) => Some(Key::Tag(0)..=Key::Tag(ANY_TAG - 1)),
-            (Breakdown::Tags, Some(place), None) if shallow => {
-                Some(Key::OrgTag(place.id, 0)..=Key::OrgTag(place.id, ANY_TAG - 1))
-            }
-            _ => None,
-        };
-        let mut sums: Vec<(u32, Sum)> = match keys {
+        let mut sums: Vec<(u32, Sum)> = match family(filter, by) {
             Some(keys) => timing
                 .daily
                 .range(keys)
-                .filter_map(|(&key, series)| {
-                    let id = match key {
-                        Key::Theme(id)
-                        | Key::OrgTheme(_, id)
-                        | Key::Tag(id)
-                        | Key::OrgTag(_, id) => id,
-                        Key::All | Key::Org(_) | Key::Channel(_) => return None,
-                    };
-                    Some((id, Sum::of(series, days.clone())))
-                })
+                .map(|(&key, series)| (key_id(key), Sum::of(series, days.clone())))
                 .collect(),
             None => self.scan_breakdown(timing, filter, by, days),
         };
         sums.retain(|(_, sum)| sum.received > 0);
+        self.rank(by, &mut sums, |sum| sum.received);
+        sums
+    }
+
+    /// Like [`breakdown`](Self::breakdown), loops received only: what a list of choices
+    /// needs, without merging histograms.
+    fn breakdown_counts(
+        &self,
+        timing: &Timing,
+        filter: Filter,
+        by: Breakdown,
+        days: Range<Day>,
+    ) -> Vec<(u32, u64)> {
+        let mut counts: Vec<(u32, u64)> = match family(filter, by) {
+            Some(keys) => timing
+                .daily
+                .range(keys)
+                .map(|(&key, series)| {
+                    let received = series
+                        .range(days.clone())
+                        .map(|(_, bucket)| u64::from(bucket.received))
+                        .sum();
+                    (key_id(key), received)
+                })
+                .collect(),
+            None => self
+                .scan_breakdown(timing, filter, by, days)
+                .into_iter()
+                .map(|(id, sum)| (id, sum.received))
+                .collect(),
+        };
+        counts.retain(|&(_, received)| received > 0);
+        self.rank(by, &mut counts, |&received| received);
+        counts
+    }
+
+    /// Sorts (id, figures) pairs by loops received, most first, ties by name.
+    fn rank<T>(&self, by: Breakdown, items: &mut [(u32, T)], received: impl Fn(&T) -> u64) {
         let names = match by {
             Breakdown::Themes => &self.themes,
             Breakdown::Tags => &self.tags,
         };
-        sums.sort_by(|(a, x), (b, y)| {
-            y.received
-                .cmp(&x.received)
+        items.sort_by(|(a, x), (b, y)| {
+            received(y)
+                .cmp(&received(x))
                 .then_with(|| names.name(*a).cmp(names.name(*b)))
         });
-        sums
     }
 
     /// [`breakdown`](Self::breakdown) by one pass over the selection's loops (with a tag
@@ -566,58 +602,89 @@ impl ReadModels {
         sums.into_iter().collect()
     }
 
-    /// Open loops of a selection received in `days`, and of those the overdue ones, in all
-    /// and per theme.
-    fn overdue(&self, filter: Filter, days: Range<Day>, now: i64, timing: &Timing) -> Overdue {
-        let mut open = self.candidates_of(filter);
-        open &= &self.bitmaps.status[0];
-        let mut overdue = Overdue::default();
-        for slot in &open {
-            let hot = &self.hot[slot as usize];
-            if days.contains(&daily::day_of(hot.received())) && timing.is_overdue(slot, now) {
-                overdue.total += 1;
-                for &theme in self.lists.distinct(hot.themes) {
-                    *overdue.by_theme.entry(theme).or_default() += 1;
-                }
-            }
+    /// The overdue loops of a selection received in `days`, in all and for each of `themes`
+    /// (in order): the loops overdue now ([`Timing::overdue_at`]) intersected with the
+    /// selection, the period and each theme, all as bitmaps.
+    fn overdue(
+        &self,
+        filter: Filter,
+        days: Range<Day>,
+        now: i64,
+        timing: &Timing,
+        themes: &[u32],
+    ) -> Overdue {
+        let mut overdue = self.candidates_of(filter);
+        overdue &= timing.overdue_at(now);
+        if !overdue.is_empty() {
+            overdue &= self.received_in(days);
         }
-        overdue
+        let empty = RoaringBitmap::new();
+        Overdue {
+            total: overdue.len(),
+            by_theme: themes
+                .iter()
+                .map(|&theme| {
+                    let loops = self.bitmaps.theme.get(theme as usize).unwrap_or(&empty);
+                    overdue.intersection_len(loops)
+                })
+                .collect(),
+        }
     }
 
-    /// The most frequent themes of the selection with their figures and example stories;
-    /// just the selected theme when one is.
-    fn theme_insights(
+    /// The loops received on the days of `days`, from the `received_at` order: whole buckets
+    /// inside the range, loop by loop at its ends.
+    fn received_in(&self, days: Range<Day>) -> RoaringBitmap {
+        let from = crate::record::Ts {
+            secs: i64::from(days.start) * DAY_SECONDS,
+            nanos: 0,
+        };
+        let to = crate::record::Ts {
+            secs: i64::from(days.end) * DAY_SECONDS,
+            nanos: 0,
+        };
+        let mut whole: Vec<&RoaringBitmap> = Vec::new();
+        let mut ends = RoaringBitmap::new();
+        // The empty id sorts before every id.
+        let start = OrderKey::new(from, "");
+        let mut buckets = self.order.entries_from(Some(&start)).peekable();
+        while let Some((key, bucket)) = buckets.next() {
+            if key.at >= to {
+                break;
+            }
+            // Every loop of a bucket sorts before the next bucket's key.
+            let next = buckets.peek().map(|(next, _)| next.at);
+            if key.at >= from && next.is_some_and(|next| next < to) {
+                whole.push(bucket);
+            } else {
+                ends.extend(bucket.iter().filter(|&slot| {
+                    let at = self.hot[slot as usize].received();
+                    at >= from && at < to
+                }));
+            }
+        }
+        whole.push(&ends);
+        whole.into_iter().union()
+    }
+
+    /// The most frequent themes of the selection with their figures, most loops first; just
+    /// the selected theme when one is (and has loops).
+    fn frequent_themes<'a>(
         &self,
         timing: &Timing,
         filter: Filter,
         days: Range<Day>,
-        total: &Sum,
-        overdue: &Overdue,
-    ) -> Vec<ThemeInsight> {
-        let top: Vec<(u32, Cow<'_, Sum>)> = match filter.theme {
+        total: &'a Sum,
+    ) -> Vec<(u32, Cow<'a, Sum>)> {
+        match filter.theme {
             Some(_) if total.received == 0 => Vec::new(),
             Some(theme) => vec![(theme, Cow::Borrowed(total))],
             None => self
-                .breakdown(timing, filter, Breakdown::Themes, days.clone())
+                .breakdown(timing, filter, Breakdown::Themes, days)
                 .into_iter()
                 .take(INSIGHT_THEMES)
                 .map(|(theme, sum)| (theme, Cow::Owned(sum)))
                 .collect(),
-        };
-        let ids: Vec<u32> = top.iter().map(|&(theme, _)| theme).collect();
-        let mut examples = self.examples(filter.place, &ids, days);
-        top.into_iter()
-            .zip(examples.iter_mut())
-            .map(|((theme, sum), examples)| ThemeInsight {
-                theme: self.themes.name(theme).to_owned(),
-                figures: Disclosed::when(sum.received, || Headline {
-                    figures: figures(&sum),
-                    open: sum.received - sum.close.total(),
-                    overdue: overdue.by_theme.get(&theme).copied().unwrap_or(0),
-                }),
-                examples: std::mem::take(examples),
-            })
-            .collect()
+        }
     }
 
     /// Up to [`EXAMPLE_CANDIDATES`] published loops for each of `themes`, in `place` and
@@ -687,6 +754,33 @@ fn monthly_fft(series: &Series, months: &[Date], days: &Range<Day>) -> Vec<[u64;
         .collect()
 }
 
+/// The keys that break a selection down by theme or tag, when they are kept: for every
+/// loop, or a place no deeper than [`CROSS_DEPTH`], without a theme chosen.
+fn family(filter: Filter, by: Breakdown) -> Option<std::ops::RangeInclusive<Key>> {
+    let shallow = filter.place.is_none_or(|place| place.depth <= CROSS_DEPTH);
+    match (by, filter.place, filter.theme) {
+        (Breakdown::Themes, None, None) => Some(Key::Theme(0)..=Key::Theme(NO_THEME - 1)),
+        (Breakdown::Themes, Some(place), None) if shallow => {
+            Some(Key::OrgTheme(place.id, 0)..=Key::OrgTheme(place.id, NO_THEME - 1))
+        }
+        (Breakdown::Tags, None, None) => Some(Key::Tag(0)..=Key::Tag(ANY_TAG - 1)),
+        (Breakdown::Tags, Some(place), None) if shallow => {
+            Some(Key::OrgTag(place.id, 0)..=Key::OrgTag(place.id, ANY_TAG - 1))
+        }
+        _ => None,
+    }
+}
+
+/// The theme or tag id of a key of a [`family`].
+fn key_id(key: Key) -> u32 {
+    match key {
+        Key::Theme(id) | Key::OrgTheme(_, id) | Key::Tag(id) | Key::OrgTag(_, id) => id,
+        Key::All | Key::Org(_) | Key::Channel(_) => {
+            unreachable!("a family holds theme and tag keys only")
+        }
+    }
+}
+
 /// What a selection is broken down by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Breakdown {
@@ -694,11 +788,11 @@ enum Breakdown {
     Tags,
 }
 
-/// Overdue loops of a selection.
-#[derive(Debug, Default)]
+/// Overdue loops of a selection: in all, and for each of some themes.
+#[derive(Debug)]
 struct Overdue {
     total: u64,
-    by_theme: HashMap<u32, u64>,
+    by_theme: Vec<u64>,
 }
 
 /// The org unit the figures count: the place within the scope. `None`: nothing may be

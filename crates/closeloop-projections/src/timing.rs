@@ -7,10 +7,12 @@
 //! acknowledge and to close (for the stats' medians) are kept the same way, and so are the
 //! per-day aggregates built on them ([`Daily`]).
 
+use std::collections::BTreeMap;
 use std::sync::PoisonError;
 
 use closeloop_domain::{Channel, LoopState, OrgUnit, Sla, Stage};
 use jiff::Timestamp;
+use roaring::{MultiOps, RoaringBitmap};
 
 use crate::daily::{self, Daily, Tables};
 use crate::model::ReadModels;
@@ -27,6 +29,10 @@ pub(crate) struct Timing {
     scratch: LoopState,
     /// Per-day aggregates of every loop, in whole working days of this SLA's calendar.
     pub(crate) daily: Daily,
+    /// Open loops by the day (UTC) on which they become overdue, so that the loops overdue at
+    /// a given time are a union of bitmaps (see [`overdue_at`](Self::overdue_at)). A few bytes
+    /// per open loop.
+    due_days: BTreeMap<i64, RoaringBitmap>,
 }
 
 impl Timing {
@@ -36,6 +42,7 @@ impl Timing {
             slots: Vec::with_capacity(hot.len()),
             scratch: scratch_state(),
             daily: Daily::default(),
+            due_days: BTreeMap::new(),
         };
         for (slot, (hot, cold)) in hot.iter().zip(cold).enumerate() {
             let slot = u32::try_from(slot).expect("slots are u32");
@@ -66,13 +73,18 @@ impl Timing {
             .map(|(before, timing)| (*before, tables.contribution(before, timing)));
         self.compute(slot, hot, cold);
         let now = tables.contribution(hot, &self.slots[i]);
-        if let Some((before, was)) = previous {
-            if was == now && same_keys(&before, hot) {
-                return;
+        match previous {
+            Some((before, was)) if same_keys(&before, hot) => {
+                if was != now {
+                    self.daily.replace(&tables.keys_of(hot), &was, &now);
+                }
             }
-            self.daily.remove(&tables.keys_of(&before), &was);
+            Some((before, was)) => {
+                self.daily.remove(&tables.keys_of(&before), &was);
+                self.daily.add(&tables.keys_of(hot), &now);
+            }
+            None => self.daily.add(&tables.keys_of(hot), &now),
         }
-        self.daily.add(&tables.keys_of(hot), &now);
     }
 
     /// Computes one slot's figures (a new slot must be the next one).
@@ -111,17 +123,50 @@ impl Timing {
             close: days(cold.get(When::ClosedAt).map(Ts::timestamp)),
         };
         let i = slot as usize;
+        let before = self.slots.get(i).map(|before| before.due);
         if i == self.slots.len() {
             self.slots.push(timing);
         } else {
             self.slots[i] = timing;
         }
+        if before != Some(timing.due) {
+            if let Some(day) = before.and_then(due_day)
+                && let Some(open) = self.due_days.get_mut(&day)
+            {
+                open.remove(slot);
+                if open.is_empty() {
+                    self.due_days.remove(&day);
+                }
+            }
+            if let Some(day) = due_day(timing.due) {
+                self.due_days.entry(day).or_default().insert(slot);
+            }
+        }
+    }
+
+    /// The loops overdue at `now` (see [`clamped_nanos`]): every open loop due on an earlier
+    /// day, and those due earlier today.
+    pub(crate) fn overdue_at(&self, now: i64) -> RoaringBitmap {
+        let today = now.div_euclid(NANOS_PER_DAY);
+        let mut overdue = self.due_days.range(..today).map(|(_, open)| open).union();
+        if let Some(open) = self.due_days.get(&today) {
+            overdue.extend(open.iter().filter(|&slot| self.is_overdue(slot, now)));
+        }
+        overdue
     }
 
     /// Whether the loop in `slot` is overdue at `now` (see [`clamped_nanos`]).
     pub(crate) fn is_overdue(&self, slot: u32, now: i64) -> bool {
         now > self.slots[slot as usize].due
     }
+}
+
+/// Nanoseconds in a day.
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// The day a due instant falls on; `None` for a closed loop, which is never due.
+fn due_day(due: i64) -> Option<i64> {
+    (due != i64::MAX).then(|| due.div_euclid(NANOS_PER_DAY))
 }
 
 /// Whether two records of a loop count in the same keys: only a second `feedback.received`
