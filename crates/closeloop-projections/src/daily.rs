@@ -36,8 +36,9 @@
 //! The aggregates depend on the working-day calendar, so they are kept with the other
 //! SLA-dependent figures (`timing`) and built from the loop records when those are, never
 //! stored in a snapshot (the snapshot format is unchanged; a loaded snapshot builds them in
-//! `prepare`). At a million loops, building them takes about a second, and keeping them up to
-//! date adds about 3 µs to each event applied.
+//! `prepare`). At a million loops over a year (the `scale` test in `daily_tests`), building
+//! them takes 1.5 s when loops were logged in about the order they were received (3.5 s in
+//! random order), and keeping them up to date adds 1.5 to 3 µs to each event applied.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
