@@ -281,13 +281,28 @@ impl Daily {
 /// What the aggregates read of the read models' tables to find a loop's keys and FFT answer.
 #[derive(Clone, Copy)]
 pub(crate) struct Tables<'a> {
-    pub(crate) orgs: &'a Names,
-    pub(crate) lists: &'a Lists,
-    pub(crate) ratings: &'a RatingSets,
-    pub(crate) rating_names: &'a Names,
+    orgs: &'a Names,
+    lists: &'a Lists,
+    ratings: &'a RatingSets,
+    /// The id of the rating named `fft`, if any loop has one.
+    fft: Option<u32>,
 }
 
-impl Tables<'_> {
+impl<'a> Tables<'a> {
+    pub(crate) fn new(
+        orgs: &'a Names,
+        lists: &'a Lists,
+        ratings: &'a RatingSets,
+        rating_names: &Names,
+    ) -> Self {
+        Self {
+            orgs,
+            lists,
+            ratings,
+            fft: rating_names.get(crate::stats::FFT),
+        }
+    }
+
     /// The ids of an org unit's prefixes, shortest first, ending with the org unit itself.
     /// Every prefix was interned when the loop was indexed.
     pub(crate) fn org_prefixes(&self, org: u32) -> Vec<u32> {
@@ -304,7 +319,7 @@ impl Tables<'_> {
 
     /// The FFT answer (1 to 6) of a rating set, as the stats count it.
     pub(crate) fn fft_of(&self, set: u32) -> Option<u8> {
-        let fft = self.rating_names.get(crate::stats::FFT)?;
+        let fft = self.fft?;
         self.ratings
             .get(set)
             .iter()

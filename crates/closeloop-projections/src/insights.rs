@@ -615,8 +615,10 @@ impl ReadModels {
     ) -> Overdue {
         let mut overdue = self.candidates_of(filter);
         overdue &= timing.overdue_at(now);
-        if !overdue.is_empty() {
-            overdue &= self.received_in(days);
+        if !overdue.is_empty()
+            && let Some(received) = self.received_in(days)
+        {
+            overdue &= received;
         }
         let empty = RoaringBitmap::new();
         Overdue {
@@ -632,8 +634,9 @@ impl ReadModels {
     }
 
     /// The loops received on the days of `days`, from the `received_at` order: whole buckets
-    /// inside the range, loop by loop at its ends.
-    fn received_in(&self, days: Range<Day>) -> RoaringBitmap {
+    /// inside the range, loop by loop at its ends. `None` when that is every loop (the period
+    /// covers everything received), which spares building it.
+    fn received_in(&self, days: Range<Day>) -> Option<RoaringBitmap> {
         let from = crate::record::Ts {
             secs: i64::from(days.start) * DAY_SECONDS,
             nanos: 0,
@@ -642,6 +645,18 @@ impl ReadModels {
             secs: i64::from(days.end) * DAY_SECONDS,
             nanos: 0,
         };
+        let mut all = self.order.entries_from(None);
+        let first = all.next().map(|(key, _)| key.at);
+        let last = all.last().or_else(|| self.order.entries_from(None).next());
+        let latest = last.and_then(|(_, bucket)| {
+            bucket
+                .iter()
+                .map(|slot| self.hot[slot as usize].received())
+                .max()
+        });
+        if first.is_none_or(|first| first >= from) && latest.is_none_or(|latest| latest < to) {
+            return None;
+        }
         let mut whole: Vec<&RoaringBitmap> = Vec::new();
         let mut ends = RoaringBitmap::new();
         // The empty id sorts before every id.
@@ -663,7 +678,7 @@ impl ReadModels {
             }
         }
         whole.push(&ends);
-        whole.into_iter().union()
+        Some(whole.into_iter().union())
     }
 
     /// The most frequent themes of the selection with their figures, most loops first; just

@@ -528,12 +528,7 @@ impl ReadModels {
 
     /// What the per-day aggregates read of the tables.
     pub(crate) fn tables(&self) -> Tables<'_> {
-        Tables {
-            orgs: &self.orgs,
-            lists: &self.lists,
-            ratings: &self.ratings,
-            rating_names: &self.rating_names,
-        }
+        Tables::new(&self.orgs, &self.lists, &self.ratings, &self.rating_names)
     }
 
     /// Recomputes a slot's SLA-dependent figures and aggregates, if they are being kept;
@@ -554,12 +549,7 @@ impl ReadModels {
             .unwrap_or_else(PoisonError::into_inner)
             .as_mut()
         {
-            let tables = Tables {
-                orgs,
-                lists,
-                ratings,
-                rating_names,
-            };
+            let tables = Tables::new(orgs, lists, ratings, rating_names);
             let i = slot as usize;
             timing.update(slot, &hot[i], &cold[i], before, &tables);
         }

@@ -20,6 +20,11 @@ const SCOPED_LEADER: &str = "leader-rxx-a-token-unit";
 /// An app over a sled store with its projector running, a settable clock, and the usual
 /// tokens plus a leader scoped to `rxx/a`.
 fn insights_app() -> (App, SetClock) {
+    insights_app_with(ReadModels::default())
+}
+
+/// [`insights_app`] with read models already built.
+fn insights_app_with(models: ReadModels) -> (App, SetClock) {
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = test_keys();
     let store = keyed_store(dir.path(), &keys);
@@ -35,7 +40,7 @@ fn insights_app() -> (App, SetClock) {
     );
     let state = Arc::new(AppState {
         store: Arc::new(store),
-        projections: Arc::new(Projections::new(ReadModels::default())),
+        projections: Arc::new(Projections::new(models)),
         sla: Sla::default(),
         tokens: tokens.parse().expect("tokens"),
         clock,
@@ -317,4 +322,163 @@ async fn the_page_stays_small_with_many_groups_themes_and_places() {
         "a whole long story is on the page"
     );
     assert!(html.contains('…'));
+}
+
+/// The page at a million loops, 8 requests at once, as a leader asks for it: run with
+/// `cargo test --release -p closeloop-api page_at_a_million -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a million loops: run in release, by hand"]
+async fn page_at_a_million_loops_with_eight_at_once() {
+    use closeloop_domain::{Event, EventType, LoopEvent};
+    use closeloop_store::{Hash, StoredEvent};
+    use jiff::SignedDuration;
+
+    const LOOPS: usize = 1_000_000;
+    let mut models = ReadModels::default();
+    let start: Timestamp = "2025-11-01T08:00:00Z".parse().expect("a time");
+    let themes = [
+        "waiting",
+        "communication",
+        "noise",
+        "food",
+        "parking",
+        "attitude",
+        "discharge",
+    ];
+    let tags = [
+        "homeless",
+        "gypsy_roma_traveller",
+        "asylum_seeker",
+        "deaf_bsl",
+        "young_carer",
+    ];
+    let mut position = 0;
+    let mut apply = |models: &mut ReadModels, id: &LoopId, version, time, event_type, data| {
+        position += 1;
+        let event = Event {
+            event_id: String::new(),
+            source: String::new(),
+            time,
+            payload: LoopEvent::from_stored_data(event_type, data).expect("data"),
+            actor: None,
+        };
+        let entry = StoredEvent {
+            position,
+            loop_id: id.clone(),
+            version,
+            prev_hash: Hash::ZERO,
+            hash: Hash::ZERO,
+            record: Vec::new(),
+        };
+        models.apply(&entry, &event);
+    };
+    for n in 0..LOOPS {
+        let id = LoopId::parse(&format!("l{n}")).expect("an id");
+        let minutes = i64::try_from(n * 365 * 24 * 60 / LOOPS).expect("minutes");
+        let received = start + SignedDuration::from_mins(minutes);
+        let tagged: Vec<&str> = if n % 9 == 0 {
+            vec![tags[n % 5]]
+        } else {
+            vec![]
+        };
+        let data = json!({"org_unit": format!("r{}/site-{}/ward-{}", n % 3, n % 5, n % 15),
+            "channel": "web", "themes": [themes[n % 7], themes[(n / 7) % 7]], "seldom_heard": tagged,
+            "ratings": {"fft": 1 + n % 6}, "consent_to_publish": n % 4 == 0});
+        apply(
+            &mut models,
+            &id,
+            1,
+            received,
+            EventType::FeedbackReceived,
+            data,
+        );
+        if n % 10 < 8 {
+            let at = received + SignedDuration::from_hours(i64::try_from(n % 90).expect("hours"));
+            apply(
+                &mut models,
+                &id,
+                2,
+                at,
+                EventType::Acknowledged,
+                json!({"by": "pals"}),
+            );
+            if n % 10 < 5 {
+                let at = at + SignedDuration::from_hours(i64::try_from(n % 700).expect("hours"));
+                apply(
+                    &mut models,
+                    &id,
+                    3,
+                    at,
+                    EventType::ChangeMade,
+                    json!({"by": "w", "description": "d"}),
+                );
+                apply(
+                    &mut models,
+                    &id,
+                    4,
+                    at,
+                    EventType::ReportedBack,
+                    json!({"by": "w", "message": "m"}),
+                );
+            }
+        }
+    }
+    models.prepare(&Sla::default());
+    let (app, clock) = insights_app_with(models);
+    clock.at("2026-11-01T12:00:00Z");
+    let app = Arc::new(app);
+    let paths = [
+        "/insights",
+        "/insights?place=r1",
+        "/insights?place=r2/site-2/ward-2&period=3",
+        "/insights?theme=noise",
+        "/insights?place=r0&theme=food&period=6",
+    ];
+    // Warm: the first request of each reads its example stories once.
+    for path in paths {
+        let (status, html) = page(&app, path, LEADER).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+    }
+    for path in paths {
+        let mut alone: Vec<f64> = Vec::new();
+        for _ in 0..20 {
+            let sent = std::time::Instant::now();
+            let _ = page(&app, path, LEADER).await;
+            alone.push(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+        alone.sort_by(f64::total_cmp);
+        println!("{path} alone: median {:.1} ms", alone[10]);
+    }
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                for n in 0..40 {
+                    let path = paths[(worker + n) % paths.len()];
+                    let sent = std::time::Instant::now();
+                    let (status, _) = page(&app, path, LEADER).await;
+                    assert_eq!(status, StatusCode::OK);
+                    times.push(sent.elapsed().as_secs_f64() * 1000.0);
+                }
+                times
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for worker in workers {
+        times.extend(worker.await.expect("a worker"));
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    println!(
+        "{} pages in {:.2} s, 8 at once: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        times.len(),
+        started.elapsed().as_secs_f64(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    assert!(at(0.99) < 50.0, "p99 {:.1} ms", at(0.99));
 }
