@@ -138,6 +138,7 @@ pub(crate) async fn page<S: EventStore>(
         choices: &choices,
         stories: &stories,
         now,
+        sla: &state.sla,
     };
     let mut response = crate::pages::html(view.render());
     // Figures for staff eyes: not for shared caches.
@@ -313,6 +314,8 @@ struct View<'a> {
     /// The stories to show beside each of `insights.themes`, in order.
     stories: &'a [Vec<Arc<str>>],
     now: Timestamp,
+    /// The due dates in force.
+    sla: &'a closeloop_domain::Sla,
 }
 
 impl View<'_> {
@@ -365,6 +368,9 @@ impl View<'_> {
             None => "Everywhere".to_owned(),
         };
         let chosen_place = self.filters.place.as_ref().map(OrgUnit::as_str);
+        // The place asked for stays in the list even when the list does not offer it.
+        let extra_place =
+            chosen_place.filter(|p| !self.choices.places.iter().any(|c| c.as_str() == *p));
         let chosen_theme = self.filters.theme.as_deref();
         // The theme asked for stays in the list even when it has no loops in the period.
         let extra_theme = chosen_theme.filter(|t| !self.choices.themes.iter().any(|c| c == t));
@@ -376,6 +382,9 @@ impl View<'_> {
                             label class="nhsuk-label" for="place" { "Place" }
                             select class="nhsuk-select" id="place" name="place" {
                                 option value="" selected[chosen_place.is_none()] { (everywhere) }
+                                @if let Some(place) = extra_place {
+                                    option value=(place) selected { (self.site.place_name(place)) }
+                                }
                                 @for place in &self.choices.places {
                                     option value=(place.as_str()) selected[chosen_place == Some(place.as_str())] {
                                         (self.site.place_name(place.as_str()))
@@ -452,6 +461,9 @@ impl View<'_> {
                 }
                 @if let (false, Some(all)) = (shown_groups.is_empty(), insights.headline.shown()) {
                     (column(charts::bar_chart(&closure_chart(&all.figures, &shown_groups))))
+                    @if shown_groups.len() < insights.groups.len() {
+                        p class="nhsuk-body-s" { "Groups with fewer than " (SUPPRESS_BELOW) " pieces of feedback to compare are not drawn." }
+                    }
                 }
             }
         }
@@ -558,7 +570,11 @@ impl View<'_> {
             ul class="nhsuk-list nhsuk-list--bullet" {
                 li { "Feedback counts in the month it was received. Closed means the person was told what changed, or why nothing could." }
                 li { "Working days are Monday to Friday. Times are whole working days: feedback closed after 2 and a half working days took 2." }
-                li { "Overdue means open and past a due date: " "heard back within the agreed working days, closed within the agreed working days." }
+                li {
+                    "Overdue means open and past a due date it has not met: the person is to hear back within "
+                    (working_days(f64::from(self.sla.acknowledge_days))) " of the feedback being received, and it is to be closed within "
+                    (working_days(f64::from(self.sla.close_days))) " (counted again from a reopening)."
+                }
                 li { "Figures drawn from fewer than " (SUPPRESS_BELOW) " pieces of feedback are not shown, as NHS statistics do, so that no one can be recognised from them." }
                 li { "Stories are the ones people agreed to publish, with names, e-mail addresses and phone numbers taken out." }
             }
