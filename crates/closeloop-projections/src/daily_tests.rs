@@ -141,8 +141,15 @@ proptest! {
         // A reload rebuilds them from the records; the rest is applied incrementally again.
         let mut models = ReadModels::from_snapshot(&models.to_snapshot()).expect("own snapshot");
         models.prepare(&Sla::default());
-        for (entry, event) in &entries[split..] {
+        // Queries in between keep a union of the loops due before a day, which the events
+        // after them must keep up to date.
+        let start: Timestamp = "2026-10-01T00:00:00Z".parse().expect("a time");
+        let asked = crate::record::clamped_nanos(start + SignedDuration::from_hours(24 * 20 + 9));
+        for (n, (entry, event)) in entries[split..].iter().enumerate() {
             models.apply(entry, event);
+            if n % 3 == 0 {
+                let _ = models.with_timing(&Sla::default(), |timing| timing.overdue_at(asked));
+            }
         }
         let incremental = kept(&models);
         prop_assert_eq!(&incremental, &rebuilt(&models));
@@ -154,9 +161,12 @@ proptest! {
         prop_assert_eq!(incremental, kept(&fresh));
         // The loops overdue at any time, from the due-day index, are those `is_overdue`
         // names one by one, in the models kept incrementally and in fresh ones alike.
-        let start: Timestamp = "2026-10-01T00:00:00Z".parse().expect("a time");
-        for hours in (0..24 * 120).step_by(7) {
-            let now = crate::record::clamped_nanos(start + SignedDuration::from_hours(hours));
+        let nows = std::iter::once(asked).chain(
+            (0..24 * 120)
+                .step_by(7)
+                .map(|hours| crate::record::clamped_nanos(start + SignedDuration::from_hours(hours))),
+        );
+        for now in nows {
             let (indexed, one_by_one) = models.with_timing(&Sla::default(), |timing| {
                 let one_by_one: roaring::RoaringBitmap = (0..u32::try_from(models.hot.len()).expect("few"))
                     .filter(|&slot| timing.is_overdue(slot, now))

@@ -475,10 +475,7 @@ impl ReadModels {
         let any_tag;
         if let Some(tag) = filter.tag {
             if tag == ANY_TAG {
-                any_tag = b
-                    .tag
-                    .iter()
-                    .fold(RoaringBitmap::new(), |all, tag| all | tag);
+                any_tag = b.tag.iter().union();
                 sets.push(&any_tag);
             } else {
                 sets.push(b.tag.get(tag as usize).unwrap_or(&empty));
@@ -693,11 +690,19 @@ impl ReadModels {
         match filter.theme {
             Some(_) if total.received == 0 => Vec::new(),
             Some(theme) => vec![(theme, Cow::Borrowed(total))],
+            // Counts pick the themes; only theirs are summed whole.
             None => self
-                .breakdown(timing, filter, Breakdown::Themes, days)
+                .breakdown_counts(timing, filter, Breakdown::Themes, days.clone())
                 .into_iter()
                 .take(INSIGHT_THEMES)
-                .map(|(theme, sum)| (theme, Cow::Owned(sum)))
+                .map(|(theme, _)| {
+                    let filter = Filter {
+                        theme: Some(theme),
+                        ..filter
+                    };
+                    let sum = Sum::of(&self.series_of(timing, filter, days.clone()), days.clone());
+                    (theme, Cow::Owned(sum))
+                })
                 .collect(),
         }
     }

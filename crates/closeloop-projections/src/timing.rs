@@ -8,7 +8,7 @@
 //! per-day aggregates built on them ([`Daily`]).
 
 use std::collections::BTreeMap;
-use std::sync::PoisonError;
+use std::sync::{Mutex, PoisonError};
 
 use closeloop_domain::{Channel, LoopState, OrgUnit, Sla, Stage};
 use jiff::Timestamp;
@@ -33,6 +33,9 @@ pub(crate) struct Timing {
     /// a given time are a union of bitmaps (see [`overdue_at`](Self::overdue_at)). A few bytes
     /// per open loop.
     due_days: BTreeMap<i64, RoaringBitmap>,
+    /// The union of `due_days` before a day, as the last query asked for it, kept up to date
+    /// as loops change: queries on the same day copy it instead of uniting a bitmap per day.
+    due_before: Mutex<Option<(i64, RoaringBitmap)>>,
 }
 
 impl Timing {
@@ -43,6 +46,7 @@ impl Timing {
             scratch: scratch_state(),
             daily: Daily::default(),
             due_days: BTreeMap::new(),
+            due_before: Mutex::new(None),
         };
         for (slot, (hot, cold)) in hot.iter().zip(cold).enumerate() {
             let slot = u32::try_from(slot).expect("slots are u32");
@@ -130,16 +134,30 @@ impl Timing {
             self.slots[i] = timing;
         }
         if before != Some(timing.due) {
-            if let Some(day) = before.and_then(due_day)
-                && let Some(open) = self.due_days.get_mut(&day)
-            {
-                open.remove(slot);
-                if open.is_empty() {
-                    self.due_days.remove(&day);
+            let due_before = self
+                .due_before
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(day) = before.and_then(due_day) {
+                if let Some(open) = self.due_days.get_mut(&day) {
+                    open.remove(slot);
+                    if open.is_empty() {
+                        self.due_days.remove(&day);
+                    }
+                }
+                if let Some((before_day, union)) = due_before.as_mut()
+                    && day < *before_day
+                {
+                    union.remove(slot);
                 }
             }
             if let Some(day) = due_day(timing.due) {
                 self.due_days.entry(day).or_default().insert(slot);
+                if let Some((before_day, union)) = due_before.as_mut()
+                    && day < *before_day
+                {
+                    union.insert(slot);
+                }
             }
         }
     }
@@ -148,7 +166,20 @@ impl Timing {
     /// day, and those due earlier today.
     pub(crate) fn overdue_at(&self, now: i64) -> RoaringBitmap {
         let today = now.div_euclid(NANOS_PER_DAY);
-        let mut overdue = self.due_days.range(..today).map(|(_, open)| open).union();
+        let mut overdue = {
+            let mut due_before = self
+                .due_before
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match due_before.as_ref() {
+                Some((day, union)) if *day == today => union.clone(),
+                _ => {
+                    let union = self.due_days.range(..today).map(|(_, open)| open).union();
+                    *due_before = Some((today, union.clone()));
+                    union
+                }
+            }
+        };
         if let Some(open) = self.due_days.get(&today) {
             overdue.extend(open.iter().filter(|&slot| self.is_overdue(slot, now)));
         }

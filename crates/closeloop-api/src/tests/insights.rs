@@ -195,7 +195,10 @@ async fn the_page_says_how_a_seldom_heard_group_fares_against_everyone_else() {
     assert_eq!(html.matches("<h1").count(), 1);
     assert!(html.contains("Royal Infirmary"), "{html}");
     // The due dates in force are said in words.
-    assert!(html.contains("to hear back within 3 working days"), "{html}");
+    assert!(
+        html.contains("to hear back within 3 working days"),
+        "{html}"
+    );
     assert!(html.contains("closed within 25 working days"), "{html}");
 }
 
