@@ -287,6 +287,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Credential {
 pub const WRITERS: &[Role] = &[Role::Staff];
 /// Roles that read loops and stats.
 pub const READERS: &[Role] = &[Role::Staff, Role::Leader, Role::Auditor];
+/// Patient leaders (and admins): the insights page.
+pub const LEADERS: &[Role] = &[Role::Leader];
 /// Roles that read the raw log and proofs.
 pub const AUDITORS: &[Role] = &[Role::Auditor];
 /// Roles that manage dead letters: only admin (who may do everything).

@@ -210,6 +210,7 @@ fn handler<S: EventStore>(method: &str, path: &str) -> MethodRouter<Arc<AppState
         ("GET", "/you-said-we-did/feed.atom") => get(pages::public::feed::<S>),
         ("GET", "/you-said-we-did/snippet") => get(pages::public::snippet::<S>),
         ("GET", "/v1/you-said-we-did") => get(reads::you_said_we_did::<S>),
+        ("GET", "/insights") => get(pages::insights::page::<S>),
         ("POST", "/v1/feedback") => post(commands::post_feedback::<S>),
         ("GET", "/v1/loops") => get(reads::list_loops::<S>),
         ("GET", "/v1/loops/{loop_id}") => get(reads::get_loop::<S>),

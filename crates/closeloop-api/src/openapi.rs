@@ -131,6 +131,20 @@ fn operation(method: &str, path: &str) -> Value {
                 "400": problem("invalid_request: a malformed limit, place or theme"),
             },
         }),
+        ("GET", "/insights") => json!({
+            "summary": "Insights for patient leaders, as an HTML page",
+            "description": "Roles: leader, admin. For a place (an org unit and everything below it) and a theme over the current month and the months before it: feedback received, heard back and closed, median whole working days to hear back and to close, open and overdue loops, the Friends and Family Test by month, the most frequent themes with example stories (those the public page shows), and each seldom-heard group against everyone else. Figures drawn from fewer than 10 loops are withheld. Three charts (inline SVG) each come with a table of the same figures. A token limited to an org unit sees only its subtree.",
+            "parameters": [
+                query("place", "string", "An org unit: only loops in it or below it (empty: everywhere the token may see)"),
+                query("theme", "string", "Only loops with this theme (empty: every theme)"),
+                {"name": "period", "in": "query", "required": false, "description": "Months: the current month so far and the whole months before it (default 12)",
+                 "schema": {"type": "integer", "enum": [3, 6, 12]}},
+            ],
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "503": page_error("unavailable: the read models are catching up or stopped"),
+            },
+        }),
         ("GET", "/v1/you-said-we-did") => json!({
             "summary": "\"You said, we did\": closed loops with a change whose authors agreed to publication",
             "description": "Public. Stories have the author's name, e-mail addresses and phone numbers redacted. The next page, if any, is in a `Link: <…>; rel=\"next\"` header (keeping place and theme). Answers carry an ETag; a request whose If-None-Match names it is answered 304. `place` and `theme` are an extension to contract §3.",

@@ -578,18 +578,27 @@ async fn published_story<S: EventStore>(
     state: &AppState<S>,
     item: &PublishedLoop,
 ) -> Result<Arc<str>, ApiError> {
-    if let Some(story) = state.stories.get(&item.key) {
+    public_story(state, &item.key, &item.loop_id).await
+}
+
+/// The story the public page shows for the published loop `loop_id` (named `key` there),
+/// redacted; empty when it has none to show. From the cache, or read from the store and
+/// cached.
+pub(crate) async fn public_story<S: EventStore>(
+    state: &AppState<S>,
+    key: &PublicKey,
+    loop_id: &LoopId,
+) -> Result<Arc<str>, ApiError> {
+    if let Some(story) = state.stories.get(key) {
         return Ok(story);
     }
     // Taken before the read, so that a story erased while it is read is not cached after.
     let epoch = state.stories.epoch();
-    let entries = state.store.read_loop(&item.loop_id).await?;
+    let entries = state.store.read_loop(loop_id).await?;
     let you_said = publishable_story(&entries, state.reveal(), state.publish_requires_approval)?;
     // A loop without a story is cached too (as an empty one), so it is not read again.
     let story: Arc<str> = Arc::from(you_said);
-    state
-        .stories
-        .insert(item.key.clone(), Arc::clone(&story), epoch);
+    state.stories.insert(key.clone(), Arc::clone(&story), epoch);
     Ok(story)
 }
 

@@ -3,7 +3,7 @@
 //! the OpenAPI document and the tests are all built from this one table, so they cannot drift
 //! apart.
 
-use crate::auth::{ADMINS, AUDITORS, READERS, Role, WRITERS};
+use crate::auth::{ADMINS, AUDITORS, LEADERS, READERS, Role, WRITERS};
 use crate::limits::Class;
 
 /// Who may use a route.
@@ -136,6 +136,10 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/v1/you-said-we-did", Public)
         .query(&["place", "theme", "limit", "cursor"])
         .class(Class::Public),
+    Route::new("GET", "/insights", Roles(LEADERS))
+        .query(&["place", "theme", "period"])
+        .html()
+        .scoped(),
     Route::new("POST", "/v1/feedback", Roles(WRITERS)).scoped(),
     Route::new("GET", "/v1/loops", Roles(READERS))
         .query(LOOP_FILTERS)

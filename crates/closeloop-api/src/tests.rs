@@ -26,6 +26,7 @@ use crate::{AppState, Clock, Limits, ROUTES, router, system_clock};
 
 mod access;
 mod assets;
+mod insights;
 mod public_pages;
 mod staff_pages;
 
@@ -173,6 +174,7 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
     const READ: &[&str] = &["staff", "leader", "auditor", "admin"];
     const AUDIT: &[&str] = &["auditor", "admin"];
     const ADMIN_ONLY: &[&str] = &["admin"];
+    const LEAD: &[&str] = &["leader", "admin"];
     match (method, path) {
         (
             "GET",
@@ -196,6 +198,7 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             "/v1/feedback" | "/v1/changes" | "/staff/changes" | "/staff/loops/{loop_id}/{step}",
         )
         | ("GET", "/staff" | "/staff/loops/{loop_id}") => Some(WRITE),
+        ("GET", "/insights") => Some(LEAD),
         ("POST", path) if path.starts_with("/v1/loops/{loop_id}/") => Some(WRITE),
         ("GET", "/v1/loops" | "/v1/loops/{loop_id}" | "/v1/stats") | ("POST", "/sign-out") => {
             Some(READ)

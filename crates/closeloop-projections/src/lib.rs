@@ -15,6 +15,12 @@
 //!   each took to acknowledge and close, so `overdue` is one comparison with `now`.
 //! - [`ReadModels::stats`] (`stats`) is one tight pass over the hot records (or over the
 //!   buckets covering `from`/`to`).
+//! - `daily` keeps per-day aggregates (counts, FFT answers and exact histograms of whole
+//!   working days to acknowledge and to close) per key — everything, each org unit's subtree,
+//!   theme, channel, seldom-heard tag, and a place's themes and tags — next to the
+//!   SLA-dependent figures of `timing`, so that a question over a date range sums days, not
+//!   loops. [`ReadModels::insights`] (`insights`) answers the patient leaders' insights page
+//!   from them, withholding figures drawn from fewer than [`SUPPRESS_BELOW`] loops.
 //! - [`ReadModels::published`] (`published`) is the "you said, we did" read model: closed,
 //!   consented loops whose latest outcome is a change, newest first, keyed by [`PublicKey`],
 //!   with a version for `ETag`s; it holds no story text. Pages filtered by place and theme
@@ -41,7 +47,11 @@
 //! - **Queries do not depend on slot numbers**: order is (`received_at`, `loop_id`), groups are
 //!   sorted by key, so replaying the same log in any number of steps answers the same.
 
+mod daily;
+#[cfg(test)]
+mod daily_tests;
 mod index;
+mod insights;
 mod intern;
 mod limits;
 mod model;
@@ -55,6 +65,12 @@ mod stats;
 mod story_cache;
 mod timing;
 
+pub use insights::{
+    CLOSE_BIN_DAYS, CLOSE_BINS, CloseBin, Comparison, Disclosed, EXAMPLE_CANDIDATES, Example, Fft,
+    Figures, GroupInsight, Headline, INSIGHT_THEMES, InsightChoices, Insights, InsightsQuery,
+    MAX_GROUPS, MAX_MONTHS, MAX_PLACE_CHOICES, MAX_THEME_CHOICES, MonthFft, SUPPRESS_BELOW,
+    ThemeInsight, whole_percent,
+};
 pub use limits::{
     MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
 };

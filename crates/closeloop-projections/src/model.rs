@@ -7,6 +7,7 @@ use closeloop_domain::event::{ChangeMade, FeedbackReceived};
 use closeloop_domain::{Event, LoopEvent, LoopId, LoopState, OrgUnit, Stage};
 use closeloop_store::{Hash, StoredEvent};
 
+use crate::daily::Tables;
 use crate::index::{Bitmaps, Order, OrderKey, bitmap_mut};
 use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
 use crate::limits::{
@@ -298,7 +299,7 @@ impl ReadModels {
             .and_then(PublicKey::bytes_of)
             .unwrap_or_else(|| crate::published::legacy_public_id(entry.loop_id.as_str()));
         let cold = Cold::new(entry.version, received, public_id);
-        let slot = match self.ids.find(entry.loop_id.as_str()) {
+        let (slot, before) = match self.ids.find(entry.loop_id.as_str()) {
             Some(slot) => {
                 // A second `feedback.received` for a loop: `decide` refuses it, but the
                 // domain's `apply` would start the loop afresh, so the read models do too.
@@ -311,25 +312,26 @@ impl ReadModels {
                     self.published_version = entry.position;
                 }
                 self.changes.remove(&slot);
-                self.hot[slot as usize] = hot;
+                let before = std::mem::replace(&mut self.hot[slot as usize], hot);
                 self.cold[slot as usize] = cold;
-                slot
+                (slot, Some(before))
             }
             None => {
                 let slot = self.ids.push(entry.loop_id.as_str());
                 self.hot.push(hot);
                 self.cold.push(cold);
-                slot
+                (slot, None)
             }
         };
         self.index(slot);
-        self.refresh_timing(slot);
+        self.refresh_timing(slot, before.as_ref());
     }
 
     /// Mirrors `closeloop_domain::apply` for every event but `feedback.received`.
     fn advance(&mut self, slot: u32, entry: &StoredEvent, event: &Event) {
         let i = slot as usize;
         let (mut hot, mut cold) = (self.hot[i], self.cold[i]);
+        let before = hot;
         let shown_before = self.shown(slot);
         cold.version = entry.version;
         let time = Ts::of(event.time);
@@ -403,7 +405,7 @@ impl ReadModels {
         if self.shown(slot) != shown_before {
             self.published_version = entry.position;
         }
-        self.refresh_timing(slot);
+        self.refresh_timing(slot, Some(&before));
     }
 
     /// Whether a loop belongs on the public page: closed, consented, and its latest outcome
@@ -544,17 +546,32 @@ impl ReadModels {
         ids
     }
 
-    /// Recomputes a slot's SLA-dependent figures, if they are being kept.
-    fn refresh_timing(&mut self, slot: u32) {
+    /// What the per-day aggregates read of the tables.
+    pub(crate) fn tables(&self) -> Tables<'_> {
+        Tables::new(&self.orgs, &self.lists, &self.ratings, &self.rating_names)
+    }
+
+    /// Recomputes a slot's SLA-dependent figures and aggregates, if they are being kept;
+    /// `before` is its record before the event (`None` for a new loop).
+    fn refresh_timing(&mut self, slot: u32, before: Option<&Hot>) {
         let Self {
-            timing, hot, cold, ..
+            timing,
+            hot,
+            cold,
+            orgs,
+            lists,
+            ratings,
+            rating_names,
+            ..
         } = self;
         if let Some(timing) = timing
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .as_mut()
         {
-            timing.update(slot, &hot[slot as usize], &cold[slot as usize]);
+            let tables = Tables::new(orgs, lists, ratings, rating_names);
+            let i = slot as usize;
+            timing.update(slot, &hot[i], &cold[i], before, &tables);
         }
     }
 }

@@ -262,6 +262,11 @@ impl PublishedIndex {
         self.entries.len()
     }
 
+    /// Every entry with its loop's slot, newest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NewestFirst, &u32)> {
+        self.entries.iter()
+    }
+
     /// Puts a loop on the page at `place`; `themes` are its distinct theme ids, `places` the
     /// ids of its org unit and every prefix of it, and `place_of` gives the place of any loop
     /// already on the page. Nothing happens when it is already there.

@@ -4,13 +4,17 @@
 //! ([`Sla::is_overdue`]). Its due dates depend only on its state and the SLA, so the earliest
 //! instant at which it *becomes* overdue is computed once per state change: a query then
 //! decides `overdue` for each loop with one comparison. The working days it took to
-//! acknowledge and to close (for the stats' medians) are kept the same way.
+//! acknowledge and to close (for the stats' medians) are kept the same way, and so are the
+//! per-day aggregates built on them ([`Daily`]).
 
-use std::sync::PoisonError;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
 use closeloop_domain::{Channel, LoopState, OrgUnit, Sla, Stage};
 use jiff::Timestamp;
+use roaring::{MultiOps, RoaringBitmap};
 
+use crate::daily::{self, Daily, Tables};
 use crate::model::ReadModels;
 use crate::record::{Cold, Hot, Ts, When, clamped_nanos};
 
@@ -23,19 +27,32 @@ pub(crate) struct Timing {
     /// A scratch state through which the [`Sla`]'s own methods compute due dates, so that
     /// they are never re-implemented here.
     scratch: LoopState,
+    /// Per-day aggregates of every loop, in whole working days of this SLA's calendar.
+    pub(crate) daily: Daily,
+    /// Open loops by the day (UTC) on which they become overdue, so that the loops overdue at
+    /// a given time are a union of bitmaps (see [`overdue_at`](Self::overdue_at)). A few bytes
+    /// per open loop.
+    due_days: BTreeMap<i64, RoaringBitmap>,
+    /// The union of `due_days` before a day, as the last query asked for it, kept up to date
+    /// as loops change: queries on the same day copy it instead of uniting a bitmap per day.
+    due_before: Mutex<Option<(i64, RoaringBitmap)>>,
 }
 
 impl Timing {
-    pub(crate) fn build(sla: &Sla, hot: &[Hot], cold: &[Cold]) -> Self {
+    pub(crate) fn build(sla: &Sla, hot: &[Hot], cold: &[Cold], tables: &Tables<'_>) -> Self {
         let mut timing = Self {
             sla: sla.clone(),
             slots: Vec::with_capacity(hot.len()),
             scratch: scratch_state(),
+            daily: Daily::default(),
+            due_days: BTreeMap::new(),
+            due_before: Mutex::new(None),
         };
         for (slot, (hot, cold)) in hot.iter().zip(cold).enumerate() {
             let slot = u32::try_from(slot).expect("slots are u32");
-            timing.update(slot, hot, cold);
+            timing.compute(slot, hot, cold);
         }
+        timing.daily = daily::build(tables, hot, &timing.slots);
         timing
     }
 
@@ -43,8 +60,39 @@ impl Timing {
         &self.sla
     }
 
-    /// Recomputes one slot (a new slot must be the next one).
-    pub(crate) fn update(&mut self, slot: u32, hot: &Hot, cold: &Cold) {
+    /// Recomputes one slot after an event changed it (a new slot must be the next one), and
+    /// moves its contribution to the aggregates. `before` is the slot's record as it was
+    /// before the event, `None` for a new slot.
+    pub(crate) fn update(
+        &mut self,
+        slot: u32,
+        hot: &Hot,
+        cold: &Cold,
+        before: Option<&Hot>,
+        tables: &Tables<'_>,
+    ) {
+        let i = slot as usize;
+        let previous = before
+            .zip(self.slots.get(i))
+            .map(|(before, timing)| (*before, tables.contribution(before, timing)));
+        self.compute(slot, hot, cold);
+        let now = tables.contribution(hot, &self.slots[i]);
+        match previous {
+            Some((before, was)) if same_keys(&before, hot) => {
+                if was != now {
+                    self.daily.replace(&tables.keys_of(hot), &was, &now);
+                }
+            }
+            Some((before, was)) => {
+                self.daily.remove(&tables.keys_of(&before), &was);
+                self.daily.add(&tables.keys_of(hot), &now);
+            }
+            None => self.daily.add(&tables.keys_of(hot), &now),
+        }
+    }
+
+    /// Computes one slot's figures (a new slot must be the next one).
+    fn compute(&mut self, slot: u32, hot: &Hot, cold: &Cold) {
         let received = hot.received();
         let state = &mut self.scratch;
         state.stage = hot.stage();
@@ -79,17 +127,83 @@ impl Timing {
             close: days(cold.get(When::ClosedAt).map(Ts::timestamp)),
         };
         let i = slot as usize;
+        let before = self.slots.get(i).map(|before| before.due);
         if i == self.slots.len() {
             self.slots.push(timing);
         } else {
             self.slots[i] = timing;
         }
+        if before != Some(timing.due) {
+            let due_before = self
+                .due_before
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(day) = before.and_then(due_day) {
+                if let Some(open) = self.due_days.get_mut(&day) {
+                    open.remove(slot);
+                    if open.is_empty() {
+                        self.due_days.remove(&day);
+                    }
+                }
+                if let Some((before_day, union)) = due_before.as_mut()
+                    && day < *before_day
+                {
+                    union.remove(slot);
+                }
+            }
+            if let Some(day) = due_day(timing.due) {
+                self.due_days.entry(day).or_default().insert(slot);
+                if let Some((before_day, union)) = due_before.as_mut()
+                    && day < *before_day
+                {
+                    union.insert(slot);
+                }
+            }
+        }
+    }
+
+    /// The loops overdue at `now` (see [`clamped_nanos`]): every open loop due on an earlier
+    /// day, and those due earlier today.
+    pub(crate) fn overdue_at(&self, now: i64) -> RoaringBitmap {
+        let today = now.div_euclid(NANOS_PER_DAY);
+        let mut overdue = {
+            let mut due_before = self
+                .due_before
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match due_before.as_ref() {
+                Some((day, union)) if *day == today => union.clone(),
+                _ => {
+                    let union = self.due_days.range(..today).map(|(_, open)| open).union();
+                    *due_before = Some((today, union.clone()));
+                    union
+                }
+            }
+        };
+        if let Some(open) = self.due_days.get(&today) {
+            overdue.extend(open.iter().filter(|&slot| self.is_overdue(slot, now)));
+        }
+        overdue
     }
 
     /// Whether the loop in `slot` is overdue at `now` (see [`clamped_nanos`]).
     pub(crate) fn is_overdue(&self, slot: u32, now: i64) -> bool {
         now > self.slots[slot as usize].due
     }
+}
+
+/// Nanoseconds in a day.
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// The day a due instant falls on; `None` for a closed loop, which is never due.
+fn due_day(due: i64) -> Option<i64> {
+    (due != i64::MAX).then(|| due.div_euclid(NANOS_PER_DAY))
+}
+
+/// Whether two records of a loop count in the same keys: only a second `feedback.received`
+/// changes them.
+fn same_keys(a: &Hot, b: &Hot) -> bool {
+    (a.org, a.themes, a.tags, a.channel) == (b.org, b.themes, b.tags, b.channel)
 }
 
 /// One slot's SLA-dependent figures.
@@ -157,7 +271,7 @@ impl ReadModels {
         let mut guard = self.timing.write().unwrap_or_else(PoisonError::into_inner);
         if guard.as_ref().is_none_or(|t| t.sla() != sla) {
             let started = std::time::Instant::now();
-            *guard = Some(Timing::build(sla, &self.hot, &self.cold));
+            *guard = Some(Timing::build(sla, &self.hot, &self.cold, &self.tables()));
             tracing::debug!(
                 loops = self.hot.len(),
                 seconds = started.elapsed().as_secs_f64(),

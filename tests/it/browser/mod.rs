@@ -12,6 +12,7 @@
 //! them they fail, saying how to install them, unless `CLOSELOOP_SKIP_BROWSER_TESTS=1`.
 
 mod axe;
+mod demo_pages;
 mod driver;
 mod harness;
 mod personal;
@@ -32,6 +33,9 @@ const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
 /// The tallest a full-page screenshot is made, in CSS pixels.
 const MAX_SCREENSHOT_HEIGHT: u32 = 4000;
+/// The pages whose screenshots the README shows (over the demo data set).
+const README_SCREENSHOTS: &[&str] = &["you-said-we-did", "staff", "staff-loop", "insights"];
+
 /// Set to `1` to refresh the README's screenshots in `docs/screenshots/`.
 const UPDATE_SCREENSHOTS_VAR: &str = "CLOSELOOP_UPDATE_SCREENSHOTS";
 
@@ -107,7 +111,22 @@ impl Browser {
             ))
             .await
             .expect("the sign-in form has a submit button");
+        self.client
+            .execute("window.__closeloopSubmitted = true;", vec![])
+            .await
+            .expect("mark the page");
         submit.click().await.expect("submit the sign-in form");
+        self.wait_for_next_page().await;
+        let url = self
+            .client
+            .current_url()
+            .await
+            .expect("the current address");
+        assert!(
+            url.path() != "/sign-in",
+            "signing in with the token was refused:\n{}",
+            self.text().await
+        );
     }
 
     /// What every page must pass, on the page open now, named `name` in the artefacts:
@@ -175,7 +194,9 @@ impl Browser {
             &artefacts_dir().join(format!("{name}-{size}.png")),
             &first_screen,
         );
-        if std::env::var(UPDATE_SCREENSHOTS_VAR).is_ok_and(|value| value == "1") {
+        if README_SCREENSHOTS.contains(&name)
+            && std::env::var(UPDATE_SCREENSHOTS_VAR).is_ok_and(|value| value == "1")
+        {
             save(
                 &docs_screenshots_dir().join(format!("{name}-{size}.png")),
                 &first_screen,
@@ -354,6 +375,19 @@ impl Browser {
 }
 
 impl Browser {
+    /// The path of the page's first link whose path starts with `prefix`, if it has one.
+    pub async fn first_link_starting(&self, prefix: &str) -> Option<String> {
+        let href = self
+            .client
+            .execute(
+                "const link = Array.from(document.querySelectorAll('a[href]')).find(a => a.getAttribute('href').startsWith(arguments[0])); return link ? link.getAttribute('href') : null;",
+                vec![serde_json::Value::from(prefix)],
+            )
+            .await
+            .expect("look for a link");
+        href.as_str().map(str::to_owned)
+    }
+
     /// The path of the page's link to the next page of a list (`rel="next"`, or a link whose
     /// query carries a `cursor`), if it has one.
     pub async fn next_page_link(&self) -> Option<String> {

@@ -80,11 +80,11 @@ async fn staff_work_a_loop_to_closed_through_the_pages_and_the_public_page_shows
         queue.contains("Noise at night") || queue.contains("noise at night"),
         "/staff lists the new loop:\n{queue}"
     );
-    browser.check_page("staff").await;
+    browser.check_page("staff-flow-queue").await;
 
     let page = format!("/staff/loops/{loop_id}");
     browser.open(&service, &page).await;
-    browser.check_page("staff-loop").await;
+    browser.check_page("staff-flow-loop").await;
     for (step, fields) in STEPS {
         browser.submit_form(&format!("{page}/{step}"), fields).await;
         let text = browser.text().await;
@@ -97,7 +97,7 @@ async fn staff_work_a_loop_to_closed_through_the_pages_and_the_public_page_shows
         browser.text().await.to_lowercase().contains("closed"),
         "the loop's page says it is closed"
     );
-    browser.check_page("staff-loop-closed").await;
+    browser.check_page("staff-flow-closed").await;
 
     browser.open(&service, "/you-said-we-did").await;
     let text = browser.text().await;

@@ -26,7 +26,9 @@ use maud::{DOCTYPE, Markup, PreEscaped, html as markup};
 
 use crate::assets;
 
+pub mod charts;
 mod form;
+pub(crate) mod insights;
 pub(crate) mod public;
 pub(crate) mod refusal;
 pub mod session;

@@ -4,6 +4,7 @@
 //! `closeloop_domain::decide`, and what it accepts becomes a [`StoredEvent`] with the next
 //! position and version. Tests then feed that log to [`ReadModels`] and check the answers.
 
+mod insights;
 mod limits;
 mod list;
 mod projector;
