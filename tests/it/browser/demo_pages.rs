@@ -1,5 +1,6 @@
 //! The staff and patient-leader pages over the demo data set, as the people who use them sign
 //! in: a member of staff opens the work queue and a loop; a patient leader opens the insights.
+//! First the pages around them: sign-in, the printable public list, an empty filter, an error.
 
 use super::Browser;
 use super::personal::{demo_authors, found, without_drawings};
@@ -12,6 +13,23 @@ async fn the_staff_and_insights_pages_over_the_demo_are_accessible_and_fit_a_pho
     };
     let data = tempfile::tempdir().expect("temp dir");
     let service = Service::start_demo(data.path(), &[]);
+
+    // The pages around the three: signing in, the printable public list, a filter that
+    // matches nothing, and an error page.
+    browser.open(&service, "/sign-in").await;
+    browser.check_page("sign-in").await;
+    browser.open(&service, "/you-said-we-did/print").await;
+    browser.check_page("you-said-we-did-print").await;
+    browser
+        .open(&service, "/you-said-we-did?theme=no+such+theme")
+        .await;
+    assert!(
+        browser.text().await.contains("No changes match"),
+        "a filter that matches nothing says so"
+    );
+    browser.check_page("you-said-we-did-no-match").await;
+    browser.open(&service, "/you-said-we-did?limit=zero").await;
+    browser.check_page("error-page").await;
 
     // Staff: the queue, then the first loop in it.
     browser.sign_in(&service, "staff-token-e2e").await;

@@ -65,7 +65,8 @@ pub fn found(text: &str, names: &[&str], contacts: &[&str], loop_ids: &[&str]) -
 
 /// A page's source without its inline SVG drawings (the NHS logo, charts), whose path data are
 /// runs of coordinates, and without scripts (the pages have none; the tests inject axe-core,
-/// whose source is full of numbers): the scan for phone numbers would take those for numbers.
+/// whose source is full of numbers), nor hidden form fields (random tokens): the scan for phone
+/// numbers would take those for numbers.
 pub fn without_drawings(html: &str) -> String {
     let mut kept = html.to_owned();
     for (open, close) in [("<svg", "</svg>"), ("<script", "</script>")] {
@@ -81,7 +82,22 @@ pub fn without_drawings(html: &str) -> String {
         out.push_str(rest);
         kept = out;
     }
-    kept
+    // Hidden fields hold random tokens (CSRF, form keys), whose digits are no one's number.
+    let mut out = String::with_capacity(kept.len());
+    let mut rest = kept.as_str();
+    while let Some(start) = rest.find("<input") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('>')
+            .map_or(rest.len(), |end| start + end + 1);
+        let field = &rest[start..end];
+        if !field.contains("type=\"hidden\"") {
+            out.push_str(field);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Numbers of 10 digits or more written in groups (`07700 900123`, `+44 7700 900123`,
@@ -134,6 +150,12 @@ fn the_scan_finds_what_it_looks_for_and_nothing_else() {
     assert_eq!(
         without_drawings("<p>a</p><script>var x = 17.52113657;</script><p>b</p>"),
         "<p>a</p><p>b</p>"
+    );
+    assert_eq!(
+        without_drawings(
+            "<form><input type=\"hidden\" name=\"csrf\" value=\"3514185469a\"><input name=\"by\"></form>"
+        ),
+        "<form><input name=\"by\"></form>"
     );
     let names = ["Jo Bloggs", "Yusuf Ali"];
     let contacts = ["jo.bloggs@example.org"];

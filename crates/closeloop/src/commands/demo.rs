@@ -393,12 +393,22 @@ fn pick_story(rng: &mut StdRng, setting: Setting, communities: &[Community]) -> 
     if !own.is_empty() && rng.random_bool(0.6) {
         return own.choose(rng).expect("own stories");
     }
-    let general: Vec<&Story> = STORIES
+    let (praise, concerns): (Vec<&Story>, Vec<&Story>) = STORIES
         .iter()
         .filter(|story| story.settings.has(setting) && story.community.is_none())
-        .collect();
-    general.choose(rng).expect("every setting has stories")
+        .partition(|story| story.tone == Tone::Praise);
+    let from = if concerns.is_empty() || (!praise.is_empty() && rng.random_bool(PRAISE_SHARE)) {
+        praise
+    } else {
+        concerns
+    };
+    from.choose(rng).expect("every setting has stories")
 }
+
+/// How much of the feedback without a community's own story is praise. Most people who answer
+/// the Friends and Family Test had a good experience (NHS England publishes 80–95% good or
+/// very good answers), so most demo loops thank staff, and the rest raise concerns.
+const PRAISE_SHARE: f64 = 0.75;
 
 /// How a story may end: the author's name or how to reach them, which the public page
 /// redacts.
