@@ -88,6 +88,9 @@ pub(crate) async fn post_erasure<S: EventStore>(
     })?;
     let (loops, matched_by) = match target {
         Target::Loop(loop_id) => {
+            // A loop recorded just before must be known: the read models first catch up with
+            // the log as it stands now.
+            crate::reads::caught_up(&state).await?;
             let known = crate::reads::models(&state)?
                 .summary(&loop_id, (state.clock)(), &state.sla)
                 .is_some();
