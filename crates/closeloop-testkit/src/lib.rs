@@ -200,6 +200,13 @@ impl Drop for NatsServer {
     }
 }
 
+/// The `nats-server` the fixtures run: `NATS_SERVER_BIN`, else the first on `PATH`, else
+/// Debian's.
+#[must_use]
+pub fn nats_server_binary() -> PathBuf {
+    binary()
+}
+
 /// The `nats-server` to run: `NATS_SERVER_BIN`, else the first on `PATH`, else Debian's.
 fn binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
