@@ -108,9 +108,6 @@ pub(crate) async fn finish(
 ) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let page = ROUTES
-        .iter()
-        .any(|route| route.html && template_matches(route.path, &path));
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -120,6 +117,10 @@ pub(crate) async fn finish(
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    // Only an error needs to know whether it answers a page.
+    let page = ROUTES
+        .iter()
+        .any(|route| route.html && template_matches(route.path, &path));
     let (mut parts, body) = response.into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE);
     let is_problem = content_type.is_some_and(|value| value.as_bytes() == PROBLEM_JSON.as_bytes());
