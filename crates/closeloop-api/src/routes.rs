@@ -98,8 +98,8 @@ impl Route {
 
 use Access::{Public, Roles};
 
-/// Query parameters of the loop list.
-const LOOP_FILTERS: &[&str] = &[
+/// Query parameters of the loop list (the API's, and the staff queue's filters).
+pub(crate) const LOOP_FILTERS: &[&str] = &[
     "status",
     "stage",
     "org_unit",

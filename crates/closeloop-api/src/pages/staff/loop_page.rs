@@ -52,6 +52,24 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// A field of a form as it is shown: as it was sent, when the form is shown again after a
+    /// refusal; else empty, but for `by`, which starts as the credential's name.
+    pub(crate) fn prefilled(&self, sent: Option<&Form>, name: &str) -> String {
+        match sent {
+            Some(form) => form.get(name).unwrap_or_default().to_owned(),
+            None if name == "by" => self.credential.name.clone().unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+
+    /// A form's idempotency key: the one it was sent with, when it is shown again after a
+    /// refusal (nothing was recorded under it); else a new one.
+    pub(crate) fn form_key(sent: Option<&Form>) -> String {
+        sent.and_then(|form| form.get("form_key"))
+            .filter(|key| !key.is_empty())
+            .map_or_else(random_token::<FORM_KEY_BYTES>, str::to_owned)
+    }
+
     /// A refusal page for this caller.
     pub(crate) fn refuse<S>(&self, state: &AppState<S>, refusal: &Refusal) -> Response {
         refusal.page(&state.site, self.signed_in.as_ref(), Some(&self.request_id))
@@ -489,18 +507,8 @@ fn step_form(
     step: &Step,
     failed: Option<&Failed<'_>>,
 ) -> Markup {
-    let value = |name: &str| -> String {
-        match failed {
-            Some(failed) => failed.form.get(name).unwrap_or_default().to_owned(),
-            None if name == "by" => caller.credential.name.clone().unwrap_or_default(),
-            None => String::new(),
-        }
-    };
-    // A form sent again after a refusal keeps its key: nothing was recorded under it.
-    let key = failed
-        .and_then(|failed| failed.form.get("form_key"))
-        .filter(|key| !key.is_empty())
-        .map_or_else(random_token::<FORM_KEY_BYTES>, str::to_owned);
+    let value = |name: &str| caller.prefilled(failed.map(|failed| failed.form), name);
+    let key = Caller::form_key(failed.map(|failed| failed.form));
     let error = failed.and_then(|failed| failed.error.as_ref());
     markup! {
         details class="nhsuk-details" id={ "step-" (step.slug) } open[failed.is_some()] {

@@ -31,25 +31,14 @@ use crate::AppState;
 use crate::auth::Credential;
 use crate::commands::{self, Idempotency, MAX_CHANGE_LOOPS};
 use crate::error::ApiError;
-use crate::pages::form::{Form, random_token};
+use crate::pages::form::Form;
 use crate::pages::refusal::{Refusal, see_other};
 use crate::pages::session::SignedIn;
 use crate::pages::shown;
 use crate::pages::sign_in::staff_frame;
 use crate::reads::{caught_up, loop_query, models};
 use crate::request_id::RequestId;
-
-/// The query parameters that filter the queue, in the order links write them.
-const FILTERS: [&str; 8] = [
-    "status",
-    "stage",
-    "org_unit",
-    "theme",
-    "channel",
-    "seldom_heard",
-    "overdue",
-    "limit",
-];
+use crate::routes::LOOP_FILTERS;
 
 /// Every query parameter of `GET /staff` (for `ROUTES`).
 pub(crate) const QUERY: &[&str] = &[
@@ -105,7 +94,8 @@ impl Cursor {
 /// page starts, and what was just recorded.
 #[derive(Debug, Clone)]
 struct QueueRequest {
-    /// The filters given (empty ones left out), in [`FILTERS`] order.
+    /// The filters given (empty ones left out), in the order of the loop list's parameters
+    /// ([`LOOP_FILTERS`]), the order links write them.
     filters: Vec<(&'static str, String)>,
     /// The filters for the read models, the caller's scope included, without a cursor.
     query: LoopQuery,
@@ -124,8 +114,9 @@ impl QueueRequest {
                 .map(String::as_str)
                 .filter(|v| !v.is_empty())
         };
-        let filters: Vec<(&'static str, String)> = FILTERS
+        let filters: Vec<(&'static str, String)> = LOOP_FILTERS
             .iter()
+            .filter(|&&name| name != "cursor")
             .filter_map(|&name| value(name).map(|v| (name, v.to_owned())))
             .collect();
         let given: HashMap<String, String> = filters
@@ -729,17 +720,8 @@ fn bulk_form<S>(
                 .map(|problem| problem.message.as_str())
         })
     };
-    let value = |name: &str| -> String {
-        match failed {
-            Some(failed) => failed.form.get(name).unwrap_or_default().to_owned(),
-            None if name == "by" => caller.credential.name.clone().unwrap_or_default(),
-            None => String::new(),
-        }
-    };
-    let key = failed
-        .and_then(|failed| failed.form.get("form_key"))
-        .filter(|key| !key.is_empty())
-        .map_or_else(random_token::<16>, str::to_owned);
+    let value = |name: &str| caller.prefilled(failed.map(|failed| failed.form), name);
+    let key = Caller::form_key(failed.map(|failed| failed.form));
     let mut here = request.link(&[]);
     if let Some(cursor) = &request.cursor {
         let separator = if here.contains('?') { '&' } else { '?' };
