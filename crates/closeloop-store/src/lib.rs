@@ -3,6 +3,8 @@
 //! - [`EventStore`] is the trait every backend implements: atomic multi-loop appends with
 //!   expected versions and idempotency, a loop's own stream, and the global log by position
 //!   with a live [`watch`](tokio::sync::watch) of its durable head.
+//! - [`backend`] holds what every implementation shares: the entry bytes, the in-memory
+//!   index and the group-commit staging, so that the stores cannot be told apart.
 //! - [`SledStore`] is the embedded implementation, with group commit: one writer thread
 //!   batches concurrent appends and one flusher thread makes each batch durable before anyone
 //!   hears back.
@@ -14,6 +16,7 @@
 //!   append with the version read, retry on a race. HTTP and NATS both go through it.
 //! - `conformance` (feature `conformance`) is the test suite every backend must pass.
 
+pub mod backend;
 pub mod chain;
 #[cfg(feature = "conformance")]
 pub mod conformance;

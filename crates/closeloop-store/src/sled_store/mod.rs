@@ -3,10 +3,10 @@
 //! # Layout
 //! One sled tree, `events`, holds the log: one key per event, `e` ‖ position, whose value is
 //! the entry header (version, prev_hash, hash, loop id, idempotency key) and the record bytes
-//! (see [`entry`]). One more key, `mformat`, holds the on-disk format version.
+//! (see [`entry`](crate::backend::entry)). One more key, `mformat`, holds the on-disk format version.
 //!
 //! Each loop's positions and chain head, and the set of idempotency keys, are kept in memory
-//! ([`index`]) and rebuilt from the entry headers when the store opens. sled's cost is per
+//! ([`Index`]) and rebuilt from the entry headers when the store opens. sled's cost is per
 //! key written, so keeping secondary indexes out of sled is what lets an append cost one key.
 //!
 //! # Group commit
@@ -28,8 +28,7 @@
 //! sled reads block on disk, so every read runs on tokio's blocking pool
 //! ([`tokio::task::spawn_blocking`]), never on the async worker threads that answer requests.
 
-mod entry;
-mod index;
+mod keys;
 mod writer;
 
 use std::path::Path;
@@ -41,8 +40,10 @@ use closeloop_domain::LoopId;
 use closeloop_keys::KeyStore;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::index::Index;
-use self::writer::{Job, Writer};
+use self::writer::Writer;
+use crate::backend::commit::{self, Job};
+use crate::backend::entry;
+use crate::backend::index::Index;
 use crate::{
     AppendError, AppendOutcome, AppendRequest, Committed, EventStore, StoreError, StoredEvent,
 };
@@ -285,11 +286,11 @@ impl Shared {
             return Ok(Vec::new());
         }
         self.tree()
-            .range(entry::key(after + 1)..=entry::key(durable))
+            .range(keys::key(after + 1)..=keys::key(durable))
             .take(limit)
             .map(|item| {
                 let (key, value) = item.map_err(backend)?;
-                entry::to_stored(entry::position_of(&key)?, &value)
+                entry::to_stored(keys::position_of(&key)?, &value)
             })
             .collect()
     }
@@ -327,7 +328,7 @@ impl Shared {
     /// The stored bytes of the entry at `position`, which the indexes say exists.
     fn entry_bytes(&self, position: u64) -> Result<sled::IVec, StoreError> {
         self.tree()
-            .get(entry::key(position))
+            .get(keys::key(position))
             .map_err(backend)?
             .ok_or_else(|| StoreError::Corrupt {
                 position,
@@ -467,7 +468,7 @@ impl EventStore for SledStore {
         }
         // Validation and encoding run here, on the caller's task, so the single writer thread
         // only does the work that must be ordered.
-        let request = writer::prepare(request, self.shared.keys.as_deref())?;
+        let request = commit::prepare(request, self.shared.keys.as_deref())?;
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Stopped("the store was closed".to_owned());
         self.jobs
@@ -547,9 +548,9 @@ fn rebuild_index(tree: &sled::Tree) -> Result<(Index, u64, Option<StoreError>), 
     let mut index = Index::default();
     let mut head = 0;
     let mut damage = None;
-    for item in tree.scan_prefix([entry::ENTRY]) {
+    for item in tree.scan_prefix([keys::ENTRY]) {
         let (key, value) = item.map_err(backend)?;
-        let position = entry::position_of(&key)?;
+        let position = keys::position_of(&key)?;
         if position != head + 1 {
             damage.get_or_insert(StoreError::Corrupt {
                 position: head + 1,

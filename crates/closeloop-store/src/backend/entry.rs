@@ -1,6 +1,6 @@
-//! The bytes of one log entry in sled.
+//! The bytes of one log entry, the same in every backend.
 //!
-//! Key: `e` ‖ position (u64 BE). Value: version (u64 BE) ‖ prev_hash (32) ‖ hash (32) ‖
+//! An entry is: version (u64 BE) ‖ prev_hash (32) ‖ hash (32) ‖
 //! loop id length (u8) ‖ loop id ‖ source length (u16 BE) ‖ source ‖ event id length (u16 BE) ‖
 //! event id ‖ [request digest (32)] ‖ record. The header repeats the idempotency key (source,
 //! event id) that the record also holds, so the in-memory indexes can be rebuilt without
@@ -20,41 +20,30 @@ use crate::{RequestDigest, StoreError, StoredEvent};
 /// versions never come near it.
 const HAS_REQUEST: u64 = 1 << 63;
 
-/// First byte of every entry key.
-pub(super) const ENTRY: u8 = b'e';
 /// Longest accepted `source` or `event_id`, in bytes.
-pub(super) const MAX_KEY_PART: usize = 1024;
-
-/// The key of the entry at `position`; keys sort in position order.
-pub(super) fn key(position: u64) -> [u8; 9] {
-    let mut key = [ENTRY; 9];
-    key[1..].copy_from_slice(&position.to_be_bytes());
-    key
-}
-
-/// The position an entry key names.
-pub(super) fn position_of(key: &[u8]) -> Result<u64, StoreError> {
-    match key {
-        [ENTRY, rest @ ..] if rest.len() == 8 => {
-            Ok(u64::from_be_bytes(rest.try_into().expect("8 bytes")))
-        }
-        _ => Err(StoreError::Backend("a log key is malformed".to_owned())),
-    }
-}
+pub const MAX_KEY_PART: usize = 1024;
 
 /// What an entry says besides its record.
-pub(super) struct Header<'a> {
+#[derive(Debug)]
+pub struct Header<'a> {
+    /// The event's version within its loop.
     pub version: u64,
+    /// The hash of the loop's previous entry (zeros for version 1).
     pub prev_hash: Hash,
+    /// This entry's hash (see [`entry_hash`](crate::chain::entry_hash)).
     pub hash: Hash,
+    /// The loop.
     pub loop_id: &'a str,
+    /// The idempotency key's `source`.
     pub source: &'a str,
+    /// The idempotency key's `event_id`.
     pub event_id: &'a str,
+    /// The request the key is bound to, if any.
     pub request: Option<RequestDigest>,
 }
 
-/// Encodes an entry value.
-pub(super) fn encode(header: &Header<'_>, record: &[u8]) -> Vec<u8> {
+/// Encodes an entry.
+pub fn encode(header: &Header<'_>, record: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(
         77 + header.loop_id.len() + header.source.len() + header.event_id.len() + record.len(),
     );
@@ -83,8 +72,11 @@ pub(super) fn encode(header: &Header<'_>, record: &[u8]) -> Vec<u8> {
     value
 }
 
-/// Splits an entry value into its header and record.
-pub(super) fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]), StoreError> {
+/// Splits an entry into its header and record; `position` only names it in errors.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when the bytes are truncated or not valid.
+pub fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]), StoreError> {
     let mut reader = Reader { value, at: 0 };
     let corrupt = |detail: &str| StoreError::Corrupt {
         position,
@@ -149,7 +141,10 @@ pub(super) fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]),
 }
 
 /// Decodes an entry into the [`StoredEvent`] readers see.
-pub(super) fn to_stored(position: u64, value: &[u8]) -> Result<StoredEvent, StoreError> {
+///
+/// # Errors
+/// As [`decode`], and when the loop id is not valid.
+pub fn to_stored(position: u64, value: &[u8]) -> Result<StoredEvent, StoreError> {
     let (header, record) = decode(position, value)?;
     let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
         position,
@@ -211,7 +206,7 @@ mod tests {
             (3, Hash([1; 32]), Hash([2; 32]), "loop-1", "urn:test", "e-9")
         );
         assert_eq!(record, b"{\"record\":1}");
-        let err = decode(7, &value[..80]).err().expect("truncated");
+        let err = decode(7, &value[..80]).expect_err("truncated");
         assert!(
             matches!(err, StoreError::Corrupt { position: 7, .. }),
             "{err}"

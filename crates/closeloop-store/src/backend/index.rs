@@ -1,6 +1,7 @@
 //! The in-memory indexes over the log: each loop's positions and chain head, and every
 //! idempotency key. They are derived data, rebuilt from the entry headers when the store opens,
-//! so the log on disk needs one sled key per event (sled's cost is per key, not per byte).
+//! so that an append writes nothing but its entries (sled's cost is per key, not per byte; a
+//! JetStream append is one message).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -13,8 +14,10 @@ use crate::merkle::MerkleIndex;
 
 /// One loop's positions (index = version - 1) and the hash of its last entry.
 #[derive(Debug, Default)]
-pub(super) struct LoopEntries {
+pub struct LoopEntries {
+    /// Where each version is in the log.
     pub positions: Vec<u64>,
+    /// The hash of the loop's last entry.
     pub head_hash: Hash,
 }
 
@@ -27,7 +30,7 @@ impl LoopEntries {
 
 /// Where every loop's entries are and which idempotency keys are taken.
 #[derive(Debug, Default)]
-pub(super) struct Index {
+pub struct Index {
     pub loops: HashMap<LoopId, LoopEntries>,
     /// First 8 bytes of SHA-256 over the key → position: 16 bytes a key in memory. A hit is
     /// only a candidate; callers confirm it against the entry's header, so a collision can

@@ -1,0 +1,475 @@
+//! Group commit without the storage: validating and encoding appends, sealing their personal
+//! data, and staging a batch of them against the [`Index`] — versions checked, idempotency
+//! keys matched, positions and hashes given — before the backend writes the entries.
+//!
+//! Staging never changes the index: a backend writes [`Staging::entries`] and, once they are
+//! stored, calls [`Staging::apply`]. A backend that loses a race for the log (JetStream's
+//! expected-sequence fence) throws the staging away, catches its index up, and stages the same
+//! [`Prepared`] requests again.
+
+use std::collections::{HashMap, HashSet};
+
+use closeloop_domain::{LoopEvent, LoopId};
+use closeloop_keys::{ContactDigest, KeyRequest, KeyStore};
+use tokio::sync::oneshot;
+
+use super::entry;
+use super::index::Index;
+use crate::chain::{Hash, entry_hash};
+use crate::record;
+use crate::{
+    AppendError, AppendOutcome, AppendRequest, Committed, ExpectedVersion, RequestDigest,
+    StoreError,
+};
+
+/// An append on its way to a backend's writer, with the channel its caller waits on.
+#[derive(Debug)]
+pub struct Job {
+    /// The validated request.
+    pub request: Prepared,
+    /// Where the outcome goes.
+    pub reply: Reply,
+}
+
+/// Where a [`Job`]'s outcome goes.
+pub type Reply = oneshot::Sender<Result<AppendOutcome, AppendError>>;
+
+/// An [`AppendRequest`] that passed validation, with its records encoded.
+#[derive(Debug)]
+pub struct Prepared {
+    loops: Vec<PreparedLoop>,
+    event_count: usize,
+}
+
+impl Prepared {
+    /// How many events it carries.
+    #[must_use]
+    pub fn event_count(&self) -> usize {
+        self.event_count
+    }
+
+    /// The largest number of bytes its entries can take once staged.
+    #[must_use]
+    pub fn max_entry_bytes(&self) -> usize {
+        self.events()
+            .map(|(loop_id, event)| {
+                let record = event
+                    .draft
+                    .as_ref()
+                    .map_or(event.record.len(), record::Draft::max_len);
+                ENTRY_OVERHEAD
+                    + loop_id.as_str().len()
+                    + event.source.len()
+                    + event.event_id.len()
+                    + record
+            })
+            .sum()
+    }
+
+    fn events(&self) -> impl Iterator<Item = (&LoopId, &PreparedEvent)> {
+        self.loops
+            .iter()
+            .flat_map(|l| l.events.iter().map(move |e| (&l.loop_id, e)))
+    }
+
+    fn events_mut(&mut self) -> impl Iterator<Item = (&LoopId, &mut PreparedEvent)> {
+        self.loops
+            .iter_mut()
+            .flat_map(|l| l.events.iter_mut().map(|e| (&l.loop_id, e)))
+    }
+}
+
+/// Bytes of an entry besides its loop id, key and record (see [`entry`]), and a length prefix.
+const ENTRY_OVERHEAD: usize = 8 + 32 + 32 + 1 + 2 + 2 + 32 + 4;
+
+#[derive(Debug)]
+struct PreparedLoop {
+    loop_id: LoopId,
+    expected: ExpectedVersion,
+    events: Vec<PreparedEvent>,
+}
+
+#[derive(Debug)]
+struct PreparedEvent {
+    source: String,
+    event_id: String,
+    request: Option<RequestDigest>,
+    /// The record bytes, once sealed (see [`seal`]).
+    record: Vec<u8>,
+    /// The record before its personal data is sealed with its loop's key.
+    draft: Option<record::Draft>,
+    /// The keyed digest of the author's contact, for the key store's contact index.
+    contact: Option<ContactDigest>,
+}
+
+/// Validates a request and encodes its records, up to sealing their personal data: everything
+/// that needs no ordering, so it runs on the caller's task.
+///
+/// # Errors
+/// [`AppendError::Invalid`] for a malformed request, [`AppendError::TooLarge`] for a record
+/// over [`record::MAX_RECORD_BYTES`], [`StoreError::Backend`] when the key store cannot digest
+/// a contact.
+pub fn prepare(
+    request: AppendRequest,
+    key_store: Option<&dyn KeyStore>,
+) -> Result<Prepared, AppendError> {
+    if request.loops.is_empty() || request.loops.iter().any(|l| l.events.is_empty()) {
+        return Err(AppendError::Invalid(
+            "an append needs at least one event for every loop it names".to_owned(),
+        ));
+    }
+    let mut loops = HashSet::new();
+    let mut keys = HashSet::new();
+    for append in &request.loops {
+        if !append.requests.is_empty() && append.requests.len() != append.events.len() {
+            return Err(AppendError::Invalid(format!(
+                "loop {} has {} events but {} request digests; give one per event or none",
+                append.loop_id,
+                append.events.len(),
+                append.requests.len()
+            )));
+        }
+        if !loops.insert(&append.loop_id) {
+            return Err(AppendError::Invalid(format!(
+                "loop {} appears twice in one append",
+                append.loop_id
+            )));
+        }
+        for event in &append.events {
+            if event.source.len() > entry::MAX_KEY_PART
+                || event.event_id.len() > entry::MAX_KEY_PART
+            {
+                return Err(AppendError::Invalid(format!(
+                    "an event's source and id may be at most {} bytes each",
+                    entry::MAX_KEY_PART
+                )));
+            }
+            if !keys.insert((&event.source, &event.event_id)) {
+                return Err(AppendError::Invalid(format!(
+                    "event ({:?}, {:?}) appears twice in one append",
+                    event.source, event.event_id
+                )));
+            }
+        }
+    }
+    let event_count = request.event_count();
+    let mut loops = Vec::with_capacity(request.loops.len());
+    let mut event_index = 0;
+    for append in request.loops {
+        let mut events = Vec::with_capacity(append.events.len());
+        let mut requests = append.requests.into_iter();
+        for event in append.events {
+            let bound = requests.next().flatten();
+            let draft = record::Draft::new(append.loop_id.as_str(), &event);
+            if draft.max_len() > record::MAX_RECORD_BYTES {
+                return Err(AppendError::TooLarge {
+                    event_index,
+                    size: draft.max_len(),
+                    limit: record::MAX_RECORD_BYTES,
+                });
+            }
+            event_index += 1;
+            let contact = match (key_store, contact_of(&event)) {
+                (Some(key_store), Some(contact)) => Some(
+                    key_store
+                        .contact_digest(contact)
+                        .map_err(|err| StoreError::Backend(format!("key store: {err}")))?,
+                ),
+                _ => None,
+            };
+            events.push(PreparedEvent {
+                record: Vec::new(),
+                draft: Some(draft),
+                contact,
+                source: event.source,
+                event_id: event.event_id,
+                request: bound,
+            });
+        }
+        loops.push(PreparedLoop {
+            loop_id: append.loop_id,
+            expected: append.expected,
+            events,
+        });
+    }
+    Ok(Prepared { loops, event_count })
+}
+
+/// The author's contact of a `feedback.received`, for the contact index.
+fn contact_of(event: &closeloop_domain::Event) -> Option<&str> {
+    match &event.payload {
+        LoopEvent::FeedbackReceived(data) => data.author.as_ref()?.contact.as_deref(),
+        _ => None,
+    }
+}
+
+/// Seals the personal data of every record in `batch` with its loop's key, creating the keys
+/// that do not exist yet in one durable step of the key store. A backend calls it on its one
+/// writer, so two first writes to a loop never make two keys, and before the records that need
+/// them are written, so no stored record names a key that is not. Without a key store, records
+/// keep their personal data in plain (tests and benchmarks only). Sealing twice does nothing.
+///
+/// # Errors
+/// The key store's failure, as text.
+pub fn seal<'a>(
+    batch: impl IntoIterator<Item = &'a mut Prepared>,
+    keys: Option<&dyn KeyStore>,
+) -> Result<(), String> {
+    let mut batch: Vec<&mut Prepared> = batch.into_iter().collect();
+    // The loops whose records need a key, each once (the batch may hold thousands), with
+    // the contact to index; `index` finds a loop's place in `wanted`, and so its key.
+    let mut index: HashMap<LoopId, usize> = HashMap::new();
+    let mut wanted: Vec<(LoopId, Option<ContactDigest>)> = Vec::new();
+    if keys.is_some() {
+        for (loop_id, event) in batch.iter().flat_map(|request| request.events()) {
+            if !event.draft.as_ref().is_some_and(record::Draft::needs_key) {
+                continue;
+            }
+            match index.get(loop_id) {
+                Some(&at) => wanted[at].1 = wanted[at].1.or(event.contact),
+                None => {
+                    index.insert(loop_id.clone(), wanted.len());
+                    wanted.push((loop_id.clone(), event.contact));
+                }
+            }
+        }
+    }
+    let made = match keys {
+        Some(keys) if !wanted.is_empty() => {
+            let requests: Vec<KeyRequest<'_>> = wanted
+                .iter()
+                .map(|(loop_id, contact)| KeyRequest {
+                    loop_id: loop_id.as_str(),
+                    contact: *contact,
+                })
+                .collect();
+            keys.keys_for_writing(&requests)
+                .map_err(|err| format!("key store failed: {err}"))?
+        }
+        _ => Vec::new(),
+    };
+    for (loop_id, event) in batch.iter_mut().flat_map(|request| request.events_mut()) {
+        if let Some(draft) = event.draft.take() {
+            // `None` without a key store, or for a record with nothing personal.
+            let key = index.get(loop_id).map(|&at| &made[at]);
+            event.record = draft.finish(key);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the stored entry at a position and says whether it carries the idempotency key
+/// (source, event id), and where it was committed.
+pub type ConfirmKey<'a> = dyn FnMut(u64, &str, &str) -> Result<Option<Committed>, StoreError> + 'a;
+
+/// One entry of a [`Staging`], ready to be written.
+#[derive(Debug)]
+pub struct StagedEntry {
+    /// Where it goes in the log.
+    pub position: u64,
+    /// Its loop.
+    pub loop_id: LoopId,
+    /// Its hash.
+    pub hash: Hash,
+    /// The entry's bytes (see [`entry`]).
+    pub bytes: Vec<u8>,
+    source: String,
+    event_id: String,
+    version: u64,
+    request: Option<RequestDigest>,
+}
+
+/// A batch of appends checked against the index and given positions and hashes, not yet stored.
+#[derive(Debug)]
+pub struct Staging {
+    first_position: u64,
+    entries: Vec<StagedEntry>,
+    /// Loops this batch moved on: (version, head hash) after its entries.
+    heads: HashMap<LoopId, (u64, Hash)>,
+    /// Idempotency keys this batch stores → their entry in `entries`.
+    keys: HashMap<(String, String), usize>,
+}
+
+impl Staging {
+    /// An empty batch whose first entry goes at `first_position`.
+    #[must_use]
+    pub fn new(first_position: u64) -> Self {
+        Self {
+            first_position,
+            entries: Vec::new(),
+            heads: HashMap::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    /// The entries staged so far, in position order.
+    #[must_use]
+    pub fn entries(&self) -> &[StagedEntry] {
+        &self.entries
+    }
+
+    /// The position of the first entry.
+    #[must_use]
+    pub fn first_position(&self) -> u64 {
+        self.first_position
+    }
+
+    /// The position the next staged entry would take.
+    #[must_use]
+    pub fn next_position(&self) -> u64 {
+        self.first_position + self.entries.len() as u64
+    }
+
+    /// Checks one request against `index` and the requests staged before it and, when it
+    /// passes, stages its entries. Nothing is staged for a request that fails. `confirm` reads
+    /// the stored entry at a position and says whether it carries the key (source, event id):
+    /// the index holds digests of keys, so a hit is only a candidate.
+    ///
+    /// # Errors
+    /// [`AppendError::Conflict`], [`AppendError::IdempotencyMismatch`], or what `confirm` fails
+    /// with.
+    pub fn stage(
+        &mut self,
+        index: &Index,
+        request: &Prepared,
+        confirm: &mut ConfirmKey<'_>,
+    ) -> Result<AppendOutcome, AppendError> {
+        // Idempotency: all keys known means a repeat of an earlier append; some means misuse,
+        // and so does a key bound to another request than this one.
+        let mut originals = Vec::with_capacity(request.event_count);
+        for (_, event) in request.events() {
+            let original = self.original(index, &event.source, &event.event_id, confirm)?;
+            if let Some(original) = &original
+                && RequestDigest::conflict(original.request, event.request)
+            {
+                return Err(AppendError::IdempotencyMismatch {
+                    event_source: event.source.clone(),
+                    event_id: event.event_id.clone(),
+                });
+            }
+            originals.push(original);
+        }
+        if originals.iter().all(Option::is_some) {
+            return Ok(AppendOutcome {
+                committed: originals.into_iter().flatten().collect(),
+                duplicate: true,
+            });
+        }
+        if let Some(taken) = originals.iter().position(Option::is_some) {
+            let (_, event) = request
+                .events()
+                .nth(taken)
+                .expect("index within the request's events");
+            return Err(AppendError::IdempotencyMismatch {
+                event_source: event.source.clone(),
+                event_id: event.event_id.clone(),
+            });
+        }
+
+        // Optimistic concurrency: check every loop before staging anything.
+        for append in &request.loops {
+            let (version, _) = self.head(index, &append.loop_id);
+            if !append.expected.admits(version) {
+                return Err(AppendError::Conflict {
+                    loop_id: append.loop_id.clone(),
+                    expected: append.expected,
+                    actual: version,
+                });
+            }
+        }
+
+        let mut committed = Vec::with_capacity(request.event_count);
+        for append in &request.loops {
+            let loop_id = append.loop_id.as_str();
+            for event in &append.events {
+                let (version, prev_hash) = self.head(index, &append.loop_id);
+                let version = version + 1;
+                let position = self.next_position();
+                let hash = entry_hash(position, version, loop_id, &prev_hash, &event.record);
+                let header = entry::Header {
+                    version,
+                    prev_hash,
+                    hash,
+                    loop_id,
+                    source: &event.source,
+                    event_id: &event.event_id,
+                    request: event.request,
+                };
+                let bytes = entry::encode(&header, &event.record);
+                self.heads.insert(append.loop_id.clone(), (version, hash));
+                self.keys.insert(
+                    (event.source.clone(), event.event_id.clone()),
+                    self.entries.len(),
+                );
+                self.entries.push(StagedEntry {
+                    position,
+                    loop_id: append.loop_id.clone(),
+                    hash,
+                    bytes,
+                    source: event.source.clone(),
+                    event_id: event.event_id.clone(),
+                    version,
+                    request: event.request,
+                });
+                committed.push(Committed {
+                    loop_id: append.loop_id.clone(),
+                    version,
+                    position,
+                    request: event.request,
+                });
+            }
+        }
+        Ok(AppendOutcome {
+            committed,
+            duplicate: false,
+        })
+    }
+
+    /// Adds the staged entries to `index`, once they are stored; `index` must not have moved
+    /// since they were staged.
+    pub fn apply(&self, index: &mut Index) {
+        for entry in &self.entries {
+            index.insert(
+                &entry.loop_id,
+                &entry.source,
+                &entry.event_id,
+                entry.position,
+                entry.hash,
+            );
+        }
+    }
+
+    /// A loop's (version, head hash), counting what this batch staged.
+    fn head(&self, index: &Index, loop_id: &LoopId) -> (u64, Hash) {
+        self.heads
+            .get(loop_id)
+            .copied()
+            .unwrap_or_else(|| index.head(loop_id))
+    }
+
+    /// Where an idempotency key was stored before, in this batch or (confirmed against the
+    /// entry itself) in the log.
+    fn original(
+        &self,
+        index: &Index,
+        source: &str,
+        event_id: &str,
+        confirm: &mut ConfirmKey<'_>,
+    ) -> Result<Option<Committed>, StoreError> {
+        if let Some(&at) = self.keys.get(&(source.to_owned(), event_id.to_owned())) {
+            let entry = &self.entries[at];
+            return Ok(Some(Committed {
+                loop_id: entry.loop_id.clone(),
+                version: entry.version,
+                position: entry.position,
+                request: entry.request,
+            }));
+        }
+        for position in index.candidates_for_key(source, event_id) {
+            if let Some(confirmed) = confirm(position, source, event_id)? {
+                return Ok(Some(confirmed));
+            }
+        }
+        Ok(None)
+    }
+}
