@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How many ports a new server tries before giving up.
+const PORT_ATTEMPTS: usize = 5;
+
 /// How long a starting server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -28,6 +31,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct NatsServer {
     child: Option<Child>,
+    /// A name no other server has, which the server gives in its greeting: a test that waits
+    /// for its server must not mistake another test's server on a reused port for it.
+    name: String,
     port: u16,
     store_dir: tempfile::TempDir,
     config: Option<PathBuf>,
@@ -68,14 +74,28 @@ impl NatsServer {
             std::fs::write(&path, text).expect("cannot write the nats-server configuration");
             path
         });
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut server = Self {
             child: None,
+            name: format!("closeloop-test-{}-{n}", std::process::id()),
             port: free_port(),
             store_dir,
             config,
         };
-        server.launch();
-        server
+        // The port was free when the OS picked it, but something else may take it before the
+        // server binds it (another test's server, a client's outgoing connection): then try
+        // another port.
+        for _ in 0..PORT_ATTEMPTS {
+            match server.launch() {
+                Ok(()) => return server,
+                Err(status) => {
+                    server.port = free_port();
+                    eprintln!("nats-server exited at start ({status}); trying another port");
+                }
+            }
+        }
+        panic!("nats-server exited at start {PORT_ATTEMPTS} times, each on another port")
     }
 
     /// The URL clients connect to, e.g. `nats://127.0.0.1:41234`.
@@ -139,10 +159,17 @@ impl NatsServer {
     /// As [`start`](Self::start).
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        if let Err(status) = self.launch() {
+            panic!(
+                "nats-server exited at restart with {status} (port {})",
+                self.port
+            );
+        }
     }
 
-    fn launch(&mut self) {
+    /// Starts the process and waits until it answers; the error is its exit status when it
+    /// exited at start.
+    fn launch(&mut self) -> Result<(), std::process::ExitStatus> {
         let bin = binary();
         let mut command = Command::new(&bin);
         if let Some(config) = &self.config {
@@ -154,6 +181,8 @@ impl NatsServer {
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
+                "-n",
+                &self.name,
                 "-js",
                 "-sd",
             ])
@@ -170,23 +199,21 @@ impl NatsServer {
                 )
             });
         self.child = Some(child);
-        self.wait_until_ready();
+        self.wait_until_ready()
     }
 
-    fn wait_until_ready(&mut self) {
+    fn wait_until_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
-                    "nats-server exited at start with {status} (port {})",
-                    self.port
-                );
+                self.child = None;
+                return Err(status);
             }
-            if answers_ping(address) {
-                return;
+            if greets_as(address, &self.name) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -229,8 +256,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether the NATS server at `address` is the one named `name`, and answers.
+fn greets_as(address: SocketAddr, name: &str) -> bool {
+    answers_ping_with(address, Some(name))
+}
+
 /// Whether a NATS server at `address` greets, takes a PING and answers PONG.
 fn answers_ping(address: SocketAddr) -> bool {
+    answers_ping_with(address, None)
+}
+
+/// [`answers_ping`], and when `name` is given, whether its greeting carries that server name.
+fn answers_ping_with(address: SocketAddr, name: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
         return false;
     };
@@ -245,6 +282,11 @@ fn answers_ping(address: SocketAddr) -> bool {
         seen.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&seen);
         if !pinged && text.contains("INFO ") && text.contains("\r\n") {
+            if let Some(name) = name
+                && !text.contains(&format!("\"server_name\":\"{name}\""))
+            {
+                return false;
+            }
             if stream
                 .write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
                 .is_err()

@@ -1,0 +1,254 @@
+//! The writer thread: group commit onto the stream, one fenced message per batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use closeloop_store::backend::commit::{self, Job, Reply, Staging};
+use closeloop_store::{AppendError, AppendOutcome, StoreError};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::log::Applied;
+use crate::{Shared, batch, follower};
+
+/// How many fences in a row one batch may lose to other replicas before its appends fail.
+pub const MAX_FENCE_ATTEMPTS: u32 = 64;
+
+/// The longest pause between two tries of one publish.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How one fenced publish ended.
+enum Published {
+    /// Stored as this stream sequence.
+    At(u64),
+    /// Someone else wrote since this replica's last applied message.
+    FenceLost,
+    /// NATS did not take it in time; it may or may not be stored.
+    Failed(String),
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    runtime: Handle,
+    /// Makes every attempt's message id unique across replicas and restarts.
+    writer_id: String,
+    attempts: u64,
+}
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, runtime: Handle) -> Self {
+        Self {
+            shared,
+            runtime,
+            writer_id: uuid::Uuid::new_v4().simple().to_string(),
+            attempts: 0,
+        }
+    }
+
+    /// Takes batches of jobs until every sender is gone.
+    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let max_events = self.shared.options.max_batch_events.max(1);
+        let max_bytes = self.shared.max_message_bytes;
+        let mut carried: Option<Job> = None;
+        loop {
+            let Some(first) = carried.take().or_else(|| jobs.blocking_recv()) else {
+                return;
+            };
+            let mut events = first.request.event_count();
+            let mut bytes = batch::BATCH_HEADER + first.request.max_entry_bytes();
+            let mut batch = vec![first];
+            while events < max_events {
+                let Ok(job) = jobs.try_recv() else { break };
+                let size = job.request.max_entry_bytes();
+                if bytes + size > max_bytes {
+                    carried = Some(job);
+                    break;
+                }
+                events += job.request.event_count();
+                bytes += size;
+                batch.push(job);
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, mut batch: Vec<Job>) {
+        if let Some(reason) = self.shared.stopped() {
+            answer_all(
+                batch.into_iter().map(|job| job.reply),
+                &StoreError::Stopped(reason),
+            );
+            return;
+        }
+        if let Err(reason) = commit::seal(
+            batch.iter_mut().map(|job| &mut job.request),
+            self.shared.options.keys.as_deref(),
+        ) {
+            answer_all(
+                batch.into_iter().map(|job| job.reply),
+                &StoreError::Backend(reason),
+            );
+            return;
+        }
+        for _ in 0..MAX_FENCE_ATTEMPTS {
+            let (staging, results, fence) = self.stage(&batch);
+            if staging.entries().is_empty() {
+                // Every job was a repeat or refused: nothing to write.
+                reply(batch, results);
+                return;
+            }
+            self.attempts += 1;
+            let id = format!("{}-{}", self.writer_id, self.attempts);
+            let payload = batch::encode(
+                staging.first_position(),
+                staging.entries().iter().map(|e| e.bytes.as_slice()),
+            );
+            let outcome = self.runtime.block_on(self.publish(payload, fence, &id));
+            match outcome {
+                Published::At(sequence) => {
+                    self.applied(sequence, &staging, &id);
+                    metrics::counter!("closeloop_events_appended_total")
+                        .increment(staging.entries().len() as u64);
+                    reply(batch, results);
+                    return;
+                }
+                Published::FenceLost => {
+                    metrics::counter!("closeloop_store_fences_lost_total").increment(1);
+                    if let Err(err) = self.runtime.block_on(self.catch_up()) {
+                        answer_all(batch.into_iter().map(|job| job.reply), &err);
+                        return;
+                    }
+                    // A copy whose acknowledgement was lost may be the message that took the
+                    // fence: then it is stored, and applied by the catch-up.
+                    if self.shared.log().sequence_of_id(&id).is_some() {
+                        reply(batch, results);
+                        return;
+                    }
+                }
+                Published::Failed(reason) => {
+                    // It may still have been stored: the next batch's fence finds out, and
+                    // callers that retry with the same keys hear of the original.
+                    answer_all(
+                        batch.into_iter().map(|job| job.reply),
+                        &StoreError::Backend(reason),
+                    );
+                    return;
+                }
+            }
+        }
+        answer_all(
+            batch.into_iter().map(|job| job.reply),
+            &StoreError::Backend(format!(
+                "other replicas wrote to the log before this one {MAX_FENCE_ATTEMPTS} times in a \
+                 row; try again"
+            )),
+        );
+    }
+
+    /// Stages every job against the log as this replica has applied it; returns the staging,
+    /// each job's result, and the stream sequence the batch must follow.
+    fn stage(&self, batch: &[Job]) -> (Staging, Vec<Result<AppendOutcome, AppendError>>, u64) {
+        let log = self.shared.log();
+        let mut staging = Staging::new(log.head + 1);
+        let shared = &self.shared;
+        let runtime = &self.runtime;
+        // The log stays locked for reading throughout, so this must not lock it again.
+        let mut confirm = |position, source: &str, event_id: &str| match log.batch_of(position) {
+            Some(at) => runtime.block_on(shared.confirm_at(at, position, source, event_id)),
+            None => Ok(None),
+        };
+        let results = batch
+            .iter()
+            .map(|job| staging.stage(&log.index, &job.request, &mut confirm))
+            .collect();
+        let fence = log.applied;
+        drop(log);
+        (staging, results, fence)
+    }
+
+    fn applied(&self, sequence: u64, staging: &Staging, id: &str) {
+        let applied = {
+            let mut log = self
+                .shared
+                .log
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.apply_staged(sequence, staging, id)
+        };
+        if let Applied::Now(head) = applied {
+            self.shared.publish_head(head);
+        }
+    }
+
+    /// Publishes `payload` after stream message `fence`, retrying the same bytes under the same
+    /// id until it is stored, the fence is lost, or the request timeout passes.
+    async fn publish(&self, payload: Vec<u8>, fence: u64, id: &str) -> Published {
+        let payload = bytes::Bytes::from(payload);
+        let deadline = Instant::now() + self.shared.options.request_timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id)
+                .expected_last_sequence(fence);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(left, async {
+                self.shared
+                    .js
+                    .send_publish(self.shared.options.subject.clone(), message)
+                    .await?
+                    .await
+            })
+            .await;
+            let error = match attempt {
+                Ok(Ok(ack)) => return Published::At(ack.sequence),
+                Ok(Err(err)) if err.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Published::FenceLost;
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "no acknowledgement".to_owned(),
+            };
+            if Instant::now() + backoff >= deadline {
+                return Published::Failed(format!(
+                    "NATS did not store the batch within {} s ({error}); is a JetStream quorum up?",
+                    self.shared.options.request_timeout.as_secs_f64()
+                ));
+            }
+            tracing::warn!(%error, "publishing to the log failed; trying again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Applies every message the stream has beyond what this replica applied.
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        let last = crate::last_sequence(&self.shared).await?;
+        loop {
+            let next = self.shared.log().applied + 1;
+            if next > last {
+                return Ok(());
+            }
+            let (payload, id) = follower::fetch(&self.shared, next).await?;
+            follower::apply(&self.shared, next, payload, id.as_deref()).await?;
+        }
+    }
+}
+
+fn reply(batch: Vec<Job>, results: Vec<Result<AppendOutcome, AppendError>>) {
+    for (job, result) in batch.into_iter().zip(results) {
+        // A caller that stopped waiting has nothing to hear.
+        let _ = job.reply.send(result);
+    }
+}
+
+fn answer_all(replies: impl Iterator<Item = Reply>, err: &StoreError) {
+    for reply in replies {
+        let err = match err {
+            StoreError::Stopped(reason) => StoreError::Stopped(reason.clone()),
+            other => StoreError::Backend(other.to_string()),
+        };
+        let _ = reply.send(Err(err.into()));
+    }
+}
