@@ -11,6 +11,8 @@
 //!   fresh random 24-byte nonce per seal.
 //! - [`MemoryKeyStore`] keeps everything in memory, for tests. [`FileKeyStore`] is the durable
 //!   one: a single file of fixed-size slots, described below.
+//! - `NatsKeyStore` (feature `nats`, module `nats`) keeps the keys in a NATS JetStream stream that
+//!   several Closeloop processes share, erasing destroyed keys with JetStream's message erase.
 //! - `conformance` (feature `conformance`) is the test suite every backend must pass.
 //!
 //! # The key file
@@ -66,6 +68,8 @@ mod loop_id;
 mod mac;
 mod master;
 mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod random;
 mod secrets;
 mod wrap;
@@ -78,6 +82,8 @@ pub use file::{FileKeyStore, KEY_FILE_NAME, format as file_format};
 pub use loop_id::{MAX_LOOP_ID_LEN, check_loop_id};
 pub use master::{DEMO_MASTER_KEY_SEED, MasterKey};
 pub use memory::MemoryKeyStore;
+#[cfg(feature = "nats")]
+pub use nats::{NatsKeyStore, NatsKeyStoreOptions};
 pub use wrap::WRAPPED_LEN;
 
 /// A data key's id within its store; records name the key they were sealed with by it.

@@ -33,6 +33,7 @@ use std::ops::Range;
 
 use crate::ContactDigest;
 use crate::loop_id::{MAX_LOOP_ID_LEN, check_loop_id};
+use crate::secrets::WrappedSecrets;
 use crate::wrap::{WRAPPED_LEN, Wrapped};
 
 /// Bytes of the header and of every slot.
@@ -220,7 +221,26 @@ pub(crate) struct Header {
     pub(crate) public_id_secret: Wrapped,
 }
 
+impl From<WrappedSecrets> for Header {
+    fn from(secrets: WrappedSecrets) -> Self {
+        Header {
+            master_check: secrets.master_check,
+            contact_secret: secrets.contact_index,
+            public_id_secret: secrets.public_id,
+        }
+    }
+}
+
 impl Header {
+    /// The wrapped secrets the header keeps.
+    pub(crate) fn secrets(&self) -> WrappedSecrets {
+        WrappedSecrets {
+            master_check: self.master_check,
+            contact_index: self.contact_secret,
+            public_id: self.public_id_secret,
+        }
+    }
+
     pub(crate) fn encode(&self) -> SlotBytes {
         let mut bytes = [0u8; SLOT_SIZE];
         bytes[..8].copy_from_slice(MAGIC);

@@ -11,9 +11,7 @@ use super::format::{Header, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
 use super::rotate::ROTATING_FILE_NAME;
 use super::{FileKeyStore, KEY_FILE_NAME, SlotRef, State};
 use crate::index::LoopIndex;
-use crate::mac::constant_time_eq;
-use crate::secrets::{CONTACT_INDEX_PURPOSE, PUBLIC_ID_PURPOSE, StoreSecrets};
-use crate::wrap::{unwrap_secret, wrap_secret};
+use crate::secrets::{StoreSecrets, UnwrapSecretsError};
 use crate::{KeyError, MasterKey};
 
 /// The prefix of the temporary file a new store's header is written to before it is linked
@@ -86,12 +84,7 @@ pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStor
 /// into place. Linking fails when a key file appeared meanwhile (another opener won the race),
 /// so an existing store is never replaced.
 fn create(dir: &Path, path: &Path, master: &MasterKey) -> Result<(), KeyError> {
-    let secrets = StoreSecrets::generate();
-    let header = Header {
-        master_check: master.check_value(),
-        contact_secret: wrap_secret(master, CONTACT_INDEX_PURPOSE, &secrets.contact_index),
-        public_id_secret: wrap_secret(master, PUBLIC_ID_PURPOSE, &secrets.public_id),
-    };
+    let header = Header::from(StoreSecrets::generate().wrap(master));
     let suffix: [u8; 8] = crate::random::random_bytes();
     let temp = dir.join(format!("{CREATING_FILE_PREFIX}{}", hex::encode(suffix)));
     let written = (|| {
@@ -238,20 +231,12 @@ fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, 
 
 /// Checks the master key against the header and unwraps the secrets.
 fn unlock(header: &Header, master: &MasterKey, path: &Path) -> Result<StoreSecrets, KeyError> {
-    if !constant_time_eq(&header.master_check, &master.check_value()) {
-        return Err(KeyError::WrongMasterKey);
-    }
-    let unwrap = |purpose, wrapped| {
-        unwrap_secret(master, purpose, wrapped).map_err(|_| {
-            corrupt(
-                path,
-                "the master key matches the header's check value but a store secret does not unwrap",
-            )
-        })
-    };
-    Ok(StoreSecrets {
-        contact_index: unwrap(CONTACT_INDEX_PURPOSE, &header.contact_secret)?,
-        public_id: unwrap(PUBLIC_ID_PURPOSE, &header.public_id_secret)?,
+    header.secrets().unwrap(master).map_err(|error| match error {
+        UnwrapSecretsError::WrongMasterKey => KeyError::WrongMasterKey,
+        UnwrapSecretsError::Damaged => corrupt(
+            path,
+            "the master key matches the header's check value but a store secret does not unwrap",
+        ),
     })
 }
 

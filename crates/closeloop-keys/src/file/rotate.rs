@@ -8,8 +8,7 @@ use std::sync::Arc;
 use super::format::{Header, SlotState};
 use super::open::sync_dir;
 use super::{FileKeyStore, State, writable};
-use crate::secrets::{CONTACT_INDEX_PURPOSE, PUBLIC_ID_PURPOSE};
-use crate::wrap::{unwrap_data_key, wrap_data_key, wrap_secret};
+use crate::wrap::{unwrap_data_key, wrap_data_key};
 use crate::{KeyError, MasterKey};
 
 /// The temporary file a rotation writes before renaming it over the key file.
@@ -76,11 +75,7 @@ fn write_rotated(
     // Locked before it is renamed into place, so no other process can open it in between.
     file.try_lock()
         .map_err(|_| KeyError::Locked { path: temp.clone() })?;
-    let header = Header {
-        master_check: new.check_value(),
-        contact_secret: wrap_secret(new, CONTACT_INDEX_PURPOSE, &secrets.contact_index),
-        public_id_secret: wrap_secret(new, PUBLIC_ID_PURPOSE, &secrets.public_id),
-    };
+    let header = Header::from(secrets.wrap(new));
     let mut out = BufWriter::new(&file);
     out.write_all(&header.encode()).map_err(io)?;
     let mut rewrapped = 0;
