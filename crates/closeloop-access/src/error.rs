@@ -23,6 +23,14 @@ pub enum AccessLogError {
     /// The log was closed (the service is shutting down).
     #[error("the access log is closed; the service is shutting down")]
     Closed,
+    /// The store that keeps the log elsewhere (NATS JetStream, for a `NatsAccessLog`) did not
+    /// answer in time, refused a request, or is set up in a way the log cannot use; the text
+    /// says which. Entries of a failed record count as not recorded (some may still have
+    /// reached the store, which errs on the side of recording); try again once it answers.
+    #[error(
+        "the access log's store cannot be used ({0}); treat the entries as not recorded and try again once it answers"
+    )]
+    Unavailable(String),
     /// Another process holds the access log's lock file.
     #[error(
         "another process is writing the access log in {0}; stop it first (one process writes it at a time)"

@@ -12,12 +12,16 @@
 //!   by a thread that owns the files, fsynced at least every second; a [`record`](AccessLog::record)
 //!   only queues. [`record_offline`] appends one entry durably from a command-line tool.
 //! - [`MemoryAccessLog`] keeps entries in memory, for tests.
+//! - `NatsAccessLog` (feature `nats`) keeps them in a NATS JetStream stream that every replica
+//!   of the service shares; a record returns once JetStream has acknowledged it.
 //! - `conformance` (feature `conformance`) is the suite every implementation must pass.
 
 mod entry;
 mod error;
 mod file;
 mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod query;
 mod stamp;
 
@@ -35,6 +39,8 @@ pub use entry::{
 pub use error::AccessLogError;
 pub use file::{FileAccessLog, FileAccessLogOptions, record_offline};
 pub use memory::MemoryAccessLog;
+#[cfg(feature = "nats")]
+pub use nats::{DEFAULT_STREAM, DEFAULT_SUBJECT, NatsAccessLog, NatsAccessLogOptions};
 pub use query::{AccessQuery, DEFAULT_LIMIT, MAX_LIMIT, MIN_LIMIT, QueryLimit};
 
 /// Where the access log reads the current time (for pruning); tests pass a controlled clock.

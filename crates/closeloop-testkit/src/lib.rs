@@ -5,14 +5,18 @@
 //! a server already running on 4222. The server is killed when the fixture is dropped.
 //! `scripts/test` installs `nats-server` when a machine lacks it; set `NATS_SERVER_BIN` to use
 //! another binary. [`NatsServer::start_with_config`] passes server options the command line
-//! lacks, such as a small `max_payload`.
+//! lacks, such as a small `max_payload`. [`NatsCluster`] starts several such servers routed
+//! into one JetStream cluster (`NatsCluster::start(3)`), whose nodes a test can kill with
+//! SIGKILL and restart on the same ports and files.
 //!
 //! [`fuzz`] holds the generators and the runner of the proptest fuzz targets, and [`Tmpfs`] a
 //! small filesystem that full-disk tests fill up.
 
+mod cluster;
 pub mod fuzz;
 mod tmpfs;
 
+pub use cluster::NatsCluster;
 pub use tmpfs::Tmpfs;
 
 use std::io::{Read, Write};
