@@ -87,6 +87,27 @@ pub async fn seed(data_dir: &Path, loops: usize) {
     store.close().await;
 }
 
+/// Whether the tests run the service on the JetStream store (`CLOSELOOP_E2E_STORE=jetstream`,
+/// as CI does for the black-box API tests) rather than the embedded one.
+pub fn jetstream_mode() -> bool {
+    std::env::var("CLOSELOOP_E2E_STORE").is_ok_and(|store| store == "jetstream")
+}
+
+/// The URL of a private NATS server for the service on `data_dir`, started the first time;
+/// it lives as long as the test process (nextest runs each test in its own).
+fn nats_for(data_dir: &Path) -> String {
+    static SERVERS: Mutex<Vec<(std::path::PathBuf, closeloop_testkit::NatsServer)>> =
+        Mutex::new(Vec::new());
+    let mut servers = SERVERS.lock().expect("servers");
+    if let Some((_, server)) = servers.iter().find(|(dir, _)| dir == data_dir) {
+        return server.url();
+    }
+    let server = closeloop_testkit::NatsServer::start();
+    let url = server.url();
+    servers.push((data_dir.to_owned(), server));
+    url
+}
+
 /// A running `closeloop serve`, killed when dropped.
 #[derive(Debug)]
 pub struct Service {
@@ -126,7 +147,18 @@ impl Service {
     /// Starts `closeloop serve <args>` on a free port over `data_dir` and waits until it
     /// listens.
     fn spawn(data_dir: &Path, args: &[&str], nats_url: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(closeloop_bin())
+        let mut command = Command::new(closeloop_bin());
+        let mut nats_url = nats_url.to_owned();
+        if jetstream_mode() {
+            // The log, keys and access log live in NATS: on the test's server when it has one,
+            // else on one kept for this data directory, so a restart finds its data again.
+            if nats_url == "off" {
+                nats_url = nats_for(data_dir);
+            }
+            command.env("CLOSELOOP_STORE", "jetstream");
+        }
+        let nats_url = nats_url.as_str();
+        let mut child = command
             .arg("serve")
             .args(args)
             .env("CLOSELOOP_DATA_DIR", data_dir)

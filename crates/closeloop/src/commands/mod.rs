@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod backends;
 pub mod demo;
 pub mod rebuild;
 pub mod replay;

@@ -7,14 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use closeloop_access::{FileAccessLog, FileAccessLogOptions, Retention};
 use closeloop_api::AppState;
 use closeloop_domain::{Calendar, Sla};
 use closeloop_ingest::IngestOptions;
 use closeloop_projections::{Projections, ProjectorOptions, run_projector};
-use closeloop_store::EventStore;
 use tokio::net::TcpListener;
 
+use super::backends::{self, Backends, ClosableStore};
 use crate::config::{MasterKeyArgs, ServeArgs, StoreKind};
 use crate::shutdown;
 
@@ -70,12 +69,6 @@ pub async fn run(
     master: &MasterKeyArgs,
     args: ServeArgs,
 ) -> anyhow::Result<ExitCode> {
-    if args.store == StoreKind::Jetstream {
-        bail!(
-            "CLOSELOOP_STORE=jetstream is not available in this release; use the embedded store \
-             (CLOSELOOP_STORE=sled, the default)"
-        );
-    }
     let input_limits = match args.input_limits.to_limits() {
         Ok(limits) => limits,
         Err(err) => {
@@ -96,13 +89,6 @@ pub async fn run(
             eprintln!("error: {}", super::NO_MASTER_KEY);
             return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return Ok(ExitCode::from(super::EXIT_CONFIG));
-        }
-    };
-    let keys = match super::open_keys(data_dir, Some(&master)) {
-        Ok(keys) => keys,
         Err(err) => {
             eprintln!("error: {err:#}");
             return Ok(ExitCode::from(super::EXIT_CONFIG));
@@ -132,29 +118,101 @@ pub async fn run(
         "due dates in working days"
     );
 
-    let store = Arc::new(super::open_store(data_dir, Some(Arc::clone(&keys)))?);
+    if args.store == StoreKind::Jetstream && args.nats_url == "off" {
+        eprintln!(
+            "error: CLOSELOOP_STORE=jetstream keeps the log in NATS JetStream, so \
+             CLOSELOOP_NATS_URL cannot be off; give the NATS servers' URLs"
+        );
+        return Ok(ExitCode::from(super::EXIT_CONFIG));
+    }
+    let context = Settings {
+        input_limits,
+        site,
+        tokens,
+        sla: Sla {
+            acknowledge_days: args.sla_ack_days,
+            close_days: args.sla_close_days,
+            calendar: Calendar::weekdays(),
+        },
+    };
+    match args.store {
+        StoreKind::Sled => {
+            let keys = match super::open_keys(data_dir, Some(&master)) {
+                Ok(keys) => keys,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    return Ok(ExitCode::from(super::EXIT_CONFIG));
+                }
+            };
+            let store = Arc::new(super::open_store(data_dir, Some(Arc::clone(&keys)))?);
+            let access = backends::file_access(data_dir, args.access_log_retention_days).await?;
+            let backends = Backends {
+                store,
+                keys,
+                access,
+            };
+            run_on(data_dir, args, context, backends).await
+        }
+        StoreKind::Jetstream => {
+            let settings = backends::JetStreamSettings {
+                url: args.nats_url.clone(),
+                replicas: usize::from(args.nats_replicas),
+                access_retention_days: args.access_log_retention_days,
+            };
+            let backends = match backends::jetstream(&settings, &master).await {
+                Ok(backends) => backends,
+                Err(err)
+                    if err.chain().any(|cause| {
+                        matches!(
+                            cause.downcast_ref::<closeloop_keys::KeyError>(),
+                            Some(closeloop_keys::KeyError::WrongMasterKey)
+                        )
+                    }) =>
+                {
+                    eprintln!("error: {err:#}");
+                    return Ok(ExitCode::from(super::EXIT_CONFIG));
+                }
+                Err(err) => return Err(err),
+            };
+            run_on(data_dir, args, context, backends).await
+        }
+    }
+}
+
+/// What `serve` worked out from its configuration before opening any store.
+struct Settings {
+    input_limits: closeloop_domain::Limits,
+    site: Arc<closeloop_api::pages::Site>,
+    tokens: closeloop_api::ApiTokens,
+    sla: Sla,
+}
+
+/// Serves on opened stores until a shutdown signal, then drains requests and closes them.
+async fn run_on<S: ClosableStore>(
+    data_dir: &Path,
+    args: ServeArgs,
+    context: Settings,
+    backends: Backends<S>,
+) -> anyhow::Result<ExitCode> {
+    let Settings {
+        input_limits,
+        site,
+        tokens,
+        sla,
+    } = context;
+    let Backends {
+        store,
+        keys,
+        access,
+    } = backends;
+    // The read models' snapshot and the feed's checkpoint live here in both modes.
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     if args.demo && store.head() == 0 {
         tracing::info!("loading the demo data set…");
         let loops = super::demo::load(store.as_ref(), 5000, 2015, jiff::Timestamp::now()).await?;
         tracing::info!(loops, events = store.head(), "demo data loaded");
     }
-    let access_dir = FileAccessLog::dir_in(data_dir);
-    let access = Arc::new(
-        FileAccessLog::open(
-            &access_dir,
-            FileAccessLogOptions {
-                retention: Retention::days(args.access_log_retention_days)?,
-                ..FileAccessLogOptions::default()
-            },
-        )
-        .await
-        .with_context(|| format!("cannot open the access log in {}", access_dir.display()))?,
-    );
-    tracing::info!(
-        retention_days = args.access_log_retention_days,
-        "access log in {}",
-        access_dir.display()
-    );
     let listener = TcpListener::bind(args.http_addr).await.with_context(|| {
         format!(
             "cannot listen on {}; is another service using it?",
@@ -166,11 +224,6 @@ pub async fn run(
         .context("listener has no local address")?;
     tracing::info!("closeloop listening on http://{local}");
 
-    let sla = Sla {
-        acknowledge_days: args.sla_ack_days,
-        close_days: args.sla_close_days,
-        calendar: Calendar::weekdays(),
-    };
     super::install_legacy_public_ids(&keys);
     let models = super::load_projections(data_dir, store.as_ref()).await;
     // Computes the due-date figures once now rather than in the first request.
@@ -250,7 +303,7 @@ pub async fn run(
         input_limits,
         keys: Some(keys),
         publish_requires_approval: args.publish_requires_approval,
-        access: Arc::clone(&access) as Arc<dyn closeloop_access::AccessLog>,
+        access: access.log(),
         site,
     });
     let mut http_stopping = stopping.clone();
