@@ -9,6 +9,7 @@ mod api;
 mod audit;
 mod browser;
 mod cli;
+mod cluster;
 mod deploy;
 mod keys;
 mod nats;

@@ -55,7 +55,7 @@ pub(crate) async fn readyz<S: EventStore>(State(state): State<Arc<AppState<S>>>)
             "detail": "the projector stopped after a failure, so reads no longer follow the log; the service log has the cause",
         })
     };
-    let store = match state.store.ready() {
+    let mut store = match state.store.ready() {
         Ok(()) => json!({"status": "ok", "head": head}),
         Err(err) => {
             tracing::debug!(error = %err, "not ready: the event store is not accepting writes");
@@ -66,6 +66,10 @@ pub(crate) async fn readyz<S: EventStore>(State(state): State<Arc<AppState<S>>>)
             })
         }
     };
+    if let Some(lag) = state.store.replica_lag() {
+        // A replica of a shared log: how many of the log's messages it has still to apply.
+        store["replica_lag"] = json!(lag);
+    }
     let ready = store["status"] == "ok" && projector_ok;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },

@@ -53,7 +53,14 @@ async fn follow(shared: &Shared) -> Result<(), StoreError> {
     let mut messages = consumer.messages().await.map_err(|err| backend(&err))?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|err| backend(&err))?;
-        let sequence = message.info().map_err(|err| backend(&err))?.stream_sequence;
+        let info = message.info().map_err(|err| backend(&err))?;
+        let sequence = info.stream_sequence;
+        let behind = u64::try_from(info.pending).unwrap_or(0);
+        shared
+            .behind
+            .store(behind, std::sync::atomic::Ordering::Relaxed);
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("closeloop_store_replica_lag_messages").set(behind as f64);
         let id = message
             .headers
             .as_ref()

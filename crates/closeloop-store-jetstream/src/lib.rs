@@ -139,6 +139,8 @@ pub(crate) struct Shared {
     /// Why the store stopped, once it has.
     pub failure: watch::Sender<Option<String>>,
     pub cache: Cache,
+    /// Messages the stream held beyond the last one the follower applied, when it applied it.
+    pub behind: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -209,6 +211,7 @@ impl JetStreamStore {
             log: RwLock::new(Log::default()),
             durable,
             failure,
+            behind: std::sync::atomic::AtomicU64::new(0),
         });
         let last = last_sequence(&shared).await?;
         let started = std::time::Instant::now();
@@ -440,6 +443,14 @@ impl EventStore for JetStreamStore {
             ));
         }
         Ok(())
+    }
+
+    fn replica_lag(&self) -> Option<u64> {
+        Some(
+            self.shared
+                .behind
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn with_merkle<R>(&self, f: impl FnOnce(&closeloop_store::merkle::MerkleIndex) -> R) -> R {

@@ -364,6 +364,12 @@ pub trait EventStore: Send + Sync + 'static {
         source: &str,
         event_id: &str,
     ) -> impl Future<Output = Result<Option<Committed>, StoreError>> + Send;
+
+    /// For a log several processes share: how many of its messages this process has not
+    /// applied yet (others' writes on their way here). `None` for a store one process owns.
+    fn replica_lag(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(test)]
