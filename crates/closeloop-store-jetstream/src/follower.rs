@@ -55,7 +55,7 @@ async fn follow(shared: &Shared) -> Result<(), StoreError> {
         let message = message.map_err(|err| backend(&err))?;
         let info = message.info().map_err(|err| backend(&err))?;
         let sequence = info.stream_sequence;
-        let behind = u64::try_from(info.pending).unwrap_or(0);
+        let behind = info.pending;
         shared
             .behind
             .store(behind, std::sync::atomic::Ordering::Relaxed);
