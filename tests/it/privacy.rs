@@ -338,3 +338,84 @@ fn serve_without_a_master_key_refuses_to_start_and_says_why() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CLOSELOOP_MASTER_KEY_FILE"), "{stderr}");
 }
+
+/// With the JetStream store, the NATS server's files — the log, the key store, the access log
+/// and the ingest streams — hold no readable copy of the person's name, contact, story or
+/// reply, before or after an erasure; and after it, the loop reads as erased.
+#[tokio::test]
+async fn on_jetstream_the_servers_files_hold_no_readable_copy() {
+    let mut nats = closeloop_testkit::NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = reqwest::Client::new();
+    let start = |dir: &Path, url: &str| {
+        Service::start_with_env(dir, url, &[("CLOSELOOP_STORE", "jetstream")])
+    };
+    let service = start(dir.path(), &nats.url());
+    let (status, created) = send(
+        &http,
+        &service,
+        reqwest::Method::POST,
+        "/v1/feedback",
+        STAFF,
+        Some(
+            json!({"loop_id": "case-2026-0042", "org_unit": "rxx/site-a/ward-9",
+                    "channel": "email", "story": STORY, "themes": ["lost property"],
+                    "ratings": {"fft": 4}, "author": {"name": NAME, "contact": CONTACT}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, body) = send(
+        &http,
+        &service,
+        reqwest::Method::POST,
+        "/v1/loops/case-2026-0042/responses",
+        STAFF,
+        Some(json!({"by": "ward 9 manager", "text": REPLY})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Read it as staff, so the access log has an entry too.
+    let (status, _) = send(
+        &http,
+        &service,
+        reqwest::Method::GET,
+        "/v1/loops/case-2026-0042",
+        STAFF,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // SIGTERM to both, so that every file is written out before it is scanned.
+    assert!(service.terminate().success());
+    nats.shut_down();
+    assert_nowhere(nats.store_dir(), "on JetStream");
+    nats.restart();
+
+    let service = start(dir.path(), &nats.url());
+    let (status, erased) = send(
+        &http,
+        &service,
+        reqwest::Method::POST,
+        "/v1/erasures",
+        ADMIN,
+        Some(json!({"contact": CONTACT})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    let (status, view) = send(
+        &http,
+        &service,
+        reqwest::Method::GET,
+        "/v1/loops/case-2026-0042",
+        AUDITOR,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(view.to_string().contains("[erased]"), "{view}");
+    assert!(service.terminate().success());
+    nats.shut_down();
+    assert_nowhere(nats.store_dir(), "on JetStream after the erasure");
+}

@@ -709,3 +709,77 @@ fn reads_from_the_leader_skip_deleted_messages() {
         assert_eq!(last, ids[3]);
     });
 }
+
+/// On an R3 stream each node's raft log holds the messages it replicated until the stream's
+/// next raft snapshot compacts it (nats-server 2.9: every 2 minutes plus up to 1 minute of
+/// jitter, when the stream's state changed). So a destroyed key's wrapped bytes stay in those
+/// files for a few minutes after its messages are erased. This measures that bound: it prints
+/// when the last copy disappears from every node's files. Slow (up to 5 minutes), so it runs on
+/// request: `cargo nextest run -p closeloop-keys --run-ignored only r3_raft`.
+#[test]
+#[ignore = "measures the raft log compaction bound; takes up to 5 minutes"]
+fn r3_raft_logs_keep_a_destroyed_key_until_their_next_compaction() {
+    let cluster = closeloop_testkit::NatsCluster::start(3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime
+        .block_on(async_nats::connect(cluster.url_list()))
+        .expect("connect to the cluster");
+    let options = NatsKeyStoreOptions {
+        replicas: 3,
+        ..NatsKeyStoreOptions::default()
+    };
+    let store = NatsKeyStore::open(client.clone(), options, Some(&first_master())).unwrap();
+    key_for(&store, "doomed", None);
+    key_for(&store, "kept", None);
+    let wrapped = |loop_id: &str| {
+        let _runtime = runtime.enter();
+        let stream = runtime
+            .block_on(jetstream::new(client.clone()).get_stream(DEFAULT_STREAM))
+            .expect("the key stream");
+        let message = runtime
+            .block_on(
+                stream.get_last_raw_message_by_subject(&Topic::Key(loop_id.to_owned()).subject()),
+            )
+            .expect("the loop's key message");
+        match Record::decode(Kind::Key, &message.payload).expect("a key record") {
+            Record::Key(key) => key.wrapped.to_vec(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (doomed, kept) = (wrapped("doomed"), wrapped("kept"));
+    let holding = |needle: &[u8]| -> usize {
+        (0..cluster.len())
+            .map(|node| files_holding(cluster.store_dir(node), needle).len())
+            .sum()
+    };
+    assert!(holding(&doomed) > 0, "the scan sees the key before erasure");
+    assert_eq!(store.destroy_loop("doomed").unwrap(), 1);
+    let erased = std::time::Instant::now();
+    let mut last_seen = None;
+    while erased.elapsed() < std::time::Duration::from_secs(300) {
+        let files = holding(&doomed);
+        println!(
+            "{:>5.1} s after the erasure: {files} files on the three nodes hold the destroyed key",
+            erased.elapsed().as_secs_f64()
+        );
+        if files == 0 {
+            break;
+        }
+        last_seen = Some(erased.elapsed());
+        std::thread::sleep(std::time::Duration::from_secs(10));
+    }
+    assert_eq!(
+        holding(&doomed),
+        0,
+        "a destroyed key outlived the raft logs' compaction"
+    );
+    assert!(holding(&kept) > 0, "the scan still sees a live key");
+    println!(
+        "bound: the last copy was seen {:.0} s after the erasure",
+        last_seen.map_or(0.0, |seen| seen.as_secs_f64())
+    );
+}
