@@ -1,5 +1,6 @@
 //! The outbound feed: every stored event, published on `closeloop.events.<type suffix>` in
-//! position order, at least once, with `Nats-Msg-Id` = its global position.
+//! position order, at least once, with `Nats-Msg-Id` = its global position; by this process
+//! alone, or by one replica at a time among several (see [Shared mode](#shared-mode-one-publisher-among-several-replicas)).
 //!
 //! While ingestion works through a backlog (its batches come full), the feed yields: it
 //! pauses before each page, so storing feedback durably gets the machine first and the feed
@@ -32,11 +33,100 @@
 //! the message that was not sent) and `dataref` (where `GET /v1/events` serves the event).
 //! The feed then moves on: one event too big for NATS never stops it (events stored before
 //! the size limits, or under a server configured with a small `max_payload`).
+//!
+//! # Shared mode: one publisher among several replicas
+//!
+//! With [`FeedMode::Local`] (the default) this process publishes the feed and keeps the
+//! checkpoint in a file, as above. Several stateless replicas on one shared event store use
+//! [`FeedMode::Shared`]: exactly one of them at a time publishes, the one holding the *lease*,
+//! and the checkpoint lives in NATS, so whichever replica leads next goes on where the last
+//! one stopped. Both live in a JetStream key-value bucket (`CLOSELOOP_FEED` by default;
+//! history 1, file storage, [`IngestOptions::replicas`] copies), only ever changed with a
+//! compare-and-set on their revision, which a 2.9 server offers (`Nats-Expected-Last-Subject-
+//! Sequence`):
+//!
+//! - `lease`: `{"holder": <replica id>, "instance": <uuid of this process>, "expires_at":
+//!   <unix ms>}`. A replica that finds none creates it (`create`: only one creation wins); one
+//!   that finds it over takes it with `update` at the revision it read (only one wins). The
+//!   holder renews it every `ttl / 3` with `update(revision)`, setting `expires_at` to its
+//!   wall clock + `ttl`; the others read it every `ttl / 3`. On shutdown the holder saves the
+//!   checkpoint and gives the lease up (`expires_at: 0`), so the next replica takes over at its
+//!   next reading instead of after the time to live.
+//! - `checkpoint`: `{"position": <last position JetStream acknowledged, with all before it>,
+//!   "replica": <writer>}`, written by the holder only — while its lease is still valid by its
+//!   own clock, and with a compare-and-set, so a write after another replica wrote it fails
+//!   and makes the writer step down — at most every 250 ms, whenever the feed has caught up,
+//!   and on shutdown. Replicas standing by show it as `feed_published_upto`, so every
+//!   replica's `/readyz` reports the feed's lag.
+//!
+//! **Stopping in time.** The holder may publish until `ttl - margin` (margin `ttl / 4`) after
+//! it *sent* its last successful renewal, by its monotonic clock; another replica takes the
+//! lease only once its wall clock is `margin` past `expires_at`. The holder renews in a
+//! future of its own beside the one that publishes: when a renewal is refused (someone else
+//! holds the lease) or none succeeds before that deadline, publishing is dropped at once,
+//! whatever it was doing, and the publisher itself checks the deadline before each message.
+//!
+//! **The fence.** A deadline cannot call back messages that already left: a publish handed
+//! to the client just before the deadline can reach NATS much later (the client keeps what it
+//! could not send and sends it after a reconnect). So the holder also fences every message
+//! with `Nats-Expected-Last-Sequence`: message *n* of a page expects the feed stream's last
+//! sequence to be that of message *n − 1*, and JetStream refuses it otherwise. A leader starts
+//! from the stream's tail — the `Closeloop-Position` of its last message, or the shared
+//! checkpoint when that message is gone (aged out or purged) — and whatever a former leader
+//! still gets onto the stream is refused, or is exactly the next position (and the new
+//! leader, finding the fence moved, reads the tail again and goes on from there). Hence the
+//! feed stream holds **every position at most once, in position order, without gaps**,
+//! whatever the clocks do. After five fenced pages in a row the leader gives up with an error:
+//! something other than a former leader publishes on the stream (e.g. a replica left in local
+//! mode).
+//!
+//! **Clock assumption.** The lease's expiry is judged by wall clocks: the replicas' clocks
+//! must agree to within `2 × margin = ttl / 2` (5 s for the default 10 s; NTP keeps them
+//! within milliseconds), and each one's monotonic clock must not run more than a few percent
+//! slow over a `ttl`. If they do not, two replicas may both lead for a while: the fence still
+//! keeps the stream right, each refused page is read again from the tail, and the checkpoint's
+//! compare-and-set makes one of them step down; the cost is wasted work, not a wrong feed.
+//!
+//! **What a consumer sees at a takeover.** Through a JetStream consumer on `CLOSELOOP_EVENTS`:
+//! every event once, in position order; a pause of at most about `1.6 × ttl` after a leader
+//! crashes (its lease runs out, plus the margin, plus one reading), about `ttl / 3` after a
+//! clean stop; a consumer that acks late may have it redelivered, as always (at least once,
+//! with `Nats-Msg-Id` and `Closeloop-Position` to recognise it). Core NATS subscribers on
+//! `closeloop.events.>` bypass the stream and its refusals: around a takeover they may get a
+//! position again, even after later ones, and must de-duplicate by `Closeloop-Position` (the
+//! same holds in local mode after a crash). One case republishes on the stream itself: when
+//! the stream's last message is gone and the shared checkpoint lags behind it (a leader
+//! crashed between an ack and its next checkpoint write, and then the stream lost its
+//! messages), positions after the checkpoint go out again; JetStream drops those still in its
+//! 2-minute duplicate window.
+//!
+//! **Failure cases.**
+//! - *The leader crashes or hangs*: its lease runs out; another replica takes over
+//!   `ttl + margin` (up to `ttl / 3` more) after its last renewal. Nothing is published
+//!   meanwhile; `/readyz` shows the lag growing.
+//! - *The leader is cut off from NATS* (or paused longer than the margin): it stops at its
+//!   deadline; what it had sent lands later and is refused by the fence. When it reconnects it
+//!   reads the lease, sees the new holder and stands by.
+//! - *NATS is down*: no replica can read or renew the lease, so none publishes; each retries
+//!   with back-off and the next leader goes on from the stream's tail.
+//! - *The leader cannot read the event store*: it gives the lease up and retries after a
+//!   pause, so a replica that can takes over.
+//! - *A renewal times out but took effect*: the next one fails its compare-and-set and the
+//!   replica steps down; since the lease names its own instance, it takes it back at its next
+//!   reading. A former leader's late checkpoint write can likewise make the new leader step
+//!   down once and take its own lease back.
+//! - *A damaged `lease` or `checkpoint` value*: the feed stops with an error that says which
+//!   key to delete.
+//! - *Switching from local to shared mode*: the first leader goes on from the stream's tail;
+//!   the checkpoint file is no longer read.
+
+mod lease;
+mod shared;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
@@ -45,6 +135,7 @@ use closeloop_domain::EventType;
 use closeloop_store::{EventStore, Hash, StoredEvent, record};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::IngestOptions;
 use crate::status::{Shared, Worker, WorkerError};
@@ -56,6 +147,34 @@ use crate::streams::{self, FEED_SUBJECT_PREFIX};
 const PAGE: usize = 1024;
 /// How often the checkpoint file is written at most while events flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+pub use lease::DEFAULT_FEED_BUCKET;
+pub use shared::SharedFeed;
+
+/// Where the outbound feed keeps its checkpoint, and whether replicas take turns publishing
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FeedMode {
+    /// This process alone publishes the feed and keeps its checkpoint in the file
+    /// [`IngestOptions::feed_checkpoint`]. The default, for a single replica. Two processes in
+    /// this mode on one event store would both publish everything.
+    #[default]
+    Local,
+    /// Several replicas on one event store: the one holding the lease in the key-value bucket
+    /// publishes the feed, and keeps its checkpoint there for the next one (see the module
+    /// docs). Every replica on that store must use this mode with the same bucket.
+    Shared(SharedFeed),
+}
+
+impl FeedMode {
+    /// Checks the shared mode's options, saying what to change.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match self {
+            FeedMode::Local => Ok(()),
+            FeedMode::Shared(config) => config.check(),
+        }
+    }
+}
+
 /// How long the feed pauses before each page while ingestion works through a backlog.
 const YIELD_TO_INGESTION: Duration = Duration::from_millis(200);
 /// The header with the event's global position, besides `Nats-Msg-Id`.
@@ -67,10 +186,29 @@ pub const PERSONAL_DATA_ATTRIBUTE: &str = "personaldata";
 /// publish, which consumers fetch with `GET /v1/events`.
 pub const REFERENCE_HEADER: &str = "Closeloop-Reference";
 
-/// Publishes the log after the checkpoint until `shutdown` turns true (then saves the
-/// checkpoint and returns `Ok`) or publishing fails (an error: the caller tries again after a
-/// pause, from the last checkpoint).
+/// Runs the feed as `options.feed` says: alone, from the checkpoint file (local mode), or
+/// taking turns with other replicas through the lease (shared mode, see [`shared`]).
+/// `instance` tells this process's lease apart from any other's.
 pub(crate) async fn run<S: EventStore>(
+    store: &Arc<S>,
+    js: &Context,
+    options: &IngestOptions,
+    instance: &str,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    match &options.feed {
+        FeedMode::Local => run_local(store, js, options, shared, shutdown).await,
+        FeedMode::Shared(config) => {
+            shared::run(store, js, options, config, instance, shared, shutdown).await
+        }
+    }
+}
+
+/// Local mode: publishes the log after the checkpoint until `shutdown` turns true (then saves
+/// the checkpoint and returns `Ok`) or publishing fails (an error: the caller tries again after
+/// a pause, from the last checkpoint).
+async fn run_local<S: EventStore>(
     store: &Arc<S>,
     js: &Context,
     options: &IngestOptions,
@@ -83,65 +221,137 @@ pub(crate) async fn run<S: EventStore>(
     let mut checkpoint = Checkpoint::load(&options.feed_checkpoint)?;
     shared.set_feed_published(checkpoint.position);
     shared.set_feed(Worker::Running);
+    shared.set_feed_leader(true);
     tracing::info!(
         from = checkpoint.position,
         stream = streams::FEED_STREAM,
         "publishing stored events to NATS"
     );
-    let mut head = store.subscribe();
-    let result = loop {
-        if *shutdown.borrow() {
-            break Ok(());
-        }
-        if shared.ingest_backlogged() {
-            // Storing a backlog of feedback comes first; the feed catches up a page at a
-            // time meanwhile, and at full speed once the backlog is gone.
-            tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => {}
-                () = tokio::time::sleep(YIELD_TO_INGESTION) => {}
-            }
-        }
-        let entries = match store.read_all(checkpoint.position, PAGE).await {
-            Ok(entries) => entries,
-            Err(err) => break Err(err.into()),
-        };
-        if entries.is_empty() {
-            tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => {}
-                changed = head.changed() => if changed.is_err() {
-                    break Err(WorkerError::Store(closeloop_store::StoreError::Backend(
-                        "the event store was closed".to_owned(),
-                    )));
-                },
-            }
-            continue;
-        }
-        // Read for each page: after a reconnect the server (of a cluster) may be another one.
-        let max_payload = js.client().max_payload();
-        if let Err(err) = publish_page(js, checkpoint.position, &entries, max_payload).await {
-            break Err(err);
-        }
-        let last = entries
-            .last()
-            .map_or(checkpoint.position, |entry| entry.position);
-        shared.set_feed_published(last);
-        metrics::counter!("closeloop_feed_published_total").increment(entries.len() as u64);
-        checkpoint.advance(last)?;
-    };
+    let result = publish_local(store, js, &mut checkpoint, shared, shutdown).await;
+    shared.set_feed_leader(false);
     checkpoint.save()?;
     result
 }
 
-/// Publishes `entries`, which must follow `after` without a gap, and waits for every ack.
+/// The loop of [`run_local`].
+async fn publish_local<S: EventStore>(
+    store: &Arc<S>,
+    js: &Context,
+    checkpoint: &mut Checkpoint,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let mut head = store.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let entries = next_page(store, checkpoint.position, shared, shutdown).await?;
+        if entries.is_empty() {
+            wait_for_more(&mut head, shutdown).await?;
+            continue;
+        }
+        // Read for each page: after a reconnect the server (of a cluster) may be another one.
+        let max_payload = js.client().max_payload();
+        let acked = publish_page(js, checkpoint.position, &entries, max_payload, None).await?;
+        shared.set_feed_published(acked.upto);
+        metrics::counter!("closeloop_feed_published_total").increment(entries.len() as u64);
+        checkpoint.advance(acked.upto)?;
+    }
+}
+
+/// The next page of the log after `position` (empty when there is none yet). While ingestion
+/// works through a backlog it pauses first (see the module docs).
+pub(crate) async fn next_page<S: EventStore>(
+    store: &Arc<S>,
+    position: u64,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Vec<StoredEvent>, WorkerError> {
+    if shared.ingest_backlogged() {
+        // Storing a backlog of feedback comes first; the feed catches up a page at a time
+        // meanwhile, and at full speed once the backlog is gone.
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(Vec::new()),
+            () = tokio::time::sleep(YIELD_TO_INGESTION) => {}
+        }
+    }
+    Ok(store.read_all(position, PAGE).await?)
+}
+
+/// Waits until the store's head moves (`head` is the store's subscription) or `shutdown`
+/// turns true.
+pub(crate) async fn wait_for_more(
+    head: &mut watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => Ok(()),
+        changed = head.changed() => changed.map_err(|_| {
+            WorkerError::Store(closeloop_store::StoreError::Backend(
+                "the event store was closed".to_owned(),
+            ))
+        }),
+    }
+}
+
+/// A fence on a page (shared mode): each message carries `Nats-Expected-Last-Sequence`, the
+/// sequence the one before it got, so JetStream takes it only right after that one.
+pub(crate) struct Fence<'a> {
+    /// The feed stream's last sequence before the page.
+    pub last_sequence: u64,
+    /// Until when this replica may publish (its lease, by its own monotonic clock); no message
+    /// is sent from then on.
+    pub until: &'a watch::Receiver<Instant>,
+}
+
+/// How far a page got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageAck {
+    /// The last position JetStream acknowledged, in order from the page's start (the
+    /// position before the page when it acknowledged none).
+    pub upto: u64,
+    /// The stream sequence of that position's message (under a fence; meaningless without).
+    pub last_sequence: u64,
+    /// Why the page stopped before its end, under a fence.
+    pub stopped: Option<Stopped>,
+}
+
+/// Why a fenced page stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// JetStream refused a message for its expected last sequence, or found it a duplicate:
+    /// someone else published on the stream, whose tail must be read again.
+    Fenced,
+    /// The lease ran out before the page was sent.
+    LeaseEnded,
+}
+
+/// The room `Nats-Expected-Last-Sequence: <20 digits>\r\n` takes in a message's header block.
+const FENCE_HEADER_SIZE: usize =
+    "Nats-Expected-Last-Sequence".len() + ": ".len() + 20 + "\r\n".len();
+
+/// Publishes `entries`, which must follow `after` without a gap, and waits for their acks.
 /// An entry too big for `max_payload` goes out as a reference (see the module docs).
-async fn publish_page(
+///
+/// Without a fence (local mode) every message must be acknowledged (duplicates included), or
+/// it is an error. Under a `fence` (shared mode) the page stops at the first message
+/// JetStream refuses for the fence or finds a duplicate, and sends nothing once the lease
+/// has run out; [`PageAck`] says how far it got.
+pub(crate) async fn publish_page(
     js: &Context,
     after: u64,
     entries: &[StoredEvent],
     max_payload: usize,
-) -> Result<(), WorkerError> {
+    fence: Option<Fence<'_>>,
+) -> Result<PageAck, WorkerError> {
+    let max_payload = match fence {
+        Some(_) => max_payload.saturating_sub(FENCE_HEADER_SIZE),
+        None => max_payload,
+    };
+    let mut stopped = None;
     let mut acks = Vec::with_capacity(entries.len());
-    for (expected, entry) in (after + 1..).zip(entries) {
+    for ((expected, entry), index) in (after + 1..).zip(entries).zip(0_u64..) {
         if entry.position != expected {
             return Err(WorkerError::Event {
                 position: expected,
@@ -151,6 +361,12 @@ async fn publish_page(
                     entry.position
                 ),
             });
+        }
+        if let Some(fence) = &fence
+            && Instant::now() >= *fence.until.borrow()
+        {
+            stopped = Some(Stopped::LeaseEnded);
+            break;
         }
         let FeedMessage {
             subject,
@@ -167,19 +383,45 @@ async fn publish_page(
             );
             metrics::counter!("closeloop_feed_references_total").increment(1);
         }
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload.into())
             .headers(headers);
+        if let Some(fence) = &fence {
+            message = message.expected_last_sequence(fence.last_sequence + index);
+        }
         let ack = js
             .send_publish(subject, message)
             .await
             .map_err(|err| WorkerError::Publish(err.into()))?;
-        acks.push(ack);
+        acks.push((entry.position, ack));
     }
-    for ack in acks {
-        ack.await.map_err(|err| WorkerError::Publish(err.into()))?;
+    let mut acked = PageAck {
+        upto: after,
+        last_sequence: fence.as_ref().map_or(0, |fence| fence.last_sequence),
+        stopped,
+    };
+    for (position, ack) in acks {
+        match ack.await {
+            Ok(ack) if fence.is_some() && ack.duplicate => {
+                acked.stopped = Some(Stopped::Fenced);
+                break;
+            }
+            Ok(ack) => {
+                acked.upto = position;
+                acked.last_sequence = ack.sequence;
+            }
+            Err(err)
+                if fence.is_some()
+                    && err.kind()
+                        == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                acked.stopped = Some(Stopped::Fenced);
+                break;
+            }
+            Err(err) => return Err(WorkerError::Publish(err.into())),
+        }
     }
-    Ok(())
+    Ok(acked)
 }
 
 /// What the feed publishes for one entry.
@@ -503,6 +745,17 @@ mod tests {
         headers.insert("A", "bc");
         // "NATS/1.0\r\n" + "A: bc\r\n" + "\r\n" + 5 bytes of payload.
         assert_eq!(wire_size(&headers, 5), 10 + 7 + 2 + 5);
+    }
+
+    #[test]
+    fn the_fence_header_is_counted_at_its_largest() {
+        let mut headers = HeaderMap::new();
+        let without = wire_size(&headers, 0);
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            u64::MAX.to_string().as_str(),
+        );
+        assert_eq!(wire_size(&headers, 0) - without, FENCE_HEADER_SIZE);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   `max_age`.
 //! - the outbound feed (`feed`): every stored event on `closeloop.events.<type suffix>`, in
 //!   position order, from a checkpoint that survives restarts, without its personal data.
+//!   With several replicas on one event store ([`FeedMode::Shared`]), one at a time publishes
+//!   it, holding a lease in a key-value bucket that also keeps the checkpoint.
 //! - [`streams`] creates the streams; `migration` moves an older `FEEDBACK` with limits
 //!   retention to work-queue retention, so that no message outlives its ingestion.
 //!
@@ -37,9 +39,11 @@ use tokio::task::JoinHandle;
 
 pub use consumer::Outcome;
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetters, Redriven};
-pub use feed::{PERSONAL_DATA_ATTRIBUTE, POSITION_HEADER};
+pub use feed::{
+    DEFAULT_FEED_BUCKET, FeedMode, PERSONAL_DATA_ATTRIBUTE, POSITION_HEADER, SharedFeed,
+};
 pub use migration::PUBLISHED_AT_HEADER;
-pub use status::{Connection, NatsStatus, Worker};
+pub use status::{Connection, FeedLease, NatsStatus, Worker};
 pub use streams::ConsumerLimits;
 
 use crate::status::{Shared, WorkerError};
@@ -50,8 +54,14 @@ pub struct IngestOptions {
     /// The NATS server(s), e.g. `nats://127.0.0.1:4222`; comma-separated for a cluster, e.g.
     /// `nats://n1:4222,nats://n2:4222,nats://n3:4222`.
     pub url: String,
-    /// Where the feed keeps its checkpoint (a file in the data directory).
+    /// Where the feed keeps its checkpoint (a file in the data directory) in
+    /// [`FeedMode::Local`]; unused in [`FeedMode::Shared`].
     pub feed_checkpoint: PathBuf,
+    /// Whether this process alone publishes the outbound feed ([`FeedMode::Local`], the
+    /// default: checkpoint in [`feed_checkpoint`](Self::feed_checkpoint)) or takes turns with
+    /// other replicas on the same event store ([`FeedMode::Shared`]: a lease and the
+    /// checkpoint in a key-value bucket).
+    pub feed: FeedMode,
     /// Copies of each stream Closeloop creates: 1 for a single server, 3 for a cluster.
     pub replicas: usize,
     /// How many messages are pulled and recorded at a time at most.
@@ -79,6 +89,7 @@ impl Default for IngestOptions {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
             feed_checkpoint: PathBuf::from("data/feed.checkpoint"),
+            feed: FeedMode::Local,
             replicas: 1,
             batch: 1024,
             gather: Duration::from_millis(5),
@@ -141,13 +152,20 @@ impl NatsHandle {
 /// dead-letter sweep, until `shutdown` turns true.
 ///
 /// # Errors
-/// [`StartError`] when the URL cannot be used at all (a configuration mistake). An
-/// unreachable server is not an error: the client keeps trying with back-off.
+/// [`StartError`] when the URL or the feed's options cannot be used at all (a configuration
+/// mistake). An unreachable server is not an error: the client keeps trying with back-off.
 pub async fn start<S: EventStore + 'static>(
     store: Arc<S>,
     options: IngestOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Running, StartError> {
+    options.feed.check().map_err(|reason| StartError {
+        url: options.url.clone(),
+        reason,
+    })?;
+    // Tells this start's lease apart from any other process's, even one that (wrongly) uses
+    // the same replica id, so that it only ever takes back a lease it wrote itself.
+    let instance = uuid::Uuid::new_v4().to_string();
     let client = ConnectOptions::new()
         .name("closeloop")
         .retry_on_initial_connect()
@@ -171,6 +189,9 @@ pub async fn start<S: EventStore + 'static>(
         })?;
     let js = streams::context(client.clone());
     let shared = Arc::new(Shared::default());
+    if let FeedMode::Shared(config) = &options.feed {
+        shared.join_feed_lease(&config.replica);
+    }
     let handle = NatsHandle {
         client,
         shared: Arc::clone(&shared),
@@ -193,8 +214,11 @@ pub async fn start<S: EventStore + 'static>(
             &shared,
             shutdown.clone(),
             {
-                let (store, js, options, shared) = (&store, &js, &options, &shared);
-                move |mut stop| async move { feed::run(store, js, options, shared, &mut stop).await }
+                let (store, js, options, shared, instance) =
+                    (&store, &js, &options, &shared, &instance);
+                move |mut stop| async move {
+                    feed::run(store, js, options, instance, shared, &mut stop).await
+                }
             },
         );
         let sweep = dlq_retention::run(js.clone(), options.dead_letter_max_age, shutdown.clone());

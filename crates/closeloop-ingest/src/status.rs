@@ -95,6 +95,14 @@ pub(crate) enum WorkerError {
     /// The feed's checkpoint file could not be read or written.
     #[error("{0}")]
     Checkpoint(String),
+    /// Shared mode: the feed's lease or checkpoint in its key-value bucket could not be read
+    /// or written (NATS unreachable, or a damaged value; the text says what to do).
+    #[error("{0}")]
+    Lease(String),
+    /// Shared mode: the feed's fence (`Nats-Expected-Last-Sequence`) kept failing, so
+    /// something else publishes on the feed's stream.
+    #[error("{0}")]
+    Fence(String),
 }
 
 impl WorkerError {
@@ -107,6 +115,8 @@ impl WorkerError {
             WorkerError::Store(_) => "cannot read the event store",
             WorkerError::Event { .. } => "a stored event cannot be published; see the log",
             WorkerError::Checkpoint(_) => "cannot keep the feed checkpoint; see the log",
+            WorkerError::Lease(_) => "cannot keep the feed lease; see the log",
+            WorkerError::Fence(_) => "another process publishes the feed; see the log",
         }
     }
 }
@@ -118,6 +128,8 @@ pub(crate) struct Shared {
     feed: AtomicU8,
     feed_published: AtomicU64,
     ingest_backlogged: AtomicBool,
+    /// Shared mode only: who leads the feed, as this replica sees it.
+    feed_lease: Mutex<Option<FeedLease>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -143,6 +155,37 @@ impl Shared {
         self.ingest_backlogged.load(Ordering::Relaxed)
     }
 
+    /// Shared mode: this replica, `replica`, takes part in the feed's lease (and does not hold
+    /// it yet).
+    pub fn join_feed_lease(&self, replica: &str) {
+        *lock(&self.feed_lease) = Some(FeedLease {
+            replica: replica.to_owned(),
+            leader: false,
+            holder: None,
+        });
+    }
+
+    /// Shared mode: the lease holder as last seen, `None` while nobody holds it.
+    pub fn set_feed_lease_holder(&self, holder: Option<&str>) {
+        if let Some(lease) = lock(&self.feed_lease).as_mut() {
+            lease.holder = holder.map(str::to_owned);
+        }
+    }
+
+    /// Whether this replica publishes the feed now: the gauge `closeloop_feed_leader` (1 or
+    /// 0) in both modes, and in shared mode the lease status (as holder when it leads).
+    pub fn set_feed_leader(&self, leader: bool) {
+        metrics::gauge!("closeloop_feed_leader").set(if leader { 1.0 } else { 0.0 });
+        if let Some(lease) = lock(&self.feed_lease).as_mut() {
+            lease.leader = leader;
+            if leader {
+                lease.holder = Some(lease.replica.clone());
+            } else if lease.holder.as_deref() == Some(lease.replica.as_str()) {
+                lease.holder = None;
+            }
+        }
+    }
+
     pub fn feed_published(&self) -> u64 {
         self.feed_published.load(Ordering::Relaxed)
     }
@@ -150,11 +193,7 @@ impl Shared {
     /// Records `worker`'s last failure as `/readyz` shows it: the worker's name and a plain
     /// phrase, e.g. "outbound feed: publish failed".
     pub fn set_error(&self, worker: &str, error: &WorkerError) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(format!("{worker}: {}", error.phrase()));
+        *lock(&self.last_error) = Some(format!("{worker}: {}", error.phrase()));
     }
 
     pub fn snapshot(&self, connection: Connection, head: u64) -> NatsStatus {
@@ -167,13 +206,34 @@ impl Shared {
             feed: Worker::from_u8(self.feed.load(Ordering::Relaxed)),
             feed_published_upto: published,
             feed_lag: head.saturating_sub(published),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            feed_lease: lock(&self.feed_lease).clone(),
+            last_error: lock(&self.last_error).clone(),
         }
     }
+}
+
+/// The value behind `mutex`, even when a thread panicked while holding it (the values here
+/// are plain status, consistent at every point).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Who publishes the outbound feed when replicas share it ([`FeedMode::Shared`]): shown on
+/// `/readyz`, so it holds replica ids only (which an operator chooses; never put secrets in
+/// them).
+///
+/// [`FeedMode::Shared`]: crate::FeedMode::Shared
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeedLease {
+    /// This replica's id.
+    pub replica: String,
+    /// Whether this replica holds the lease and publishes the feed now.
+    pub leader: bool,
+    /// The replica that holds the lease, as this one last saw it; `None` while nobody does
+    /// (it expired or was released, and no replica has taken it yet).
+    pub holder: Option<String>,
 }
 
 /// A snapshot of the NATS side, as `/readyz` reports it.
@@ -192,6 +252,13 @@ pub struct NatsStatus {
     pub feed_published_upto: u64,
     /// Stored events not yet on the feed.
     pub feed_lag: u64,
+    /// Shared mode only ([`FeedMode::Shared`](crate::FeedMode::Shared)): whether this replica
+    /// leads the feed, and which one does. `None` in local mode, where this replica always
+    /// publishes it. In shared mode [`feed`](Self::feed) is [`Worker::Running`] on the leader
+    /// and on the replicas standing by alike, and [`feed_published_upto`](Self::feed_published_upto)
+    /// is the shared checkpoint as this replica last read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_lease: Option<FeedLease>,
     /// The last failure of a worker, if any, in plain words naming the worker, e.g.
     /// "outbound feed: cannot reach NATS". The full error is in the log.
     pub last_error: Option<String>,
@@ -241,6 +308,8 @@ mod tests {
                 "IO error: No space left on device (os error 28)".to_owned(),
             )),
             WorkerError::Checkpoint("cannot save /data/feed.checkpoint: os error 28".to_owned()),
+            WorkerError::Lease("cannot read the feed lease: IO error: os error 104".to_owned()),
+            WorkerError::Fence("/data: os error 5".to_owned()),
         ];
         for error in &errors {
             shared.set_error("outbound feed", error);
@@ -253,5 +322,35 @@ mod tests {
                 assert!(!shown.contains(leak), "{shown}");
             }
         }
+    }
+
+    #[test]
+    fn the_feed_lease_shows_in_shared_mode_only_and_follows_the_leader() {
+        let shared = Shared::default();
+        let status = shared.snapshot(Connection::Connected, 0);
+        assert_eq!(status.feed_lease, None);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json.get("feed_lease"), None, "{json}");
+
+        shared.join_feed_lease("replica-a");
+        shared.set_feed_lease_holder(Some("replica-b"));
+        let lease = |shared: &Shared| shared.snapshot(Connection::Connected, 0).feed_lease;
+        let seen = |leader: bool, holder: Option<&str>| {
+            Some(FeedLease {
+                replica: "replica-a".to_owned(),
+                leader,
+                holder: holder.map(str::to_owned),
+            })
+        };
+        assert_eq!(lease(&shared), seen(false, Some("replica-b")));
+        shared.set_feed_leader(true);
+        assert_eq!(lease(&shared), seen(true, Some("replica-a")));
+        shared.set_feed_leader(false);
+        assert_eq!(lease(&shared), seen(false, None));
+        let json = serde_json::to_value(shared.snapshot(Connection::Connected, 0)).unwrap();
+        assert_eq!(
+            json["feed_lease"],
+            serde_json::json!({"replica": "replica-a", "leader": false, "holder": null})
+        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! [`migration`] covers the move of an older `FEEDBACK` to work-queue retention, [`privacy`]
 //! what is left of personal data in NATS: the feed, dead letters, and the raw bytes of the
-//! server's files.
+//! server's files; [`feed_lease`] the feed shared by replicas through a lease.
 
+mod feed_lease;
 mod migration;
 mod privacy;
 
