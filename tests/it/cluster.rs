@@ -307,4 +307,25 @@ async fn replicas_lose_and_repeat_nothing_when_a_nats_node_and_a_replica_die() {
     let ready = get_json(&http, &b.url("/readyz"), None).await;
     assert_eq!(ready["checks"]["store"]["status"], "ok", "{ready}");
     assert!(ready["checks"]["store"]["replica_lag"].is_u64(), "{ready}");
+
+    // Exactly one replica publishes the outbound feed, and both know which.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leases = [
+            get_json(&http, &a.url("/readyz"), None).await["checks"]["nats"]["feed_lease"].clone(),
+            get_json(&http, &b.url("/readyz"), None).await["checks"]["nats"]["feed_lease"].clone(),
+        ];
+        let leaders = leases
+            .iter()
+            .filter(|lease| lease["leader"] == true)
+            .count();
+        if leaders == 1 && leases[0]["holder"] == leases[1]["holder"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not exactly one feed leader: {leases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

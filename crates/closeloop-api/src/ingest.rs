@@ -73,6 +73,20 @@ pub struct IngestStatus {
     /// reach NATS"; never the server's or client's own error text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// With several replicas on one log: which one publishes the outbound feed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_lease: Option<FeedLease>,
+}
+
+/// Who publishes the outbound feed when replicas share it (one at a time, under a lease).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FeedLease {
+    /// This replica's id (`CLOSELOOP_REPLICA_ID`).
+    pub replica: String,
+    /// Whether this replica holds the lease and publishes the feed now.
+    pub leader: bool,
+    /// The replica holding the lease as this one last saw it; `null` while nobody does.
+    pub holder: Option<String>,
 }
 
 impl IngestStatus {

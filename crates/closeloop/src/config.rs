@@ -159,6 +159,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOSELOOP_STORE", value_enum, default_value_t = StoreKind::Sled)]
     pub store: StoreKind,
 
+    /// This replica's name among several on one JetStream store (`/readyz` shows which one
+    /// publishes the outbound feed): 1 to 64 of `A-Z a-z 0-9 . _ : -`. Default: the host name
+    /// and the process id.
+    #[arg(long, env = "CLOSELOOP_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
     /// API tokens, comma-separated, each `role:token`, `role:token:name` or
     /// `role@org/unit:token:name` (roles: staff, leader, auditor, admin; the name is recorded
     /// as the actor of what the token does; `@org/unit` limits it to that part of the

@@ -26,6 +26,11 @@ impl IngestAdmin for NatsAdmin {
             feed_published_upto: status.feed_published_upto,
             feed_lag: status.feed_lag,
             last_error: status.last_error,
+            feed_lease: status.feed_lease.map(|lease| api::FeedLease {
+                replica: lease.replica,
+                leader: lease.leader,
+                holder: lease.holder,
+            }),
         }
     }
 

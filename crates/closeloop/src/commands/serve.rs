@@ -275,6 +275,14 @@ async fn run_on<S: ClosableStore>(
         let options = IngestOptions {
             url: args.nats_url.clone(),
             feed_checkpoint: data_dir.join("feed.checkpoint"),
+            // Replicas on one shared log take turns at the feed, under a lease kept in NATS
+            // with the feed's checkpoint; one process on its own store keeps it in a file.
+            feed: match args.store {
+                StoreKind::Jetstream => closeloop_ingest::FeedMode::Shared(
+                    closeloop_ingest::SharedFeed::new(replica_id(args.replica_id.as_deref())),
+                ),
+                StoreKind::Sled => closeloop_ingest::FeedMode::Local,
+            },
             replicas: usize::from(args.nats_replicas),
             input_limits,
             dead_letter_max_age: Duration::from_secs(
@@ -407,6 +415,36 @@ async fn keep_erased_keys_destroyed(
         }
         Err(err) => tracing::error!(%err, "the erasure check failed"),
     }
+}
+
+/// The configured replica id, else `<host name>-<process id>` with any character the id does
+/// not allow replaced (the lease check refuses an invalid configured one, saying why).
+fn replica_id(configured: Option<&str>) -> String {
+    if let Some(id) = configured {
+        return id.to_owned();
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "replica".to_owned());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._:-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let host = if host.is_empty() {
+        "replica".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 /// How long requests in flight may run on after a shutdown signal.
