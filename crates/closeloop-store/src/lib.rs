@@ -7,7 +7,8 @@
 //!   index and the group-commit staging, so that the stores cannot be told apart.
 //! - [`SledStore`] is the embedded implementation, with group commit: one writer thread
 //!   batches concurrent appends and one flusher thread makes each batch durable before anyone
-//!   hears back.
+//!   hears back. The `closeloop-store-jetstream` crate implements the trait on a NATS
+//!   JetStream stream, for several replicas sharing one log.
 //! - [`record`] defines the stored bytes of an event (schema-versioned, personal data kept
 //!   apart) and [`StoredEvent`] the log entry around them; [`chain`] the per-loop hash chain
 //!   and [`merkle`] the RFC 6962 tree head over all hashes.
