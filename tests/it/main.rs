@@ -17,6 +17,7 @@ mod privacy;
 mod publisher_guide;
 mod reads;
 mod serve;
+mod snapshots;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -31,6 +31,7 @@
 //!   so that events stored before today's input limits cannot make any read expensive.
 //! - [`ReadModels::to_snapshot`] / [`ReadModels::from_snapshot`] (`snapshot`) store the records
 //!   and the checkpoint together, versioned and checksummed; indexes are rebuilt on load.
+//!   [`SnapshotHeader`] reads a snapshot's checkpoint and entry hash from its first bytes.
 //! - [`Projections`] and [`run_projector`] (`runner`) share the models behind a lock and keep
 //!   them caught up with an [`EventStore`](closeloop_store::EventStore); [`rebuild`] builds them
 //!   from position 0 for the `rebuild` command. [`Projections::load_snapshot_checked`] trusts a
@@ -82,7 +83,9 @@ pub use published::{
 pub use query::{LoopPage, LoopQuery, LoopSummary, QueryError, StatusFilter};
 pub use redact::{REDACTED, redact};
 pub use runner::{Projections, ProjectionsError, ProjectorOptions, rebuild, run_projector};
-pub use snapshot::{SNAPSHOT_VERSION, SnapshotError, tmp_path};
+pub use snapshot::{
+    SNAPSHOT_HEADER_MAX_BYTES, SNAPSHOT_VERSION, SnapshotError, SnapshotHeader, tmp_path,
+};
 pub use stats::{
     ALL_KEY, FFT, GroupBy, NONE_KEY, RatingStats, Stats, StatsGroup, StatsQuery, TOP_THEMES,
     ThemeCount,

@@ -5,7 +5,8 @@
 //! [`watch`](tokio::sync::watch) channel, and then waits for the store's head to move. Readers
 //! share the models through [`Projections`] and use [`Projections::wait_for`] to see their own
 //! writes. Snapshots are written periodically and on shutdown, so a restart replays only the
-//! tail of the log.
+//! tail of the log; [`ProjectorOptions::saved`] tells the caller each time one is saved (the
+//! `serve` command copies it to a JetStream object store bucket then).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -238,7 +239,7 @@ impl Projections {
 }
 
 /// How the projector reads and snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProjectorOptions {
     /// How many log entries to read at a time.
     pub page: usize,
@@ -248,6 +249,11 @@ pub struct ProjectorOptions {
     pub snapshot_every_events: u64,
     /// Snapshot at least this often while entries are being applied.
     pub snapshot_every: Duration,
+    /// Told the checkpoint of each snapshot once it is saved (written and renamed into place
+    /// at `snapshot_path`), e.g. for a task that copies the file elsewhere; `None`: nobody
+    /// listens. The projector drops it when it stops, after its last save, so a receiver's
+    /// `changed()` failing means no snapshot will follow.
+    pub saved: Option<watch::Sender<u64>>,
 }
 
 impl Default for ProjectorOptions {
@@ -257,6 +263,7 @@ impl Default for ProjectorOptions {
             snapshot_path: None,
             snapshot_every_events: 100_000,
             snapshot_every: Duration::from_secs(30),
+            saved: None,
         }
     }
 }
@@ -300,7 +307,8 @@ fn decode(entries: Vec<StoredEvent>) -> (Vec<(StoredEvent, Event)>, Option<Store
 /// expected position), the entries before the gap are applied and the rest is read again
 /// later, with a warning; nothing is ever skipped. Snapshots are written every
 /// `snapshot_every_events` entries or `snapshot_every`, whichever comes first, and once more
-/// on shutdown; a failed snapshot is logged and retried at the next occasion.
+/// on shutdown; a failed snapshot is logged and retried at the next occasion. Each saved
+/// snapshot's checkpoint is sent on `options.saved`, which is dropped when this returns.
 ///
 /// # Errors
 /// [`ProjectionsError::Store`] when the store fails, or holds an entry that cannot be decoded
@@ -417,9 +425,10 @@ pub async fn run_projector<S: EventStore>(
     result
 }
 
-/// When to snapshot, and where.
+/// When to snapshot, where, and who hears of it.
 struct Snapshots {
     path: Option<PathBuf>,
+    saved: Option<watch::Sender<u64>>,
     every_events: u64,
     every: Duration,
     last_position: u64,
@@ -430,6 +439,7 @@ impl Snapshots {
     fn new(options: &ProjectorOptions, position: u64) -> Self {
         Self {
             path: options.snapshot_path.clone(),
+            saved: options.saved.clone(),
             every_events: options.snapshot_every_events.max(1),
             every: options.snapshot_every,
             last_position: position,
@@ -464,6 +474,9 @@ impl Snapshots {
                     seconds = started.elapsed().as_secs_f64(),
                     "projection snapshot saved"
                 );
+                if let Some(saved) = &self.saved {
+                    saved.send_replace(position);
+                }
             }
             Ok(Err(err)) => tracing::warn!(%err, "projection snapshot failed; will retry"),
             Err(err) => tracing::warn!(%err, "projection snapshot task failed; will retry"),

@@ -10,6 +10,10 @@
 //! ([`Projections::load_snapshot_checked`](crate::Projections::load_snapshot_checked)): a
 //! snapshot of another log (a restored or replaced store) is never trusted. Format 1 had no
 //! such hash and is refused, which makes the projections rebuild from the log.
+//!
+//! The checkpoint and that hash come first, so [`SnapshotHeader`] reads them from the first
+//! [`SNAPSHOT_HEADER_MAX_BYTES`] bytes without decoding (or even reading) the rest: enough to
+//! choose between snapshots, not to trust one (only the full load checks the checksum).
 
 use std::fs;
 use std::io::Write as _;
@@ -29,6 +33,90 @@ use crate::record::{Cold, Hot};
 pub const SNAPSHOT_VERSION: u8 = 3;
 
 const HASH_LEN: usize = 32;
+
+/// The most bytes a snapshot's header takes: the format byte, the checkpoint as a postcard
+/// varint (at most 10 bytes) and the 32-byte hash of the entry there.
+pub const SNAPSHOT_HEADER_MAX_BYTES: usize = 1 + 10 + HASH_LEN;
+
+/// What a snapshot says it was built from, read without decoding the rest of it: the
+/// position of the last log entry applied and that entry's hash.
+///
+/// Nothing here is checked against the snapshot's checksum: use it to choose a snapshot, and
+/// [`Projections::load_snapshot_checked`](crate::Projections::load_snapshot_checked) to trust
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// The position of the last log entry the read models applied (0: none).
+    pub checkpoint: u64,
+    /// The hash of the log entry at `checkpoint` (all zeros at 0).
+    pub checkpoint_hash: closeloop_store::Hash,
+}
+
+/// The leading fields of [`SnapshotOut`], in the same order: postcard decodes a prefix.
+#[derive(Deserialize)]
+struct HeaderIn {
+    checkpoint: u64,
+    checkpoint_hash: [u8; 32],
+}
+
+impl SnapshotHeader {
+    /// The header at the start of snapshot `bytes` (the first
+    /// [`SNAPSHOT_HEADER_MAX_BYTES`] are enough; more are ignored).
+    ///
+    /// # Errors
+    /// [`SnapshotError::UnsupportedVersion`] for another format, [`SnapshotError::Corrupt`]
+    /// when the bytes are too short or do not decode.
+    pub fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let Some((&version, rest)) = bytes.split_first() else {
+            return Err(SnapshotError::Corrupt(
+                "an empty file is not a snapshot".into(),
+            ));
+        };
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(version));
+        }
+        let (header, _) = postcard::take_from_bytes::<HeaderIn>(rest)
+            .map_err(|err| SnapshotError::Corrupt(format!("cannot decode the header: {err}")))?;
+        Ok(Self {
+            checkpoint: header.checkpoint,
+            checkpoint_hash: closeloop_store::Hash(header.checkpoint_hash),
+        })
+    }
+
+    /// The header of the snapshot file at `path`, reading only its first bytes; `None` when
+    /// there is no file.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Io`] when the file cannot be read, and as [`parse`](Self::parse).
+    pub fn read(path: &Path) -> Result<Option<Self>, SnapshotError> {
+        use std::io::Read as _;
+        let io = |source| SnapshotError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = match fs::File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io(err)),
+        };
+        let mut prefix = Vec::with_capacity(SNAPSHOT_HEADER_MAX_BYTES);
+        file.take(SNAPSHOT_HEADER_MAX_BYTES as u64)
+            .read_to_end(&mut prefix)
+            .map_err(io)?;
+        Self::parse(&prefix).map(Some)
+    }
+
+    /// Whether `entry`, read from a store at [`checkpoint`](Self::checkpoint), is the entry
+    /// the snapshot was built up to (as [`ReadModels::built_from`] answers for loaded models).
+    #[must_use]
+    pub fn built_from(&self, entry: Option<&closeloop_store::StoredEvent>) -> bool {
+        match entry {
+            None => self.checkpoint == 0,
+            Some(entry) => entry.position == self.checkpoint && entry.hash == self.checkpoint_hash,
+        }
+    }
+}
 
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]

@@ -247,6 +247,7 @@ async fn catches_up_with_a_sled_store_and_resumes_from_its_snapshot() {
         snapshot_path: Some(snapshot.clone()),
         snapshot_every_events: 4,
         snapshot_every: Duration::from_secs(3600),
+        saved: None,
     };
     let mut log = ten();
     append_all(&store, &log, 0).await;

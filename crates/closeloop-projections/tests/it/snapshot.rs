@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use closeloop_projections::{
-    Projections, ProjectorOptions, ReadModels, SnapshotError, rebuild, run_projector, tmp_path,
+    Projections, ProjectorOptions, ReadModels, SNAPSHOT_HEADER_MAX_BYTES, SnapshotError,
+    SnapshotHeader, rebuild, run_projector, tmp_path,
 };
 use closeloop_store::{EventStore, SledStore, SledStoreOptions};
 use tokio::sync::oneshot;
@@ -191,4 +192,81 @@ async fn snapshots_ahead_of_the_log_or_of_the_old_format_are_not_trusted() {
     std::fs::remove_file(&path).unwrap();
     let loaded = Projections::load_snapshot_checked(&path, &*first).await;
     assert_eq!(loaded.checkpoint(), 0);
+}
+
+#[test]
+fn the_header_says_checkpoint_and_hash_without_reading_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("projections.snapshot");
+    assert_eq!(SnapshotHeader::read(&path).unwrap(), None, "no file yet");
+
+    let (log, models) = models();
+    let bytes = models.to_snapshot();
+    std::fs::write(&path, &bytes).unwrap();
+    let header = SnapshotHeader::read(&path).unwrap().unwrap();
+    assert_eq!(header.checkpoint, log.entries.len() as u64);
+    assert_eq!(
+        SnapshotHeader::parse(&bytes[..SNAPSHOT_HEADER_MAX_BYTES]).unwrap(),
+        header,
+        "the first bytes are enough"
+    );
+    // It is the models' own: the entry they were built from matches, another does not.
+    let (last, _) = log.entries.last().unwrap();
+    assert!(header.built_from(Some(last)));
+    assert!(!header.built_from(Some(&log.entries[0].0)));
+    assert!(!header.built_from(None));
+
+    // Empty models say position 0; other formats and scraps are refused.
+    let empty = SnapshotHeader::parse(&ReadModels::default().to_snapshot()).unwrap();
+    assert_eq!(empty.checkpoint, 0);
+    assert!(empty.built_from(None));
+    assert!(matches!(
+        SnapshotHeader::parse(&[1, 2, 3]),
+        Err(SnapshotError::UnsupportedVersion(1))
+    ));
+    assert!(matches!(
+        SnapshotHeader::parse(&bytes[..5]),
+        Err(SnapshotError::Corrupt(_))
+    ));
+    assert!(matches!(
+        SnapshotHeader::parse(&[]),
+        Err(SnapshotError::Corrupt(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_says_when_a_snapshot_is_saved_and_hangs_up_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let [(store, _), _] = two_stores(dir.path()).await;
+    let path = dir.path().join("projections.snapshot");
+    let (saved, mut heard) = tokio::sync::watch::channel(0_u64);
+    let projections = Arc::new(Projections::new(ReadModels::default()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let projector = tokio::spawn(run_projector(
+        Arc::clone(&store),
+        Arc::clone(&projections),
+        ProjectorOptions {
+            snapshot_path: Some(path.clone()),
+            snapshot_every_events: 1,
+            saved: Some(saved),
+            ..ProjectorOptions::default()
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // A save while catching up is heard, and the file is in place when it is.
+    let head = store.head();
+    tokio::time::timeout(Duration::from_secs(10), heard.wait_for(|&at| at == head))
+        .await
+        .expect("a snapshot at the head within 10 s")
+        .unwrap();
+    let header = SnapshotHeader::read(&path).unwrap().unwrap();
+    assert_eq!(header.checkpoint, head);
+
+    // Once the projector has stopped, the channel says no snapshot will follow.
+    stop.send(()).unwrap();
+    projector.await.unwrap().unwrap();
+    assert!(heard.changed().await.is_err(), "the sender was dropped");
+    assert_eq!(*heard.borrow(), head);
 }

@@ -71,6 +71,9 @@ pub struct Backends<S> {
     pub keys: Arc<dyn KeyStore>,
     /// Who read personal data.
     pub access: Access,
+    /// The NATS connection the JetStream backends share (`None` on sled): the read models'
+    /// snapshot is shared through it too ([`super::snapshots`]).
+    pub nats: Option<async_nats::Client>,
 }
 
 impl<S> std::fmt::Debug for Backends<S> {
@@ -166,7 +169,7 @@ pub async fn jetstream(
     .await
     .context("cannot open the access log on JetStream")?;
     let store = JetStreamStore::open(
-        client,
+        client.clone(),
         JetStreamStoreOptions {
             replicas: settings.replicas,
             keys: Some(KeyHandle(Arc::clone(&keys))),
@@ -184,5 +187,6 @@ pub async fn jetstream(
         store: Arc::new(store),
         keys,
         access: Access::Nats(Arc::new(access)),
+        nats: Some(client),
     })
 }

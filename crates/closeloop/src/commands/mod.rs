@@ -6,6 +6,7 @@ pub mod rebuild;
 pub mod replay;
 pub mod rotate;
 pub mod serve;
+pub mod snapshots;
 pub mod verify;
 
 use std::path::Path;

@@ -14,6 +14,7 @@ use closeloop_projections::{Projections, ProjectorOptions, run_projector};
 use tokio::net::TcpListener;
 
 use super::backends::{self, Backends, ClosableStore};
+use super::snapshots::{self, SnapshotOptions};
 use crate::config::{MasterKeyArgs, ServeArgs, StoreKind};
 use crate::shutdown;
 
@@ -150,6 +151,7 @@ pub async fn run(
                 store,
                 keys,
                 access,
+                nats: None,
             };
             run_on(data_dir, args, context, backends).await
         }
@@ -204,6 +206,7 @@ async fn run_on<S: ClosableStore>(
         store,
         keys,
         access,
+        nats: shared_nats,
     } = backends;
     // The read models' snapshot and the feed's checkpoint live here in both modes.
     std::fs::create_dir_all(data_dir)
@@ -225,7 +228,28 @@ async fn run_on<S: ClosableStore>(
     tracing::info!("closeloop listening on http://{local}");
 
     super::install_legacy_public_ids(&keys);
-    let models = super::load_projections(data_dir, store.as_ref()).await;
+    // On JetStream, a replica starts from the newest snapshot any replica shared, and shares
+    // its own (sled: the local file only).
+    let snapshots = shared_nats.map(|client| {
+        let options = SnapshotOptions::with_replicas(usize::from(args.nats_replicas));
+        (snapshots::context(client, &options), options)
+    });
+    let models = match &snapshots {
+        Some((js, options)) => {
+            snapshots::load_projections(js, data_dir, store.as_ref(), options).await
+        }
+        None => super::load_projections(data_dir, store.as_ref()).await,
+    };
+    let (saved, saved_heard) = tokio::sync::watch::channel(models.checkpoint());
+    let uploader = snapshots.map(|(js, options)| {
+        tokio::spawn(snapshots::upload_task(
+            js,
+            Arc::downgrade(&store),
+            super::snapshot_path(data_dir),
+            saved_heard,
+            options,
+        ))
+    });
     // Computes the due-date figures once now rather than in the first request.
     models.prepare(&sla);
     let projections = Arc::new(Projections::new(models));
@@ -235,6 +259,7 @@ async fn run_on<S: ClosableStore>(
         Arc::clone(&projections),
         ProjectorOptions {
             snapshot_path: Some(super::snapshot_path(data_dir)),
+            saved: uploader.is_some().then_some(saved),
             ..ProjectorOptions::default()
         },
         async move {
@@ -352,13 +377,18 @@ async fn run_on<S: ClosableStore>(
     // Every request has finished: stop the projector (it saves a snapshot), then close the
     // store, whose last handle this is.
     let _ = stop_projector.send(true);
-    if tokio::time::timeout(PART_DEADLINE, projector)
-        .await
-        .is_err()
-    {
+    let projector_stopped = tokio::time::timeout(PART_DEADLINE, projector).await.is_ok();
+    if !projector_stopped {
         tracing::warn!(
             "the projector did not stop in time; the next start replays from its last snapshot"
         );
+    }
+    // On JetStream the projector's last snapshot then goes to the bucket, within
+    // PART_DEADLINE too; the task holds no handle on the store.
+    if let Some(uploader) = uploader.filter(|_| projector_stopped)
+        && tokio::time::timeout(PART_DEADLINE, uploader).await.is_err()
+    {
+        tracing::warn!("the last snapshot upload did not finish in time");
     }
     match Arc::try_unwrap(store) {
         Ok(store) => store.close().await,
@@ -449,8 +479,9 @@ fn replica_id(configured: Option<&str>) -> String {
 
 /// How long requests in flight may run on after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
-/// How long the NATS workers, and then the projector, may take to stop. With the drain and
-/// the store's own bound on closing a failed disk, shutdown stays within 10 s.
+/// How long the NATS workers, then the projector, then (on JetStream) the last snapshot upload
+/// may take to stop. With the drain and the store's own bound on closing a failed disk,
+/// shutdown stays within about 10 s.
 const PART_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Waits for the projector. If it ends before it was asked to — an error, or a panic — the
