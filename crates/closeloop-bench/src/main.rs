@@ -9,6 +9,8 @@
 //!     [--write docs/benchmarks.md]
 //! cargo build --release -p closeloop -p closeloop-bench
 //! target/release/closeloop-bench storm [--loops N] [--seconds S] [--write docs/benchmarks.md]
+//! cargo run --release -p closeloop-bench -- jetstream [--events N] [--catch-up-events N] \
+//!     [--quick] [--write docs/benchmarks.md]
 //! ```
 //!
 //! - [`store`] runs the measurements (durable appends with one and with 64 writers, read-all
@@ -18,6 +20,10 @@
 //! - [`storm`] starts the real `closeloop serve` over a store of demo loops and measures
 //!   `/healthz` and `POST /v1/feedback` with and without a storm of expensive reads
 //!   (`GET /v1/audit/verify`, `GET /v1/you-said-we-did`);
+//! - [`jetstream`] measures the JetStream event store on one node (R1) and on a 3-node
+//!   cluster (R3), each beside raw JetStream publishing and the sled store: appends with one
+//!   and 64 writers, cold read-all, and how long a new store takes to open (catch up) on a
+//!   long log;
 //! - [`machine`] describes the machine they ran on;
 //! - [`report`] renders the figures as markdown and splices them into a document, each
 //!   benchmark's between its own markers such as `<!-- bench:store:start -->` and
@@ -27,6 +33,7 @@
 //! release mode) to refresh them.
 
 mod ingest;
+mod jetstream;
 mod machine;
 mod report;
 mod store;
@@ -56,6 +63,9 @@ enum Command {
     /// `/healthz` and `POST /v1/feedback` latency of the real service over 50,000 demo loops,
     /// with and without a storm of `GET /v1/audit/verify` and `GET /v1/you-said-we-did`.
     Storm(storm::StormArgs),
+    /// The JetStream event store on one node (R1) and a 3-node cluster (R3): appends (1 and
+    /// 64 writers), cold read-all and catch-up, beside raw JetStream publishing and sled.
+    Jetstream(jetstream::JetstreamArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +73,6 @@ fn main() -> anyhow::Result<()> {
         Command::Store(args) => store::run(&args),
         Command::Ingest(args) => ingest::run(&args),
         Command::Storm(args) => storm::run(&args),
+        Command::Jetstream(args) => jetstream::run(&args),
     }
 }

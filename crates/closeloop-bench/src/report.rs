@@ -31,7 +31,7 @@ const MIN_READ_RATIO: f64 = 0.6;
 
 /// The start of a section: its start marker, its title, and the date, machine and command of
 /// the run, one line each (no blank line after them).
-fn header(out: &mut String, start: &str, title: &str, machine: &Machine, command: &str) {
+pub(crate) fn header(out: &mut String, start: &str, title: &str, machine: &Machine, command: &str) {
     let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC");
     let profile = if cfg!(debug_assertions) {
         "debug build: not representative"
@@ -465,7 +465,7 @@ fn storm_targets_table(storm: &Phase) -> String {
 }
 
 /// A latency: milliseconds below a second (`12.3 ms`), else seconds (`1.93 s`).
-fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{:.1} ms", d.as_secs_f64() * 1000.0)
     } else {
@@ -474,12 +474,12 @@ fn duration(d: Duration) -> String {
 }
 
 /// A ratio as a whole percentage.
-fn percent(ratio: f64) -> String {
+pub(crate) fn percent(ratio: f64) -> String {
     format!("{:.0}%", ratio * 100.0)
 }
 
 /// A rate or count rounded to a whole number, with thousands separators: `41,234`.
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {

@@ -42,7 +42,7 @@ pub const RAW_BATCH: u64 = 64;
 /// Entries per `read_all` page.
 pub const READ_PAGE: usize = 4096;
 /// Events per loop: a feedback, then acknowledgements.
-const EVENTS_PER_LOOP: u64 = 4;
+pub const EVENTS_PER_LOOP: u64 = 4;
 
 /// Options of `closeloop-bench store`.
 #[derive(Debug, clap::Args)]
@@ -76,7 +76,7 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    fn since(events: u64, start: Instant) -> Self {
+    pub(crate) fn since(events: u64, start: Instant) -> Self {
         Self {
             events,
             elapsed: start.elapsed(),
@@ -97,7 +97,7 @@ impl Measurement {
 }
 
 /// The median of measurements, by rate.
-fn median(measurements: impl Iterator<Item = Measurement>) -> Measurement {
+pub(crate) fn median(measurements: impl Iterator<Item = Measurement>) -> Measurement {
     let mut all: Vec<Measurement> = measurements.collect();
     all.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
     all[all.len() / 2]
@@ -231,7 +231,7 @@ fn store_options(dir: &Path, plain: bool) -> Result<SledStoreOptions> {
 }
 
 /// Step 2: `count` single-event appends, one after the other.
-async fn store_single_writer(count: u64, plain: bool) -> Result<Measurement> {
+pub(crate) async fn store_single_writer(count: u64, plain: bool) -> Result<Measurement> {
     let dir = tempfile::tempdir()?;
     let store = SledStore::open(dir.path(), &store_options(dir.path(), plain)?)?;
     let requests = writer_requests("single", count)?;
@@ -291,7 +291,7 @@ fn raw_batched_then_scan(value: &[u8], count: u64) -> Result<(Measurement, Measu
 
 /// Steps 4 and 6: `count` single-event appends from [`WRITERS`] concurrent tasks; then `read_all`
 /// over them all in pages of [`READ_PAGE`], decoding every event.
-async fn store_concurrent_then_read(
+pub(crate) async fn store_concurrent_then_read(
     count: u64,
     plain: bool,
 ) -> Result<(Measurement, Measurement, Measurement)> {
@@ -366,7 +366,7 @@ async fn store_concurrent_then_read(
 /// `count` single-event append requests of one writer: its own loops of
 /// [`EVENTS_PER_LOOP`] events (a feedback, then acknowledgements), its own source, so every
 /// (source, event id) is unique.
-fn writer_requests(writer: &str, count: u64) -> Result<Vec<AppendRequest>> {
+pub(crate) fn writer_requests(writer: &str, count: u64) -> Result<Vec<AppendRequest>> {
     let source = format!("urn:closeloop-bench:{writer}");
     (0..count)
         .map(|i| {
