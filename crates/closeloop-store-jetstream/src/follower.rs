@@ -13,6 +13,10 @@ use futures::StreamExt;
 use crate::Shared;
 use crate::log::Applied;
 
+/// How many messages the follower asks for at a time: at most 16 MiB of batches at the
+/// default 1 MiB `max_payload`.
+const MAX_PULL_MESSAGES: i64 = 16;
+
 /// How long the follower waits before it opens a new consumer after losing one.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -46,6 +50,10 @@ async fn follow(shared: &Shared) -> Result<(), StoreError> {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            // A batch message can be up to the server's max_payload; the client's default of
+            // 500 messages per pull would then ask for hundreds of megabytes at once, and the
+            // server cuts a client that falls that far behind off as a slow consumer.
+            max_batch: MAX_PULL_MESSAGES,
             ..consumer::pull::OrderedConfig::default()
         })
         .await

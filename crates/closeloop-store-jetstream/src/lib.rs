@@ -77,6 +77,9 @@ use crate::reads::Cache;
 
 pub use crate::writer::MAX_FENCE_ATTEMPTS;
 
+/// How long opening the store waits for the next message of the log before it gives up.
+const OPEN_STALL_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Where and how the log is kept; the defaults suit a single node and a three-node cluster
 /// alike, except [`replicas`](Self::replicas).
 #[derive(Debug, Clone)]
@@ -220,9 +223,20 @@ impl JetStreamStore {
         // staged against it, or before anyone reads.
         let mut durable = shared.durable.subscribe();
         let mut failure = shared.failure.subscribe();
+        let mut progress = (shared.log().applied, std::time::Instant::now());
         loop {
-            if shared.log().applied >= last {
+            let applied = shared.log().applied;
+            if applied >= last {
                 break;
+            }
+            if applied != progress.0 {
+                progress = (applied, std::time::Instant::now());
+            } else if progress.1.elapsed() > OPEN_STALL_DEADLINE {
+                follower.abort();
+                return Err(StoreError::Backend(format!(
+                    "reading the log stream at start stopped at message {applied} of {last} for                      {} s; is the NATS cluster healthy? The service log has the follower's errors",
+                    OPEN_STALL_DEADLINE.as_secs()
+                )));
             }
             if let Some(reason) = failure.borrow_and_update().clone() {
                 follower.abort();
