@@ -281,8 +281,8 @@ impl JetStreamStore {
         self.follower.abort();
     }
 
-    /// How many stream messages this replica has applied, and the stream's name: for status
-    /// pages and tests.
+    /// The stream sequence of the last message this replica has applied (the genesis counts):
+    /// how many batches the log holds, for benchmarks and tests.
     #[must_use]
     pub fn applied_messages(&self) -> u64 {
         self.shared.log().applied
@@ -512,19 +512,6 @@ impl Shared {
         else {
             return Ok(None);
         };
-        let (header, _) = closeloop_store::backend::entry::decode(position, entry)?;
-        if header.source != source || header.event_id != event_id {
-            return Ok(None);
-        }
-        let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
-            position,
-            detail: "entry's loop id is not valid".to_owned(),
-        })?;
-        Ok(Some(Committed {
-            loop_id,
-            version: header.version,
-            position,
-            request: header.request,
-        }))
+        closeloop_store::backend::entry::committed_under_key(position, entry, source, event_id)
     }
 }

@@ -162,10 +162,7 @@ impl Log {
         for (offset, bytes) in decoded.entries.iter().enumerate() {
             let position = decoded.first + offset as u64;
             let (header, _) = entry::decode(position, bytes)?;
-            let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
-                position,
-                detail: "entry's loop id is not valid".to_owned(),
-            })?;
+            let loop_id = header.parsed_loop_id(position)?;
             let (version, head_hash) = heads
                 .get(&loop_id)
                 .copied()

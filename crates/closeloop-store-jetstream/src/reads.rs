@@ -72,20 +72,9 @@ impl Shared {
         if let Some(message) = self.cache.get(sequence) {
             return Ok(message);
         }
-        let message = tokio::time::timeout(
-            self.options.request_timeout,
-            self.stream.get_raw_message(sequence),
-        )
-        .await
-        .map_err(|_| {
-            StoreError::Backend(format!(
-                "NATS did not return log message {sequence} within {} s",
-                self.options.request_timeout.as_secs_f64()
-            ))
-        })?
-        .map_err(|err| StoreError::Backend(format!("cannot read log message {sequence}: {err}")))?;
-        self.cache.put(sequence, message.payload.clone());
-        Ok(message.payload)
+        let (payload, _) = crate::follower::fetch(self, sequence).await?;
+        self.cache.put(sequence, payload.clone());
+        Ok(payload)
     }
 
     /// The entries at the positions `wanted` (ascending), read from the batches that hold them.

@@ -140,16 +140,50 @@ pub fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]), StoreE
     Ok((header, &value[reader.at..]))
 }
 
+impl Header<'_> {
+    /// The entry's loop id, checked; `position` names the entry in the error.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when it is not a valid loop id.
+    pub fn parsed_loop_id(&self, position: u64) -> Result<LoopId, StoreError> {
+        LoopId::parse(self.loop_id).map_err(|_| StoreError::Corrupt {
+            position,
+            detail: "entry's loop id is not valid".to_owned(),
+        })
+    }
+}
+
+/// Where the entry at `position` was committed, if it carries the idempotency key (`source`,
+/// `event_id`); `None` when it carries another (the index holds digests of keys, so a hit is
+/// only a candidate until the entry confirms it).
+///
+/// # Errors
+/// As [`decode`], and when the loop id is not valid.
+pub fn committed_under_key(
+    position: u64,
+    value: &[u8],
+    source: &str,
+    event_id: &str,
+) -> Result<Option<crate::Committed>, StoreError> {
+    let (header, _) = decode(position, value)?;
+    if header.source != source || header.event_id != event_id {
+        return Ok(None);
+    }
+    Ok(Some(crate::Committed {
+        loop_id: header.parsed_loop_id(position)?,
+        version: header.version,
+        position,
+        request: header.request,
+    }))
+}
+
 /// Decodes an entry into the [`StoredEvent`] readers see.
 ///
 /// # Errors
 /// As [`decode`], and when the loop id is not valid.
 pub fn to_stored(position: u64, value: &[u8]) -> Result<StoredEvent, StoreError> {
     let (header, record) = decode(position, value)?;
-    let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
-        position,
-        detail: "entry's loop id is not valid".to_owned(),
-    })?;
+    let loop_id = header.parsed_loop_id(position)?;
     Ok(StoredEvent {
         position,
         loop_id,

@@ -305,20 +305,7 @@ impl Shared {
         event_id: &str,
     ) -> Result<Option<Committed>, StoreError> {
         let value = self.entry_bytes(position)?;
-        let (header, _) = entry::decode(position, &value)?;
-        if header.source != source || header.event_id != event_id {
-            return Ok(None);
-        }
-        let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
-            position,
-            detail: "entry's loop id is not valid".to_owned(),
-        })?;
-        Ok(Some(Committed {
-            loop_id,
-            version: header.version,
-            position,
-            request: header.request,
-        }))
+        entry::committed_under_key(position, &value, source, event_id)
     }
 
     fn read_entry(&self, position: u64) -> Result<StoredEvent, StoreError> {
@@ -559,10 +546,7 @@ fn rebuild_index(tree: &sled::Tree) -> Result<(Index, u64, Option<StoreError>), 
         }
         head = position;
         let header = entry::decode(position, &value).and_then(|(header, _)| {
-            let loop_id = LoopId::parse(header.loop_id).map_err(|_| StoreError::Corrupt {
-                position,
-                detail: "entry's loop id is not valid".to_owned(),
-            })?;
+            let loop_id = header.parsed_loop_id(position)?;
             Ok((header, loop_id))
         });
         match header {
