@@ -331,17 +331,7 @@ pub(crate) async fn store_concurrent_then_read(
     );
 
     let start = Instant::now();
-    let mut after = 0;
-    let mut decoded = 0;
-    loop {
-        let page = store.read_all(after, READ_PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        for entry in &page {
-            black_box(entry.event()?);
-        }
-        decoded += page.len() as u64;
-    }
+    let decoded = read_and_decode_all(store.as_ref()).await?;
     let read = Measurement::since(decoded, start);
     ensure!(
         decoded == count,
@@ -361,6 +351,23 @@ pub(crate) async fn store_concurrent_then_read(
     );
     store.close().await;
     Ok((written, read, reopened))
+}
+
+/// Reads the whole log of `store` in pages of [`READ_PAGE`], decoding every event; returns how
+/// many there were.
+pub(crate) async fn read_and_decode_all(store: &impl EventStore) -> Result<u64> {
+    let mut after = 0;
+    let mut decoded = 0;
+    loop {
+        let page = store.read_all(after, READ_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for entry in &page {
+            black_box(entry.event()?);
+        }
+        decoded += page.len() as u64;
+    }
+    Ok(decoded)
 }
 
 /// `count` single-event append requests of one writer: its own loops of

@@ -1,7 +1,6 @@
 //! The [`JetStreamStore`] measured: appends, opening on an existing log, `read_all`, and the
 //! catch-up of a new store on a long log.
 
-use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use closeloop_store_jetstream::{JetStreamStore, JetStreamStoreOptions};
 use tokio::task::JoinSet;
 
 use super::{Latency, STEP_TIMEOUT, Settings, Setup, Timed, delete_stream};
-use crate::store::{self, EVENTS_PER_LOOP, Measurement, READ_PAGE};
+use crate::store::{self, EVENTS_PER_LOOP, Measurement};
 
 /// The store's options for the log in stream `stream`: `closeloop serve`'s defaults except
 /// the stream, its subject and the replicas, and no key store (personal data plain).
@@ -133,22 +132,9 @@ pub(super) async fn read_all(setup: &Setup, stream: &str, events: u64) -> Result
     };
     let store = open_store(client, cold).await?;
     let start = Instant::now();
-    let decoded = tokio::time::timeout(STEP_TIMEOUT, async {
-        let mut after = 0;
-        let mut decoded = 0;
-        loop {
-            let page = store.read_all(after, READ_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.position;
-            for entry in &page {
-                black_box(entry.event()?);
-            }
-            decoded += page.len() as u64;
-        }
-        anyhow::Ok(decoded)
-    })
-    .await
-    .context("read_all did not finish in time")??;
+    let decoded = tokio::time::timeout(STEP_TIMEOUT, store::read_and_decode_all(&store))
+        .await
+        .context("read_all did not finish in time")??;
     let read = Measurement::since(decoded, start);
     ensure!(
         decoded == events,
