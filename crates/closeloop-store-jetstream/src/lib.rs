@@ -47,7 +47,8 @@
 //!   replica stops accepting appends and says why, as the sled store does for a damaged entry;
 //!   `closeloop verify` reports the first bad position.
 //! - **An append larger than one message** (the server's `max_payload`, 1 MiB by default):
-//!   refused with [`AppendError::Invalid`] before anything is written.
+//!   refused with [`AppendError::TooLarge`] before anything is written (HTTP 422
+//!   `invalid_data`, naming the first event that does not fit).
 //! - **Durability**: JetStream acknowledges a message once a quorum has it in memory and in
 //!   its write-ahead files, not after fsync (nats-server 2.9 flushes every two minutes).
 //!   R3 across failure domains is the defence on 2.9; `sync_interval: always` (2.10+) fsyncs
@@ -378,13 +379,17 @@ impl EventStore for JetStreamStore {
             return Err(StoreError::Stopped(reason).into());
         }
         let request = commit::prepare(request, self.shared.options.keys.as_deref())?;
-        let size = request.max_entry_bytes() + batch::BATCH_HEADER;
-        if size > self.shared.max_message_bytes {
-            return Err(AppendError::Invalid(format!(
-                "the append would take up to {size} bytes, more than one NATS message carries \
-                 ({} bytes): send fewer loops or events at once",
-                self.shared.max_message_bytes
-            )));
+        // The whole append is one message: it must fit in one, or nothing is written.
+        let room = self
+            .shared
+            .max_message_bytes
+            .saturating_sub(batch::BATCH_HEADER);
+        if let Some((event_index, size)) = request.first_over(room) {
+            return Err(AppendError::TooLarge {
+                event_index,
+                size,
+                limit: room,
+            });
         }
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Stopped("the store was closed".to_owned());

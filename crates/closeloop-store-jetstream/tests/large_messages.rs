@@ -59,3 +59,44 @@ async fn a_replica_opens_on_a_log_of_large_messages() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// An append is one message, so one whose events together exceed the server's `max_payload` is
+/// refused as too large — naming the first event that does not fit — and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_larger_than_one_message_is_refused_whole() {
+    let server = NatsServer::start();
+    let store = JetStreamStore::open(
+        async_nats::connect(server.url()).await.expect("connect"),
+        JetStreamStoreOptions::default(),
+    )
+    .await
+    .expect("open");
+    // Each event may take about 240 KB once stored: four fit in 1 MiB, the fifth does not.
+    let story = "x".repeat(180_000);
+    let loops = (0..6)
+        .map(|l| LoopAppend {
+            loop_id: LoopId::parse(&format!("change-{l}")).expect("loop id"),
+            expected: ExpectedVersion::NoLoop,
+            events: vec![event(
+                "test",
+                &format!("change-{l}"),
+                EventType::FeedbackReceived,
+                json!({"org_unit": "rxx/site-a", "channel": "web", "story": story}),
+            )],
+            requests: Vec::new(),
+        })
+        .collect();
+    let refused = store
+        .append(AppendRequest { loops })
+        .await
+        .expect_err("too large for one message");
+    assert!(
+        matches!(
+            refused,
+            closeloop_store::AppendError::TooLarge { event_index: 4, size, limit }
+                if size > limit
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.head(), 0, "nothing of the append is stored");
+}

@@ -260,13 +260,16 @@ pub enum AppendError {
     #[error("invalid append: {0}")]
     Invalid(String),
     /// One event's record is larger than [`record::MAX_RECORD_BYTES`]; nothing was stored.
+    /// So is an append whose events together are larger than a store that writes an append as
+    /// one message can carry (the JetStream store: the server's `max_payload`); then
+    /// `event_index` is the first event that does not fit and `size` counts the events up to it.
     #[error(
         "the event would take {size} bytes once stored; the limit is {limit} bytes: shorten its texts or leave out unknown fields"
     )]
     TooLarge {
         /// Which event of the request, counting across its loops in order from 0.
         event_index: usize,
-        /// Its encoded size.
+        /// Its encoded size (with the events before it, when they are written together).
         size: usize,
         /// The limit.
         limit: usize,

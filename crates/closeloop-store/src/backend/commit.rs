@@ -51,19 +51,18 @@ impl Prepared {
     /// The largest number of bytes its entries can take once staged.
     #[must_use]
     pub fn max_entry_bytes(&self) -> usize {
-        self.events()
-            .map(|(loop_id, event)| {
-                let record = event
-                    .draft
-                    .as_ref()
-                    .map_or(event.record.len(), record::Draft::max_len);
-                ENTRY_OVERHEAD
-                    + loop_id.as_str().len()
-                    + event.source.len()
-                    + event.event_id.len()
-                    + record
-            })
-            .sum()
+        self.events().map(max_entry_bytes).sum()
+    }
+
+    /// The first event (counting across loops from 0) at which the request's entries could
+    /// take more than `limit` bytes, and what they could take up to it; `None` when all fit.
+    #[must_use]
+    pub fn first_over(&self, limit: usize) -> Option<(usize, usize)> {
+        let mut total = 0;
+        self.events().enumerate().find_map(|(index, event)| {
+            total += max_entry_bytes(event);
+            (total > limit).then_some((index, total))
+        })
     }
 
     fn events(&self) -> impl Iterator<Item = (&LoopId, &PreparedEvent)> {
@@ -77,6 +76,15 @@ impl Prepared {
             .iter_mut()
             .flat_map(|l| l.events.iter_mut().map(|e| (&l.loop_id, e)))
     }
+}
+
+/// The largest number of bytes one event's entry can take once staged.
+fn max_entry_bytes((loop_id, event): (&LoopId, &PreparedEvent)) -> usize {
+    let record = event
+        .draft
+        .as_ref()
+        .map_or(event.record.len(), record::Draft::max_len);
+    ENTRY_OVERHEAD + loop_id.as_str().len() + event.source.len() + event.event_id.len() + record
 }
 
 /// Bytes of an entry besides its loop id, key and record (see [`entry`]), and a length prefix.
