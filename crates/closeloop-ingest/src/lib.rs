@@ -283,7 +283,7 @@ async fn supervise<F, Fut>(
 }
 
 /// The servers of a comma-separated URL list, e.g. `nats://n1:4222,nats://n2:4222`.
-fn server_urls(list: &str) -> Vec<&str> {
+pub fn server_urls(list: &str) -> Vec<&str> {
     list.split(',')
         .map(str::trim)
         .filter(|url| !url.is_empty())

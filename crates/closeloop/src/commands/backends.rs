@@ -120,19 +120,12 @@ pub async fn jetstream(
     settings: &JetStreamSettings,
     master: &MasterKey,
 ) -> anyhow::Result<Backends<JetStreamStore>> {
-    let urls: Vec<String> = settings
-        .url
-        .split(',')
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-        .map(str::to_owned)
-        .collect();
     let client = tokio::time::timeout(
         CONNECT_TIMEOUT,
         async_nats::ConnectOptions::new()
             .name("closeloop-store")
             .max_reconnects(None)
-            .connect(urls.clone()),
+            .connect(closeloop_ingest::server_urls(&settings.url)),
     )
     .await
     .map_err(|_| {
