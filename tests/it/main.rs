@@ -95,19 +95,51 @@ pub fn jetstream_mode() -> bool {
     std::env::var("CLOSELOOP_E2E_STORE").is_ok_and(|store| store == "jetstream")
 }
 
-/// The URL of a private NATS server for the service on `data_dir`, started the first time;
-/// it lives as long as the test process (nextest runs each test in its own).
+/// A private NATS server kept for one data directory in JetStream mode, and how many services
+/// use it now.
+struct SharedNats {
+    data_dir: std::path::PathBuf,
+    server: closeloop_testkit::NatsServer,
+    users: usize,
+}
+
+/// The servers of [`nats_for`]. A static is never dropped, so a server is stopped when its last
+/// service is (see [`release_nats`]): otherwise it would outlive the test process.
+static SHARED_NATS: Mutex<Vec<SharedNats>> = Mutex::new(Vec::new());
+
+/// The URL of a private NATS server for the service on `data_dir`: started the first time,
+/// started again (same port, same files) when a later service on the same directory comes up,
+/// so a restart finds its data again.
 fn nats_for(data_dir: &Path) -> String {
-    static SERVERS: Mutex<Vec<(std::path::PathBuf, closeloop_testkit::NatsServer)>> =
-        Mutex::new(Vec::new());
-    let mut servers = SERVERS.lock().expect("servers");
-    if let Some((_, server)) = servers.iter().find(|(dir, _)| dir == data_dir) {
-        return server.url();
+    let mut servers = SHARED_NATS.lock().expect("servers");
+    if let Some(shared) = servers.iter_mut().find(|s| s.data_dir == data_dir) {
+        if shared.users == 0 {
+            shared.server.restart();
+        }
+        shared.users += 1;
+        return shared.server.url();
     }
     let server = closeloop_testkit::NatsServer::start();
     let url = server.url();
-    servers.push((data_dir.to_owned(), server));
+    servers.push(SharedNats {
+        data_dir: data_dir.to_owned(),
+        server,
+        users: 1,
+    });
     url
+}
+
+/// A service on `data_dir` no longer uses its [`nats_for`] server: the last one out stops it.
+fn release_nats(data_dir: &Path) {
+    let mut servers = SHARED_NATS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(shared) = servers.iter_mut().find(|s| s.data_dir == data_dir) {
+        shared.users = shared.users.saturating_sub(1);
+        if shared.users == 0 {
+            shared.server.stop();
+        }
+    }
 }
 
 /// A running `closeloop serve`, killed when dropped.
@@ -118,6 +150,8 @@ pub struct Service {
     pub addr: SocketAddr,
     /// Every line it has logged so far.
     logs: Arc<Mutex<Vec<String>>>,
+    /// The data directory whose [`nats_for`] server this service uses, if it does.
+    shared_nats: Option<std::path::PathBuf>,
 }
 
 impl Service {
@@ -151,11 +185,13 @@ impl Service {
     fn spawn(data_dir: &Path, args: &[&str], nats_url: &str, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(closeloop_bin());
         let mut nats_url = nats_url.to_owned();
+        let mut shared_nats = None;
         if jetstream_mode() {
             // The log, keys and access log live in NATS: on the test's server when it has one,
             // else on one kept for this data directory, so a restart finds its data again.
             if nats_url == "off" {
                 nats_url = nats_for(data_dir);
+                shared_nats = Some(data_dir.to_owned());
             }
             command.env("CLOSELOOP_STORE", "jetstream");
         }
@@ -196,7 +232,12 @@ impl Service {
         let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect(
             "closeloop serve did not start listening within 30 s (TEST_LOG=1 shows its logs)",
         );
-        Self { child, addr, logs }
+        Self {
+            child,
+            addr,
+            logs,
+            shared_nats,
+        }
     }
 
     /// The lines logged so far.
@@ -258,5 +299,8 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(data_dir) = &self.shared_nats {
+            release_nats(data_dir);
+        }
     }
 }
