@@ -229,6 +229,7 @@ async fn replicas_lose_and_repeat_nothing_when_a_nats_node_and_a_replica_die() {
     for task in load {
         task.await.expect("load task");
     }
+    let load_stopped = Instant::now();
     let b = start_replica(dir_b.path(), &urls);
 
     let http_acked = http_acked.lock().expect("acked").clone();
@@ -285,6 +286,12 @@ async fn replicas_lose_and_repeat_nothing_when_a_nats_node_and_a_replica_die() {
         0,
         "acknowledged writes missing from the log of {} events",
         log.len()
+    );
+    // A message the killed replica had taken but not acknowledged comes again after the
+    // consumer's ack wait (30 s), so this can take that long.
+    eprintln!(
+        "every acknowledged write in the log {:?} after the load stopped",
+        load_stopped.elapsed()
     );
 
     // Both replicas verify the same chain and tree head.

@@ -218,10 +218,11 @@ impl Service {
         let show_logs = std::env::var_os("TEST_LOG").is_some();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let kept = Arc::clone(&logs);
+        let pid = child.id();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if show_logs {
-                    eprintln!("[serve] {line}");
+                    eprintln!("[serve {pid}] {line}");
                 }
                 kept.lock().expect("logs").push(line.clone());
                 if let Some((_, addr)) = line.split_once("listening on http://") {

@@ -37,8 +37,9 @@
 //!
 //! # Failure cases
 //! - **A NATS node fails** (R3): JetStream elects a new stream leader within seconds; the writer
-//!   retries the same publish (same id, same fence) until [`JetStreamStoreOptions::request_timeout`]
-//!   passes, then fails the appends in hand with [`StoreError::Backend`] (HTTP 503). Their
+//!   retries the same publish (same id, same fence; each attempt waits at most 2 s for its
+//!   acknowledgement, which a leader change can lose) until
+//!   [`JetStreamStoreOptions::request_timeout`] passes, then fails the appends in hand with [`StoreError::Backend`] (HTTP 503). Their
 //!   callers retry with the same idempotency keys, which finds the batch if it was stored after
 //!   all.
 //! - **Contention**: two replicas writing at once each lose some fences; every lost fence means

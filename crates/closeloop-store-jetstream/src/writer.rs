@@ -18,6 +18,9 @@ pub const MAX_FENCE_ATTEMPTS: u32 = 64;
 
 /// The longest pause between two tries of one publish.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// How long one publish waits for its acknowledgement before it is sent again (same id, same
+/// fence): an acknowledgement lost in a leader change costs this, not the whole request timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How one fenced publish ended.
 enum Published {
@@ -194,7 +197,7 @@ impl Writer {
                 .message_id(id)
                 .expected_last_sequence(fence);
             let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(left, async {
+            let attempt = tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), async {
                 self.shared
                     .js
                     .send_publish(self.shared.options.subject.clone(), message)

@@ -225,7 +225,7 @@ async fn run_on<S: ClosableStore>(
     let local = listener
         .local_addr()
         .context("listener has no local address")?;
-    tracing::info!("closeloop listening on http://{local}");
+    tracing::info!("bound http://{local}; loading the read models");
 
     super::install_legacy_public_ids(&keys);
     // On JetStream, a replica starts from the newest snapshot any replica shared, and shares
@@ -340,6 +340,8 @@ async fn run_on<S: ClosableStore>(
         site,
     });
     let mut http_stopping = stopping.clone();
+    // Said only now: before this, a connection waits in the backlog unanswered.
+    tracing::info!("closeloop listening on http://{local}");
     let server = closeloop_api::serve(listener, closeloop_api::router(state), async move {
         let _ = http_stopping.wait_for(|stop| *stop).await;
     });
