@@ -18,7 +18,7 @@
 //! 6. the time a new store takes to open on the log of step 4 (its index rebuilt from the
 //!    stream).
 //!
-//! Each round also runs the sled store with 1 and with [`WRITERS`] writers, the same events,
+//! Each round also runs the sled store (rows 8 to 11) with 1 and with [`WRITERS`] writers, the same events,
 //! through [`crate::store`]'s own functions. The store runs without a key store (personal
 //! data plain, like `closeloop-bench store --plain`), and so does sled here, so both do the
 //! same work. After the rounds, on each of R1 and R3:
@@ -30,12 +30,18 @@
 //!    packed up to NATS's 1 MiB `max_payload`, [`appends::LARGEST`]), opened once. Each open
 //!    may take [`appends::OPEN_LIMIT`]; one that takes longer is reported as not opening.
 //!
+//! 12. **a whole new replica** (store and read models, `closeloop serve`) starting on a log of
+//!     about `--catch-up-events` events of demo loops, from the snapshot another replica
+//!     shared in the bucket plus a tail of [`replica::TAIL`] events, `--repeat` times
+//!     ([`replica`]; needs `closeloop` built beside this binary).
+//!
 //! Every figure is the median of `--repeat` rounds; [`section`] renders them and judges the
-//! target: the 3-node store with [`WRITERS`] writers at ≥ 50% of raw R3 publishing with
-//! [`WRITERS`] publishers.
+//! targets: the 3-node store with [`WRITERS`] writers at ≥ 50% of raw R3 publishing with
+//! [`WRITERS`] publishers, and a new replica serving within [`replica::TARGET`].
 
 mod appends;
 mod raw;
+mod replica;
 mod section;
 
 use std::path::PathBuf;
@@ -50,6 +56,7 @@ use closeloop_testkit::{NatsCluster, NatsServer};
 
 use self::appends::{CatchUp, LARGEST, MODERATE};
 use self::raw::Headers;
+use self::replica::ReplicaStart;
 use crate::machine::{self, Machine};
 use crate::report;
 use crate::store::{self, Measurement, WRITERS};
@@ -203,6 +210,9 @@ pub struct JetstreamFigures {
     pub server_version: String,
     /// The 1-minute load average when the run started.
     pub load_average: Option<f64>,
+    /// Step 12, a whole new replica starting on a log of about `settings.catch_up` events:
+    /// R1, then R3.
+    pub replica_start: [ReplicaStart; 2],
 }
 
 /// One of the two NATS setups.
@@ -322,6 +332,10 @@ async fn measure(
         );
         largest.push(appends::catch_up(setup, settings, LARGEST, 1).await?);
     }
+    let mut replica_start = Vec::with_capacity(2);
+    for setup in setups {
+        replica_start.push(replica::measure(setup, settings.catch_up, settings.repeat).await?);
+    }
     let [one_node, cluster] = [0, 1].map(|i| node_figures(&rounds[i], moderate[i], largest[i]));
     Ok(JetstreamFigures {
         settings,
@@ -336,6 +350,9 @@ async fn measure(
         message_bytes: message.len(),
         server_version,
         load_average,
+        replica_start: replica_start
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("step 12 ran on other than two setups"))?,
     })
 }
 

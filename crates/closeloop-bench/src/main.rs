@@ -36,6 +36,7 @@ mod ingest;
 mod jetstream;
 mod machine;
 mod report;
+mod service;
 mod store;
 mod storm;
 

@@ -18,15 +18,10 @@
 //! No request starts after a phase's deadline; those in flight finish or give up after
 //! [`REQUEST_TIMEOUT`]. Every client runs in this process, on the same cores as the service.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use serde_json::json;
@@ -34,22 +29,14 @@ use tokio::task::JoinSet;
 
 use crate::machine::{self, Machine};
 use crate::report;
+pub use crate::service::Shutdown;
+use crate::service::{
+    AUDITOR_TOKEN, STAFF_TOKEN, Service, load_demo, sibling_binary, wait_until_ready,
+};
 
-/// The staff token the writer presents.
-const STAFF_TOKEN: &str = "storm-bench-staff-token";
-/// The auditor token the verifiers present.
-const AUDITOR_TOKEN: &str = "storm-bench-auditor-token";
 /// How long a client waits for one answer: longer than the service's own 30 s request
 /// timeout, so that timeout shows in the figures rather than this one.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the service may take to listen and then to report ready (it builds its read
-/// models from the whole log first).
-const START_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long the service may take to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Log lines of the service kept to explain a failure.
-const LOG_TAIL: usize = 30;
-
 /// Options of `closeloop-bench storm`.
 #[derive(Debug, clap::Args)]
 pub struct StormArgs {
@@ -228,17 +215,6 @@ impl Counts {
     }
 }
 
-/// How the service ended after the storm.
-#[derive(Debug, Clone)]
-pub enum Shutdown {
-    /// It exited this long after SIGTERM.
-    Stopped(Duration),
-    /// It was still running [`STOP_TIMEOUT`] after SIGTERM, and was killed.
-    Killed,
-    /// It had already exited before SIGTERM was sent.
-    AlreadyExited(String),
-}
-
 /// Runs the benchmark and prints (and maybe writes) its section.
 ///
 /// # Errors
@@ -313,186 +289,6 @@ pub fn run(args: &StormArgs) -> Result<()> {
         println!("wrote the figures to {}", path.display());
     }
     Ok(())
-}
-
-/// `closeloop` in the directory of this binary: `target/release/closeloop` beside
-/// `target/release/closeloop-bench`.
-fn sibling_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot tell where this binary is")?;
-    let path = exe
-        .parent()
-        .context("this binary has no directory")?
-        .join("closeloop");
-    if !path.exists() {
-        bail!(
-            "{} does not exist: build it with `cargo build --release -p closeloop`, or name \
-             the binary with --closeloop (or CLOSELOOP_BIN)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// Runs `closeloop demo --loops N` on `data_dir`; returns the events in the log afterwards,
-/// when its report says.
-fn load_demo(binary: &Path, data_dir: &Path, loops: u64) -> Result<Option<u64>> {
-    let output = Command::new(binary)
-        .env("CLOSELOOP_MASTER_KEY", BENCH_MASTER_KEY)
-        .args(["demo", "--loops", &loops.to_string()])
-        .env("CLOSELOOP_DATA_DIR", data_dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .with_context(|| format!("cannot run {}", binary.display()))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!(
-            "`closeloop demo` failed ({}):\n{}",
-            output.status,
-            stderr.trim()
-        );
-    }
-    Ok(events_in_demo_report(&stderr))
-}
-
-/// The event count in `closeloop demo`'s report (`… the log now holds 201234 events …`).
-fn events_in_demo_report(report: &str) -> Option<u64> {
-    let (_, rest) = report.split_once("holds ")?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
-/// The master key of the benchmark's data (personal data is encrypted at rest); not secret.
-const BENCH_MASTER_KEY: &str = "62656e63682d6d61737465722d6b65792d6e6f742d7365637265742d30303031";
-
-/// A running `closeloop serve`, killed if dropped before it is stopped.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-    /// Its last log lines, to explain a failure.
-    logs: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Service {
-    /// Starts `closeloop serve` over `data_dir` on a free port of 127.0.0.1, NATS off, and
-    /// waits until it listens.
-    fn start(binary: &Path, data_dir: &Path) -> Result<Self> {
-        let mut child = Command::new(binary)
-            .env("CLOSELOOP_MASTER_KEY", BENCH_MASTER_KEY)
-            .arg("serve")
-            .env("CLOSELOOP_DATA_DIR", data_dir)
-            .env("CLOSELOOP_HTTP_ADDR", "127.0.0.1:0")
-            .env("CLOSELOOP_NATS_URL", "off")
-            .env(
-                "CLOSELOOP_API_TOKENS",
-                format!("staff:{STAFF_TOKEN},auditor:{AUDITOR_TOKEN}"),
-            )
-            // The service's default level, whatever this shell has set.
-            .env("RUST_LOG", "info,sled=warn")
-            .env("CLOSELOOP_LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {} serve", binary.display()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .context("the service's stderr is not piped")?;
-        let logs = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
-        let (address, listening) = mpsc::channel();
-        let kept = Arc::clone(&logs);
-        // Reads the log to the end, so the service never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, addr)) = line.split_once("listening on http://")
-                    && let Ok(addr) = addr.trim().parse::<SocketAddr>()
-                {
-                    let _ = address.send(addr);
-                }
-                let mut logs = kept.lock().unwrap_or_else(PoisonError::into_inner);
-                if logs.len() == LOG_TAIL {
-                    logs.pop_front();
-                }
-                logs.push_back(line);
-            }
-        });
-        let mut service = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            logs,
-        };
-        match listening.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => service.addr = addr,
-            Err(_) => bail!(
-                "`closeloop serve` did not start listening; its last log lines:\n{}",
-                service.log_tail()
-            ),
-        }
-        Ok(service)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn log_tail(&self) -> String {
-        let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        logs.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Sends SIGTERM and waits for the process to exit, killing it after [`STOP_TIMEOUT`].
-    fn terminate(&mut self) -> Shutdown {
-        if let Some(status) = self.exited() {
-            return Shutdown::AlreadyExited(status.to_string());
-        }
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        if sent.is_ok_and(|status| status.success()) {
-            while start.elapsed() < STOP_TIMEOUT {
-                if self.exited().is_some() {
-                    return Shutdown::Stopped(start.elapsed());
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Shutdown::Killed
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Waits until `/readyz` answers 200 (the read models are built), at most [`START_TIMEOUT`].
-async fn wait_until_ready(client: &reqwest::Client, service: &Service) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    let url = service.url("/readyz");
-    loop {
-        if let Ok(response) = client.get(&url).send().await
-            && response.status() == StatusCode::OK
-        {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "`closeloop serve` was not ready within {} s; its last log lines:\n{}",
-                START_TIMEOUT.as_secs(),
-                service.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// One unmeasured `/healthz` and write, so neither phase pays for the first connection.
@@ -721,17 +517,6 @@ mod tests {
         assert_eq!(merged.shed, 2);
         assert_eq!(merged.shed_without_retry_after, 1);
         assert_eq!(merged.other(), 2);
-    }
-
-    #[test]
-    fn reads_the_event_count_from_the_demo_report() {
-        assert_eq!(
-            events_in_demo_report(
-                "demo data: 50000 loops, the log now holds 201234 events (9.1 s)\n"
-            ),
-            Some(201_234)
-        );
-        assert_eq!(events_in_demo_report("something else"), None);
     }
 
     #[test]

@@ -306,8 +306,9 @@ fn decode(entries: Vec<StoredEvent>) -> (Vec<(StoredEvent, Event)>, Option<Store
 /// passes an entry that was not applied: when a read returns a gap (an entry after the next
 /// expected position), the entries before the gap are applied and the rest is read again
 /// later, with a warning; nothing is ever skipped. Snapshots are written every
-/// `snapshot_every_events` entries or `snapshot_every`, whichever comes first, and once more
-/// on shutdown; a failed snapshot is logged and retried at the next occasion. Each saved
+/// `snapshot_every_events` entries or `snapshot_every`, whichever comes first (also when the
+/// log goes quiet: entries applied are saved `snapshot_every` after the last snapshot), and
+/// once more on shutdown; a failed snapshot is logged and retried at the next occasion. Each saved
 /// snapshot's checkpoint is sent on `options.saved`, which is dropped when this returns.
 ///
 /// # Errors
@@ -407,14 +408,23 @@ pub async fn run_projector<S: EventStore>(
         if read == page_size || store.head() > applied {
             continue;
         }
-        tokio::select! {
+        // Caught up: entries applied since the last snapshot are saved once `snapshot_every`
+        // has passed even if nothing more comes, so an idle replica's snapshot (and the copy
+        // new replicas start from) does not stay behind.
+        let save_due = snapshots.due(applied);
+        let quiet = tokio::select! {
             changed = head.wait_for(|&head| head > applied) => {
                 if changed.is_err() {
                     tracing::info!("event store closed; projector stops");
                     break Ok(());
                 }
+                false
             }
+            () = sleep_until_some(save_due) => true,
             () = &mut shutdown => break Ok(()),
+        };
+        if quiet {
+            snapshots.maybe_save(&projections).await;
         }
     };
     snapshots.save(&projections).await;
@@ -445,6 +455,11 @@ impl Snapshots {
             last_position: position,
             last_at: Instant::now(),
         }
+    }
+
+    /// When entries up to `applied` are due to be saved, if any are pending.
+    fn due(&self, applied: u64) -> Option<Instant> {
+        (self.path.is_some() && applied > self.last_position).then(|| self.last_at + self.every)
     }
 
     async fn maybe_save(&mut self, projections: &Arc<Projections>) {
@@ -481,6 +496,14 @@ impl Snapshots {
             Ok(Err(err)) => tracing::warn!(%err, "projection snapshot failed; will retry"),
             Err(err) => tracing::warn!(%err, "projection snapshot task failed; will retry"),
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

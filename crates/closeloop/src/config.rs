@@ -116,6 +116,34 @@ pub struct DemoArgs {
     /// nothing new).
     #[arg(long, default_value_t = 2015)]
     pub seed: u64,
+
+    /// The store to load into: the data directory's, or (`--store jetstream`) the JetStream
+    /// log `serve` uses with the same settings.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Where the event log lives, and the NATS servers.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Which event store to use.
+    #[arg(long, env = "CLOSELOOP_STORE", value_enum, default_value_t = StoreKind::Sled)]
+    pub store: StoreKind,
+
+    /// NATS server(s) for ingestion and the outbound feed, and for the log on the JetStream
+    /// store (comma-separated for a cluster); `off` disables NATS.
+    #[arg(
+        long,
+        env = "CLOSELOOP_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+
+    /// Copies of each NATS stream Closeloop creates (FEEDBACK, FEEDBACK_DLQ,
+    /// CLOSELOOP_EVENTS, and on the JetStream store its log, keys, access log and snapshots):
+    /// 1 for a single server, 3 for a cluster. Existing streams are left as they are.
+    #[arg(long, env = "CLOSELOOP_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
 }
 
 /// Which event store backs the service.
@@ -134,30 +162,15 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOSELOOP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// NATS server(s) for ingestion and the outbound feed (comma-separated for a cluster);
-    /// `off` disables NATS.
-    #[arg(
-        long,
-        env = "CLOSELOOP_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
-
-    /// Copies of each NATS stream Closeloop creates (FEEDBACK, FEEDBACK_DLQ,
-    /// CLOSELOOP_EVENTS): 1 for a single server, 3 for a cluster. Existing streams are left
-    /// as they are.
-    #[arg(long, env = "CLOSELOOP_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub nats_replicas: u8,
+    /// The event store, and the NATS servers ingestion and the outbound feed use.
+    #[command(flatten)]
+    pub backend: BackendArgs,
 
     /// Days a dead letter is kept in FEEDBACK_DLQ (it holds the original message, personal
     /// data included): the stream's max_age, applied on every start to a new or existing
     /// stream. Closeloop erases each dead letter in the last two hours before it.
     #[arg(long, env = "CLOSELOOP_DLQ_MAX_AGE_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=3650))]
     pub dlq_max_age_days: u16,
-
-    /// Which event store to use.
-    #[arg(long, env = "CLOSELOOP_STORE", value_enum, default_value_t = StoreKind::Sled)]
-    pub store: StoreKind,
 
     /// This replica's name among several on one JetStream store (`/readyz` shows which one
     /// publishes the outbound feed): 1 to 64 of `A-Z a-z 0-9 . _ : -`. Default: the host name

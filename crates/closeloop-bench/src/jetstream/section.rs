@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::replica::{self, ReplicaStart};
 use super::{JetstreamFigures, NodeFigures, Timed};
 use crate::machine::Machine;
 use crate::report::{self, duration, percent, thousands};
@@ -75,6 +76,8 @@ pub fn render(f: &JetstreamFigures, machine: &Machine, command: &str) -> String 
         ),
     );
     out.push_str(&sled_table(f));
+    out.push('\n');
+    out.push_str(&replica_table(f));
     out.push('\n');
     out.push_str(&targets_table(f));
     let _ = writeln!(out, "{END}");
@@ -265,6 +268,70 @@ fn sled_table(f: &JetstreamFigures) -> String {
     out
 }
 
+/// Step 12: a whole new replica's start, R1 and R3.
+fn replica_table(f: &JetstreamFigures) -> String {
+    let [r1, r3] = &f.replica_start;
+    let mut out = format!(
+        "**12. A whole new replica** (`closeloop serve`: event store and read models, empty data \
+         directory) on a log of {} demo loops ({} events, loaded with `closeloop demo --store \
+         jetstream`, encrypted under a master key): a first replica builds its read models from \
+         the whole log and shares its snapshot in the `CLOSELOOP_SNAPSHOTS` bucket; {} more \
+         feedback go in through it, and it is killed; then a new replica starts {} times, each \
+         timed from its spawn until `/readyz` answers 200 with the projector's lag 0.\n\n",
+        thousands(r3.loops as f64),
+        thousands(r3.events as f64),
+        thousands(replica::TAIL as f64),
+        r3.starts.len(),
+    );
+    out.push_str("| Step 12 | R1 | R3 |\n|---|---:|---:|\n");
+    let row = |out: &mut String, what: &str, cell: &dyn Fn(&ReplicaStart) -> String| {
+        let _ = writeln!(out, "| {what} | {} | {} |", cell(r1), cell(r3));
+    };
+    row(&mut out, "demo loops loaded through the store", &|r| {
+        format!(
+            "{:.1} s ({} events/s)",
+            r.load.as_secs_f64(),
+            thousands(r.events.saturating_sub(replica::TAIL) as f64 / r.load.as_secs_f64())
+        )
+    });
+    row(
+        &mut out,
+        "first replica, no snapshot: serving with the whole log in its read models",
+        &|r| format!("{:.1} s", r.first_build.as_secs_f64()),
+    );
+    row(&mut out, "shared snapshot: position, size", &|r| {
+        format!(
+            "{}, {:.1} MB",
+            thousands(r.checkpoint as f64),
+            r.snapshot_bytes as f64 / 1e6
+        )
+    });
+    row(
+        &mut out,
+        "new replica: snapshot downloaded in (median)",
+        &|r| {
+            r.median().map_or("–".to_owned(), |m| {
+                format!("{:.2} s", m.download.as_secs_f64())
+            })
+        },
+    );
+    row(
+        &mut out,
+        "new replica: events replayed after the snapshot",
+        &|r| thousands(r.events.saturating_sub(r.checkpoint) as f64),
+    );
+    row(
+        &mut out,
+        "**new replica: start → serving, read models current (median)**",
+        &|r| {
+            r.median().map_or("–".to_owned(), |m| {
+                format!("**{:.2} s**", m.ready.as_secs_f64())
+            })
+        },
+    );
+    out
+}
+
 fn targets_table(f: &JetstreamFigures) -> String {
     let ratio = f
         .cluster
@@ -281,6 +348,21 @@ fn targets_table(f: &JetstreamFigures) -> String {
         percent(ratio),
         if met { "PASS" } else { "MISS" }
     );
+    for (label, start) in ["R1", "R3"].iter().zip(&f.replica_start) {
+        let ready = start.median().map(|m| m.ready);
+        let _ = writeln!(
+            out,
+            "| a whole new replica serving at {} events ({label}) | ≤ {} s | {} | {} |",
+            thousands(start.events as f64),
+            replica::TARGET.as_secs(),
+            ready.map_or("–".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
+            if ready.is_some_and(|d| d <= replica::TARGET) {
+                "PASS"
+            } else {
+                "MISS"
+            }
+        );
+    }
     out
 }
 
@@ -352,6 +434,28 @@ mod tests {
             message_bytes: 612,
             server_version: "2.9.10".to_owned(),
             load_average: Some(0.5),
+            replica_start: [start(4), start(75)],
+        }
+    }
+
+    /// Step 12 on 40,000 events, new replicas serving in `median_seconds` (and 1 s either side).
+    fn start(median_seconds: u64) -> ReplicaStart {
+        let new = |seconds| replica::NewReplica {
+            ready: Duration::from_secs(seconds),
+            download: Duration::from_millis(250),
+        };
+        ReplicaStart {
+            loops: 6_000,
+            events: 40_000,
+            load: Duration::from_secs(2),
+            first_build: Duration::from_secs(3),
+            checkpoint: 25_000,
+            snapshot_bytes: 2_500_000,
+            starts: vec![
+                new(median_seconds + 1),
+                new(median_seconds),
+                new(median_seconds - 1),
+            ],
         }
     }
 
@@ -372,6 +476,26 @@ mod tests {
         assert!(pass.contains("200 batch messages (50.0 events each)"));
         assert!(pass.contains("612-byte messages"));
         assert!(pass.contains("| 9 | sled store: 64 concurrent writers (fsync per group commit) | 10,000 | 0.20 | 50,000 |"));
+
+        assert!(
+            pass.contains("| shared snapshot: position, size | 25,000, 2.5 MB | 25,000, 2.5 MB |"),
+            "{pass}"
+        );
+        assert!(
+            pass.contains("| new replica: events replayed after the snapshot | 15,000 | 15,000 |")
+        );
+        assert!(
+            pass.contains("| new replica: snapshot downloaded in (median) | 0.25 s | 0.25 s |")
+        );
+        assert!(
+            pass.contains(
+                "| a whole new replica serving at 40,000 events (R1) | ≤ 60 s | 4.00 s | PASS |"
+            ),
+            "{pass}"
+        );
+        assert!(pass.contains(
+            "| a whole new replica serving at 40,000 events (R3) | ≤ 60 s | 75.00 s | MISS |"
+        ));
 
         let miss = render(&figures(19_000), &machine, "");
         assert!(miss.contains("| 48% | MISS |"), "{miss}");

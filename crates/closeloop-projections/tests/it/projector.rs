@@ -317,3 +317,44 @@ async fn catches_up_with_a_sled_store_and_resumes_from_its_snapshot() {
     };
     assert_eq!(ids_of(&rebuilt, &open, now), ["b", "d", "e"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_log_gets_its_last_entries_snapshotted_without_more_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(SledStore::open(&dir.path().join("log"), &SledStoreOptions::default()).unwrap());
+    let snapshot = dir.path().join("projections.snapshot");
+    let (saved, mut heard) = tokio::sync::watch::channel(0);
+    let options = ProjectorOptions {
+        page: 100,
+        snapshot_path: Some(snapshot.clone()),
+        snapshot_every_events: 1_000,
+        snapshot_every: Duration::from_millis(200),
+        saved: Some(saved),
+    };
+    let log = ten();
+    append_all(&store, &log, 0).await;
+    let projections = Arc::new(Projections::new(ReadModels::default()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let projector = tokio::spawn(run_projector(
+        Arc::clone(&store),
+        Arc::clone(&projections),
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Far fewer entries than `snapshot_every_events`, and no write after them: the snapshot
+    // follows anyway once `snapshot_every` has passed.
+    tokio::time::timeout(Duration::from_secs(10), heard.wait_for(|&at| at == 10))
+        .await
+        .expect("a snapshot of the quiet log within 10 s")
+        .unwrap();
+    assert_eq!(
+        Projections::load_snapshot(&snapshot).unwrap().checkpoint(),
+        10
+    );
+    stop.send(()).unwrap();
+    projector.await.unwrap().unwrap();
+}

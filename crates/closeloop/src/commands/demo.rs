@@ -23,7 +23,7 @@ mod catalogue;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
 use closeloop_domain::{Command, EventType, LoopEvent, LoopId};
@@ -41,7 +41,8 @@ use self::catalogue::{
     Change, Community, PLACES, Place, REOPEN_REASONS, STORIES, Setting, Story, THANKS_PASSED_ON,
     Theme, Tone,
 };
-use crate::config::{DemoArgs, MasterKeyArgs};
+use super::backends::{self, ClosableStore, JetStreamSettings};
+use crate::config::{DemoArgs, MasterKeyArgs, StoreKind};
 
 /// The `source` of every demo event.
 const DEMO_SOURCE: &str = "urn:closeloop:demo";
@@ -112,15 +113,42 @@ pub async fn load(
     Ok(loops)
 }
 
-/// `closeloop demo`: loads the data set into the data directory.
+/// `closeloop demo`: loads the data set into the data directory's store, or into the
+/// JetStream log (`--store jetstream`).
 pub async fn run(
     data_dir: &Path,
     master: &MasterKeyArgs,
     args: &DemoArgs,
 ) -> anyhow::Result<ExitCode> {
-    let master = super::master_key_or_demo(master, true)?;
-    let keys = super::open_keys(data_dir, master.as_ref())?;
-    let store = super::open_store(data_dir, Some(keys))?;
+    let master = super::master_key_or_demo(master, true)?.context(super::NO_MASTER_KEY)?;
+    match args.backend.store {
+        StoreKind::Sled => {
+            let keys = super::open_keys(data_dir, Some(&master))?;
+            let store = super::open_store(data_dir, Some(keys))?;
+            load_and_close(store, args).await
+        }
+        StoreKind::Jetstream => {
+            let settings = JetStreamSettings {
+                url: args.backend.nats_url.clone(),
+                replicas: usize::from(args.backend.nats_replicas),
+                access_retention_days: closeloop_access::Retention::DEFAULT_DAYS,
+            };
+            let backends = backends::jetstream(&settings, &master).await?;
+            let Ok(store) = Arc::try_unwrap(backends.store) else {
+                anyhow::bail!("the JetStream store is still in use");
+            };
+            let loaded = load_and_close(store, args).await;
+            backends
+                .access
+                .close()
+                .await
+                .context("cannot close the access log")?;
+            loaded
+        }
+    }
+}
+
+async fn load_and_close<S: ClosableStore>(store: S, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let result = load(&store, args.loops, args.seed, Timestamp::now()).await;
     let head = store.head();

@@ -119,7 +119,7 @@ pub async fn run(
         "due dates in working days"
     );
 
-    if args.store == StoreKind::Jetstream && args.nats_url == "off" {
+    if args.backend.store == StoreKind::Jetstream && args.backend.nats_url == "off" {
         eprintln!(
             "error: CLOSELOOP_STORE=jetstream keeps the log in NATS JetStream, so \
              CLOSELOOP_NATS_URL cannot be off; give the NATS servers' URLs"
@@ -136,7 +136,7 @@ pub async fn run(
             calendar: Calendar::weekdays(),
         },
     };
-    match args.store {
+    match args.backend.store {
         StoreKind::Sled => {
             let keys = match super::open_keys(data_dir, Some(&master)) {
                 Ok(keys) => keys,
@@ -157,8 +157,8 @@ pub async fn run(
         }
         StoreKind::Jetstream => {
             let settings = backends::JetStreamSettings {
-                url: args.nats_url.clone(),
-                replicas: usize::from(args.nats_replicas),
+                url: args.backend.nats_url.clone(),
+                replicas: usize::from(args.backend.nats_replicas),
                 access_retention_days: args.access_log_retention_days,
             };
             let backends = match backends::jetstream(&settings, &master).await {
@@ -231,7 +231,7 @@ async fn run_on<S: ClosableStore>(
     // On JetStream, a replica starts from the newest snapshot any replica shared, and shares
     // its own (sled: the local file only).
     let snapshots = shared_nats.map(|client| {
-        let options = SnapshotOptions::with_replicas(usize::from(args.nats_replicas));
+        let options = SnapshotOptions::with_replicas(usize::from(args.backend.nats_replicas));
         (snapshots::context(client, &options), options)
     });
     let models = match &snapshots {
@@ -293,22 +293,22 @@ async fn run_on<S: ClosableStore>(
         Arc::clone(&keys),
         store.head(),
     ));
-    let nats = if args.nats_url == "off" {
+    let nats = if args.backend.nats_url == "off" {
         tracing::info!("NATS is off (CLOSELOOP_NATS_URL=off): no ingestion, no outbound feed");
         None
     } else {
         let options = IngestOptions {
-            url: args.nats_url.clone(),
+            url: args.backend.nats_url.clone(),
             feed_checkpoint: data_dir.join("feed.checkpoint"),
             // Replicas on one shared log take turns at the feed, under a lease kept in NATS
             // with the feed's checkpoint; one process on its own store keeps it in a file.
-            feed: match args.store {
+            feed: match args.backend.store {
                 StoreKind::Jetstream => closeloop_ingest::FeedMode::Shared(
                     closeloop_ingest::SharedFeed::new(replica_id(args.replica_id.as_deref())),
                 ),
                 StoreKind::Sled => closeloop_ingest::FeedMode::Local,
             },
-            replicas: usize::from(args.nats_replicas),
+            replicas: usize::from(args.backend.nats_replicas),
             input_limits,
             dead_letter_max_age: Duration::from_secs(
                 u64::from(args.dlq_max_age_days) * 24 * 60 * 60,
