@@ -308,8 +308,8 @@ fn decode(entries: Vec<StoredEvent>) -> (Vec<(StoredEvent, Event)>, Option<Store
 /// later, with a warning; nothing is ever skipped. Snapshots are written every
 /// `snapshot_every_events` entries or `snapshot_every`, whichever comes first (also when the
 /// log goes quiet: entries applied are saved `snapshot_every` after the last snapshot), and
-/// once more on shutdown; a failed snapshot is logged and retried at the next occasion. Each saved
-/// snapshot's checkpoint is sent on `options.saved`, which is dropped when this returns.
+/// once more on shutdown, after applying what the log held when the stop came; a failed
+/// snapshot is logged and retried at the next occasion. Each saved snapshot's checkpoint is sent on `options.saved`, which is dropped when this returns.
 ///
 /// # Errors
 /// [`ProjectionsError::Store`] when the store fails, or holds an entry that cannot be decoded
@@ -427,6 +427,11 @@ pub async fn run_projector<S: EventStore>(
             snapshots.maybe_save(&projections).await;
         }
     };
+    if result.is_ok() {
+        // Stopping cleanly: what was stored before the stop goes into the read models and
+        // so into the last snapshot, e.g. a write acknowledged just before SIGTERM.
+        drain(&*store, &projections, page_size).await;
+    }
     snapshots.save(&projections).await;
     if result.is_err() {
         projections.halt();
@@ -495,6 +500,31 @@ impl Snapshots {
             }
             Ok(Err(err)) => tracing::warn!(%err, "projection snapshot failed; will retry"),
             Err(err) => tracing::warn!(%err, "projection snapshot task failed; will retry"),
+        }
+    }
+}
+
+/// Applies the log up to the head it has now, until a read or an entry fails (then what was
+/// applied stays, and the failure is the next start's to report).
+async fn drain<S: EventStore>(store: &S, projections: &Arc<Projections>, page_size: usize) {
+    let head = store.head();
+    while projections.applied() < head {
+        let checkpoint = projections.applied();
+        let Ok(page) = store.read_all(checkpoint, page_size).await else {
+            return;
+        };
+        let (ready, _) = contiguous(checkpoint, page);
+        if ready.is_empty() {
+            return;
+        }
+        let shared = Arc::clone(projections);
+        let applied = tokio::task::spawn_blocking(move || {
+            let (decoded, error) = decode(ready);
+            shared.apply_all(&decoded).map(|()| error)
+        })
+        .await;
+        if !matches!(applied, Ok(Ok(None))) {
+            return;
         }
     }
 }
