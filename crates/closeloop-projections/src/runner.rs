@@ -309,7 +309,8 @@ fn decode(entries: Vec<StoredEvent>) -> (Vec<(StoredEvent, Event)>, Option<Store
 /// `snapshot_every_events` entries or `snapshot_every`, whichever comes first (also when the
 /// log goes quiet: entries applied are saved `snapshot_every` after the last snapshot), and
 /// once more on shutdown, after applying what the log held when the stop came; a failed
-/// snapshot is logged and retried at the next occasion. Each saved snapshot's checkpoint is sent on `options.saved`, which is dropped when this returns.
+/// snapshot is logged and retried at the next occasion. Each saved snapshot's checkpoint is
+/// sent on `options.saved`, which is dropped when this returns.
 ///
 /// # Errors
 /// [`ProjectionsError::Store`] when the store fails, or holds an entry that cannot be decoded
