@@ -360,31 +360,8 @@ pub async fn run_projector<S: EventStore>(
         let (ready, gap) = contiguous(checkpoint, page);
         let applied_now = ready.len();
         if applied_now > 0 {
-            let shared = Arc::clone(&projections);
-            let joined = tokio::task::spawn_blocking(move || {
-                let (decoded, error) = decode(ready);
-                shared.apply_all(&decoded).map(|()| error)
-            })
-            .await;
-            let failed = match joined {
-                Ok(Ok(failed)) => failed,
-                Ok(Err(err)) => {
-                    tracing::error!(%err, "projector stops");
-                    break Err(err);
-                }
-                Err(err) => {
-                    tracing::error!(%err, "projector stops: applying log entries failed");
-                    // A panic while applying (a bug) leaves the models poisoned for good.
-                    break Err(if projections.models.is_poisoned() {
-                        ProjectionsError::Poisoned
-                    } else {
-                        StoreError::Backend(format!("projector task failed: {err}")).into()
-                    });
-                }
-            };
-            if let Some(err) = failed {
-                tracing::error!(%err, "projector stops: a stored event cannot be decoded");
-                break Err(err.into());
+            if let Err(err) = apply_entries(&projections, ready).await {
+                break Err(err);
             }
             retry = RETRY_MIN;
         }
@@ -428,11 +405,12 @@ pub async fn run_projector<S: EventStore>(
             snapshots.maybe_save(&projections).await;
         }
     };
-    if result.is_ok() {
-        // Stopping cleanly: what was stored before the stop goes into the read models and
-        // so into the last snapshot, e.g. a write acknowledged just before SIGTERM.
-        drain(&*store, &projections, page_size).await;
-    }
+    // Stopping cleanly: what was stored before the stop goes into the read models and so into
+    // the last snapshot, e.g. a write acknowledged just before SIGTERM.
+    let result = match result {
+        Ok(()) => drain(&*store, &projections, page_size).await,
+        failed => failed,
+    };
     snapshots.save(&projections).await;
     if result.is_err() {
         projections.halt();
@@ -505,29 +483,65 @@ impl Snapshots {
     }
 }
 
-/// Applies the log up to the head it has now, until a read or an entry fails (then what was
-/// applied stays, and the failure is the next start's to report).
-async fn drain<S: EventStore>(store: &S, projections: &Arc<Projections>, page_size: usize) {
+/// Decodes `entries` (contiguous, in position order) and applies them on a blocking thread;
+/// logs why the projector must stop when it must.
+async fn apply_entries(
+    projections: &Arc<Projections>,
+    entries: Vec<StoredEvent>,
+) -> Result<(), ProjectionsError> {
+    let shared = Arc::clone(projections);
+    let joined = tokio::task::spawn_blocking(move || {
+        let (decoded, error) = decode(entries);
+        shared.apply_all(&decoded).map(|()| error)
+    })
+    .await;
+    match joined {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(err))) => {
+            tracing::error!(%err, "projector stops: a stored event cannot be decoded");
+            Err(err.into())
+        }
+        Ok(Err(err)) => {
+            tracing::error!(%err, "projector stops");
+            Err(err)
+        }
+        Err(err) => {
+            tracing::error!(%err, "projector stops: applying log entries failed");
+            // A panic while applying (a bug) leaves the models poisoned for good.
+            Err(if projections.models.is_poisoned() {
+                ProjectionsError::Poisoned
+            } else {
+                StoreError::Backend(format!("projector task failed: {err}")).into()
+            })
+        }
+    }
+}
+
+/// Applies the log up to the head it has when the projector stops. A read that fails or
+/// returns a gap ends it quietly (what was applied is saved; the next start goes on from
+/// there); an entry that cannot be applied is the projector's failure, as at any other time.
+async fn drain<S: EventStore>(
+    store: &S,
+    projections: &Arc<Projections>,
+    page_size: usize,
+) -> Result<(), ProjectionsError> {
     let head = store.head();
     while projections.applied() < head {
         let checkpoint = projections.applied();
-        let Ok(page) = store.read_all(checkpoint, page_size).await else {
-            return;
+        let page = match store.read_all(checkpoint, page_size).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the rest of the log while stopping");
+                return Ok(());
+            }
         };
         let (ready, _) = contiguous(checkpoint, page);
         if ready.is_empty() {
-            return;
+            return Ok(());
         }
-        let shared = Arc::clone(projections);
-        let applied = tokio::task::spawn_blocking(move || {
-            let (decoded, error) = decode(ready);
-            shared.apply_all(&decoded).map(|()| error)
-        })
-        .await;
-        if !matches!(applied, Ok(Ok(None))) {
-            return;
-        }
+        apply_entries(projections, ready).await?;
     }
+    Ok(())
 }
 
 /// Sleeps until `at`, or forever when there is none.

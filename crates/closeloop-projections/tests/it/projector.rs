@@ -153,15 +153,7 @@ async fn a_gap_in_the_log_holds_the_checkpoint_until_it_fills() {
         })
     };
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let projector = tokio::spawn(run_projector(
-        Arc::clone(&store),
-        Arc::clone(&projections),
-        ProjectorOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, projector) = start_projector(&store, &projections, ProjectorOptions::default());
     assert!(projections.wait_for(5, Duration::from_secs(10)).await);
 
     // Entries 7 to 10 become readable, 6 does not: nothing past 5 may be applied.
@@ -222,6 +214,27 @@ async fn an_entry_that_cannot_be_decoded_stops_the_projector() {
     );
 }
 
+/// Runs the projector on its own task until the returned sender sends (or is dropped).
+fn start_projector<S: EventStore + 'static>(
+    store: &Arc<S>,
+    projections: &Arc<Projections>,
+    options: ProjectorOptions,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ProjectionsError>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let projector = tokio::spawn(run_projector(
+        Arc::clone(store),
+        Arc::clone(projections),
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, projector)
+}
+
 pub async fn append_all(store: &SledStore, log: &Log, from: usize) {
     for (entry, event) in &log.entries[from..] {
         let outcome = store
@@ -257,15 +270,7 @@ async fn catches_up_with_a_sled_store_and_resumes_from_its_snapshot() {
             .map(Projections::new)
             .unwrap(),
     );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let projector = tokio::spawn(run_projector(
-        Arc::clone(&store),
-        Arc::clone(&projections),
-        options.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, projector) = start_projector(&store, &projections, options.clone());
     assert!(projections.wait_for(10, Duration::from_secs(10)).await);
 
     // New writes reach the read models (read-your-writes through `wait_for`).
@@ -289,15 +294,7 @@ async fn catches_up_with_a_sled_store_and_resumes_from_its_snapshot() {
     log.feedback("e", "2026-11-27T09:00:00Z", "rxx/site-c");
     append_all(&store, &log, 11).await;
     let projections = Arc::new(Projections::new(loaded));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let projector = tokio::spawn(run_projector(
-        Arc::clone(&store),
-        Arc::clone(&projections),
-        options,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, projector) = start_projector(&store, &projections, options);
     assert!(projections.wait_for(12, Duration::from_secs(10)).await);
     stop.send(()).unwrap();
     projector.await.unwrap().unwrap();
@@ -335,15 +332,7 @@ async fn a_quiet_log_gets_its_last_entries_snapshotted_without_more_writes() {
     let log = ten();
     append_all(&store, &log, 0).await;
     let projections = Arc::new(Projections::new(ReadModels::default()));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let projector = tokio::spawn(run_projector(
-        Arc::clone(&store),
-        Arc::clone(&projections),
-        options,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, projector) = start_projector(&store, &projections, options);
 
     // Far fewer entries than `snapshot_every_events`, and no write after them: the snapshot
     // follows anyway once `snapshot_every` has passed.
@@ -357,4 +346,36 @@ async fn a_quiet_log_gets_its_last_entries_snapshotted_without_more_writes() {
     );
     stop.send(()).unwrap();
     projector.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_stopped_before_it_read_anything_still_snapshots_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(SledStore::open(&dir.path().join("log"), &SledStoreOptions::default()).unwrap());
+    let snapshot = dir.path().join("projections.snapshot");
+    let log = ten();
+    append_all(&store, &log, 0).await;
+    let projections = Arc::new(Projections::new(ReadModels::default()));
+    let options = ProjectorOptions {
+        page: 3,
+        snapshot_path: Some(snapshot.clone()),
+        ..ProjectorOptions::default()
+    };
+
+    // The stop has come before the projector starts: what the log holds (say a write
+    // acknowledged just before SIGTERM) still goes into the read models and the snapshot.
+    run_projector(
+        Arc::clone(&store),
+        Arc::clone(&projections),
+        options,
+        async {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(projections.applied(), 10);
+    let now = ts("2026-12-01T00:00:00Z");
+    let saved = Projections::load_snapshot(&snapshot).unwrap();
+    assert_eq!(saved.checkpoint(), 10);
+    assert_eq!(dump(&saved, now), dump(&log.models(), now));
 }
