@@ -1,5 +1,6 @@
-//! `closeloop replay` and `closeloop verify`, checked the way an auditor would: hashes and the
-//! Merkle head are recomputed here from the contract's definitions, not with the service's code.
+//! `closeloop replay` and `closeloop verify`, checked the way an auditor would (hashes and the
+//! Merkle head are recomputed here from the contract's definitions, not with the service's
+//! code); and `closeloop demo` on the JetStream store.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -278,4 +279,51 @@ async fn verify_upto_beyond_the_head_says_so_and_is_not_called_tampering() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn demo_loads_the_jetstream_log_and_leaves_the_access_log_to_serve() {
+    let nats = closeloop_testkit::NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = nats.url();
+    let loaded = std::process::Command::new(crate::closeloop_bin())
+        .args([
+            "demo",
+            "--loops",
+            "3",
+            "--store",
+            "jetstream",
+            "--nats-url",
+            &url,
+        ])
+        .env("CLOSELOOP_DATA_DIR", dir.path())
+        .env("CLOSELOOP_MASTER_KEY", crate::MASTER_KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run closeloop demo");
+    let stderr = String::from_utf8_lossy(&loaded.stderr);
+    assert!(loaded.status.success(), "{stderr}");
+    assert!(stderr.contains("demo data: 3 loops"), "{stderr}");
+
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.expect("connect"));
+    let mut log = js
+        .get_stream("CLOSELOOP_LOG")
+        .await
+        .expect("the log stream");
+    // The genesis message and at least one batch of the three loops' events.
+    assert!(log.info().await.expect("log info").state.messages >= 2);
+    assert!(
+        js.get_stream("CLOSELOOP_ACCESS").await.is_err(),
+        "demo must not open the access log (opening it sets its retention)"
+    );
+    // Nothing was written to the data directory (the embedded store's home).
+    assert_eq!(std::fs::read_dir(dir.path()).expect("data dir").count(), 0);
+
+    let refused = std::process::Command::new(crate::closeloop_bin())
+        .args(["demo", "--store", "jetstream", "--nats-url", "off"])
+        .env("CLOSELOOP_DATA_DIR", dir.path())
+        .output()
+        .expect("run closeloop demo");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be off"));
 }

@@ -146,6 +146,17 @@ pub struct BackendArgs {
     pub nats_replicas: u8,
 }
 
+impl BackendArgs {
+    /// Why these settings cannot work, if they cannot: the JetStream store with NATS off.
+    #[must_use]
+    pub fn contradiction(&self) -> Option<&'static str> {
+        (self.store == StoreKind::Jetstream && self.nats_url == "off").then_some(
+            "CLOSELOOP_STORE=jetstream keeps the log in NATS JetStream, so CLOSELOOP_NATS_URL \
+             cannot be off; give the NATS servers' URLs",
+        )
+    }
+}
+
 /// Which event store backs the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {

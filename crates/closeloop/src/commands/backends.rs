@@ -111,38 +111,55 @@ pub struct JetStreamSettings {
     pub access_retention_days: u32,
 }
 
-/// Connects to NATS and opens the log, the key store and the access log on JetStream.
+/// The event log and the key store on JetStream, and the NATS connection they share.
+pub struct JetStreamLog {
+    /// The connection.
+    pub client: async_nats::Client,
+    /// Loops' data keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// The event log, sealing under `keys`.
+    pub store: JetStreamStore,
+}
+
+impl std::fmt::Debug for JetStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamLog").finish_non_exhaustive()
+    }
+}
+
+/// Connects to NATS at `url` and opens the key store and the event log on JetStream, with
+/// `replicas` copies of each stream it creates.
 ///
 /// # Errors
 /// When NATS cannot be reached within [`CONNECT_TIMEOUT`], the master key does not match the
 /// key store's, or a stream cannot be opened or created.
-pub async fn jetstream(
-    settings: &JetStreamSettings,
+pub async fn jetstream_log(
+    url: &str,
+    replicas: usize,
     master: &MasterKey,
-) -> anyhow::Result<Backends<JetStreamStore>> {
+) -> anyhow::Result<JetStreamLog> {
     let client = tokio::time::timeout(
         CONNECT_TIMEOUT,
         async_nats::ConnectOptions::new()
             .name("closeloop-store")
             .max_reconnects(None)
-            .connect(closeloop_ingest::server_urls(&settings.url)),
+            .connect(closeloop_ingest::server_urls(url)),
     )
     .await
     .map_err(|_| {
         anyhow::anyhow!(
-            "NATS did not answer within {} s at {}: CLOSELOOP_STORE=jetstream keeps the log there, \
-             so the service cannot start without it; check CLOSELOOP_NATS_URL and that the \
+            "NATS did not answer within {} s at {url}: CLOSELOOP_STORE=jetstream keeps the log \
+             there, so nothing can start without it; check CLOSELOOP_NATS_URL and that the \
              servers run with JetStream",
             CONNECT_TIMEOUT.as_secs(),
-            settings.url
         )
     })?
-    .with_context(|| format!("cannot connect to NATS at {}", settings.url))?;
+    .with_context(|| format!("cannot connect to NATS at {url}"))?;
     let keys = {
         let client = client.clone();
         let master = master.clone();
         let options = NatsKeyStoreOptions {
-            replicas: settings.replicas,
+            replicas,
             ..NatsKeyStoreOptions::default()
         };
         tokio::task::spawn_blocking(move || NatsKeyStore::open(client, options, Some(&master)))
@@ -151,6 +168,36 @@ pub async fn jetstream(
             .context("cannot open the key store on JetStream")?
     };
     let keys: Arc<dyn KeyStore> = Arc::new(keys);
+    let store = JetStreamStore::open(
+        client.clone(),
+        JetStreamStoreOptions {
+            replicas,
+            keys: Some(KeyHandle(Arc::clone(&keys))),
+            ..JetStreamStoreOptions::default()
+        },
+    )
+    .await
+    .context("cannot open the event log on JetStream")?;
+    Ok(JetStreamLog {
+        client,
+        keys,
+        store,
+    })
+}
+
+/// Connects to NATS and opens the log, the key store and the access log on JetStream.
+///
+/// # Errors
+/// As [`jetstream_log`], and when the access log's stream cannot be opened or created.
+pub async fn jetstream(
+    settings: &JetStreamSettings,
+    master: &MasterKey,
+) -> anyhow::Result<Backends<JetStreamStore>> {
+    let JetStreamLog {
+        client,
+        keys,
+        store,
+    } = jetstream_log(&settings.url, settings.replicas, master).await?;
     let access = NatsAccessLog::open(
         client.clone(),
         NatsAccessLogOptions {
@@ -161,16 +208,6 @@ pub async fn jetstream(
     )
     .await
     .context("cannot open the access log on JetStream")?;
-    let store = JetStreamStore::open(
-        client.clone(),
-        JetStreamStoreOptions {
-            replicas: settings.replicas,
-            keys: Some(KeyHandle(Arc::clone(&keys))),
-            ..JetStreamStoreOptions::default()
-        },
-    )
-    .await
-    .context("cannot open the event log on JetStream")?;
     tracing::info!(
         url = %settings.url,
         replicas = settings.replicas,

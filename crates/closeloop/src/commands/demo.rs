@@ -23,7 +23,7 @@ mod catalogue;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use anyhow::Context;
 use closeloop_domain::{Command, EventType, LoopEvent, LoopId};
@@ -41,7 +41,7 @@ use self::catalogue::{
     Change, Community, PLACES, Place, REOPEN_REASONS, STORIES, Setting, Story, THANKS_PASSED_ON,
     Theme, Tone,
 };
-use super::backends::{self, ClosableStore, JetStreamSettings};
+use super::backends::{self, ClosableStore};
 use crate::config::{DemoArgs, MasterKeyArgs, StoreKind};
 
 /// The `source` of every demo event.
@@ -120,6 +120,10 @@ pub async fn run(
     master: &MasterKeyArgs,
     args: &DemoArgs,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(contradiction) = args.backend.contradiction() {
+        eprintln!("error: {contradiction}");
+        return Ok(ExitCode::from(super::EXIT_CONFIG));
+    }
     let master = super::master_key_or_demo(master, true)?.context(super::NO_MASTER_KEY)?;
     match args.backend.store {
         StoreKind::Sled => {
@@ -127,23 +131,16 @@ pub async fn run(
             let store = super::open_store(data_dir, Some(keys))?;
             load_and_close(store, args).await
         }
+        // The log and the keys only: the access log (and its retention, which opening it
+        // would set) is serve's.
         StoreKind::Jetstream => {
-            let settings = JetStreamSettings {
-                url: args.backend.nats_url.clone(),
-                replicas: usize::from(args.backend.nats_replicas),
-                access_retention_days: closeloop_access::Retention::DEFAULT_DAYS,
-            };
-            let backends = backends::jetstream(&settings, &master).await?;
-            let Ok(store) = Arc::try_unwrap(backends.store) else {
-                anyhow::bail!("the JetStream store is still in use");
-            };
-            let loaded = load_and_close(store, args).await;
-            backends
-                .access
-                .close()
-                .await
-                .context("cannot close the access log")?;
-            loaded
+            let log = backends::jetstream_log(
+                &args.backend.nats_url,
+                usize::from(args.backend.nats_replicas),
+                &master,
+            )
+            .await?;
+            load_and_close(log.store, args).await
         }
     }
 }

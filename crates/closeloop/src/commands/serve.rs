@@ -119,11 +119,8 @@ pub async fn run(
         "due dates in working days"
     );
 
-    if args.backend.store == StoreKind::Jetstream && args.backend.nats_url == "off" {
-        eprintln!(
-            "error: CLOSELOOP_STORE=jetstream keeps the log in NATS JetStream, so \
-             CLOSELOOP_NATS_URL cannot be off; give the NATS servers' URLs"
-        );
+    if let Some(contradiction) = args.backend.contradiction() {
+        eprintln!("error: {contradiction}");
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     }
     let context = Settings {
