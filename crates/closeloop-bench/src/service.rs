@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use reqwest::StatusCode;
+use serde_json::Value;
 
 /// The staff token the benchmarks present.
 pub const STAFF_TOKEN: &str = "storm-bench-staff-token";
@@ -234,22 +235,49 @@ impl Drop for Service {
 
 /// Waits until `/readyz` answers 200 (the read models are built), at most [`START_TIMEOUT`].
 pub async fn wait_until_ready(client: &reqwest::Client, service: &Service) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
+    wait_for_readyz(client, service, |_| Some(())).await
+}
+
+/// Asks `/readyz` every 20 ms until it answers 200 with a body `accept` takes, at most
+/// [`START_TIMEOUT`]; returns what `accept` made of it.
+pub async fn wait_for_readyz<T>(
+    client: &reqwest::Client,
+    service: &Service,
+    accept: impl Fn(&Value) -> Option<T>,
+) -> Result<T> {
     let url = service.url("/readyz");
+    let answer = poll(START_TIMEOUT, Duration::from_millis(20), async || {
+        let response = client.get(&url).send().await.ok()?;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        accept(&response.json::<Value>().await.ok()?)
+    })
+    .await;
+    answer.with_context(|| {
+        format!(
+            "`closeloop serve` was not ready within {} s; its last log lines:\n{}",
+            START_TIMEOUT.as_secs(),
+            service.log_tail()
+        )
+    })
+}
+
+/// Calls `attempt` every `interval` until it gives something or `limit` has passed.
+pub async fn poll<T>(
+    limit: Duration,
+    interval: Duration,
+    mut attempt: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + limit;
     loop {
-        if let Ok(response) = client.get(&url).send().await
-            && response.status() == StatusCode::OK
-        {
-            return Ok(());
+        if let Some(found) = attempt().await {
+            return Some(found);
         }
         if Instant::now() >= deadline {
-            bail!(
-                "`closeloop serve` was not ready within {} s; its last log lines:\n{}",
-                START_TIMEOUT.as_secs(),
-                service.log_tail()
-            );
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 

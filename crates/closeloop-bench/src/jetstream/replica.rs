@@ -15,12 +15,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Setup;
-use crate::service::{self, STAFF_TOKEN, START_TIMEOUT, Service};
+use crate::service::{self, STAFF_TOKEN, Service, poll};
 
 /// Events per demo loop, on average (a feedback and its follow-ups): loops are
 /// `--catch-up-events` divided by this.
@@ -152,58 +152,41 @@ pub(super) async fn measure(setup: &Setup, events: u64, repeat: usize) -> Result
 
 /// Waits until `/readyz` answers 200 with the projector's lag 0; returns the events applied.
 async fn wait_until_caught_up(client: &reqwest::Client, service: &Service) -> Result<u64> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    let url = service.url("/readyz");
-    loop {
-        if let Ok(response) = client.get(&url).send().await
-            && response.status() == reqwest::StatusCode::OK
-            && let Ok(ready) = response.json::<Value>().await
-            && ready["checks"]["projector"]["lag"] == 0
-            && let Some(applied) = ready["checks"]["projector"]["applied"].as_u64()
-        {
-            return Ok(applied);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the replica's read models did not catch up within {} s; its log:\n{}",
-                START_TIMEOUT.as_secs(),
-                service.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    service::wait_for_readyz(client, service, |ready| {
+        let projector = &ready["checks"]["projector"];
+        (projector["lag"] == 0).then(|| projector["applied"].as_u64())?
+    })
+    .await
 }
 
 /// Waits until the replica has copied its newest saved snapshot to the bucket; returns that
 /// snapshot's position.
 async fn wait_until_shared(service: &Service) -> Result<u64> {
-    let deadline = Instant::now() + SHARE_TIMEOUT;
-    loop {
+    let newest = |lines: &[String], message: &str, name: &str| {
+        lines
+            .iter()
+            .filter(|line| line.contains(message))
+            .filter_map(|line| field::<u64>(line, name))
+            .max()
+    };
+    let shared = poll(SHARE_TIMEOUT, Duration::from_millis(200), async || {
         let lines = service.log_lines();
-        let saved = lines
-            .iter()
-            .filter(|line| line.contains("projection snapshot saved"))
-            .filter_map(|line| field(line, "position"))
-            .max();
-        let shared = lines
-            .iter()
-            .filter(|line| line.contains("snapshot copied to the JetStream bucket"))
-            .filter_map(|line| field(line, "checkpoint"))
-            .max();
-        if let (Some(saved), Some(shared)) = (saved, shared)
-            && shared >= saved
-        {
-            return Ok(shared);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the first replica did not share its snapshot within {} s; its log:\n{}",
-                SHARE_TIMEOUT.as_secs(),
-                service.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let saved = newest(&lines, "projection snapshot saved", "position")?;
+        let shared = newest(
+            &lines,
+            "snapshot copied to the JetStream bucket",
+            "checkpoint",
+        )?;
+        (shared >= saved).then_some(shared)
+    })
+    .await;
+    shared.with_context(|| {
+        format!(
+            "the first replica did not share its snapshot within {} s; its log:\n{}",
+            SHARE_TIMEOUT.as_secs(),
+            service.log_tail()
+        )
+    })
 }
 
 /// Writes [`TAIL`] feedback through `service`, [`TAIL_WRITERS`] at a time.
@@ -243,18 +226,12 @@ fn downloaded(service: &Service) -> Option<(Duration, u64)> {
     let line = lines
         .iter()
         .find(|line| line.contains("snapshot downloaded from the JetStream bucket"))?;
-    let seconds: f64 = line
-        .split_once(" seconds=")?
-        .1
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
+    let seconds = field::<f64>(line, "seconds")?;
     Some((Duration::from_secs_f64(seconds), field(line, "bytes")?))
 }
 
-/// The whole-number `name=value` field of a text log line.
-fn field(line: &str, name: &str) -> Option<u64> {
+/// The `name=value` field of a text log line.
+fn field<T: std::str::FromStr>(line: &str, name: &str) -> Option<T> {
     let (_, rest) = line.split_once(&format!(" {name}="))?;
     rest.split_whitespace().next()?.parse().ok()
 }
@@ -270,7 +247,8 @@ mod tests {
                     checkpoint=880 bytes=530123 seconds=0.02";
         assert_eq!(field(line, "checkpoint"), Some(880));
         assert_eq!(field(line, "bytes"), Some(530_123));
-        assert_eq!(field(line, "position"), None);
+        assert_eq!(field(line, "seconds"), Some(0.02));
+        assert_eq!(field::<u64>(line, "position"), None);
     }
 
     #[test]
