@@ -9,8 +9,8 @@
 //! # Messages: group commit, fenced
 //! The stream's first message is a genesis that names the format; every later message is a
 //! **batch** of whole entries with consecutive positions ([`batch`]). Each replica has one
-//! writer thread that does what the sled store's writer does — takes every append waiting,
-//! seals their personal data, checks versions and idempotency keys against its index, gives
+//! writer thread that does what the sled store's writer does — takes every append waiting
+//! (each sealed on its caller's task), checks versions and idempotency keys against its index, gives
 //! positions and hashes ([`closeloop_store::backend::commit`]) — and then publishes the batch
 //! as **one message** with `Nats-Expected-Last-Sequence` set to the last message it has applied.
 //! JetStream stores the message only if nobody else wrote since, so:
@@ -67,12 +67,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use closeloop_domain::LoopId;
-use closeloop_store::backend::commit::{self, Job};
+use closeloop_store::backend::commit;
+use closeloop_store::backend::intake::{Intake, IntakeOptions};
 use closeloop_store::{
     AppendError, AppendOutcome, AppendRequest, Committed, EventStore, KeyHandle, StoreError,
     StoredEvent,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::log::Log;
 use crate::reads::Cache;
@@ -125,8 +126,9 @@ impl Default for JetStreamStoreOptions {
 #[derive(Debug)]
 pub struct JetStreamStore {
     shared: Arc<Shared>,
-    jobs: mpsc::Sender<Job>,
-    writer: Option<JoinHandle<()>>,
+    intake: Intake,
+    /// The sealer (with a key store), then the writer: the order they finish in.
+    threads: Vec<JoinHandle<()>>,
     follower: tokio::task::JoinHandle<()>,
 }
 
@@ -260,26 +262,38 @@ impl JetStreamStore {
         );
         let (jobs, job_rx) = mpsc::channel(shared.options.queue_capacity.max(1));
         let writer = writer::Writer::new(Arc::clone(&shared), tokio::runtime::Handle::current());
+        let (intake, sealer) = Intake::start(
+            jobs,
+            IntakeOptions {
+                keys: shared.options.keys.clone(),
+                queue_capacity: shared.options.queue_capacity,
+                max_batch_events: shared.options.max_batch_events,
+                on_failure: |reason: &str| StoreError::Backend(reason.to_owned()),
+            },
+        )?;
         let writer = std::thread::Builder::new()
             .name("closeloop-js-writer".into())
             .spawn(move || writer.run(job_rx))
             .map_err(|err| StoreError::Backend(format!("cannot start the writer thread: {err}")))?;
         Ok(Self {
             shared,
-            jobs,
-            writer: Some(writer),
+            intake,
+            threads: sealer.into_iter().chain([writer]).collect(),
             follower,
         })
     }
 
     /// Stops accepting appends, answers everything queued, and waits for the writer.
     pub async fn close(mut self) {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.jobs, closed));
-        if let Some(writer) = self.writer.take() {
-            // A panicked writer has nothing left to answer.
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
+        self.intake.close();
+        let threads = std::mem::take(&mut self.threads);
+        // A panicked thread has nothing left to answer.
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
         self.follower.abort();
     }
 
@@ -392,13 +406,8 @@ impl EventStore for JetStreamStore {
                 limit: room,
             });
         }
-        let (reply, answer) = oneshot::channel();
-        let closed = || StoreError::Stopped("the store was closed".to_owned());
-        self.jobs
-            .send(Job { request, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        // Sealed ahead of the writer, so it never waits for NATS to make a key.
+        self.intake.submit(request).await
     }
 
     async fn read_loop(&self, loop_id: &LoopId) -> Result<Vec<StoredEvent>, StoreError> {
@@ -454,8 +463,10 @@ impl EventStore for JetStreamStore {
         if let Some(reason) = self.shared.stopped() {
             return Err(StoreError::Stopped(reason));
         }
-        if self.jobs.is_closed() {
-            return Err(StoreError::Stopped("the writer thread ended".to_owned()));
+        if self.intake.is_closed() {
+            return Err(StoreError::Stopped(
+                "the writer or sealer thread ended".to_owned(),
+            ));
         }
         if self.shared.client.connection_state() != async_nats::connection::State::Connected {
             return Err(StoreError::Backend(

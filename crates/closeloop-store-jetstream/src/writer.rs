@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use closeloop_store::backend::commit::{self, Job, Reply, Staging};
+use closeloop_store::backend::commit::{Job, Reply, Staging};
 use closeloop_store::{AppendError, AppendOutcome, StoreError};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -77,21 +77,11 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, mut batch: Vec<Job>) {
+    fn commit(&mut self, batch: Vec<Job>) {
         if let Some(reason) = self.shared.stopped() {
             answer_all(
                 batch.into_iter().map(|job| job.reply),
                 &StoreError::Stopped(reason),
-            );
-            return;
-        }
-        if let Err(reason) = commit::seal(
-            batch.iter_mut().map(|job| &mut job.request),
-            self.shared.options.keys.as_deref(),
-        ) {
-            answer_all(
-                batch.into_iter().map(|job| job.reply),
-                &StoreError::Backend(reason),
             );
             return;
         }

@@ -6,8 +6,8 @@
 //! - [`backend`] holds what every implementation shares: the entry bytes, the in-memory
 //!   index and the group-commit staging, so that the stores cannot be told apart.
 //! - [`SledStore`] is the embedded implementation, with group commit: one writer thread
-//!   batches concurrent appends and one flusher thread makes each batch durable before anyone
-//!   hears back. The `closeloop-store-jetstream` crate implements the trait on a NATS
+//!   batches concurrent appends and makes each batch durable before anyone hears back, and
+//!   one sealer thread makes new loops' keys ahead of it. The `closeloop-store-jetstream` crate implements the trait on a NATS
 //!   JetStream stream, for several replicas sharing one log.
 //! - [`record`] defines the stored bytes of an event (schema-versioned, personal data kept
 //!   apart) and [`StoredEvent`] the log entry around them; [`chain`] the per-loop hash chain

@@ -65,6 +65,23 @@ impl Prepared {
         })
     }
 
+    /// Whether any of its records has personal data still to seal, so needs its loop's key.
+    pub(crate) fn needs_keys(&self) -> bool {
+        self.events()
+            .any(|(_, event)| event.draft.as_ref().is_some_and(record::Draft::needs_key))
+    }
+
+    /// Encodes every record still a draft without a key: personal data stays in plain, so
+    /// only for requests with none ([`needs_keys`](Self::needs_keys) false) or for a store
+    /// without keys (tests and benchmarks).
+    pub(crate) fn finish_unsealed(&mut self) {
+        for (_, event) in self.events_mut() {
+            if let Some(draft) = event.draft.take() {
+                event.record = draft.finish(None);
+            }
+        }
+    }
+
     fn events(&self) -> impl Iterator<Item = (&LoopId, &PreparedEvent)> {
         self.loops
             .iter()
@@ -212,14 +229,14 @@ fn contact_of(event: &closeloop_domain::Event) -> Option<&str> {
 }
 
 /// Seals the personal data of every record in `batch` with its loop's key, creating the keys
-/// that do not exist yet in one durable step of the key store. A backend calls it on its one
-/// writer, so two first writes to a loop never make two keys, and before the records that need
+/// that do not exist yet in one durable step of the key store, before the records that need
 /// them are written, so no stored record names a key that is not. Without a key store, records
 /// keep their personal data in plain (tests and benchmarks only). Sealing twice does nothing.
+/// The [`intake`](super::intake)'s sealer calls it, ahead of the writer.
 ///
 /// # Errors
 /// The key store's failure, as text.
-pub fn seal<'a>(
+pub(crate) fn seal<'a>(
     batch: impl IntoIterator<Item = &'a mut Prepared>,
     keys: Option<&dyn KeyStore>,
 ) -> Result<(), String> {

@@ -10,13 +10,15 @@
 //! key written, so keeping secondary indexes out of sled is what lets an append cost one key.
 //!
 //! # Group commit
-//! A caller's task validates and encodes its request, then sends it with a reply channel to
-//! one **writer thread**. The writer takes everything waiting (up to a cap), checks each request
-//! against loop versions and idempotency keys (later requests in a batch see earlier ones),
-//! assigns positions and hashes, and applies the whole batch in one atomic `apply_batch`. It
-//! hands the batch's replies to the **flusher thread**, which fsyncs once for every batch
-//! waiting, moves the durable head, and only then answers. While one batch is being flushed,
-//! the writer prepares the next.
+//! A caller's task validates and encodes its request; one with personal data is sealed by the
+//! **sealer thread**, which makes new loops' keys for everything waiting in one durable step of
+//! the key store ([`intake`](crate::backend::intake)). Then the request goes, with a reply
+//! channel, to one **writer thread**. The writer takes everything waiting (up to a cap), checks
+//! each request against loop versions and idempotency keys (later requests in a batch see
+//! earlier ones), assigns positions and hashes, applies the whole batch in one atomic
+//! `apply_batch`, fsyncs once, moves the durable head, and only then answers. Appends arriving
+//! meanwhile wait together and become the next batch (see the `writer` module for why the flush is not
+//! overlapped with the next batch).
 //!
 //! Reads stop at the durable head: nobody sees an event that a crash could still take away.
 //! If a write or a flush fails (or a flush does not finish within
@@ -38,12 +40,13 @@ use std::time::Duration;
 
 use closeloop_domain::LoopId;
 use closeloop_keys::KeyStore;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use self::writer::Writer;
-use crate::backend::commit::{self, Job};
+use crate::backend::commit;
 use crate::backend::entry;
 use crate::backend::index::Index;
+use crate::backend::intake::{Intake, IntakeOptions};
 use crate::{
     AppendError, AppendOutcome, AppendRequest, Committed, EventStore, StoreError, StoredEvent,
 };
@@ -119,7 +122,7 @@ impl Default for SledStoreOptions {
 pub enum FaultPoint {
     /// Before the writer applies a batch to sled.
     Apply,
-    /// Before the flusher fsyncs; a fault here may also block, to imitate a hung disk.
+    /// Before the writer fsyncs; a fault here may also block, to imitate a hung disk.
     Flush,
 }
 
@@ -149,7 +152,8 @@ impl std::fmt::Debug for FaultInjector {
 #[derive(Debug)]
 pub struct SledStore {
     shared: Arc<Shared>,
-    jobs: mpsc::Sender<Job>,
+    intake: Intake,
+    /// The sealer (with a key store), then the writer: the order they finish in.
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -174,6 +178,8 @@ struct Shared {
 struct Disk {
     db: sled::Db,
     tree: sled::Tree,
+    /// sled's log file, opened a second time to fsync it (see [`Shared::make_durable`]).
+    log: std::fs::File,
 }
 
 impl Drop for Shared {
@@ -197,8 +203,19 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    fn db(&self) -> &sled::Db {
-        &self.disk().db
+    /// Makes everything applied so far durable: sled's `flush`, then an fsync of its log file.
+    ///
+    /// On Linux, sled's `flush` waits for `sync_file_range` on the pages it wrote, which puts
+    /// them on the device but neither flushes the device's write cache nor writes the file's
+    /// metadata (sled fsyncs on its own only every 500 ms): a power cut could still take away
+    /// an append it flushed. `fdatasync` on the same file does both, so an acknowledged append
+    /// survives a power cut, as `docs/operations.md` promises.
+    fn make_durable(&self) -> Result<(), String> {
+        let disk = self.disk();
+        disk.db.flush().map_err(|e| format!("flush failed: {e}"))?;
+        disk.log
+            .sync_data()
+            .map_err(|e| format!("fsync of the event log failed: {e}"))
     }
 
     fn tree(&self) -> &sled::Tree {
@@ -326,7 +343,7 @@ impl Shared {
 
 impl SledStore {
     /// Opens (or creates) the store in `path`, rebuilds its in-memory indexes from the log,
-    /// and starts its writer and flusher threads.
+    /// and starts its writer thread (and, with a key store, its sealer).
     ///
     /// # Errors
     /// When the directory cannot be opened (another process holds it, permissions, damage) or
@@ -339,6 +356,11 @@ impl SledStore {
             .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", path.display())))?;
         let tree = db.open_tree("events").map_err(backend)?;
         check_format(&db, &tree)?;
+        // sled 0.34 keeps its log in the file `db` of its directory.
+        let log_path = path.join("db");
+        let log = std::fs::File::open(&log_path).map_err(|err| {
+            StoreError::Backend(format!("cannot open {}: {err}", log_path.display()))
+        })?;
         let started = std::time::Instant::now();
         let (index, head, damage) = rebuild_index(&tree)?;
         tracing::info!(
@@ -351,7 +373,7 @@ impl SledStore {
         let (durable, _) = watch::channel(head);
         let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
-            disk: Some(Disk { db, tree }),
+            disk: Some(Disk { db, tree, log }),
             released: Mutex::new(None),
             index: RwLock::new(index),
             durable,
@@ -365,34 +387,41 @@ impl SledStore {
             shared.stop(format!("{damage}; run `closeloop verify`"));
         }
         let (jobs, job_rx) = mpsc::channel(options.queue_capacity.max(1));
-        let (tickets, ticket_rx) = std_mpsc::channel();
         let writer = Writer::new(
             Arc::clone(&shared),
             head + 1,
             options.max_batch_events.max(1),
+            options.flush_deadline,
         );
-        let flusher_shared = Arc::clone(&shared);
-        let flush_deadline = options.flush_deadline;
         let spawn_failed =
             |err: std::io::Error| StoreError::Backend(format!("cannot start store thread: {err}"));
-        let threads = vec![
-            std::thread::Builder::new()
-                .name("closeloop-writer".into())
-                .spawn(move || writer.run(job_rx, &tickets))
-                .map_err(spawn_failed)?,
-            std::thread::Builder::new()
-                .name("closeloop-flusher".into())
-                .spawn(move || writer::run_flusher(&flusher_shared, &ticket_rx, flush_deadline))
-                .map_err(spawn_failed)?,
-        ];
+        let sealer_shared = Arc::clone(&shared);
+        let (intake, sealer) = Intake::start(
+            jobs,
+            IntakeOptions {
+                keys: options.keys.clone(),
+                queue_capacity: options.queue_capacity,
+                max_batch_events: options.max_batch_events,
+                // The key store is on the same disk: fail fast, as for a failed write.
+                on_failure: move |reason: &str| {
+                    sealer_shared.stop(reason.to_owned());
+                    StoreError::Stopped(reason.to_owned())
+                },
+            },
+        )?;
+        let writer = std::thread::Builder::new()
+            .name("closeloop-writer".into())
+            .spawn(move || writer.run(job_rx))
+            .map_err(spawn_failed)?;
+        let threads = sealer.into_iter().chain([writer]).collect();
         Ok(Self {
             shared,
-            jobs,
+            intake,
             threads,
         })
     }
 
-    /// Stops accepting appends, answers everything queued, waits for the writer and flusher
+    /// Stops accepting appends, answers everything queued, waits for the sealer and writer
     /// to finish and flushes: afterwards the directory can be opened again.
     ///
     /// A store that stopped after a failure skips the final flush (the disk already failed
@@ -402,10 +431,10 @@ impl SledStore {
     pub async fn close(self) {
         let Self {
             shared,
-            jobs,
+            mut intake,
             threads,
         } = self;
-        drop(jobs);
+        intake.close();
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 // A panicked thread has nothing left to flush; its join error carries nothing
@@ -424,9 +453,9 @@ impl SledStore {
                         RELEASE_DEADLINE.as_secs()
                     );
                 }
-                return Ok(0);
+                return Ok(());
             }
-            shared.db().flush()
+            shared.make_durable()
         })
         .await;
         if let Ok(Err(err)) = joined {
@@ -453,16 +482,11 @@ impl EventStore for SledStore {
         if let Some(reason) = self.shared.stopped() {
             return Err(StoreError::Stopped(reason).into());
         }
-        // Validation and encoding run here, on the caller's task, so the single writer thread
-        // only does the work that must be ordered.
+        // Validation and encoding run here, on the caller's task, and sealing ahead of the
+        // writer ([`Intake`]), so the single writer thread only does the work that must be
+        // ordered.
         let request = commit::prepare(request, self.shared.keys.as_deref())?;
-        let (reply, answer) = oneshot::channel();
-        let closed = || StoreError::Stopped("the store was closed".to_owned());
-        self.jobs
-            .send(Job { request, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.intake.submit(request).await
     }
 
     async fn read_loop(&self, loop_id: &LoopId) -> Result<Vec<StoredEvent>, StoreError> {
@@ -521,9 +545,9 @@ impl EventStore for SledStore {
     fn ready(&self) -> Result<(), StoreError> {
         match self.shared.stopped() {
             Some(reason) => Err(StoreError::Stopped(reason)),
-            None if self.jobs.is_closed() => {
-                Err(StoreError::Stopped("the writer thread ended".to_owned()))
-            }
+            None if self.intake.is_closed() => Err(StoreError::Stopped(
+                "the writer or sealer thread ended".to_owned(),
+            )),
             None => Ok(()),
         }
     }

@@ -1,4 +1,12 @@
-//! The writer and flusher threads behind [`SledStore`](super::SledStore): group commit.
+//! The writer thread behind [`SledStore`](super::SledStore): group commit.
+//!
+//! One thread takes every append waiting, applies them to sled as one batch, fsyncs, and only
+//! then answers; meanwhile new appends queue up and become the next batch. Applying and
+//! flushing one after the other on one thread was measured faster on this kind of disk than
+//! overlapping them on two (a writer staging the next batch while a flusher fsyncs the last):
+//! sled's `apply_batch` contends with a concurrent flush (it took twice as long), and the
+//! overlap split the appends in flight into smaller batches, so more fsyncs for the same
+//! events — and the fsyncs are what the disk is slow at. See `docs/benchmarks.md`.
 
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
@@ -6,11 +14,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{FaultInjector, FaultPoint, Shared, keys};
-use crate::backend::commit::{self, Job, Reply, Staging};
+use crate::backend::commit::{Job, Reply, Staging};
 use crate::{AppendError, AppendOutcome, StoreError};
 
 /// A batch the writer applied, waiting for its flush.
-pub(super) struct Ticket {
+struct Ticket {
     last_position: u64,
     /// New events in the batch (duplicates and refusals not counted).
     appended: u64,
@@ -22,19 +30,28 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     next_position: u64,
     max_batch_events: usize,
+    flush_deadline: Duration,
 }
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>, next_position: u64, max_batch_events: usize) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        next_position: u64,
+        max_batch_events: usize,
+        flush_deadline: Duration,
+    ) -> Self {
         Self {
             shared,
             next_position,
             max_batch_events,
+            flush_deadline,
         }
     }
 
-    /// Takes batches of jobs until every sender is gone, handing each to the flusher.
-    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>, tickets: &std_mpsc::Sender<Ticket>) {
+    /// Takes batches of jobs until every sender is gone: each applied, flushed and answered
+    /// before the next.
+    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut flusher = Flusher::start(&self.shared, self.flush_deadline);
         while let Some(first) = jobs.blocking_recv() {
             let mut events = first.request.event_count();
             let mut batch = vec![first];
@@ -44,32 +61,15 @@ impl Writer {
                 batch.push(job);
             }
             let ticket = self.commit(batch);
-            if tickets.send(ticket).is_err() {
-                // The flusher is gone, so nothing can be made durable any more.
-                self.shared.stop("the flusher thread ended".to_owned());
-                break;
-            }
+            flusher.flush(ticket);
         }
+        flusher.finish();
     }
 
     /// Stages every job of a batch and applies the writes in one atomic sled batch.
-    fn commit(&mut self, mut batch: Vec<Job>) -> Ticket {
+    fn commit(&mut self, batch: Vec<Job>) -> Ticket {
         let first_position = self.next_position;
         if let Some(reason) = self.shared.stopped() {
-            return failed_ticket(
-                batch.into_iter().map(|job| job.reply),
-                &reason,
-                first_position - 1,
-            );
-        }
-        // Keys are made here, on the one writer thread, so two first writes to a loop never
-        // make two keys.
-        if let Err(reason) = commit::seal(
-            batch.iter_mut().map(|job| &mut job.request),
-            self.shared.keys.as_deref(),
-        ) {
-            // The key store is on the same disk: fail fast, as for a failed write.
-            self.shared.stop(reason.clone());
             return failed_ticket(
                 batch.into_iter().map(|job| job.reply),
                 &reason,
@@ -145,82 +145,90 @@ fn failed_ticket(replies: impl Iterator<Item = Reply>, reason: &str, last_positi
     }
 }
 
-/// The flusher thread: one fsync for every batch waiting, then the durable head moves and
-/// callers hear back.
+/// Makes applied batches durable: one fsync each, then the durable head moves and callers
+/// hear back.
 ///
-/// The fsync itself runs on a helper thread and is given `deadline`: a disk that blocks a
+/// The fsync itself runs on a helper thread and is given a deadline: a disk that blocks a
 /// flush indefinitely (seen with a full filesystem) stops the store instead of holding every
 /// caller until its own timeout. Once the store has stopped — here, or in the writer — nothing
-/// more is flushed or acknowledged: batches still waiting are answered with the error.
-pub(super) fn run_flusher(
-    shared: &Arc<Shared>,
-    tickets: &std_mpsc::Receiver<Ticket>,
+/// more is flushed or acknowledged: batches are answered with the error.
+struct Flusher {
+    shared: Arc<Shared>,
+    /// `None` once a flush got stuck in the disk (the helper thread is left behind) or when
+    /// the helper thread could not be started.
+    fsync: Option<Fsync>,
     deadline: Duration,
-) {
-    let mut fsync = Fsync::start(shared);
-    while let Ok(first) = tickets.recv() {
-        let mut pending = vec![first];
-        pending.extend(tickets.try_iter());
-        let last_position = pending.iter().map(|t| t.last_position).max().unwrap_or(0);
-        if let Some(reason) = shared.stopped() {
-            answer_failed(pending, &reason);
-            continue;
+}
+
+impl Flusher {
+    fn start(shared: &Arc<Shared>, deadline: Duration) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            fsync: Fsync::start(shared),
+            deadline,
         }
-        match fsync.as_mut().map(|fsync| fsync.flush(deadline)) {
+    }
+
+    fn flush(&mut self, ticket: Ticket) {
+        let shared = &self.shared;
+        if let Some(reason) = shared.stopped() {
+            answer_failed(ticket, &reason);
+            return;
+        }
+        match self.fsync.as_mut().map(|fsync| fsync.flush(self.deadline)) {
             Some(Ok(())) => {
                 // Move the durable head before answering, so a caller that hears "stored"
                 // and then reads finds its events.
+                let last_position = ticket.last_position;
                 shared.durable.send_if_modified(|head| {
                     let moved = last_position > *head;
                     *head = (*head).max(last_position);
                     moved
                 });
                 metrics::counter!("closeloop_store_flushes_total").increment(1);
-                metrics::counter!("closeloop_events_appended_total")
-                    .increment(pending.iter().map(|t| t.appended).sum());
-                for ticket in pending {
-                    for (reply, result) in ticket.replies {
-                        // A caller that stopped waiting has nothing to hear.
-                        let _ = reply.send(result);
-                    }
+                metrics::counter!("closeloop_events_appended_total").increment(ticket.appended);
+                for (reply, result) in ticket.replies {
+                    // A caller that stopped waiting has nothing to hear.
+                    let _ = reply.send(result);
                 }
             }
             Some(Err(failure)) => {
                 let reason = failure.to_string();
                 shared.stop(reason.clone());
-                answer_failed(pending, &reason);
+                answer_failed(ticket, &reason);
                 if matches!(failure, FlushFailure::TimedOut(_)) {
                     // The helper thread is stuck in the disk; leave it behind.
-                    fsync = None;
+                    self.fsync = None;
                 }
             }
             None => {
                 let reason = "the flush thread could not be started".to_owned();
                 shared.stop(reason.clone());
-                answer_failed(pending, &reason);
+                answer_failed(ticket, &reason);
             }
         }
     }
-    // The fsync thread holds the database open: wait for it, so that once the store is closed
-    // the directory can be opened again. One stuck in the disk was left behind above.
-    if let Some(fsync) = fsync {
-        fsync.finish();
+
+    /// The fsync thread holds the database open: wait for it, so that once the store is
+    /// closed the directory can be opened again. One stuck in the disk was left behind.
+    fn finish(self) {
+        if let Some(fsync) = self.fsync {
+            fsync.finish();
+        }
     }
 }
 
-fn answer_failed(pending: Vec<Ticket>, reason: &str) {
-    for ticket in pending {
-        for (reply, _) in ticket.replies {
-            let _ = reply.send(Err(StoreError::Stopped(reason.to_owned()).into()));
-        }
+fn answer_failed(ticket: Ticket, reason: &str) {
+    for (reply, _) in ticket.replies {
+        let _ = reply.send(Err(StoreError::Stopped(reason.to_owned()).into()));
     }
 }
 
 /// Why an fsync did not succeed.
 #[derive(Debug, thiserror::Error)]
 enum FlushFailure {
-    /// sled reported an error.
-    #[error("flush failed: {0}")]
+    /// sled's flush or the fsync reported an error (the text says which).
+    #[error("{0}")]
     Failed(String),
     /// It did not return within the deadline; the thread running it is stuck.
     #[error("flush did not finish within {} s; the disk may be full or failing", .0.as_secs_f64())]
@@ -247,7 +255,7 @@ impl Fsync {
             .spawn(move || {
                 while request_rx.recv().is_ok() {
                     let result = FaultInjector::check(shared.faults.as_ref(), FaultPoint::Flush)
-                        .and_then(|()| shared.db().flush().map(drop).map_err(|e| e.to_string()));
+                        .and_then(|()| shared.make_durable());
                     if done_tx.send(result).is_err() {
                         break;
                     }
