@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p closeloop-bench -- store [--events N] [--single-writer-events M] \
-//!     [--write docs/benchmarks.md]
+//!     [--postgres CONNINFO | --no-postgres] [--write docs/benchmarks.md]
 //! cargo run --release -p closeloop-bench -- ingest [--events N] [--rate R] [--seconds S] \
 //!     [--write docs/benchmarks.md]
 //! cargo build --release -p closeloop -p closeloop-bench
@@ -14,7 +14,8 @@
 //! ```
 //!
 //! - [`store`] runs the measurements (durable appends with one and with 64 writers, read-all
-//!   with decode) and judges them against the targets;
+//!   with decode) and judges them against the targets, each beside raw sled and beside
+//!   PostgreSQL doing the same work ([`postgres`]);
 //! - [`ingest`] measures NATS ingestion (drain rate beside a raw JetStream pull consumer) and
 //!   the latency from publish to the outbound feed, on a private `nats-server`;
 //! - [`storm`] starts the real `closeloop serve` over a store of demo loops and measures
@@ -35,6 +36,7 @@
 mod ingest;
 mod jetstream;
 mod machine;
+mod postgres;
 mod report;
 mod service;
 mod store;
@@ -57,7 +59,8 @@ struct Cli {
 /// What to measure.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Durable appends (1 and 64 writers) and read-all of the sled event store, beside raw sled.
+    /// Durable appends (1 and 64 writers) and read-all of the sled event store, beside raw sled
+    /// and beside a PostgreSQL event table.
     Store(store::StoreArgs),
     /// NATS ingestion drain rate beside a raw pull consumer, and publish-to-feed latency.
     Ingest(ingest::IngestArgs),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::ingest::IngestFigures;
 use crate::machine::Machine;
+use crate::postgres::{PostgresFigures, TABLE};
 use crate::store::{Figures, Measurement, RAW_BATCH, READ_PAGE, WRITERS};
 use crate::storm::{Counts, Phase, Shutdown, StormFigures, Timings};
 
@@ -50,27 +51,63 @@ pub(crate) fn header(out: &mut String, start: &str, title: &str, machine: &Machi
 pub fn store_section(figures: &Figures, machine: &Machine, command: &str) -> String {
     let mut out = String::new();
     header(&mut out, START, "Event store", machine, command);
+    if let PostgresFigures::Measured { server, .. } = &figures.postgres {
+        let _ = writeln!(out, "- PostgreSQL: {server}");
+    }
     out.push('\n');
     let _ = writeln!(
         out,
-        "Each step runs in a fresh temp dir; every write counts only once flushed (fsync). \
+        "Each step runs in a fresh temp dir; every write counts only once sled's `flush` returned. \
          Raw sled stores a feedback record under an 8-byte key; the store writes one entry per \
          event (chain header, idempotency key, record; its loop and key indexes live in memory) \
          for loops of a feedback and three acknowledgements, as `closeloop serve` runs it: the \
          feedback's story sealed with its loop's data key, each new loop's key made durable in \
          the file key store before its first record. Figures vary by about ±30% from \
          run to run on this virtual machine; \
-         steps 3 to 7 are the median of `--repeat` runs (default 3).\n"
+         every figure is the median of `--repeat` rounds (default 3), each round running every \
+         step once.\n"
     );
+    out.push_str(&postgres_paragraph(&figures.postgres));
     out.push_str(&figures_table(figures));
     out.push('\n');
+    if let Some(table) = peer_table(figures) {
+        out.push_str(&table);
+        out.push('\n');
+    }
     out.push_str(&targets_table(figures));
     let _ = writeln!(out, "{END}");
     out
 }
 
+/// What steps 8 to 10 did, or why they did not run.
+fn postgres_paragraph(postgres: &PostgresFigures) -> String {
+    match postgres {
+        PostgresFigures::Measured { .. } => format!(
+            "Steps 8 to 10 do the work of steps 2, 4 and 6 against the PostgreSQL server above \
+             (by default the local one, over its Unix socket, on the same cores and disk): one \
+             `{TABLE}` table (`position bigserial` primary key; `stream_id`, `version`, \
+             `event_type`, `source`, `event_id`, the store's record as `payload jsonb`, \
+             `recorded_at`; `UNIQUE (stream_id, version)` and `UNIQUE (source, event_id)`, the \
+             checks the store makes on every append), dropped and created again before each \
+             writing step. Every append is one autocommit `INSERT` with `synchronous_commit = \
+             on`, so it returns once its commit record is flushed to disk; the writer gives \
+             the stream's next version. The promises differ: PostgreSQL flushes its WAL with \
+             its `wal_sync_method` (`fdatasync` on Linux), which also flushes the disk's write \
+             cache; sled 0.34's `flush` waits on Linux for `sync_file_range`, which writes the \
+             pages out but flushes neither that cache nor the file's metadata. The {WRITERS} writers hold {WRITERS} connections. The read \
+             pages by position (`WHERE position > $1 ORDER BY position LIMIT {READ_PAGE}`) and \
+             decodes every payload with the store's own decoder. PostgreSQL's records hold \
+             personal data in plain, as the store's do under `--plain`.\n\n"
+        ),
+        PostgresFigures::Skipped(reason) => format!(
+            "PostgreSQL: skipped — {reason}. Steps 8 to 10 (the work of steps 2, 4 and 6 \
+             against a PostgreSQL event table) did not run.\n\n"
+        ),
+    }
+}
+
 fn figures_table(f: &Figures) -> String {
-    let rows: [(&str, String, &Measurement, Option<String>); 7] = [
+    let mut rows: Vec<(&str, String, &Measurement, Option<String>)> = vec![
         (
             "1",
             "raw sled, 1 writer: insert + flush each".to_owned(),
@@ -123,6 +160,43 @@ fn figures_table(f: &Figures) -> String {
             None,
         ),
     ];
+    if let PostgresFigures::Measured {
+        single,
+        concurrent,
+        read_all,
+        ..
+    } = &f.postgres
+    {
+        rows.extend([
+            (
+                "8",
+                "PostgreSQL, 1 writer: autocommit `INSERT`, awaited".to_owned(),
+                single,
+                Some(format!(
+                    "8 vs 1: {}",
+                    percent(single.ratio_to(&f.raw_single))
+                )),
+            ),
+            (
+                "9",
+                format!("PostgreSQL, {WRITERS} connections: autocommit `INSERT`s"),
+                concurrent,
+                Some(format!(
+                    "9 vs 3: {}",
+                    percent(concurrent.ratio_to(&f.raw_batched))
+                )),
+            ),
+            (
+                "10",
+                format!("PostgreSQL: keyset pages of {READ_PAGE} + typed decode"),
+                read_all,
+                Some(format!(
+                    "10 vs 5: {}",
+                    percent(read_all.ratio_to(&f.raw_scan))
+                )),
+            ),
+        ]);
+    }
     let mut out = String::from(
         "| # | Work | Events | Seconds | Events/s | vs raw |\n|---|---|---:|---:|---:|---|\n",
     );
@@ -137,6 +211,51 @@ fn figures_table(f: &Figures) -> String {
         );
     }
     out
+}
+
+/// The store beside PostgreSQL for each of the three works both did; `None` when PostgreSQL
+/// did not run.
+fn peer_table(f: &Figures) -> Option<String> {
+    let PostgresFigures::Measured {
+        single,
+        concurrent,
+        read_all,
+        ..
+    } = &f.postgres
+    else {
+        return None;
+    };
+    let rows = [
+        (
+            "1 writer, single-event appends, each awaited (2 vs 8)".to_owned(),
+            &f.store_single,
+            single,
+        ),
+        (
+            format!("{WRITERS} concurrent writers, single-event appends (4 vs 9)"),
+            &f.store_concurrent,
+            concurrent,
+        ),
+        (
+            format!("read-all in pages of {READ_PAGE} + typed decode (6 vs 10)"),
+            &f.store_read_all,
+            read_all,
+        ),
+    ];
+    let mut out = String::from(
+        "| Same work | closeloop events/s | PostgreSQL events/s | closeloop vs PostgreSQL |\n\
+         |---|---:|---:|---:|\n",
+    );
+    for (work, store, peer) in rows {
+        let _ = writeln!(
+            out,
+            "| {work} | {} | {} | {} |",
+            thousands(store.per_second()),
+            thousands(peer.per_second()),
+            percent(store.ratio_to(peer)),
+        );
+    }
+    Some(out)
 }
 
 fn targets_table(f: &Figures) -> String {
@@ -600,6 +719,90 @@ mod tests {
             splice("# Benchmarks\n", &section("x")),
             format!("# Benchmarks\n\n{}", section("x"))
         );
+    }
+
+    /// Store figures that meet every target, with `postgres` beside them.
+    fn store_figures(postgres: PostgresFigures) -> Figures {
+        let m = |events: u64, millis: u64| Measurement {
+            events,
+            elapsed: Duration::from_millis(millis),
+        };
+        Figures {
+            raw_single: m(1_000, 200),
+            store_single: m(1_000, 400),
+            raw_batched: m(100_000, 1_000),
+            store_concurrent: m(100_000, 2_000),
+            raw_scan: m(100_000, 250),
+            store_read_all: m(100_000, 200),
+            store_reopen: m(100_000, 100),
+            postgres,
+        }
+    }
+
+    #[test]
+    fn store_section_sets_postgresql_beside_the_store() {
+        let m = |events: u64, millis: u64| Measurement {
+            events,
+            elapsed: Duration::from_millis(millis),
+        };
+        let figures = store_figures(PostgresFigures::Measured {
+            server: "PostgreSQL 15.20 at /var/run/postgresql (database closeloop_bench, user \
+                     postgres), fsync on, synchronous_commit on, wal_sync_method fdatasync"
+                .to_owned(),
+            single: m(1_000, 800),
+            concurrent: m(100_000, 10_000),
+            read_all: m(100_000, 400),
+        });
+        let section = store_section(&figures, &Machine::probe(Path::new("/")), "bench store");
+        assert!(section.starts_with(&format!("{START}\n")));
+        assert!(section.ends_with(&format!("{END}\n")));
+        assert!(section.contains(
+            "- PostgreSQL: PostgreSQL 15.20 at /var/run/postgresql (database closeloop_bench, \
+             user postgres), fsync on, synchronous_commit on, wal_sync_method fdatasync\n"
+        ));
+        assert!(section.contains("every figure is the median of `--repeat` rounds"));
+        assert!(section.contains("Steps 8 to 10 do the work of steps 2, 4 and 6"));
+        assert!(section.contains(
+            "| 8 | PostgreSQL, 1 writer: autocommit `INSERT`, awaited | 1,000 | 0.80 | 1,250 | 8 vs 1: 25% |"
+        ));
+        assert!(section.contains(
+            "| 9 | PostgreSQL, 64 connections: autocommit `INSERT`s | 100,000 | 10.00 | 10,000 | 9 vs 3: 10% |"
+        ));
+        assert!(section.contains(
+            "| 10 | PostgreSQL: keyset pages of 4096 + typed decode | 100,000 | 0.40 | 250,000 | 10 vs 5: 62% |"
+        ));
+        assert!(section.contains(
+            "| 1 writer, single-event appends, each awaited (2 vs 8) | 2,500 | 1,250 | 200% |"
+        ));
+        assert!(section.contains(
+            "| 64 concurrent writers, single-event appends (4 vs 9) | 50,000 | 10,000 | 500% |"
+        ));
+        assert!(section.contains(
+            "| read-all in pages of 4096 + typed decode (6 vs 10) | 500,000 | 250,000 | 200% |"
+        ));
+        assert!(!section.contains("skipped"));
+        // The targets are the store's own, whatever PostgreSQL did.
+        assert_eq!(storm_results(&section), ["PASS", "PASS", "PASS"]);
+    }
+
+    #[test]
+    fn store_section_says_why_postgresql_was_skipped() {
+        let figures = store_figures(PostgresFigures::Skipped(
+            "cannot reach PostgreSQL at /nowhere (database closeloop_bench, user postgres): \
+             error connecting to server: No such file or directory"
+                .to_owned(),
+        ));
+        let section = store_section(&figures, &Machine::probe(Path::new("/")), "");
+        assert!(section.contains(
+            "\nPostgreSQL: skipped — cannot reach PostgreSQL at /nowhere (database \
+             closeloop_bench, user postgres): error connecting to server: No such file or \
+             directory. Steps 8 to 10"
+        ));
+        assert!(!section.contains("- PostgreSQL:"));
+        assert!(!section.contains("| 8 |"));
+        assert!(!section.contains("closeloop vs PostgreSQL"));
+        assert!(section.contains("| 7 | closeloop: reopen"));
+        assert_eq!(storm_results(&section), ["PASS", "PASS", "PASS"]);
     }
 
     fn timings(millis: &[u64], ok: u64) -> Timings {

@@ -1,6 +1,7 @@
-//! `closeloop-bench store`: the sled event store beside raw sled.
+//! `closeloop-bench store`: the sled event store beside raw sled, and beside PostgreSQL doing
+//! the same work.
 //!
-//! Six measurements, each in a fresh temp dir, timed with [`Instant`]:
+//! Ten measurements, each in a fresh temp dir (or a fresh table), timed with [`Instant`]:
 //!
 //! 1. raw sled, 1 writer: `insert` + `flush` per record;
 //! 2. [`SledStore`], 1 writer: one single-event append at a time, each awaited;
@@ -9,14 +10,28 @@
 //! 5. raw sled: scan the tree of step 3 and decode every value as a `serde_json::Value`;
 //! 6. [`SledStore`]: page through `read_all` over the store of step 4 and decode every
 //!    entry into its typed event;
-//! 7. [`SledStore`]: reopen the store of step 4, rebuilding its in-memory indexes.
+//! 7. [`SledStore`]: reopen the store of step 4, rebuilding its in-memory indexes;
+//! 8. PostgreSQL, 1 writer: one autocommit `INSERT` per event into an event table, each
+//!    awaited (the work of step 2);
+//! 9. PostgreSQL, 64 connections inserting at once (the work of step 4);
+//! 10. PostgreSQL: read the table of step 9 in keyset pages of 4096 and decode every payload
+//!     into its typed event (the work of step 6).
 //!
 //! Raw sled writes the record bytes of a realistic `feedback.received` event under 8-byte
 //! big-endian keys; the store writes its own entries (header with chain hashes and
 //! idempotency key, then the record; one sled key per event, indexes kept in memory) for
-//! loops of four events: a feedback, then three acknowledgements. Every append is durable
-//! (fsynced) before it counts. Each scan runs right after its writes, so both see an equally
-//! warm cache.
+//! loops of four events: a feedback, then three acknowledgements. PostgreSQL writes the same
+//! loops, the store's record bytes as `jsonb`, into the table [`crate::postgres`] describes.
+//! Every append counts only once flushed: sled's `flush` returned (on Linux it waits for
+//! `sync_file_range`), or PostgreSQL's commit record was flushed (`fdatasync`, which also
+//! flushes the disk's write cache). Each scan runs right after its writes, so all see an
+//! equally warm cache.
+//!
+//! Every figure is the median of `--repeat` rounds, each round running every step once, so
+//! that one noisy moment on a shared machine does not decide a figure. PostgreSQL is the
+//! server `--postgres` names (by default the local one on its Unix socket); when none can be
+//! reached, steps 8 to 10 are skipped and the report says why. `--no-postgres` skips them on
+//! purpose.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -24,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use closeloop_domain::LoopId;
+use closeloop_domain::{Event, LoopId};
 use closeloop_keys::{FileKeyStore, MasterKey};
 use closeloop_store::conformance::{acknowledgement, feedback};
 use closeloop_store::{
@@ -33,6 +48,7 @@ use closeloop_store::{
 use tokio::task::JoinSet;
 
 use crate::machine::Machine;
+use crate::postgres::{self, Availability, Postgres, PostgresFigures};
 use crate::report;
 
 /// How many tasks append at once in the concurrent measurement.
@@ -57,13 +73,26 @@ pub struct StoreArgs {
     /// created when missing).
     #[arg(long, value_name = "PATH")]
     pub write: Option<PathBuf>,
-    /// How many times steps 3 to 7 run; each figure is the median.
+    /// How many times every step runs; each figure is the median.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
     /// Run the store without a key store, personal data in plain (as before encryption at
     /// rest), to see what sealing costs. Not how `closeloop serve` runs; do not `--write` it.
     #[arg(long, conflicts_with = "write")]
     pub plain: bool,
+    /// The PostgreSQL server for steps 8 to 10, as a libpq connection string or URL. Its
+    /// database is created when missing; the table `closeloop_bench.events` in it is dropped
+    /// and created again for every step.
+    #[arg(
+        long,
+        value_name = "CONNINFO",
+        env = "CLOSELOOP_BENCH_POSTGRES",
+        default_value = postgres::DEFAULT_CONNINFO
+    )]
+    pub postgres: String,
+    /// Skip steps 8 to 10 (PostgreSQL); the report says they were skipped.
+    #[arg(long)]
+    pub no_postgres: bool,
 }
 
 /// Events done in a measured time.
@@ -103,8 +132,8 @@ pub(crate) fn median(measurements: impl Iterator<Item = Measurement>) -> Measure
     all[all.len() / 2]
 }
 
-/// The seven figures of one run, numbered as in the [module docs](self).
-#[derive(Debug, Clone, Copy)]
+/// The figures of one run, numbered as in the [module docs](self).
+#[derive(Debug, Clone)]
 pub struct Figures {
     /// 1. Raw sled, 1 writer, insert + flush each.
     pub raw_single: Measurement,
@@ -120,13 +149,18 @@ pub struct Figures {
     pub store_read_all: Measurement,
     /// 7. The store, reopened: its in-memory indexes rebuilt from the log.
     pub store_reopen: Measurement,
+    /// 8 to 10. PostgreSQL doing the work of steps 2, 4 and 6, or why it did not.
+    pub postgres: PostgresFigures,
 }
+
+/// The steps of one round, in the order of [`Figures`]; the PostgreSQL ones only when it runs.
+type Round = ([Measurement; 7], Option<[Measurement; 3]>);
 
 /// Runs every measurement, prints the report and writes it when asked.
 ///
 /// # Errors
-/// When a temp dir, sled or the store fails, when a measurement does not see every event it
-/// wrote, or when the report cannot be written.
+/// When a temp dir, sled, the store or a reachable PostgreSQL fails, when a measurement does
+/// not see every event it wrote, or when the report cannot be written.
 pub fn run(args: &StoreArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; figures only mean something with --release");
@@ -135,53 +169,16 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let raw_value = closeloop_store::record::encode(&feedback("urn:closeloop-bench:raw", "e0"));
-    let single = args.single_writer_events;
-    let events = args.events;
-
-    eprintln!("1 raw sled, 1 writer, {single} records…");
-    let raw_single = raw_single_writer(&raw_value, single)?;
-    eprintln!("2 closeloop, 1 writer, {single} events…");
-    let store_single = runtime.block_on(store_single_writer(single, args.plain))?;
-    // Steps 3 to 7 take the median of several runs, raw and store interleaved, so that one
-    // noisy moment on a shared machine does not decide a figure.
+    let peer = runtime.block_on(postgres_peer(args))?;
     let repeat = args.repeat.max(1);
-    let mut runs = Vec::with_capacity(repeat);
-    for run in 1..=repeat {
-        eprintln!(
-            "run {run}/{repeat}: 3 and 5, raw sled, batches of {RAW_BATCH} then scan, {events} records…"
-        );
-        let (raw_batched, raw_scan) = raw_batched_then_scan(&raw_value, events)?;
-        eprintln!(
-            "run {run}/{repeat}: 4, 6 and 7, closeloop, {WRITERS} writers, read_all, reopen, {events} events…"
-        );
-        let (store_concurrent, store_read_all, store_reopen) =
-            runtime.block_on(store_concurrent_then_read(events, args.plain))?;
-        runs.push([
-            raw_batched,
-            raw_scan,
-            store_concurrent,
-            store_read_all,
-            store_reopen,
-        ]);
-    }
-    let [
-        raw_batched,
-        raw_scan,
-        store_concurrent,
-        store_read_all,
-        store_reopen,
-    ] = std::array::from_fn(|step| median(runs.iter().map(|run| run[step])));
+    let rounds = (1..=repeat)
+        .map(|round| {
+            eprintln!("round {round}/{repeat}:");
+            runtime.block_on(one_round(args, peer.as_ref().ok()))
+        })
+        .collect::<Result<Vec<Round>>>()?;
+    let figures = median_figures(&rounds, peer);
 
-    let figures = Figures {
-        raw_single,
-        store_single,
-        raw_batched,
-        store_concurrent,
-        raw_scan,
-        store_read_all,
-        store_reopen,
-    };
     let machine = Machine::probe(&std::env::temp_dir());
     let section = report::store_section(&figures, &machine, &report::command_line());
     println!("{section}");
@@ -191,6 +188,102 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         eprintln!("wrote the figures to {}", path.display());
     }
     Ok(())
+}
+
+/// The PostgreSQL server to measure, or why there is none (said on stderr at once, and later
+/// in the report).
+async fn postgres_peer(args: &StoreArgs) -> Result<Result<Postgres, String>> {
+    let peer = if args.no_postgres {
+        Err("--no-postgres given".to_owned())
+    } else {
+        match postgres::prepare(&args.postgres).await? {
+            Availability::Ready(postgres) => Ok(*postgres),
+            Availability::Unreachable(reason) => Err(format!(
+                "{reason}; start it, or name a server with --postgres or \
+                 CLOSELOOP_BENCH_POSTGRES"
+            )),
+        }
+    };
+    match &peer {
+        Ok(postgres) => eprintln!("steps 8 to 10 against {}", postgres.server),
+        Err(reason) => eprintln!("PostgreSQL: skipped — {reason}"),
+    }
+    Ok(peer)
+}
+
+/// Every step once, raw, store and PostgreSQL interleaved.
+async fn one_round(args: &StoreArgs, postgres: Option<&Postgres>) -> Result<Round> {
+    let raw_value = closeloop_store::record::encode(&feedback("urn:closeloop-bench:raw", "e0"));
+    let (single, events) = (args.single_writer_events, args.events);
+
+    eprintln!("  1 raw sled, 1 writer, {single} records…");
+    let raw_single = raw_single_writer(&raw_value, single)?;
+    eprintln!("  2 closeloop, 1 writer, {single} events…");
+    let store_single = store_single_writer(single, args.plain).await?;
+    eprintln!("  3 and 5 raw sled, batches of {RAW_BATCH} then scan, {events} records…");
+    let (raw_batched, raw_scan) = raw_batched_then_scan(&raw_value, events)?;
+    eprintln!("  4, 6 and 7 closeloop, {WRITERS} writers, read_all, reopen, {events} events…");
+    let (store_concurrent, store_read_all, store_reopen) =
+        store_concurrent_then_read(events, args.plain).await?;
+    let postgres = match postgres {
+        Some(postgres) => {
+            eprintln!("  8 PostgreSQL, 1 writer, {single} events…");
+            let single = postgres.single_writer(single).await?;
+            eprintln!("  9 and 10 PostgreSQL, {WRITERS} writers, read in pages, {events} events…");
+            let (concurrent, read_all) = postgres.concurrent_then_read(events).await?;
+            Some([single, concurrent, read_all])
+        }
+        None => None,
+    };
+    Ok((
+        [
+            raw_single,
+            store_single,
+            raw_batched,
+            store_concurrent,
+            raw_scan,
+            store_read_all,
+            store_reopen,
+        ],
+        postgres,
+    ))
+}
+
+/// Each step's median over `rounds`.
+fn median_figures(rounds: &[Round], peer: Result<Postgres, String>) -> Figures {
+    let [
+        raw_single,
+        store_single,
+        raw_batched,
+        store_concurrent,
+        raw_scan,
+        store_read_all,
+        store_reopen,
+    ] = std::array::from_fn(|step| median(rounds.iter().map(|round| round.0[step])));
+    let postgres = match peer {
+        Ok(postgres) => {
+            let [single, concurrent, read_all] = std::array::from_fn(|step| {
+                median(rounds.iter().filter_map(|round| round.1.map(|pg| pg[step])))
+            });
+            PostgresFigures::Measured {
+                server: postgres.server,
+                single,
+                concurrent,
+                read_all,
+            }
+        }
+        Err(reason) => PostgresFigures::Skipped(reason),
+    };
+    Figures {
+        raw_single,
+        store_single,
+        raw_batched,
+        store_concurrent,
+        raw_scan,
+        store_read_all,
+        store_reopen,
+        postgres,
+    }
 }
 
 /// Opens raw sled in `dir` with the store's cache size and the store's tree name.
@@ -370,20 +463,12 @@ pub(crate) async fn read_and_decode_all(store: &impl EventStore) -> Result<u64> 
     Ok(decoded)
 }
 
-/// `count` single-event append requests of one writer: its own loops of
-/// [`EVENTS_PER_LOOP`] events (a feedback, then acknowledgements), its own source, so every
-/// (source, event id) is unique.
+/// `count` single-event append requests of one writer: its [`writer_events`], each appended
+/// with [`ExpectedVersion::Any`] (the store numbers it).
 pub(crate) fn writer_requests(writer: &str, count: u64) -> Result<Vec<AppendRequest>> {
-    let source = format!("urn:closeloop-bench:{writer}");
-    (0..count)
-        .map(|i| {
-            let loop_id = LoopId::parse(&format!("bench-{writer}-{}", i / EVENTS_PER_LOOP))?;
-            let event_id = format!("e{i}");
-            let event = if i % EVENTS_PER_LOOP == 0 {
-                feedback(&source, &event_id)
-            } else {
-                acknowledgement(&source, &event_id)
-            };
+    writer_events(writer, count)
+        .map(|planned| {
+            let (loop_id, _, event) = planned?;
             Ok(AppendRequest::single(
                 loop_id,
                 ExpectedVersion::Any,
@@ -391,4 +476,25 @@ pub(crate) fn writer_requests(writer: &str, count: u64) -> Result<Vec<AppendRequ
             ))
         })
         .collect()
+}
+
+/// `count` events of one writer, each with its loop and its version in that loop: its own
+/// loops of [`EVENTS_PER_LOOP`] events (a feedback, then acknowledgements; versions 1 to 4),
+/// its own source, so every (source, event id) is unique.
+pub(crate) fn writer_events(
+    writer: &str,
+    count: u64,
+) -> impl Iterator<Item = Result<(LoopId, u64, Event)>> {
+    let source = format!("urn:closeloop-bench:{writer}");
+    let writer = writer.to_owned();
+    (0..count).map(move |i| {
+        let loop_id = LoopId::parse(&format!("bench-{writer}-{}", i / EVENTS_PER_LOOP))?;
+        let event_id = format!("e{i}");
+        let event = if i % EVENTS_PER_LOOP == 0 {
+            feedback(&source, &event_id)
+        } else {
+            acknowledgement(&source, &event_id)
+        };
+        Ok((loop_id, i % EVENTS_PER_LOOP + 1, event))
+    })
 }
