@@ -38,6 +38,7 @@
 use std::collections::BTreeMap;
 
 use crate::daily::{Day, day_of};
+use crate::histogram::Histogram;
 use crate::intern::Lists;
 use crate::record::Hot;
 use crate::timing::{SlotTiming, due_day};
@@ -121,48 +122,139 @@ pub(crate) fn keys_of(hot: &Hot, lists: &Lists) -> Vec<Key> {
     keys
 }
 
-/// Which histogram of a bucket an entry of `days` belongs to: the low bit of its code.
-const ACKNOWLEDGE: u32 = 0;
-const CLOSE: u32 = 1;
+/// The kinds of entry a bucket holds, in the order it keeps them: a code's top 3 bits.
+const OPEN: u32 = 0;
+const RATING: u32 = 1;
+const THEME: u32 = 2;
+const ACKNOWLEDGE: u32 = 3;
+const CLOSE: u32 = 4;
+const KINDS: u32 = 5;
+/// The bits of a code's value, below its kind.
+const VALUE_BITS: u32 = 29;
+/// The largest value a code holds. Larger ones share it: rating set and theme ids never get
+/// there, nor do hundredths of working days (that would be some 20,000 years).
+const MAX_VALUE: u32 = (1 << VALUE_BITS) - 1;
+/// Due days are kept offset by this, so that days before 1970 are values too.
+const DAY_OFFSET: i64 = 1 << (VALUE_BITS - 1);
 
-/// The code of a histogram entry. Values past `u32::MAX >> 1` hundredths of a day (some
-/// 21 million days) share the last entry.
-fn code(measure: u32, centis: u32) -> u32 {
-    (centis.min(u32::MAX >> 1) << 1) | measure
+/// The code of an entry: its kind, then its value, so that sorted codes keep each kind
+/// together and in order of value.
+fn code(kind: u32, value: u32) -> u32 {
+    (kind << VALUE_BITS) | value.min(MAX_VALUE)
 }
 
-/// The loops of one key received on one day (or one block of days).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Bucket {
-    received: u32,
-    /// Open loops per day on which they become overdue.
-    open: Vec<(Day, u32)>,
-    /// Loops per rating set id, the empty set left out.
-    ratings: Vec<(u32, u32)>,
-    /// Loops per theme id.
-    themes: Vec<(u32, u32)>,
-    /// Both histograms as one list of (`centis << 1 | measure`, loops).
-    days: Vec<(u32, u32)>,
+fn value(code: u32) -> u32 {
+    code & MAX_VALUE
 }
 
-/// Counts one loop more (`add`) or less under `value`; a count that drops to zero goes.
-fn count<V: Ord + Copy>(entries: &mut Vec<(V, u32)>, value: V, add: bool) {
-    match entries.binary_search_by_key(&value, |&(v, _)| v) {
-        Ok(i) if add => entries[i].1 += 1,
-        Ok(i) => {
-            entries[i].1 -= 1;
-            if entries[i].1 == 0 {
-                entries.remove(i);
-            }
+/// The value of a due day; [`Day::MAX`] (never due) becomes [`MAX_VALUE`], after any day.
+fn due_value(day: Day) -> u32 {
+    let value = (i64::from(day) + DAY_OFFSET).clamp(0, i64::from(MAX_VALUE));
+    u32::try_from(value).expect("clamped")
+}
+
+/// The due day of a value, as a day number comparable with `today`.
+fn due_of(value: u32) -> i64 {
+    i64::from(value) - DAY_OFFSET
+}
+
+impl Contribution<'_> {
+    /// Calls `f` with each code the loop adds to its buckets: distinct ones, at most
+    /// `4 + themes`.
+    fn codes(&self, mut f: impl FnMut(u32)) {
+        if let Some(due) = self.open {
+            f(code(OPEN, due_value(due)));
         }
-        Err(i) => {
-            assert!(add, "a contribution is taken out only after it was added");
-            entries.insert(i, (value, 1));
+        if self.ratings != 0 {
+            f(code(RATING, self.ratings));
         }
+        for &theme in self.themes {
+            f(code(THEME, theme));
+        }
+        if let Some(centis) = self.ack {
+            f(code(ACKNOWLEDGE, centis));
+        }
+        if let Some(centis) = self.close {
+            f(code(CLOSE, centis));
+        }
+    }
+
+    fn code_list(&self) -> Vec<u32> {
+        let mut codes = Vec::with_capacity(4 + self.themes.len());
+        self.codes(|code| codes.push(code));
+        codes
     }
 }
 
+/// The loops of one key received on one day (or one block of days): how many, and the
+/// loops per code (open loops by due day, rating sets, themes, and hundredths of working
+/// days to the first contact and to closing) as a sorted list of codes beside their counts.
+///
+/// Two lists rather than one of pairs: 6 bytes an entry instead of 8. A code with more than
+/// `u16::MAX` loops takes several entries side by side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Bucket {
+    received: u32,
+    codes: Vec<u32>,
+    counts: Vec<u16>,
+}
+
 impl Bucket {
+    /// A bucket from (code, loops) pairs in increasing code order.
+    fn from_sorted(received: u32, pairs: impl Iterator<Item = (u32, u64)>) -> Self {
+        let mut bucket = Self {
+            received,
+            ..Self::default()
+        };
+        for (code, mut loops) in pairs {
+            while loops > 0 {
+                let part = u16::try_from(loops).unwrap_or(u16::MAX);
+                bucket.codes.push(code);
+                bucket.counts.push(part);
+                loops -= u64::from(part);
+            }
+        }
+        bucket.codes.shrink_to_fit();
+        bucket.counts.shrink_to_fit();
+        bucket
+    }
+
+    /// Each (code, loops) entry, in order.
+    fn pairs(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.codes
+            .iter()
+            .zip(&self.counts)
+            .map(|(&code, &loops)| (code, u64::from(loops)))
+    }
+
+    /// Counts one loop more (`add`) or less under `code`; an entry that drops to zero goes.
+    fn count(&mut self, code: u32, add: bool) {
+        let first = self.codes.partition_point(|&c| c < code);
+        if add {
+            let mut i = first;
+            while self.codes.get(i) == Some(&code) {
+                if self.counts[i] < u16::MAX {
+                    self.counts[i] += 1;
+                    return;
+                }
+                i += 1;
+            }
+            self.codes.insert(i, code);
+            self.counts.insert(i, 1);
+        } else {
+            assert_eq!(
+                self.codes.get(first),
+                Some(&code),
+                "a contribution is taken out only after it was added"
+            );
+            self.counts[first] -= 1;
+            if self.counts[first] == 0 {
+                self.codes.remove(first);
+                self.counts.remove(first);
+            }
+        }
+    }
+
     /// Adds (`add`) or takes out one loop's contribution.
     fn change(&mut self, c: &Contribution<'_>, add: bool) {
         if add {
@@ -170,98 +262,55 @@ impl Bucket {
         } else {
             self.received -= 1;
         }
-        self.change_open(c.open, add);
-        self.change_ratings(c.ratings, add);
-        self.change_themes(c.themes, add);
-        self.change_days(ACKNOWLEDGE, c.ack, add);
-        self.change_days(CLOSE, c.close, add);
-    }
-
-    /// Replaces a contribution by another of the same loop on the same day, touching only
-    /// what differs (usually the due day or a histogram).
-    fn replace(&mut self, was: &Contribution<'_>, now: &Contribution<'_>) {
-        if was.open != now.open {
-            self.change_open(was.open, false);
-            self.change_open(now.open, true);
-        }
-        if was.ratings != now.ratings {
-            self.change_ratings(was.ratings, false);
-            self.change_ratings(now.ratings, true);
-        }
-        if was.themes != now.themes {
-            self.change_themes(was.themes, false);
-            self.change_themes(now.themes, true);
-        }
-        if was.ack != now.ack {
-            self.change_days(ACKNOWLEDGE, was.ack, false);
-            self.change_days(ACKNOWLEDGE, now.ack, true);
-        }
-        if was.close != now.close {
-            self.change_days(CLOSE, was.close, false);
-            self.change_days(CLOSE, now.close, true);
-        }
-    }
-
-    fn change_open(&mut self, open: Option<Day>, add: bool) {
-        if let Some(due) = open {
-            count(&mut self.open, due, add);
-        }
-    }
-
-    fn change_ratings(&mut self, set: u32, add: bool) {
-        if set != 0 {
-            count(&mut self.ratings, set, add);
-        }
-    }
-
-    fn change_themes(&mut self, themes: &[u32], add: bool) {
-        for &theme in themes {
-            count(&mut self.themes, theme, add);
-        }
-    }
-
-    fn change_days(&mut self, measure: u32, centis: Option<u32>, add: bool) {
-        if let Some(centis) = centis {
-            count(&mut self.days, code(measure, centis), add);
-        }
+        c.codes(|code| self.count(code, add));
     }
 
     /// Adds this bucket's loops to a group's tally: the open ones due on a day before `today`
     /// are overdue now; those due on `today` are left for the caller to check one by one.
     pub(crate) fn add_to(&self, tally: &mut Tally, today: i64, work: &mut StatsWork) {
         work.buckets += 1;
-        work.entries +=
-            (self.open.len() + self.ratings.len() + self.themes.len() + self.days.len()) as u64;
+        work.entries += self.codes.len() as u64;
+        // Where each kind starts, and where the last one ends.
+        let mut bounds = [0; KINDS as usize + 1];
+        for (bound, kind) in bounds.iter_mut().zip(0..=KINDS) {
+            *bound = self.codes.partition_point(|&c| c < kind << VALUE_BITS);
+        }
+        let run = |kind: u32| {
+            let range = bounds[kind as usize]..bounds[kind as usize + 1];
+            (&self.codes[range.clone()], &self.counts[range])
+        };
         let received = u64::from(self.received);
         tally.received += received;
+        let (codes, counts) = run(OPEN);
         let mut open = 0;
-        for &(due, loops) in &self.open {
+        for (&code, &loops) in codes.iter().zip(counts) {
             open += u64::from(loops);
-            if i64::from(due) < today {
+            if due_of(value(code)) < today {
                 tally.overdue += u64::from(loops);
             }
         }
         tally.closed += received - open;
-        for &(set, loops) in &self.ratings {
-            *tally.ratings.entry(set).or_default() += u64::from(loops);
-        }
-        for &(theme, loops) in &self.themes {
-            *tally.themes.entry(theme).or_default() += u64::from(loops);
-        }
-        for &(code, loops) in &self.days {
-            let histogram = if code & 1 == ACKNOWLEDGE {
-                &mut tally.ack
-            } else {
-                &mut tally.close
-            };
-            histogram.add(code >> 1, u64::from(loops));
-        }
+        add_run(&mut tally.ratings, run(RATING));
+        add_run(&mut tally.themes, run(THEME));
+        add_run(&mut tally.ack, run(ACKNOWLEDGE));
+        add_run(&mut tally.close, run(CLOSE));
     }
 
-    /// How many list entries it holds, for the memory figure.
+    /// How many entries it holds, for the memory figure.
     #[cfg(test)]
     fn entries(&self) -> usize {
-        self.open.len() + self.ratings.len() + self.themes.len() + self.days.len()
+        self.codes.len()
+    }
+}
+
+/// Adds a run of entries of one kind, in increasing order of value, to a histogram.
+#[inline]
+fn add_run<const DENSE: u32>(histogram: &mut Histogram<DENSE>, (codes, counts): (&[u32], &[u16])) {
+    if let Some(&last) = codes.last() {
+        histogram.reserve_to(value(last));
+    }
+    for (&code, &loops) in codes.iter().zip(counts) {
+        histogram.add(value(code), u64::from(loops));
     }
 }
 
@@ -351,10 +400,35 @@ impl Series {
         }
     }
 
-    fn replace(&mut self, was: &Contribution<'_>, now: &Contribution<'_>) {
-        for bucket in self.buckets_mut(was.day) {
-            bucket.replace(was, now);
+    /// Moves a loop's contribution on its day from the codes `gone` to the codes `new`.
+    fn replace(&mut self, day: Day, gone: &[u32], new: &[u32]) {
+        for bucket in self.buckets_mut(day) {
+            for &code in gone {
+                bucket.count(code, false);
+            }
+            for &code in new {
+                bucket.count(code, true);
+            }
         }
+    }
+}
+
+/// Loops and their codes gathered for one bucket while building.
+#[derive(Default)]
+struct Gathered {
+    received: u32,
+    pairs: Vec<(u32, u64)>,
+}
+
+impl Gathered {
+    /// The bucket of what was gathered: pairs sorted by code, each code once.
+    fn bucket(mut self) -> Bucket {
+        self.pairs.sort_unstable_by_key(|&(code, _)| code);
+        let pairs = self
+            .pairs
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|same| (same[0].0, same.iter().map(|&(_, loops)| loops).sum::<u64>()));
+        Bucket::from_sorted(self.received, pairs)
     }
 }
 
@@ -365,13 +439,59 @@ pub(crate) struct Aggregates {
 }
 
 impl Aggregates {
-    /// The aggregates of every loop, from scratch.
+    /// The aggregates of every loop, from scratch: the loops of one day at a time gathered
+    /// per key and sorted into buckets, and the days of a block merged into its buckets, so
+    /// that each list is written once, in order.
     pub(crate) fn build(hot: &[Hot], timing: &[SlotTiming], lists: &Lists) -> Self {
+        let mut by_day: Vec<(Day, u32)> = hot
+            .iter()
+            .zip(0_u32..)
+            .map(|(hot, slot)| (day_of(hot.received()), slot))
+            .collect();
+        by_day.sort_unstable();
         let mut aggregates = Self::default();
-        for (hot, timing) in hot.iter().zip(timing) {
-            aggregates.add(&keys_of(hot, lists), &Contribution::of(hot, timing, lists));
+        let mut block: BTreeMap<Key, Gathered> = BTreeMap::new();
+        let mut block_at = None;
+        for loops in by_day.chunk_by(|a, b| a.0 == b.0) {
+            let day = loops[0].0;
+            if let Some(at) = block_at
+                && at != block_of(day)
+            {
+                aggregates.put_blocks(at, std::mem::take(&mut block));
+            }
+            block_at = Some(block_of(day));
+            let mut gathered: BTreeMap<Key, Gathered> = BTreeMap::new();
+            for &(_, slot) in loops {
+                let i = slot as usize;
+                let c = Contribution::of(&hot[i], &timing[i], lists);
+                let codes = c.code_list();
+                for key in keys_of(&hot[i], lists) {
+                    let into = gathered.entry(key).or_default();
+                    into.received += 1;
+                    into.pairs.extend(codes.iter().map(|&code| (code, 1)));
+                }
+            }
+            for (key, gathered) in gathered {
+                let bucket = gathered.bucket();
+                let into = block.entry(key).or_default();
+                into.received += bucket.received;
+                into.pairs.extend(bucket.pairs());
+                let series = aggregates.series.entry(key).or_default();
+                series.days.insert(day, bucket);
+            }
+        }
+        if let Some(at) = block_at {
+            aggregates.put_blocks(at, block);
         }
         aggregates
+    }
+
+    /// Stores the buckets of block `at` from what was gathered for each key.
+    fn put_blocks(&mut self, at: Day, gathered: BTreeMap<Key, Gathered>) {
+        for (key, gathered) in gathered {
+            let series = self.series.entry(key).or_default();
+            series.blocks.insert(at, gathered.bucket());
+        }
     }
 
     /// The key in `range` with their buckets, in key order.
@@ -402,18 +522,31 @@ impl Aggregates {
         }
     }
 
-    /// Replaces a contribution added with the same keys by the loop's new one.
+    /// Replaces a contribution added with the same keys by the loop's new one, touching
+    /// only the codes that differ (usually its due day and a number of working days).
     pub(crate) fn replace(&mut self, keys: &[Key], was: &Contribution<'_>, now: &Contribution<'_>) {
         if was.day != now.day {
             self.remove(keys, was);
             self.add(keys, now);
             return;
         }
+        let was_day = was.day;
+        let (was, now) = (was.code_list(), now.code_list());
+        let gone: Vec<u32> = was
+            .iter()
+            .copied()
+            .filter(|code| !now.contains(code))
+            .collect();
+        let new: Vec<u32> = now
+            .iter()
+            .copied()
+            .filter(|code| !was.contains(code))
+            .collect();
         for key in keys {
             self.series
                 .get_mut(key)
                 .expect("a contribution is replaced only after it was added")
-                .replace(was, now);
+                .replace(was_day, &gone, &new);
         }
     }
 
@@ -429,9 +562,16 @@ impl Aggregates {
         let count = buckets().count();
         let entries: usize = buckets().map(Bucket::entries).sum();
         // A B-tree entry costs its key and value and about a third more in node slack; a list
-        // entry its 8 bytes and the lists' spare capacity, about a quarter more.
+        // entry its 6 bytes, and the spare capacity of the lists updated since they were
+        // built.
         let bucket_bytes = (std::mem::size_of::<Day>() + std::mem::size_of::<Bucket>()) * 4 / 3;
-        let bytes = count * bucket_bytes + entries * 8 * 5 / 4;
+        let spare: usize = buckets()
+            .map(|bucket| {
+                (bucket.codes.capacity() - bucket.codes.len()) * 4
+                    + (bucket.counts.capacity() - bucket.counts.len()) * 2
+            })
+            .sum();
+        let bytes = count * bucket_bytes + entries * 6 + spare;
         (self.series.len(), count, entries, bytes)
     }
 }
@@ -464,8 +604,17 @@ mod tests {
         bucket.change(&a, true);
         bucket.change(&b, true);
         assert_eq!(bucket.received, 2);
-        assert_eq!(bucket.open, [(44, 1)]);
-        assert_eq!(bucket.days, [(250, 1), (601, 1)]);
+        assert_eq!(
+            bucket.pairs().collect::<Vec<_>>(),
+            [
+                (code(OPEN, due_value(44)), 1),
+                (code(RATING, 3), 1),
+                (code(THEME, 1), 1),
+                (code(THEME, 4), 1),
+                (code(ACKNOWLEDGE, 125), 1),
+                (code(CLOSE, 300), 1),
+            ]
+        );
         bucket.change(&a, false);
         let mut only_b = Bucket::default();
         only_b.change(&b, true);
@@ -482,12 +631,49 @@ mod tests {
             ratings: 5,
             ..contribution(40, None, Some(700))
         };
-        let mut replaced = Series::default();
-        replaced.add(&was);
-        replaced.replace(&was, &now);
-        let mut added = Series::default();
-        added.add(&now);
+        let keys = [Key::All, Key::Theme(1)];
+        let mut replaced = Aggregates::default();
+        replaced.add(&keys, &was);
+        replaced.replace(&keys, &was, &now);
+        let mut added = Aggregates::default();
+        added.add(&keys, &now);
         assert_eq!(replaced, added);
+    }
+
+    #[test]
+    fn counts_past_u16_take_several_entries() {
+        let c = contribution(40, Some(44), None);
+        let mut bucket = Bucket::default();
+        for _ in 0..70_000 {
+            bucket.change(&c, true);
+        }
+        let built = Bucket::from_sorted(70_000, bucket.pairs().collect::<Vec<_>>().into_iter());
+        assert_eq!(bucket, built);
+        assert_eq!(bucket.entries(), 5 * 2);
+        let mut tally = Tally::default();
+        bucket.add_to(&mut tally, 45, &mut StatsWork::default());
+        assert_eq!(
+            (tally.received, tally.overdue, tally.closed),
+            (70_000, 70_000, 0)
+        );
+        assert_eq!(tally.ack.total(), 70_000);
+        for _ in 0..70_000 {
+            bucket.change(&c, false);
+        }
+        assert_eq!(bucket.entries(), 0);
+    }
+
+    #[test]
+    fn due_days_before_1970_and_never_keep_their_order() {
+        let days = [Day::MIN, -20_000, -1, 0, 1, 106_751, Day::MAX];
+        let values: Vec<u32> = days.iter().map(|&day| due_value(day)).collect();
+        assert!(values.is_sorted());
+        assert_eq!(due_of(due_value(-20_000)), -20_000);
+        assert_eq!(due_of(due_value(106_751)), 106_751);
+        assert!(
+            due_of(due_value(Day::MAX)) > 106_751,
+            "never is after any today"
+        );
     }
 
     #[test]
@@ -532,6 +718,6 @@ mod tests {
 
     #[test]
     fn buckets_stay_small() {
-        assert_eq!(std::mem::size_of::<Bucket>(), 104);
+        assert_eq!(std::mem::size_of::<Bucket>(), 56);
     }
 }

@@ -205,12 +205,13 @@ impl ReadModels {
         self.with_timing(sla, |timing| {
             let mut work = StatsWork::default();
             let now = clamped_nanos(now);
-            let tallies = match (query.group_by, &query.scope) {
+            let mut tallies = BTreeMap::new();
+            match (query.group_by, &query.scope) {
                 (Some(GroupBy::Theme | GroupBy::Channel | GroupBy::SeldomHeard), Some(_)) => {
-                    self.scan(&selection(query), now, timing, &mut work)
+                    self.scan(&selection(query), now, timing, &mut work, &mut tallies);
                 }
-                _ => self.summed_from_aggregates(query, now, timing, &mut work),
-            };
+                _ => self.sum_aggregates(query, now, timing, &mut work, &mut tallies),
+            }
             (self.assemble(query.group_by, tallies), work)
         })
     }
@@ -226,20 +227,23 @@ impl ReadModels {
     ) -> (Stats, StatsWork) {
         self.with_timing(sla, |timing| {
             let mut work = StatsWork::default();
-            let tallies = self.scan(&selection(query), clamped_nanos(now), timing, &mut work);
+            let mut tallies = BTreeMap::new();
+            let now = clamped_nanos(now);
+            self.scan(&selection(query), now, timing, &mut work, &mut tallies);
             (self.assemble(query.group_by, tallies), work)
         })
     }
 
-    /// The tally of every group from the aggregates: whole days from their buckets, the loops
-    /// due today and the partial days at the ends one by one (see the module docs).
-    fn summed_from_aggregates(
+    /// Adds up the tally of every group from the aggregates: whole days from their buckets,
+    /// the loops due today and the partial days at the ends one by one (see the module docs).
+    fn sum_aggregates(
         &self,
         query: &StatsQuery,
         now: i64,
         timing: &Timing,
         work: &mut StatsWork,
-    ) -> Vec<(u32, Tally)> {
+        tallies: &mut BTreeMap<u32, Tally>,
+    ) {
         let (days, edges) = range::split(query.from.map(Ts::of), query.to.map(Ts::of));
         let today = now.div_euclid(NANOS_PER_DAY);
         // With a scope, the org units inside it (which may hold no loop at all).
@@ -260,10 +264,6 @@ impl ReadModels {
             Some(GroupBy::Channel) => Key::Channel(0)..=Key::Channel(u8::MAX),
             Some(GroupBy::SeldomHeard) => Key::Tag(0)..=Key::Tag(NONE),
         };
-        let mut tallies: BTreeMap<u32, Tally> = BTreeMap::new();
-        if query.group_by.is_none() {
-            tallies.insert(0, Tally::default());
-        }
         if !days.is_empty() {
             for (&key, series) in timing.stats.range(keys) {
                 if let (Key::Org(org), Some(inside)) = (key, &inside)
@@ -304,16 +304,16 @@ impl ReadModels {
                 to: Some(to),
                 ..selection(query)
             };
-            for (value, tally) in self.scan(&edge, now, timing, work) {
-                tallies.entry(value).or_default().merge(&tally);
-            }
+            self.scan(&edge, now, timing, work, tallies);
         }
-        tallies.into_iter().collect()
     }
 
     /// The answer from every group's tally: groups with loops, sorted by key; without
-    /// `group_by` the one group `all`.
-    fn assemble(&self, group_by: Option<GroupBy>, tallies: Vec<(u32, Tally)>) -> Stats {
+    /// `group_by` the one group `all`, even when empty.
+    fn assemble(&self, group_by: Option<GroupBy>, mut tallies: BTreeMap<u32, Tally>) -> Stats {
+        if group_by.is_none() {
+            tallies.entry(0).or_default();
+        }
         let mut groups: Vec<StatsGroup> = tallies
             .into_iter()
             .filter(|(_, tally)| tally.received > 0 || group_by.is_none())

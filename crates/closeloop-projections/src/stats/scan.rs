@@ -15,11 +15,13 @@
 //! `MAX_THEMES` themes (`group_by=theme`, where a theme's group lists the themes its loops
 //! share); its memory is linear in the entries added and the number of distinct names.
 
+use std::collections::BTreeMap;
+
 use closeloop_domain::{Channel, OrgUnit};
 use roaring::RoaringBitmap;
 
 use super::aggregate::NONE;
-use super::tally::{Centis, Tally, centi_days};
+use super::tally::{Tally, centi_days};
 use super::{GroupBy, StatsWork};
 use crate::index::OrderKey;
 use crate::model::ReadModels;
@@ -98,8 +100,10 @@ struct Groups {
     received: Vec<u64>,
     closed: Vec<u64>,
     overdue: Vec<u64>,
-    ack: Vec<Centis>,
-    close: Vec<Centis>,
+    /// Hundredths of working days of each loop, added to the groups' histograms at the end:
+    /// a list costs what the loops it holds, where a histogram per group would cost its span.
+    ack: Vec<Vec<u32>>,
+    close: Vec<Vec<u32>>,
     /// Loops per (group, theme list id). Counting whole lists, one cell per loop and group,
     /// keeps this grid linear in the loops × groups per loop, however the themes are spread;
     /// lists are expanded to themes one group at a time at the end.
@@ -114,8 +118,8 @@ impl Groups {
             received: vec![0; values],
             closed: vec![0; values],
             overdue: vec![0; values],
-            ack: vec![Centis::default(); values],
-            close: vec![Centis::default(); values],
+            ack: vec![Vec::new(); values],
+            close: vec![Vec::new(); values],
             themes: Grid::new(values, lists),
             ratings: Grid::new(values, rating_sets),
         }
@@ -132,10 +136,10 @@ impl Groups {
             self.overdue[v] += 1;
         }
         if let Some(centis) = centi_days(timing.ack) {
-            self.ack[v].add(centis, 1);
+            self.ack[v].push(centis);
         }
         if let Some(centis) = centi_days(timing.close) {
-            self.close[v].add(centis, 1);
+            self.close[v].push(centis);
         }
         if hot.themes != 0 {
             self.themes.add(value, hot.themes);
@@ -167,16 +171,16 @@ impl ReadModels {
         }
     }
 
-    /// The tally of every group with loops in `selection`, by group value (as
-    /// [`groups_of`](Self::groups_of) names them), counted loop by loop; without `group_by`
-    /// the one group `0`, even when empty.
+    /// Adds the loops in `selection`, one by one, to the tally of each group they count in,
+    /// by group value (as [`groups_of`](Self::groups_of) names them).
     pub(crate) fn scan(
         &self,
         selection: &Selection<'_>,
         now: i64,
         timing: &Timing,
         work: &mut StatsWork,
-    ) -> Vec<(u32, Tally)> {
+        tallies: &mut BTreeMap<u32, Tally>,
+    ) {
         let Selection {
             group_by,
             from,
@@ -243,28 +247,36 @@ impl ReadModels {
         } = groups;
         let mut list_rows = themes.into_rows(values);
         let mut rating_rows = ratings.into_rows(values);
-        let mut out = Vec::new();
         for (v, value) in (0..values).zip(0_u32..) {
-            if received[v] == 0 && !(group_by.is_none() && v == 0) {
+            if received[v] == 0 {
                 continue;
             }
-            let mut tally = Tally {
-                received: received[v],
-                closed: closed[v],
-                overdue: overdue[v],
-                ack: std::mem::take(&mut ack[v]),
-                close: std::mem::take(&mut close[v]),
-                ratings: std::mem::take(&mut rating_rows[v]).into_iter().collect(),
-                themes: hashbrown::HashMap::new(),
-            };
+            let tally = tallies
+                .entry(if value == none { NONE } else { value })
+                .or_default();
+            tally.received += received[v];
+            tally.closed += closed[v];
+            tally.overdue += overdue[v];
+            for (histogram, centis) in [
+                (&mut tally.ack, &mut ack[v]),
+                (&mut tally.close, &mut close[v]),
+            ] {
+                if let Some(&largest) = centis.iter().max() {
+                    histogram.reserve_to(largest);
+                }
+                for &centis in centis.iter() {
+                    histogram.add(centis, 1);
+                }
+            }
+            for (set, n) in std::mem::take(&mut rating_rows[v]) {
+                tally.ratings.add(set, n);
+            }
             for (list, n) in std::mem::take(&mut list_rows[v]) {
                 for &theme in self.lists.distinct(list) {
                     work.theme_counts += 1;
-                    *tally.themes.entry(theme).or_default() += n;
+                    tally.themes.add(theme, n);
                 }
             }
-            out.push((if value == none { NONE } else { value }, tally));
         }
-        out
     }
 }

@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::HashMap;
-
 use super::{FFT, RatingStats, StatsGroup, TOP_THEMES, ThemeCount};
 use crate::histogram::Histogram;
 use crate::intern::RatingValue;
@@ -18,6 +16,12 @@ const DENSE_CENTIS: u32 = 10_000;
 
 /// Loops per number of hundredths of a working day.
 pub(crate) type Centis = Histogram<DENSE_CENTIS>;
+
+/// Ids of rating sets and themes counted in a flat array: far more than loops use.
+const DENSE_IDS: u32 = 1024;
+
+/// Loops per id (of a rating set, or of a theme).
+pub(crate) type IdCounts = Histogram<DENSE_IDS>;
 
 /// A loop's working days (a [`days_key`](crate::timing::days_key)) in hundredths of a day,
 /// rounded to the nearest: the precision the medians are given in. `None` for
@@ -47,26 +51,9 @@ pub(crate) struct Tally {
     /// Hundredths of working days to closing, of closed loops.
     pub(crate) close: Centis,
     /// Loops per rating set id (the empty set left out).
-    pub(crate) ratings: HashMap<u32, u64>,
+    pub(crate) ratings: IdCounts,
     /// Loops per theme id.
-    pub(crate) themes: HashMap<u32, u64>,
-}
-
-impl Tally {
-    /// Adds the figures of other loops.
-    pub(crate) fn merge(&mut self, other: &Tally) {
-        self.received += other.received;
-        self.closed += other.closed;
-        self.overdue += other.overdue;
-        self.ack.merge(&other.ack);
-        self.close.merge(&other.close);
-        for (&set, &loops) in &other.ratings {
-            *self.ratings.entry(set).or_default() += loops;
-        }
-        for (&theme, &loops) in &other.themes {
-            *self.themes.entry(theme).or_default() += loops;
-        }
-    }
+    pub(crate) themes: IdCounts,
 }
 
 /// The median of hundredths of working days, in days with 2 decimals: the middle value, or
@@ -100,15 +87,13 @@ impl ReadModels {
         }
     }
 
-    /// Rating figures from (rating set id, loops) counts. Sets are taken in id order, so that
-    /// a mean of non-integer ratings adds its terms in one order, however they were counted.
-    fn rating_stats(&self, sets: &HashMap<u32, u64>) -> BTreeMap<String, RatingStats> {
-        let mut sets: Vec<(u32, u64)> = sets.iter().map(|(&set, &n)| (set, n)).collect();
-        sets.sort_unstable();
+    /// Rating figures from loops per rating set. Sets are taken in id order, so that a mean
+    /// of non-integer ratings adds its terms in one order, however they were counted.
+    fn rating_stats(&self, sets: &IdCounts) -> BTreeMap<String, RatingStats> {
         let mut fft = [0_u64; 7];
         let mut means: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
         let fft_name = self.rating_names.get(FFT);
-        for (set, n) in sets {
+        for (set, n) in sets.counts() {
             for &(name, value) in self.ratings.get(set) {
                 if Some(name) == fft_name {
                     if let RatingValue::Unsigned(answer @ 1..=6) = value {
@@ -148,11 +133,11 @@ impl ReadModels {
         ratings
     }
 
-    /// The [`TOP_THEMES`] most frequent themes from (theme id, loops) counts.
-    fn top_themes(&self, counts: &HashMap<u32, u64>) -> Vec<ThemeCount> {
-        let mut top: Vec<(u64, &str)> = counts
-            .iter()
-            .map(|(&theme, &n)| (n, self.themes.name(theme)))
+    /// The [`TOP_THEMES`] most frequent themes from loops per theme.
+    fn top_themes(&self, themes: &IdCounts) -> Vec<ThemeCount> {
+        let mut top: Vec<(u64, &str)> = themes
+            .counts()
+            .map(|(theme, n)| (n, self.themes.name(theme)))
             .collect();
         let order = |a: &(u64, &str), b: &(u64, &str)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
         // Only the first few are wanted: pick them before sorting, so a group with many
