@@ -20,6 +20,12 @@
 //! against: both gather each group's [`Tally`](tally::Tally) and turn it into figures with the
 //! same code (`tally`), and a property test checks they agree exactly.
 //!
+//! # Cost
+//! At a million demo-like loops (the `scale` test, in release on one core), a query over
+//! whole days takes 0.05 ms (one group) to about 1 ms (by org unit, 20 of them), over
+//! everything or a month; partial days at both ends add a pass over their loops, about 1.5
+//! ms at 8,000 loops a day. One scan of every loop takes about 30 ms.
+//!
 //! # Medians
 //! A loop's working days are rounded to the nearest hundredth of a day, the precision the
 //! medians are given in, so that histograms of them merge exactly; the median is the middle
