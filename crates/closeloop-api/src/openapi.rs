@@ -189,7 +189,7 @@ fn operation(method: &str, path: &str) -> Value {
         }),
         ("GET", "/v1/stats") => json!({
             "summary": "Plain-language figures per group",
-            "description": "Roles: staff, leader, auditor. FFT percent_positive = answers 1 or 2 among all answers 1–6; percent_negative = 4 or 5. Medians are in working days.",
+            "description": "Roles: staff, leader, auditor. FFT percent_positive = answers 1 or 2 among all answers 1–6; percent_negative = 4 or 5. Medians are in working days, to 2 decimals: each loop's working days are rounded to the nearest 0.01 first, and the median is the middle loop's, or for an even count the mean of the two middle ones rounded half up to 0.01 (for an odd count this is the middle loop's working days rounded to 2 decimals). `from` and `to` as dates are whole days (UTC); times within a day are honoured exactly too. A token limited to an org unit gets figures for its subtree; grouped by theme, channel or seldom_heard, those take a pass over the subtree's loops, so they cost more for a large subtree than the other queries.",
             "security": [{"bearer": []}],
             "parameters": [
                 query("group_by", "string", "org_unit, theme, channel or seldom_heard; absent: one group, all"),
@@ -741,7 +741,8 @@ fn components() -> Value {
                 "properties": {
                     "key": {"type": "string"}, "received": {"type": "integer"}, "open": {"type": "integer"}, "closed": {"type": "integer"},
                     "closure_rate": {"type": "number"}, "overdue": {"type": "integer"},
-                    "median_days_to_acknowledge": {"type": ["number", "null"]}, "median_days_to_close": {"type": ["number", "null"]},
+                    "median_days_to_acknowledge": {"type": ["number", "null"], "description": "Median working days from receipt to the first contact, over loops that had one, each loop's rounded to 0.01 first (see GET /v1/stats); null when none had"},
+                    "median_days_to_close": {"type": ["number", "null"], "description": "Median working days from receipt to closing, over closed loops, each loop's rounded to 0.01 first (see GET /v1/stats); null when none is closed"},
                     "ratings": {"type": "object", "additionalProperties": {"type": "object"}},
                     "top_themes": {"type": "array", "items": {"type": "object", "properties": {"theme": {"type": "string"}, "count": {"type": "integer"}}}},
                 },

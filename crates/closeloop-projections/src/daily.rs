@@ -43,6 +43,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use crate::histogram::Histogram;
 use crate::intern::{Lists, Names, RatingSets, RatingValue};
 use crate::record::{Hot, Ts};
 use crate::timing::{NO_DAYS, SlotTiming};
@@ -55,8 +56,11 @@ const DAY_SECONDS: i64 = 86_400;
 
 /// The day (UTC) of an instant.
 pub(crate) fn day_of(at: Ts) -> Day {
+    // Before 1970 the nanoseconds are negative too: -0.5 s is (0 s, -500,000,000 ns), an
+    // instant of the second before, on the day before midnight.
+    let secs = if at.nanos < 0 { at.secs - 1 } else { at.secs };
     // Timestamps lie within 10,000 years of 1970, well inside an i32 of days.
-    let day = at.secs.div_euclid(DAY_SECONDS);
+    let day = secs.div_euclid(DAY_SECONDS);
     i32::try_from(day).unwrap_or(if day < 0 { Day::MIN } else { Day::MAX })
 }
 
@@ -303,6 +307,11 @@ impl<'a> Tables<'a> {
         }
     }
 
+    /// The table of theme and tag lists.
+    pub(crate) fn lists(&self) -> &'a Lists {
+        self.lists
+    }
+
     /// The ids of an org unit's prefixes, shortest first, ending with the org unit itself.
     /// Every prefix was interned when the loop was indexed.
     pub(crate) fn org_prefixes(&self, org: u32) -> Vec<u32> {
@@ -379,91 +388,10 @@ pub(crate) fn build(tables: &Tables<'_>, hot: &[Hot], timing: &[SlotTiming]) -> 
 }
 
 /// Exact counts of whole numbers of days, merged from buckets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct DaysTally {
-    /// Loops per number of days below [`DENSE_DAYS`].
-    low: Vec<u64>,
-    /// Loops per number of days from [`DENSE_DAYS`] on: rare, so kept sparse.
-    high: BTreeMap<u32, u64>,
-    total: u64,
-}
+pub(crate) type DaysTally = Histogram<DENSE_DAYS>;
 
 /// Numbers of days counted in a flat array: a year of working days and then some.
 const DENSE_DAYS: u32 = 512;
-
-impl DaysTally {
-    pub(crate) fn add(&mut self, days: u32, loops: u64) {
-        self.total += loops;
-        if days < DENSE_DAYS {
-            let i = days as usize;
-            if self.low.len() <= i {
-                self.low.resize(i + 1, 0);
-            }
-            self.low[i] += loops;
-        } else {
-            *self.high.entry(days).or_default() += loops;
-        }
-    }
-
-    /// Takes out counts that were added (for "everyone else": a key less a group of it).
-    pub(crate) fn subtract(&mut self, other: &DaysTally) {
-        self.total -= other.total;
-        for (days, &loops) in (0_u32..).zip(&other.low) {
-            self.low[days as usize] -= loops;
-        }
-        for (&days, &loops) in &other.high {
-            let count = self
-                .high
-                .get_mut(&days)
-                .expect("subtracted counts were added");
-            *count -= loops;
-            if *count == 0 {
-                self.high.remove(&days);
-            }
-        }
-    }
-
-    /// How many loops were counted.
-    pub(crate) fn total(&self) -> u64 {
-        self.total
-    }
-
-    /// Each number of days with its loops, smallest first, zeros left out.
-    pub(crate) fn counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        (0_u32..)
-            .zip(self.low.iter().copied())
-            .filter(|&(_, loops)| loops > 0)
-            .chain(self.high.iter().map(|(&days, &loops)| (days, loops)))
-    }
-
-    /// The median number of days: the middle one, or the mean of the two middle ones for an
-    /// even count; `None` when nothing was counted.
-    pub(crate) fn median(&self) -> Option<f64> {
-        if self.total == 0 {
-            return None;
-        }
-        // The 1-based ranks of the middle values.
-        let (lower_rank, upper_rank) = if self.total % 2 == 1 {
-            (self.total.div_ceil(2), self.total.div_ceil(2))
-        } else {
-            (self.total / 2, self.total / 2 + 1)
-        };
-        let (mut lower, mut upper) = (None, None);
-        let mut seen = 0;
-        for (days, loops) in self.counts() {
-            seen += loops;
-            if lower.is_none() && seen >= lower_rank {
-                lower = Some(days);
-            }
-            if seen >= upper_rank {
-                upper = Some(days);
-                break;
-            }
-        }
-        let (lower, upper) = (f64::from(lower?), f64::from(upper?));
-        Some(f64::midpoint(lower, upper))
-    }
-}
 
 /// The figures of a set of loops: a key's buckets summed over a range of days.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -516,40 +444,6 @@ impl Sum {
 mod tests {
     use super::*;
 
-    fn tally(values: &[u32]) -> DaysTally {
-        let mut tally = DaysTally::default();
-        for &days in values {
-            tally.add(days, 1);
-        }
-        tally
-    }
-
-    #[test]
-    fn medians_are_exact_for_odd_and_even_counts() {
-        assert_eq!(tally(&[]).median(), None);
-        assert_eq!(tally(&[3]).median(), Some(3.0));
-        assert_eq!(tally(&[5, 0, 3]).median(), Some(3.0));
-        assert_eq!(tally(&[4, 1, 3, 2]).median(), Some(2.5));
-        assert_eq!(tally(&[2, 2, 2, 9]).median(), Some(2.0));
-        // Far and near values: the sparse and the dense part together.
-        assert_eq!(tally(&[1, 100_000, 700, 2]).median(), Some(351.0));
-        assert_eq!(tally(&[600, 700, 800]).median(), Some(700.0));
-    }
-
-    #[test]
-    fn a_subset_subtracts_exactly() {
-        let mut all = tally(&[1, 1, 2, 5, 900]);
-        all.subtract(&tally(&[1, 900]));
-        assert_eq!(all, {
-            let mut expected = tally(&[1, 2, 5]);
-            // Emptied slots of the dense part stay as zeros, which count for nothing.
-            expected.low.resize(all.low.len(), 0);
-            expected
-        });
-        assert_eq!(all.median(), Some(2.0));
-        assert_eq!(all.counts().collect::<Vec<_>>(), [(1, 1), (2, 1), (5, 1)]);
-    }
-
     #[test]
     fn a_bucket_takes_back_exactly_what_it_was_given() {
         let a = Contribution {
@@ -600,6 +494,20 @@ mod tests {
             0
         );
         assert_eq!(day_of(Ts { secs: -1, nanos: 0 }), -1);
+        assert_eq!(
+            day_of(Ts {
+                secs: 0,
+                nanos: -500_000_000
+            }),
+            -1
+        );
+        assert_eq!(
+            day_of(Ts {
+                secs: -86_400,
+                nanos: -1
+            }),
+            -2
+        );
         assert_eq!(
             day_of(Ts {
                 secs: 86_400 * 20_000,

@@ -1,7 +1,7 @@
-//! Property: the per-day aggregates that `apply` keeps up to date, event by event, are exactly
-//! the aggregates built from scratch over the final loop records, whatever the events
-//! (reopenings and a second `feedback.received` included), and whatever is kept after a
-//! snapshot and reload.
+//! Property: the per-day aggregates that `apply` keeps up to date, event by event (the
+//! insights' and the stats'), are exactly the aggregates built from scratch over the final
+//! loop records, whatever the events (reopenings and a second `feedback.received` included),
+//! and whatever is kept after a snapshot and reload.
 
 use closeloop_domain::{Command, Event, EventType, LoopEvent, LoopId, LoopState, Sla};
 use closeloop_store::{Hash, StoredEvent, record};
@@ -153,6 +153,12 @@ proptest! {
         }
         let incremental = kept(&models);
         prop_assert_eq!(&incremental, &rebuilt(&models));
+        // The stats' aggregates, kept alongside, too.
+        let (kept_stats, rebuilt_stats) = models.with_timing(&Sla::default(), |timing| {
+            let rebuilt = crate::stats::Aggregates::build(&models.hot, &timing.slots, &models.lists);
+            (timing.stats.clone(), rebuilt)
+        });
+        prop_assert_eq!(kept_stats, rebuilt_stats);
         // And a log applied to models that never prepared gives the same.
         let mut fresh = ReadModels::default();
         for (entry, event) in &entries {

@@ -13,8 +13,12 @@
 //!   cursor: its cost follows the page and the number of buckets, not the number of loops.
 //! - `timing` keeps, per SLA, the instant each open loop becomes overdue and the working days
 //!   each took to acknowledge and close, so `overdue` is one comparison with `now`.
-//! - [`ReadModels::stats`] (`stats`) is one tight pass over the hot records (or over the
-//!   buckets covering `from`/`to`).
+//! - [`ReadModels::stats`] (`stats`) sums per-day aggregates kept next to `timing` (per
+//!   group a query may ask for: everything, each exact org unit, theme, channel and
+//!   seldom-heard tag), so its cost follows the days and groups asked for; the loops of
+//!   partial days at the ends of a range, those due today, and a scope's loops when grouping
+//!   by theme, channel or tag are counted one by one. One pass over the loops in range is
+//!   the reference the aggregates are checked against.
 //! - `daily` keeps per-day aggregates (counts, FFT answers and exact histograms of whole
 //!   working days to acknowledge and to close) per key — everything, each org unit's subtree,
 //!   theme, channel, seldom-heard tag, and a place's themes and tags — next to the
@@ -51,6 +55,7 @@
 mod daily;
 #[cfg(test)]
 mod daily_tests;
+mod histogram;
 mod index;
 mod insights;
 mod intern;

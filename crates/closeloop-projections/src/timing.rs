@@ -5,7 +5,7 @@
 //! instant at which it *becomes* overdue is computed once per state change: a query then
 //! decides `overdue` for each loop with one comparison. The working days it took to
 //! acknowledge and to close (for the stats' medians) are kept the same way, and so are the
-//! per-day aggregates built on them ([`Daily`]).
+//! per-day aggregates built on them: the insights' ([`Daily`]) and the stats' ([`Aggregates`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -17,6 +17,7 @@ use roaring::{MultiOps, RoaringBitmap};
 use crate::daily::{self, Daily, Tables};
 use crate::model::ReadModels;
 use crate::record::{Cold, Hot, Ts, When, clamped_nanos};
+use crate::stats::{self, Aggregates};
 
 /// The SLA-dependent figures of every slot, for one [`Sla`].
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub(crate) struct Timing {
     scratch: LoopState,
     /// Per-day aggregates of every loop, in whole working days of this SLA's calendar.
     pub(crate) daily: Daily,
+    /// The per-day aggregates `GET /v1/stats` is answered from.
+    pub(crate) stats: Aggregates,
     /// Open loops by the day (UTC) on which they become overdue, so that the loops overdue at
     /// a given time are a union of bitmaps (see [`overdue_at`](Self::overdue_at)). A few bytes
     /// per open loop.
@@ -45,6 +48,7 @@ impl Timing {
             slots: Vec::with_capacity(hot.len()),
             scratch: scratch_state(),
             daily: Daily::default(),
+            stats: Aggregates::default(),
             due_days: BTreeMap::new(),
             due_before: Mutex::new(None),
         };
@@ -53,6 +57,7 @@ impl Timing {
             timing.compute(slot, hot, cold);
         }
         timing.daily = daily::build(tables, hot, &timing.slots);
+        timing.stats = Aggregates::build(hot, &timing.slots, tables.lists());
         timing
     }
 
@@ -72,22 +77,38 @@ impl Timing {
         tables: &Tables<'_>,
     ) {
         let i = slot as usize;
-        let previous = before
-            .zip(self.slots.get(i))
-            .map(|(before, timing)| (*before, tables.contribution(before, timing)));
+        let lists = tables.lists();
+        let previous = before.zip(self.slots.get(i)).map(|(before, timing)| {
+            (
+                *before,
+                tables.contribution(before, timing),
+                stats::Contribution::of(before, timing, lists),
+            )
+        });
         self.compute(slot, hot, cold);
         let now = tables.contribution(hot, &self.slots[i]);
+        let now_stats = stats::Contribution::of(hot, &self.slots[i], lists);
         match previous {
-            Some((before, was)) if same_keys(&before, hot) => {
+            Some((before, was, was_stats)) if same_keys(&before, hot) => {
                 if was != now {
                     self.daily.replace(&tables.keys_of(hot), &was, &now);
                 }
+                if was_stats != now_stats {
+                    let keys = stats::keys_of(hot, lists);
+                    self.stats.replace(&keys, &was_stats, &now_stats);
+                }
             }
-            Some((before, was)) => {
+            Some((before, was, was_stats)) => {
                 self.daily.remove(&tables.keys_of(&before), &was);
                 self.daily.add(&tables.keys_of(hot), &now);
+                self.stats
+                    .remove(&stats::keys_of(&before, lists), &was_stats);
+                self.stats.add(&stats::keys_of(hot, lists), &now_stats);
             }
-            None => self.daily.add(&tables.keys_of(hot), &now),
+            None => {
+                self.daily.add(&tables.keys_of(hot), &now);
+                self.stats.add(&stats::keys_of(hot, lists), &now_stats);
+            }
         }
     }
 
@@ -186,6 +207,11 @@ impl Timing {
         overdue
     }
 
+    /// The open loops that become overdue on `day` (UTC days since 1970), if any.
+    pub(crate) fn due_on(&self, day: i64) -> Option<&RoaringBitmap> {
+        self.due_days.get(&day)
+    }
+
     /// Whether the loop in `slot` is overdue at `now` (see [`clamped_nanos`]).
     pub(crate) fn is_overdue(&self, slot: u32, now: i64) -> bool {
         now > self.slots[slot as usize].due
@@ -193,10 +219,10 @@ impl Timing {
 }
 
 /// Nanoseconds in a day.
-const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+pub(crate) const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 /// The day a due instant falls on; `None` for a closed loop, which is never due.
-fn due_day(due: i64) -> Option<i64> {
+pub(crate) fn due_day(due: i64) -> Option<i64> {
     (due != i64::MAX).then(|| due.div_euclid(NANOS_PER_DAY))
 }
 
