@@ -33,10 +33,8 @@
 //!
 //! Every connection sets `synchronous_commit = on` (PostgreSQL's default): an `INSERT` returns
 //! only once its commit record is flushed to disk (by the server's `wal_sync_method`,
-//! `fdatasync` on Linux), as a store append returns only once sled's `flush` has. The two
-//! promises differ: sled 0.34's flush waits on Linux for `sync_file_range`, which writes the
-//! pages out but flushes neither the disk's write cache nor the file's metadata, where
-//! `fdatasync` does; the report says so beside the figures.
+//! `fdatasync` on Linux), as a store append returns only once sled's `flush` has returned and
+//! sled's log file was fdatasynced: the same promise.
 //! Each writer passes its stream's next version itself, as an application holding the stream's
 //! version would, and leaves the check to `UNIQUE (stream_id, version)`.
 

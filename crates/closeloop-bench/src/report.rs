@@ -57,7 +57,10 @@ pub fn store_section(figures: &Figures, machine: &Machine, command: &str) -> Str
     out.push('\n');
     let _ = writeln!(
         out,
-        "Each step runs in a fresh temp dir; every write counts only once sled's `flush` returned. \
+        "Each step runs in a fresh temp dir; every write counts only once durable: sled's \
+         `flush` returned and sled's log file was fdatasynced, for raw sled as for the store \
+         (sled 0.34's `flush` alone waits on Linux for `sync_file_range`, which flushes \
+         neither the disk's write cache nor the file's metadata). \
          Raw sled stores a feedback record under an 8-byte key; the store writes one entry per \
          event (chain header, idempotency key, record; its loop and key indexes live in memory) \
          for loops of a feedback and three acknowledgements, as `closeloop serve` runs it: the \
@@ -91,10 +94,9 @@ fn postgres_paragraph(postgres: &PostgresFigures) -> String {
              checks the store makes on every append), dropped and created again before each \
              writing step. Every append is one autocommit `INSERT` with `synchronous_commit = \
              on`, so it returns once its commit record is flushed to disk; the writer gives \
-             the stream's next version. The promises differ: PostgreSQL flushes its WAL with \
-             its `wal_sync_method` (`fdatasync` on Linux), which also flushes the disk's write \
-             cache; sled 0.34's `flush` waits on Linux for `sync_file_range`, which writes the \
-             pages out but flushes neither that cache nor the file's metadata. The {WRITERS} writers hold {WRITERS} connections. The read \
+             the stream's next version: PostgreSQL flushes its WAL with its \
+             `wal_sync_method` (`fdatasync` on Linux), as durable as the store's fdatasync of \
+             sled's log. The {WRITERS} writers hold {WRITERS} connections. The read \
              pages by position (`WHERE position > $1 ORDER BY position LIMIT {READ_PAGE}`) and \
              decodes every payload with the store's own decoder. PostgreSQL's records hold \
              personal data in plain, as the store's do under `--plain`.\n\n"
@@ -110,7 +112,7 @@ fn figures_table(f: &Figures) -> String {
     let mut rows: Vec<(&str, String, &Measurement, Option<String>)> = vec![
         (
             "1",
-            "raw sled, 1 writer: insert + flush each".to_owned(),
+            "raw sled, 1 writer: insert + flush + fdatasync each".to_owned(),
             &f.raw_single,
             None,
         ),
@@ -125,7 +127,7 @@ fn figures_table(f: &Figures) -> String {
         ),
         (
             "3",
-            format!("raw sled: batches of {RAW_BATCH}, apply_batch + one flush each"),
+            format!("raw sled: batches of {RAW_BATCH}, apply_batch + one flush + fdatasync each"),
             &f.raw_batched,
             None,
         ),

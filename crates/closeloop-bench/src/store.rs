@@ -3,9 +3,10 @@
 //!
 //! Ten measurements, each in a fresh temp dir (or a fresh table), timed with [`Instant`]:
 //!
-//! 1. raw sled, 1 writer: `insert` + `flush` per record;
+//! 1. raw sled, 1 writer: `insert` + `flush` + `fdatasync` per record;
 //! 2. [`SledStore`], 1 writer: one single-event append at a time, each awaited;
-//! 3. raw sled, batches of 64: one `apply_batch` + one `flush` per 64 records;
+//! 3. raw sled, batches of 64: one `apply_batch` + one `flush` + one `fdatasync` per 64
+//!    records;
 //! 4. [`SledStore`], 64 concurrent writers (tokio tasks) of single-event appends;
 //! 5. raw sled: scan the tree of step 3 and decode every value as a `serde_json::Value`;
 //! 6. [`SledStore`]: page through `read_all` over the store of step 4 and decode every
@@ -22,9 +23,11 @@
 //! idempotency key, then the record; one sled key per event, indexes kept in memory) for
 //! loops of four events: a feedback, then three acknowledgements. PostgreSQL writes the same
 //! loops, the store's record bytes as `jsonb`, into the table [`crate::postgres`] describes.
-//! Every append counts only once flushed: sled's `flush` returned (on Linux it waits for
-//! `sync_file_range`), or PostgreSQL's commit record was flushed (`fdatasync`, which also
-//! flushes the disk's write cache). Each scan runs right after its writes, so all see an
+//! Every append counts only once durable: sled's `flush` returned and its log file was
+//! fdatasynced (sled 0.34's `flush` alone waits on Linux only for `sync_file_range`, which
+//! flushes neither the disk's write cache nor the file's metadata; the store does the same
+//! fdatasync after each flush, so raw sled is measured as durable as the store), or
+//! PostgreSQL's commit record was flushed (`fdatasync` of its WAL). Each scan runs right after its writes, so all see an
 //! equally warm cache.
 //!
 //! Every figure is the median of `--repeat` rounds, each round running every step once, so
@@ -286,25 +289,41 @@ fn median_figures(rounds: &[Round], peer: Result<Postgres, String>) -> Figures {
     }
 }
 
-/// Opens raw sled in `dir` with the store's cache size and the store's tree name.
-fn open_raw(dir: &Path) -> Result<(sled::Db, sled::Tree)> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(SledStoreOptions::default().cache_capacity_bytes)
-        .open()
-        .context("cannot open raw sled")?;
-    let tree = db.open_tree("events")?;
-    Ok((db, tree))
+/// Raw sled in a directory, with the store's cache size and the store's tree name.
+struct RawSled {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// sled's log file, to fdatasync after each flush as the store does.
+    log: std::fs::File,
 }
 
-/// Step 1: `count` records, each inserted and flushed on its own.
+impl RawSled {
+    fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SledStoreOptions::default().cache_capacity_bytes)
+            .open()
+            .context("cannot open raw sled")?;
+        let tree = db.open_tree("events")?;
+        let log = std::fs::File::open(dir.join("db")).context("cannot open sled's log file")?;
+        Ok(Self { db, tree, log })
+    }
+
+    /// sled's flush, then an fdatasync of its log: as durable as a store append.
+    fn make_durable(&self) -> Result<()> {
+        self.db.flush()?;
+        self.log.sync_data().context("cannot fdatasync sled's log")
+    }
+}
+
+/// Step 1: `count` records, each inserted and made durable on its own.
 fn raw_single_writer(value: &[u8], count: u64) -> Result<Measurement> {
     let dir = tempfile::tempdir()?;
-    let (db, tree) = open_raw(dir.path())?;
+    let raw = RawSled::open(dir.path())?;
     let start = Instant::now();
     for key in 0..count {
-        tree.insert(key.to_be_bytes(), value)?;
-        db.flush()?;
+        raw.tree.insert(key.to_be_bytes(), value)?;
+        raw.make_durable()?;
     }
     Ok(Measurement::since(count, start))
 }
@@ -346,11 +365,12 @@ pub(crate) async fn store_single_writer(count: u64, plain: bool) -> Result<Measu
     Ok(measured)
 }
 
-/// Steps 3 and 5: `count` records in batches of [`RAW_BATCH`], one flush each; then a scan of
-/// them all with a JSON decode of every value.
+/// Steps 3 and 5: `count` records in batches of [`RAW_BATCH`], made durable once each; then a
+/// scan of them all with a JSON decode of every value.
 fn raw_batched_then_scan(value: &[u8], count: u64) -> Result<(Measurement, Measurement)> {
     let dir = tempfile::tempdir()?;
-    let (db, tree) = open_raw(dir.path())?;
+    let raw = RawSled::open(dir.path())?;
+    let tree = &raw.tree;
 
     let start = Instant::now();
     let mut next = 0;
@@ -361,14 +381,14 @@ fn raw_batched_then_scan(value: &[u8], count: u64) -> Result<(Measurement, Measu
             batch.insert(&key.to_be_bytes()[..], value);
         }
         tree.apply_batch(batch)?;
-        db.flush()?;
+        raw.make_durable()?;
         next = end;
     }
     let written = Measurement::since(count, start);
 
     let start = Instant::now();
     let mut scanned = 0;
-    for item in &tree {
+    for item in tree {
         let (_, value) = item?;
         let decoded: serde_json::Value = serde_json::from_slice(&value)?;
         black_box(decoded);
