@@ -11,10 +11,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use closeloop_domain::{Event, EventType, LoopId};
+use closeloop_keys::{
+    ContactDigest, DataKey, KeyError, KeyId, KeyRequest, KeyState, KeyStore, MasterKey,
+    MemoryKeyStore,
+};
 use closeloop_store::conformance::{event, feedback};
 use closeloop_store::{
-    AppendError, AppendRequest, EventStore, ExpectedVersion, FaultInjector, FaultPoint, SledStore,
-    SledStoreOptions, StoreError, verify,
+    AppendError, AppendRequest, EventStore, ExpectedVersion, FaultInjector, FaultPoint, KeyHandle,
+    SledStore, SledStoreOptions, StoreError, verify,
 };
 use closeloop_testkit::Tmpfs;
 use serde_json::json;
@@ -143,6 +147,83 @@ async fn a_failed_write_stops_the_store_and_answers_every_waiter() {
     switch.on();
     let failed = within("the failing append", store.append(new_loop(3))).await;
     assert!(is_stopped(&failed), "{failed:?}");
+    check_stopped_store(store, dir.path(), 3, 3).await;
+}
+
+/// A key store whose key-making fails while its switch is on, as a file key store's does once
+/// an fsync of its file failed.
+struct FailingKeys {
+    inner: MemoryKeyStore,
+    failing: Switch,
+}
+
+impl KeyStore for FailingKeys {
+    fn keys_for_writing(&self, requests: &[KeyRequest<'_>]) -> Result<Vec<DataKey>, KeyError> {
+        if self.failing.0.load(Ordering::SeqCst) {
+            return Err(KeyError::Failed {
+                detail: "injected: fsync of the key file failed".to_owned(),
+            });
+        }
+        self.inner.keys_for_writing(requests)
+    }
+    fn key(&self, loop_id: &str, id: KeyId) -> Result<KeyState, KeyError> {
+        self.inner.key(loop_id, id)
+    }
+    fn destroy_loop(&self, loop_id: &str) -> Result<usize, KeyError> {
+        self.inner.destroy_loop(loop_id)
+    }
+    fn is_erased(&self, loop_id: &str) -> bool {
+        self.inner.is_erased(loop_id)
+    }
+    fn loops_with_contact(&self, digest: &ContactDigest) -> Result<Vec<String>, KeyError> {
+        self.inner.loops_with_contact(digest)
+    }
+    fn contact_digest(&self, contact: &str) -> Result<ContactDigest, KeyError> {
+        self.inner.contact_digest(contact)
+    }
+    fn public_id_of(&self, loop_id: &str) -> Result<String, KeyError> {
+        self.inner.public_id_of(loop_id)
+    }
+    fn rotate_master_key(&self, new: &MasterKey) -> Result<usize, KeyError> {
+        self.inner.rotate_master_key(new)
+    }
+}
+
+/// The sealer makes new loops' keys ahead of the writer: when the key store fails there, the
+/// store stops as for a failed write, and every append the sealer held hears it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_key_store_stops_the_store_and_answers_every_waiter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let failing = Switch::default();
+    let keys = FailingKeys {
+        inner: MemoryKeyStore::new(&MasterKey::generate()),
+        failing: failing.clone(),
+    };
+    let options = SledStoreOptions {
+        keys: Some(KeyHandle(Arc::new(keys))),
+        ..SledStoreOptions::default()
+    };
+    let store = Arc::new(SledStore::open(dir.path(), &options).expect("open store"));
+    for n in 0..3 {
+        store
+            .append(new_loop(n))
+            .await
+            .expect("append before the failure");
+    }
+    failing.on();
+    let waiters: Vec<_> = (3..11)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.append(new_loop(n)).await })
+        })
+        .collect();
+    for waiter in waiters {
+        let failed = within("an append whose key could not be made", waiter)
+            .await
+            .expect("the append task ends");
+        assert!(is_stopped(&failed), "{failed:?}");
+    }
+    let store = Arc::into_inner(store).expect("no other handle left");
     check_stopped_store(store, dir.path(), 3, 3).await;
 }
 
