@@ -46,7 +46,7 @@ use std::ops::Range;
 use crate::histogram::Histogram;
 use crate::intern::{Lists, Names, RatingSets, RatingValue};
 use crate::record::{Hot, Ts};
-use crate::timing::{NO_DAYS, SlotTiming};
+use crate::timing::{SlotTiming, days_in_units};
 
 /// A day on which loops were received: days since 1970-01-01, in UTC.
 pub(crate) type Day = i32;
@@ -108,16 +108,7 @@ pub(crate) struct Contribution {
 /// dropped (a loop closed 2.7 working days after receipt took 2 whole days), so that one day
 /// of the histogram holds every loop that took that many full working days.
 pub(crate) fn whole_days(key: u64) -> Option<u32> {
-    if key == NO_DAYS {
-        return None;
-    }
-    let days = f64::from_bits(key).floor();
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "clamped to the range of u32 first"
-    )]
-    Some(days.clamp(0.0, f64::from(u32::MAX)) as u32)
+    days_in_units(key, 1.0, f64::floor)
 }
 
 /// Which histogram of a bucket a number of days belongs to.
@@ -476,7 +467,7 @@ mod tests {
     #[test]
     fn whole_days_drop_the_fraction() {
         use crate::timing::days_key;
-        assert_eq!(whole_days(NO_DAYS), None);
+        assert_eq!(whole_days(crate::timing::NO_DAYS), None);
         assert_eq!(whole_days(days_key(0.0)), Some(0));
         assert_eq!(whole_days(days_key(0.99)), Some(0));
         assert_eq!(whole_days(days_key(2.0)), Some(2));

@@ -4,7 +4,7 @@
 //! and whatever is kept after a snapshot and reload.
 
 use closeloop_domain::{Command, Event, EventType, LoopEvent, LoopId, LoopState, Sla};
-use closeloop_store::{Hash, StoredEvent, record};
+use closeloop_store::{Hash, StoredEvent};
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::daily::{self, Daily, Key};
 use crate::model::ReadModels;
+use crate::test_log::store_events;
 
 /// One generated step: which loop, which event, hours after the previous step, and a choice of
 /// feedback data.
@@ -81,26 +82,7 @@ fn log(steps: &[Step]) -> Vec<(StoredEvent, Event)> {
                 Err(_) => continue,
             }
         };
-        let mut state = state;
-        for payload in events {
-            let event = Event {
-                event_id: format!("e-{}", entries.len()),
-                source: "urn:test:daily".to_owned(),
-                time: at,
-                payload,
-                actor: None,
-            };
-            state = closeloop_domain::apply(state, &event);
-            let entry = StoredEvent {
-                position: entries.len() as u64 + 1,
-                loop_id: loop_id.clone(),
-                version: state.as_ref().map_or(1, |s| s.version),
-                prev_hash: Hash::ZERO,
-                hash: Hash::ZERO,
-                record: record::encode(&event),
-            };
-            entries.push((entry, event));
-        }
+        let state = store_events(&mut entries, state, &loop_id, "urn:test:daily", at, events);
         if let Some(state) = state {
             states.insert(loop_id.as_str().to_owned(), state);
         }

@@ -69,6 +69,8 @@ mod runner;
 mod snapshot;
 mod stats;
 mod story_cache;
+#[cfg(test)]
+mod test_log;
 mod timing;
 
 pub use insights::{

@@ -256,6 +256,22 @@ pub(crate) fn days_key(days: f64) -> u64 {
     days.max(0.0).to_bits()
 }
 
+/// The working days of a [`days_key`] counted in `1 / per_day` parts of a day, made whole
+/// by `round` (`f64::floor`, `f64::round`) and clamped to the range of `u32`; `None` for
+/// [`NO_DAYS`].
+pub(crate) fn days_in_units(key: u64, per_day: f64, round: fn(f64) -> f64) -> Option<u32> {
+    if key == NO_DAYS {
+        return None;
+    }
+    let units = round(f64::from_bits(key) * per_day);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "clamped to the range of u32 first"
+    )]
+    Some(units.clamp(0.0, f64::from(u32::MAX)) as u32)
+}
+
 fn scratch_state() -> LoopState {
     LoopState {
         version: 0,

@@ -208,18 +208,15 @@ impl ReadModels {
         now: Timestamp,
         sla: &Sla,
     ) -> (Stats, StatsWork) {
-        self.with_timing(sla, |timing| {
-            let mut work = StatsWork::default();
-            let now = clamped_nanos(now);
-            let mut tallies = BTreeMap::new();
-            match (query.group_by, &query.scope) {
-                (Some(GroupBy::Theme | GroupBy::Channel | GroupBy::SeldomHeard), Some(_)) => {
-                    self.scan(&selection(query), now, timing, &mut work, &mut tallies);
-                }
-                _ => self.sum_aggregates(query, now, timing, &mut work, &mut tallies),
-            }
-            (self.assemble(query.group_by, tallies), work)
-        })
+        // A scope crossed with a theme, channel or tag grouping has no aggregate of its own.
+        let scan = matches!(
+            (query.group_by, &query.scope),
+            (
+                Some(GroupBy::Theme | GroupBy::Channel | GroupBy::SeldomHeard),
+                Some(_)
+            )
+        );
+        self.stats_by(query, now, sla, scan)
     }
 
     /// The same stats by one scan over every loop in range: the reference the aggregates are
@@ -231,11 +228,27 @@ impl ReadModels {
         now: Timestamp,
         sla: &Sla,
     ) -> (Stats, StatsWork) {
+        self.stats_by(query, now, sla, true)
+    }
+
+    /// Tallies every group by scanning the loops in range or from the aggregates, then turns
+    /// the tallies into figures.
+    fn stats_by(
+        &self,
+        query: &StatsQuery,
+        now: Timestamp,
+        sla: &Sla,
+        scan: bool,
+    ) -> (Stats, StatsWork) {
         self.with_timing(sla, |timing| {
             let mut work = StatsWork::default();
-            let mut tallies = BTreeMap::new();
             let now = clamped_nanos(now);
-            self.scan(&selection(query), now, timing, &mut work, &mut tallies);
+            let mut tallies = BTreeMap::new();
+            if scan {
+                self.scan(&selection(query), now, timing, &mut work, &mut tallies);
+            } else {
+                self.sum_aggregates(query, now, timing, &mut work, &mut tallies);
+            }
             (self.assemble(query.group_by, tallies), work)
         })
     }

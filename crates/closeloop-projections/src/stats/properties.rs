@@ -2,13 +2,14 @@
 //! every loop in range (the reference), for any loops, range, grouping, scope and `now`.
 
 use closeloop_domain::{Command, Event, EventType, LoopEvent, LoopId, LoopState, OrgUnit, Sla};
-use closeloop_store::{Hash, StoredEvent, record};
+use closeloop_store::StoredEvent;
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
 
 use super::{GroupBy, StatsQuery};
 use crate::model::ReadModels;
+use crate::test_log::store_events;
 
 const ORGS: [&str; 6] = [
     "rxx",
@@ -166,26 +167,7 @@ fn log(plans: &[Plan]) -> Vec<(StoredEvent, Event)> {
                 continue;
             }
         };
-        let mut state = state;
-        for payload in events {
-            let event = Event {
-                event_id: format!("e-{}", entries.len()),
-                source: "urn:test:stats".to_owned(),
-                time: at,
-                payload,
-                actor: None,
-            };
-            state = closeloop_domain::apply(state, &event);
-            let entry = StoredEvent {
-                position: entries.len() as u64 + 1,
-                loop_id: loop_id.clone(),
-                version: state.as_ref().map_or(1, |s| s.version),
-                prev_hash: Hash::ZERO,
-                hash: Hash::ZERO,
-                record: record::encode(&event),
-            };
-            entries.push((entry, event));
-        }
+        let state = store_events(&mut entries, state, &loop_id, "urn:test:stats", at, events);
         if let Some(state) = state {
             states.insert(n, state);
         }

@@ -9,7 +9,7 @@ use super::{FFT, RatingStats, StatsGroup, TOP_THEMES, ThemeCount};
 use crate::histogram::Histogram;
 use crate::intern::RatingValue;
 use crate::model::ReadModels;
-use crate::timing::NO_DAYS;
+use crate::timing::days_in_units;
 
 /// Numbers of hundredths of a working day counted in a flat array: 100 working days.
 const DENSE_CENTIS: u32 = 10_000;
@@ -25,18 +25,9 @@ pub(crate) type IdCounts = Histogram<DENSE_IDS>;
 
 /// A loop's working days (a [`days_key`](crate::timing::days_key)) in hundredths of a day,
 /// rounded to the nearest: the precision the medians are given in. `None` for
-/// [`NO_DAYS`].
+/// [`NO_DAYS`](crate::timing::NO_DAYS).
 pub(crate) fn centi_days(key: u64) -> Option<u32> {
-    if key == NO_DAYS {
-        return None;
-    }
-    let centis = (f64::from_bits(key) * 100.0).round();
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "clamped to the range of u32 first"
-    )]
-    Some(centis.clamp(0.0, f64::from(u32::MAX)) as u32)
+    days_in_units(key, 100.0, f64::round)
 }
 
 /// What one group's figures are made of.
@@ -199,7 +190,7 @@ mod tests {
 
     #[test]
     fn hundredths_of_days() {
-        assert_eq!(centi_days(NO_DAYS), None);
+        assert_eq!(centi_days(crate::timing::NO_DAYS), None);
         assert_eq!(centi_days(days_key(0.0)), Some(0));
         assert_eq!(centi_days(days_key(0.004_999)), Some(0));
         assert_eq!(centi_days(days_key(0.005)), Some(1));
