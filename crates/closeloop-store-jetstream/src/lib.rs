@@ -10,8 +10,9 @@
 //! The stream's first message is a genesis that names the format; every later message is a
 //! **batch** of whole entries with consecutive positions ([`batch`]). Each replica has one
 //! writer thread that does what the sled store's writer does — takes every append waiting
-//! (each sealed on its caller's task), checks versions and idempotency keys against its index, gives
-//! positions and hashes ([`closeloop_store::backend::commit`]) — and then publishes the batch
+//! (those with personal data sealed ahead of it by the sealer thread, see
+//! [`intake`](closeloop_store::backend::intake)), checks versions and idempotency keys against
+//! its index, gives positions and hashes ([`closeloop_store::backend::commit`]) — and then publishes the batch
 //! as **one message** with `Nats-Expected-Last-Sequence` set to the last message it has applied.
 //! JetStream stores the message only if nobody else wrote since, so:
 //! - an append touching many loops is one message: stored whole or not at all;

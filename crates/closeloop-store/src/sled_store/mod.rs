@@ -17,8 +17,8 @@
 //! each request against loop versions and idempotency keys (later requests in a batch see
 //! earlier ones), assigns positions and hashes, applies the whole batch in one atomic
 //! `apply_batch`, fsyncs once, moves the durable head, and only then answers. Appends arriving
-//! meanwhile wait together and become the next batch (see the `writer` module for why the flush is not
-//! overlapped with the next batch).
+//! meanwhile wait together and become the next batch (the `writer` module says why the flush
+//! is not overlapped with the next batch).
 //!
 //! Reads stop at the durable head: nobody sees an event that a crash could still take away.
 //! If a write or a flush fails (or a flush does not finish within

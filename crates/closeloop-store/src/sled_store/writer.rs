@@ -1,12 +1,12 @@
 //! The writer thread behind [`SledStore`](super::SledStore): group commit.
 //!
 //! One thread takes every append waiting, applies them to sled as one batch, fsyncs, and only
-//! then answers; meanwhile new appends queue up and become the next batch. Applying and
-//! flushing one after the other on one thread was measured faster on this kind of disk than
-//! overlapping them on two (a writer staging the next batch while a flusher fsyncs the last):
-//! sled's `apply_batch` contends with a concurrent flush (it took twice as long), and the
-//! overlap split the appends in flight into smaller batches, so more fsyncs for the same
-//! events — and the fsyncs are what the disk is slow at. See `docs/benchmarks.md`.
+//! then answers; meanwhile new appends queue up and become the next batch. Overlapping the
+//! two on two threads (a writer staging the next batch while a flusher fsyncs the last) gained
+//! nothing on this kind of disk, where the fsyncs are the slow part: sled's `apply_batch`
+//! took twice as long beside a concurrent flush, and the overlap split the appends in flight
+//! into smaller batches, so more fsyncs for the same events. One thread measured as fast in
+//! alternate runs, with one thread hand-off less per append. See `docs/benchmarks.md`.
 
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
