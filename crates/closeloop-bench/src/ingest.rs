@@ -129,12 +129,7 @@ pub fn run(args: &IngestArgs) -> Result<()> {
     let figures = runtime.block_on(measure(args))?;
     let machine = Machine::probe(&std::env::temp_dir());
     let section = report::ingest_section(&figures, &machine, &report::command_line());
-    println!("{section}");
-    if let Some(path) = &args.write {
-        report::write_section(path, &section)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote the figures to {}", path.display());
-    }
+    report::publish(&section, args.write.as_deref())?;
     Ok(())
 }
 

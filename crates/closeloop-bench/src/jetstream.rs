@@ -280,12 +280,7 @@ pub fn run(args: &JetstreamArgs) -> Result<()> {
     let figures = runtime.block_on(measure(&setups, settings, load_average))?;
     let machine = Machine::probe(&std::env::temp_dir());
     let section = section::render(&figures, &machine, &report::command_line());
-    println!("{section}");
-    if let Some(path) = &args.write {
-        report::write_section(path, &section)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote the figures to {}", path.display());
-    }
+    report::publish(&section, args.write.as_deref())?;
     drop((single, cluster));
     Ok(())
 }

@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::Path;
-
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use crate::ingest::IngestFigures;
 use crate::machine::Machine;
@@ -651,6 +652,20 @@ fn shell_quote(arg: &OsString) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+/// Prints a section on stdout and, with `write`, puts it in its place in that file (see
+/// [`write_section`]), saying so on stderr.
+///
+/// # Errors
+/// When the file cannot be read or written.
+pub fn publish(section: &str, write: Option<&Path>) -> anyhow::Result<()> {
+    println!("{section}");
+    if let Some(path) = write {
+        write_section(path, section).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote the figures to {}", path.display());
+    }
+    Ok(())
 }
 
 /// Puts `section` (markers included; its first line is the start marker) into the markdown

@@ -184,12 +184,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
 
     let machine = Machine::probe(&std::env::temp_dir());
     let section = report::store_section(&figures, &machine, &report::command_line());
-    println!("{section}");
-    if let Some(path) = &args.write {
-        report::write_section(path, &section)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote the figures to {}", path.display());
-    }
+    report::publish(&section, args.write.as_deref())?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use serde_json::json;
@@ -282,12 +282,7 @@ pub fn run(args: &StormArgs) -> Result<()> {
     };
     let machine = Machine::probe(&std::env::temp_dir());
     let section = report::storm_section(&figures, &machine, &report::command_line());
-    println!("{section}");
-    if let Some(path) = &args.write {
-        report::write_section(path, &section)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote the figures to {}", path.display());
-    }
+    report::publish(&section, args.write.as_deref())?;
     Ok(())
 }
 
