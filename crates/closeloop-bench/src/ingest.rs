@@ -9,8 +9,11 @@
 //!    `FEEDBACK` is one, are pulled in batches and acked (explicit acks, no other work) by a
 //!    durable pull consumer: the ceiling for anything that consumes them;
 //! 3. **drain**: Closeloop's NATS side ([`closeloop_ingest::start`], as `closeloop serve`
-//!    runs it, over a fresh sled store in the temp dir) consumes them; timed from start until
-//!    the store's durable head holds every event, and until every event is on the feed.
+//!    runs it, over a fresh sled store in the temp dir that seals personal data with each
+//!    loop's key from a file key store, with the projector keeping read models
+//!    beside it) consumes them; timed from start until the store's durable head holds every
+//!    event, until the read models have applied every event (what `GET /v1/loops` answers
+//!    from), and until every event is on the feed.
 //!
 //! Steps 2 and 3 run `--repeat` times and the medians are reported. A work queue removes what
 //! is acked, so each round loads both streams again (untimed) and makes the consumers, the
@@ -29,7 +32,10 @@ use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
 use closeloop_ingest::{IngestOptions, streams};
-use closeloop_store::{EventStore, SledStore, SledStoreOptions};
+use closeloop_projections::{
+    Projections, ProjectionsError, ProjectorOptions, ReadModels, run_projector,
+};
+use closeloop_store::{EventStore, SledStore};
 use closeloop_testkit::NatsServer;
 use futures::StreamExt;
 use serde_json::json;
@@ -80,6 +86,8 @@ pub struct IngestFigures {
     pub raw: Duration,
     /// Closeloop: from start until every event was durably stored.
     pub drain: Duration,
+    /// From the same start until the read models had applied every event.
+    pub projected: Duration,
     /// From the same start until every stored event was on the feed.
     pub feed_caught_up: Duration,
     /// Events published at a steady rate for the latency measurement.
@@ -105,6 +113,18 @@ impl IngestFigures {
     #[must_use]
     pub fn drain_rate(&self) -> f64 {
         Self::per_second(self.events, self.drain)
+    }
+
+    /// Events/s from the start of the drain until the read models showed every one.
+    #[must_use]
+    pub fn projected_rate(&self) -> f64 {
+        Self::per_second(self.events, self.projected)
+    }
+
+    /// Events/s from the start of the drain until every one was on the feed.
+    #[must_use]
+    pub fn feed_rate(&self) -> f64 {
+        Self::per_second(self.events, self.feed_caught_up)
     }
 
     /// The latency at `percent` (0–100).
@@ -155,6 +175,7 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
 
     let mut raws = Vec::with_capacity(usize::from(args.repeat));
     let mut drains = Vec::with_capacity(usize::from(args.repeat));
+    let mut projections = Vec::with_capacity(usize::from(args.repeat));
     let mut feeds = Vec::with_capacity(usize::from(args.repeat));
     let mut service = None;
     for round in 1..=args.repeat {
@@ -170,14 +191,16 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
             load(&js, "feedback.bench", loops).await?;
         }
         eprintln!("round {round}: Closeloop draining the same messages…");
-        let (running, drain, feed_caught_up) = drain(&server, events).await?;
+        let (running, drained) = drain(&server, events).await?;
         eprintln!(
-            "round {round}: stored {events} events in {:.2} s, all on the feed after {:.2} s",
-            drain.as_secs_f64(),
-            feed_caught_up.as_secs_f64()
+            "round {round}: stored {events} events in {:.2} s, all in the read models after {:.2} s, all on the feed after {:.2} s",
+            drained.stored.as_secs_f64(),
+            drained.projected.as_secs_f64(),
+            drained.fed.as_secs_f64()
         );
-        drains.push(drain);
-        feeds.push(feed_caught_up);
+        drains.push(drained.stored);
+        projections.push(drained.projected);
+        feeds.push(drained.fed);
         service = Some(running);
     }
     let service = service.context("at least one round")?;
@@ -192,6 +215,7 @@ async fn measure(args: &IngestArgs) -> Result<IngestFigures> {
         load: loaded,
         raw: median(raws),
         drain: median(drains),
+        projected: median(projections),
         feed_caught_up: median(feeds),
         latency_events: args.rate * args.seconds,
         rate: args.rate,
@@ -220,12 +244,22 @@ async fn load(js: &jetstream::Context, subject: &str, loops: u64) -> Result<Dura
     Ok(start.elapsed())
 }
 
-/// Closeloop's NATS side over a fresh store, as `closeloop serve` runs it.
+/// Closeloop's NATS side over a fresh store, with the projector, as `closeloop serve` runs
+/// them.
 struct Service {
     store: Arc<SledStore>,
     stop: tokio::sync::watch::Sender<bool>,
     running: closeloop_ingest::Running,
+    projector: tokio::task::JoinHandle<Result<(), ProjectionsError>>,
     _dir: tempfile::TempDir,
+}
+
+/// When a drain's events were all stored, all in the read models and all on the feed, from
+/// its start.
+struct Drained {
+    stored: Duration,
+    projected: Duration,
+    fed: Duration,
 }
 
 /// A raw durable pull consumer pulls and acks `events` messages of `stream`; how long it
@@ -267,14 +301,14 @@ async fn raw_consume(
     Ok(elapsed)
 }
 
-/// Starts Closeloop's NATS side over a fresh store; returns it once every one of the `events`
-/// waiting in `FEEDBACK` is durably stored and once all are on the feed, both timed from the
-/// start.
-async fn drain(server: &NatsServer, events: u64) -> Result<(Service, Duration, Duration)> {
+/// Starts Closeloop's NATS side and the projector over a fresh store; returns them once every
+/// one of the `events` waiting in `FEEDBACK` is durably stored, in the read models and on the
+/// feed, each timed from the start.
+async fn drain(server: &NatsServer, events: u64) -> Result<(Service, Drained)> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(
         &dir.path().join("store"),
-        &SledStoreOptions::default(),
+        &crate::store::store_options(dir.path(), false)?,
     )?);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let options = IngestOptions {
@@ -283,38 +317,65 @@ async fn drain(server: &NatsServer, events: u64) -> Result<(Service, Duration, D
         ..IngestOptions::default()
     };
     let mut head = store.subscribe();
+    let projections = Arc::new(Projections::new(ReadModels::new()));
+    let mut applied = projections.subscribe();
     let start = Instant::now();
+    let projector = {
+        let mut stopping = stopping.clone();
+        tokio::spawn(run_projector(
+            Arc::clone(&store),
+            projections,
+            ProjectorOptions::default(),
+            async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            },
+        ))
+    };
     let running = closeloop_ingest::start(Arc::clone(&store), options, stopping).await?;
-    tokio::time::timeout(
-        Duration::from_secs(600),
-        head.wait_for(|&head| head >= events),
-    )
-    .await
-    .context("the drain did not finish in 10 minutes")??;
-    let drained = start.elapsed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let in_time = "the drain did not finish in 10 minutes";
+    tokio::time::timeout_at(deadline, head.wait_for(|&head| head >= events))
+        .await
+        .context(in_time)??;
+    let stored = start.elapsed();
     ensure!(
         store.head() == events,
         "stored {} of {events}",
         store.head()
     );
-    let deadline = Instant::now() + Duration::from_secs(600);
+    tokio::time::timeout_at(deadline, applied.wait_for(|&applied| applied >= events))
+        .await
+        .context(in_time)??;
+    let projected = start.elapsed();
     while running.handle.status(events).feed_lag > 0 {
-        ensure!(Instant::now() < deadline, "the feed did not catch up");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the feed did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let fed = start.elapsed();
     let service = Service {
         store,
         stop,
         running,
+        projector,
         _dir: dir,
     };
-    Ok((service, drained, fed))
+    Ok((
+        service,
+        Drained {
+            stored,
+            projected,
+            fed,
+        },
+    ))
 }
 
 async fn stop_service(service: Service) -> Result<()> {
     service.stop.send(true).ok();
     service.running.task.await?;
+    service.projector.await??;
     let store = Arc::into_inner(service.store).context("the store is still shared")?;
     store.close().await;
     Ok(())

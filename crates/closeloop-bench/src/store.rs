@@ -326,7 +326,7 @@ fn raw_single_writer(value: &[u8], count: u64) -> Result<Measurement> {
 /// The store's options as `closeloop serve` opens it: personal data sealed with each loop's
 /// data key, kept in a file key store in `dir/keys` (each new loop's key made durable before
 /// its first record); with `plain`, no key store.
-fn store_options(dir: &Path, plain: bool) -> Result<SledStoreOptions> {
+pub(crate) fn store_options(dir: &Path, plain: bool) -> Result<SledStoreOptions> {
     if plain {
         return Ok(SledStoreOptions::default());
     }

@@ -1,8 +1,11 @@
 //! Ingestion: pulls batches from `FEEDBACK`, records each message through the one write path,
 //! and acknowledges it only once its outcome is durable.
 //!
-//! A batch gathers what arrives within a few milliseconds (up to `batch` messages), is decoded
-//! whole, then split by loop: each loop's messages are decided in delivery order and stored in
+//! A batch takes every message already delivered (up to `batch`) and, while messages come
+//! thick and fast (the batch before held an eighth of `batch` or more), what else arrives
+//! within a few milliseconds: full batches share fsyncs, and a lone message at a quiet time
+//! goes straight on. At most two batches are in flight; the next waits for the older. A batch
+//! is decoded whole, then split by loop: each loop's messages are decided in delivery order and stored in
 //! one append ([`write::record_in_order`]), while different loops are recorded concurrently,
 //! so the store's group commit takes the whole batch in one or two fsyncs. Every message ends in exactly one
 //! [`Outcome`]: stored, a duplicate, dead-lettered, or handed back to JetStream (nak) to be
@@ -12,7 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::pull::{self, MessagesError};
 use async_nats::jetstream::{self, AckKind};
 use closeloop_domain::{Limits, LoopId, Rejection};
 use closeloop_store::write::{self, WriteError};
@@ -253,9 +256,18 @@ async fn consume<S: EventStore>(
     // Two batches overlap: while one waits for its fsync, the next is gathered, decoded and
     // recorded for the loops the first does not touch.
     let mut in_flight: VecDeque<(HashSet<LoopId>, BatchDone)> = VecDeque::new();
+    // Whether the last batch came from a busy stream (see `gather`).
+    let mut busy = false;
     let result = loop {
         if store.ready().is_err() {
             break Ok(Stop::StoreNotReady);
+        }
+        // At most two batches in flight: wait for the older one before taking the next, so
+        // that what arrives meanwhile joins the next batch (batches grow with the load).
+        if in_flight.len() >= 2
+            && let Some((_, oldest)) = in_flight.pop_front()
+        {
+            oldest.await;
         }
         let first = tokio::select! {
             biased;
@@ -265,36 +277,10 @@ async fn consume<S: EventStore>(
             () = tokio::time::sleep(READY_CHECK) => continue,
         };
         shared.set_ingest_backlogged(false);
-        // Gather what arrives within a short window into one batch: the store commits a
-        // batch in a few fsyncs, whatever its size.
-        let deadline = tokio::time::Instant::now() + options.gather;
-        let mut gathered = Vec::with_capacity(options.batch);
-        let mut next = first;
-        let failure = loop {
-            match next {
-                None => {
-                    break Some(WorkerError::Receive(
-                        "the consumer's message stream ended".into(),
-                    ));
-                }
-                Some(Err(err)) => break Some(WorkerError::Receive(err.into())),
-                Some(Ok(message)) => gathered.push(message),
-            }
-            if gathered.len() >= options.batch {
-                break None;
-            }
-            match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(item) => next = item,
-                Err(_) => break None,
-            }
-        };
+        let (gathered, failure) = gather(messages, first, options, busy).await;
+        busy = gathered.len() >= options.batch / BUSY_FRACTION;
         shared.set_ingest_backlogged(gathered.len() >= options.batch);
         let batch = Batch::decode(gathered, &options.input_limits);
-        if in_flight.len() >= 2
-            && let Some((_, oldest)) = in_flight.pop_front()
-        {
-            oldest.await;
-        }
         let (busy, previous) = in_flight
             .back()
             .map(|(loops, done)| (loops.clone(), Some(done.clone())))
@@ -324,6 +310,47 @@ async fn consume<S: EventStore>(
         done.await;
     }
     result
+}
+
+/// A batch of at least `batch / BUSY_FRACTION` messages means the stream is busy: the next
+/// batch waits up to `gather` to fill.
+const BUSY_FRACTION: usize = 8;
+
+/// The batch that starts with `first`: every message already delivered, up to
+/// `options.batch`, and, when the stream is `busy`, what else arrives within
+/// `options.gather` of the first (fuller batches share fsyncs; at a quiet time a message goes
+/// on at once). Also the receive failure that ended it, if one did (the messages before it
+/// are still recorded).
+async fn gather(
+    messages: &mut pull::Stream,
+    first: Option<Result<jetstream::Message, MessagesError>>,
+    options: &IngestOptions,
+    busy: bool,
+) -> (Vec<jetstream::Message>, Option<WorkerError>) {
+    let deadline = tokio::time::Instant::now() + options.gather;
+    let mut gathered = Vec::with_capacity(options.batch);
+    let mut next = first;
+    loop {
+        match next {
+            None => {
+                let ended = WorkerError::Receive("the consumer's message stream ended".into());
+                return (gathered, Some(ended));
+            }
+            Some(Err(err)) => return (gathered, Some(WorkerError::Receive(err.into()))),
+            Some(Ok(message)) => gathered.push(message),
+        }
+        if gathered.len() >= options.batch {
+            return (gathered, None);
+        }
+        next = match messages.next().now_or_never() {
+            Some(item) => item,
+            None if !busy || options.gather.is_zero() => return (gathered, None),
+            None => match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(item) => item,
+                Err(_) => return (gathered, None),
+            },
+        };
+    }
 }
 
 /// A decoded batch: each loop's messages in delivery order, and the messages that cannot be

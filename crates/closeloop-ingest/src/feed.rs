@@ -141,9 +141,9 @@ use crate::IngestOptions;
 use crate::status::{Shared, Worker, WorkerError};
 use crate::streams::{self, FEED_SUBJECT_PREFIX};
 
-/// Events read and published per page: all are in flight before the first ack is awaited, so
-/// this stays well below the client's limit of 5,000 unacknowledged publishes (beyond it
-/// `send_publish` waits for acks that nobody awaits yet).
+/// Events read and published per page: all are in flight before the first ack is awaited, and
+/// in local mode two pages at a time, so this stays well below the client's limit of 5,000
+/// unacknowledged publishes (beyond it `send_publish` waits for acks that nobody awaits yet).
 const PAGE: usize = 1024;
 /// How often the checkpoint file is written at most while events flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -175,8 +175,11 @@ impl FeedMode {
     }
 }
 
-/// How long the feed pauses before each page while ingestion works through a backlog.
-const YIELD_TO_INGESTION: Duration = Duration::from_millis(200);
+/// How long the feed pauses before each page while ingestion works through a backlog: at
+/// most ~20,000 events/s then, which leaves storing most of the machine yet keeps the feed
+/// within about a quarter of the drain's time (200 ms kept it to ~5,000 events/s, and the
+/// feed then finished ~45% later than the drain; see `docs/benchmarks.md`).
+const YIELD_TO_INGESTION: Duration = Duration::from_millis(50);
 /// The header with the event's global position, besides `Nats-Msg-Id`.
 pub const POSITION_HEADER: &str = "Closeloop-Position";
 /// The extension attribute, with the value `omitted`, on every feed message of an event type
@@ -233,7 +236,9 @@ async fn run_local<S: EventStore>(
     result
 }
 
-/// The loop of [`run_local`].
+/// The loop of [`run_local`]. Two pages are in flight: the next is read and sent while
+/// JetStream acknowledges the one before, and the checkpoint moves once a page is acknowledged
+/// in full.
 async fn publish_local<S: EventStore>(
     store: &Arc<S>,
     js: &Context,
@@ -242,22 +247,56 @@ async fn publish_local<S: EventStore>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let mut head = store.subscribe();
+    let mut sent_upto = checkpoint.position;
+    let mut in_flight: Option<SentPage> = None;
     loop {
         if *shutdown.borrow() {
-            return Ok(());
+            break;
         }
-        let entries = next_page(store, checkpoint.position, shared, shutdown).await?;
+        let entries = next_page(store, sent_upto, shared, shutdown).await?;
         if entries.is_empty() {
-            wait_for_more(&mut head, shutdown).await?;
+            match in_flight.take() {
+                Some(page) => settle_local(page, checkpoint, shared).await?,
+                None => wait_for_more(&mut head, shutdown).await?,
+            }
             continue;
         }
         // Read for each page: after a reconnect the server (of a cluster) may be another one.
         let max_payload = js.client().max_payload();
-        let acked = publish_page(js, checkpoint.position, &entries, max_payload, None).await?;
-        shared.set_feed_published(acked.upto);
-        metrics::counter!("closeloop_feed_published_total").increment(entries.len() as u64);
-        checkpoint.advance(acked.upto)?;
+        let page = send_page(js, sent_upto, &entries, max_payload, None).await?;
+        sent_upto = page.last_position();
+        if let Some(previous) = in_flight.replace(page) {
+            settle_local(previous, checkpoint, shared).await?;
+        }
     }
+    // What was sent before the stop is usually acknowledged in a moment: count it in the
+    // checkpoint, without holding the stop up for long (what is not counted goes out again
+    // after the restart, and JetStream drops the repeats).
+    if let Some(page) = in_flight {
+        match tokio::time::timeout(SETTLE_ON_STOP, settle_local(page, checkpoint, shared)).await {
+            Ok(settled) => settled?,
+            Err(_) => tracing::warn!(
+                "JetStream did not acknowledge the feed's last page in time; it is published again after the restart"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// How long a stopping feed waits for the acks of the page it sent last.
+const SETTLE_ON_STOP: Duration = Duration::from_secs(2);
+
+/// Waits for a page's acks (all of them, or an error) and moves the checkpoint past it.
+async fn settle_local(
+    page: SentPage,
+    checkpoint: &mut Checkpoint,
+    shared: &Shared,
+) -> Result<(), WorkerError> {
+    let sent = page.len();
+    let acked = page.acked().await?;
+    shared.set_feed_published(acked.upto);
+    metrics::counter!("closeloop_feed_published_total").increment(sent as u64);
+    checkpoint.advance(acked.upto)
 }
 
 /// The next page of the log after `position` (empty when there is none yet). While ingestion
@@ -345,12 +384,89 @@ pub(crate) async fn publish_page(
     max_payload: usize,
     fence: Option<Fence<'_>>,
 ) -> Result<PageAck, WorkerError> {
+    send_page(js, after, entries, max_payload, fence)
+        .await?
+        .acked()
+        .await
+}
+
+/// A page handed to the client, whose acks are still to come.
+pub(crate) struct SentPage {
+    /// The position before the page.
+    after: u64,
+    /// Each message's position and its ack to come.
+    acks: Vec<(u64, async_nats::jetstream::context::PublishAckFuture)>,
+    /// The feed stream's last sequence before the page, under a fence.
+    fenced_from: Option<u64>,
+    /// Why the page was not sent to its end.
+    stopped: Option<Stopped>,
+}
+
+impl SentPage {
+    /// How many messages were sent.
+    fn len(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// The position of the last message sent (the one before the page when none was).
+    fn last_position(&self) -> u64 {
+        self.acks
+            .last()
+            .map_or(self.after, |(position, _)| *position)
+    }
+
+    /// Waits for the acks in order; how far the page got (see [`publish_page`]).
+    async fn acked(self) -> Result<PageAck, WorkerError> {
+        let fenced = self.fenced_from.is_some();
+        let mut acked = PageAck {
+            upto: self.after,
+            last_sequence: self.fenced_from.unwrap_or(0),
+            stopped: self.stopped,
+        };
+        for (position, ack) in self.acks {
+            match ack.await {
+                Ok(ack) if fenced && ack.duplicate => {
+                    acked.stopped = Some(Stopped::Fenced);
+                    break;
+                }
+                Ok(ack) => {
+                    acked.upto = position;
+                    acked.last_sequence = ack.sequence;
+                }
+                Err(err)
+                    if fenced
+                        && err.kind()
+                            == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+                {
+                    acked.stopped = Some(Stopped::Fenced);
+                    break;
+                }
+                Err(err) => return Err(WorkerError::Publish(err.into())),
+            }
+        }
+        Ok(acked)
+    }
+}
+
+/// Hands `entries` (which must follow `after` without a gap) to the client without waiting
+/// for their acks; see [`publish_page`].
+async fn send_page(
+    js: &Context,
+    after: u64,
+    entries: &[StoredEvent],
+    max_payload: usize,
+    fence: Option<Fence<'_>>,
+) -> Result<SentPage, WorkerError> {
     let max_payload = match fence {
         Some(_) => max_payload.saturating_sub(FENCE_HEADER_SIZE),
         None => max_payload,
     };
-    let mut stopped = None;
-    let mut acks = Vec::with_capacity(entries.len());
+    let mut page = SentPage {
+        after,
+        acks: Vec::with_capacity(entries.len()),
+        fenced_from: fence.as_ref().map(|fence| fence.last_sequence),
+        stopped: None,
+    };
     for ((expected, entry), index) in (after + 1..).zip(entries).zip(0_u64..) {
         if entry.position != expected {
             return Err(WorkerError::Event {
@@ -365,7 +481,7 @@ pub(crate) async fn publish_page(
         if let Some(fence) = &fence
             && Instant::now() >= *fence.until.borrow()
         {
-            stopped = Some(Stopped::LeaseEnded);
+            page.stopped = Some(Stopped::LeaseEnded);
             break;
         }
         let FeedMessage {
@@ -393,35 +509,9 @@ pub(crate) async fn publish_page(
             .send_publish(subject, message)
             .await
             .map_err(|err| WorkerError::Publish(err.into()))?;
-        acks.push((entry.position, ack));
+        page.acks.push((entry.position, ack));
     }
-    let mut acked = PageAck {
-        upto: after,
-        last_sequence: fence.as_ref().map_or(0, |fence| fence.last_sequence),
-        stopped,
-    };
-    for (position, ack) in acks {
-        match ack.await {
-            Ok(ack) if fence.is_some() && ack.duplicate => {
-                acked.stopped = Some(Stopped::Fenced);
-                break;
-            }
-            Ok(ack) => {
-                acked.upto = position;
-                acked.last_sequence = ack.sequence;
-            }
-            Err(err)
-                if fence.is_some()
-                    && err.kind()
-                        == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-            {
-                acked.stopped = Some(Stopped::Fenced);
-                break;
-            }
-            Err(err) => return Err(WorkerError::Publish(err.into())),
-        }
-    }
-    Ok(acked)
+    Ok(page)
 }
 
 /// What the feed publishes for one entry.
