@@ -118,6 +118,43 @@ impl ReadModels {
             .collect()
     }
 
+    /// Frees the read models one part at a time, calling `after` with each part's name once
+    /// it is freed: the `memory` example reads resident memory there to tell how much each
+    /// part held. Not for anything else.
+    #[doc(hidden)]
+    pub fn drop_parts(mut self, mut after: impl FnMut(&'static str)) {
+        if let Some(timing) = self
+            .timing
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            timing.drop_parts(&mut after);
+        }
+        macro_rules! part {
+            ($($field:ident),*) => {$(
+                drop(std::mem::take(&mut self.$field));
+                after(stringify!($field));
+            )*};
+        }
+        part!(
+            ids,
+            hot,
+            cold,
+            orgs,
+            themes,
+            tags,
+            rating_names,
+            lists,
+            ratings,
+            changes,
+            erased,
+            bitmaps,
+            order,
+            published
+        );
+    }
+
     /// Empty read models at position 0.
     #[must_use]
     pub fn new() -> Self {
