@@ -7,7 +7,8 @@
 //! MIMALLOC_PURGE_DELAY=0 cargo run --release -p closeloop --example memory -- DATA_DIR
 //! ```
 //!
-//! `MIMALLOC_PURGE_DELAY=0` makes mimalloc give freed pages back at once, so that resident
+//! `MEMORY_SLED_CACHE_MIB` sets sled's page cache; `MEMORY_STORE_ONLY=1` stops after opening
+//! and closing the store. `MIMALLOC_PURGE_DELAY=0` makes mimalloc give freed pages back at once, so that resident
 //! memory follows what is live; a part's figure is only as exact as its pages are its own.
 
 use std::path::PathBuf;
@@ -65,9 +66,21 @@ async fn main() -> anyhow::Result<()> {
     let mut meter = Meter { last: rss().0 };
     meter.step("start");
 
-    let store = SledStore::open(&dir, &SledStoreOptions::default())
+    let mut options = SledStoreOptions::default();
+    if let Some(mib) = std::env::var("MEMORY_SLED_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        options.cache_capacity_bytes = mib * 1024 * 1024;
+    }
+    let store = SledStore::open(&dir, &options)
         .with_context(|| format!("cannot open the store in {}", dir.display()))?;
     meter.step("store opened (sled, store indexes)");
+    if std::env::var_os("MEMORY_STORE_ONLY").is_some() {
+        store.close().await;
+        meter.step("store closed (sled, store indexes)");
+        return Ok(());
+    }
 
     let models = rebuild(&store, 8192, |_, _| {}).await?;
     meter.step("read models built from the log");
