@@ -7,7 +7,7 @@
 //! MIMALLOC_PURGE_DELAY=0 cargo run --release -p closeloop --example memory -- DATA_DIR
 //! ```
 //!
-//! `MEMORY_SLED_CACHE_MIB` sets sled's page cache; `MEMORY_STORE_ONLY=1` stops after opening
+//! With `CLOSELOOP_MASTER_KEY` set it opens the key store too. `MEMORY_SLED_CACHE_MIB` sets sled's page cache; `MEMORY_STORE_ONLY=1` stops after opening
 //! and closing the store. `MIMALLOC_PURGE_DELAY=0` makes mimalloc give freed pages back at once, so that resident
 //! memory follows what is live; a part's figure is only as exact as its pages are its own.
 
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use closeloop_domain::Sla;
+use closeloop_keys::{FileKeyStore, MasterKey};
 use closeloop_projections::{ReadModels, rebuild};
 use closeloop_store::backend::index::Index;
 use closeloop_store::{EventStore, SledStore, SledStoreOptions};
@@ -65,6 +66,15 @@ async fn main() -> anyhow::Result<()> {
         .into();
     let mut meter = Meter { last: rss().0 };
     meter.step("start");
+
+    // `serve` also holds the key store open: its index of loops and contacts.
+    if let Ok(hex) = std::env::var("CLOSELOOP_MASTER_KEY") {
+        let master = MasterKey::from_hex(&hex).context("CLOSELOOP_MASTER_KEY")?;
+        let keys = FileKeyStore::open(&dir.join("keys"), Some(&master))?;
+        meter.step("key store opened");
+        drop(keys);
+        meter.step("key store closed");
+    }
 
     let mut options = SledStoreOptions::default();
     if let Some(mib) = std::env::var("MEMORY_SLED_CACHE_MIB")
