@@ -12,28 +12,50 @@ use hashbrown::DefaultHashBuilder;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
-/// Names (org unit paths, themes, tags, rating names) by dense id.
-#[derive(Debug, Default)]
+/// Names (org unit paths, themes, tags, rating names, change descriptions) by dense id.
+///
+/// Each name is kept once: the table from name to id holds ids and finds names through them.
+#[derive(Default)]
 pub(crate) struct Names {
     names: Vec<Box<str>>,
-    ids: HashMap<Box<str>, u32>,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Names")
+            .field("len", &self.names.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Names {
     /// The id of `name`, interning it when new.
     pub(crate) fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
+        if let Some(id) = self.get(name) {
             return id;
         }
         let id = next_id(self.names.len());
         self.names.push(name.into());
-        self.ids.insert(name.into(), id);
+        let Self {
+            names,
+            table,
+            hasher,
+        } = self;
+        table.insert_unique(hasher.hash_one(name), id, |&other| {
+            hasher.hash_one(&*names[other as usize])
+        });
         id
     }
 
     /// The id of `name`, if it was ever interned.
     pub(crate) fn get(&self, name: &str) -> Option<u32> {
-        self.ids.get(name).copied()
+        self.table
+            .find(self.hasher.hash_one(name), |&id| {
+                &*self.names[id as usize] == name
+            })
+            .copied()
     }
 
     /// The name with this id.

@@ -52,8 +52,11 @@ pub struct ReadModels {
     /// Change descriptions recorded since receipt or the last reopening, in order, of loops
     /// whose author consented to publication: the only loops whose changes the "you said, we
     /// did" page shows. At most [`MAX_CHANGES_PER_LOOP`] a loop, each cut to
-    /// [`MAX_DESCRIPTION_BYTES`].
-    pub(crate) changes: HashMap<u32, Vec<Box<str>>>,
+    /// [`MAX_DESCRIPTION_BYTES`], as ids in `descriptions`.
+    pub(crate) changes: HashMap<u32, Box<[u32]>>,
+    /// The text of every change description `changes` ever held, once: teams describe the
+    /// same change for many loops.
+    pub(crate) descriptions: Names,
     /// Loops with a `loop.erased` event: their keys must stay destroyed (see
     /// [`ReadModels::erased_loops`]).
     pub(crate) erased: BTreeSet<u32>,
@@ -84,6 +87,7 @@ impl Default for ReadModels {
             lists: Lists::default(),
             ratings: RatingSets::default(),
             changes: HashMap::new(),
+            descriptions: Names::default(),
             erased: BTreeSet::new(),
             bitmaps: Bitmaps::default(),
             order: Order::default(),
@@ -116,6 +120,44 @@ impl ReadModels {
             .iter()
             .filter_map(|&slot| LoopId::parse(self.ids.get(slot)).ok())
             .collect()
+    }
+
+    /// Frees the read models one part at a time, calling `after` with each part's name once
+    /// it is freed: the `memory` example reads a counting allocator there to tell how much each
+    /// part held. Not for anything else.
+    #[doc(hidden)]
+    pub fn drop_parts(mut self, mut after: impl FnMut(&'static str)) {
+        if let Some(timing) = self
+            .timing
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            timing.drop_parts(&mut after);
+        }
+        macro_rules! part {
+            ($($field:ident),*) => {$(
+                drop(std::mem::take(&mut self.$field));
+                after(stringify!($field));
+            )*};
+        }
+        part!(
+            ids,
+            hot,
+            cold,
+            orgs,
+            themes,
+            tags,
+            rating_names,
+            lists,
+            ratings,
+            changes,
+            descriptions,
+            erased,
+            bitmaps,
+            order,
+            published
+        );
     }
 
     /// Empty read models at position 0.
@@ -359,7 +401,10 @@ impl ReadModels {
                 if hot.has(CONSENT) {
                     let changes = self.changes.entry(slot).or_default();
                     if changes.len() < MAX_CHANGES_PER_LOOP {
-                        changes.push(truncate(description, MAX_DESCRIPTION_BYTES).into());
+                        let id = self
+                            .descriptions
+                            .intern(truncate(description, MAX_DESCRIPTION_BYTES));
+                        *changes = changes.iter().copied().chain([id]).collect();
                     }
                 }
             }
@@ -430,7 +475,7 @@ impl ReadModels {
     /// place, and how many change descriptions it lists. `None` when it is not shown.
     fn shown(&self, slot: u32) -> Option<(NewestFirst, usize)> {
         let key = self.published_key(slot)?;
-        let changes = self.changes.get(&slot).map_or(0, Vec::len);
+        let changes = self.changes.get(&slot).map_or(0, |list| list.len());
         Some((key, changes))
     }
 

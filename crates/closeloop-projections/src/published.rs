@@ -475,7 +475,12 @@ impl ReadModels {
                 we_did: self
                     .changes
                     .get(&slot)
-                    .map(|changes| changes.iter().map(ToString::to_string).collect())
+                    .map(|changes| {
+                        changes
+                            .iter()
+                            .map(|&id| self.descriptions.name(id).to_owned())
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 closed_at: place.closed_at.0.timestamp(),
             });

@@ -10,6 +10,8 @@
 //! ([`Projections::load_snapshot_checked`](crate::Projections::load_snapshot_checked)): a
 //! snapshot of another log (a restored or replaced store) is never trusted. Format 1 had no
 //! such hash and is refused, which makes the projections rebuild from the log.
+//! Format 4 keeps each change description once, in a table, and a loop's changes as ids into
+//! it; older formats are refused the same way.
 //!
 //! The checkpoint and that hash come first, so [`SnapshotHeader`] reads them from the first
 //! [`SNAPSHOT_HEADER_MAX_BYTES`] bytes without decoding (or even reading) the rest: enough to
@@ -30,7 +32,7 @@ use crate::model::ReadModels;
 use crate::record::{Cold, Hot};
 
 /// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 const HASH_LEN: usize = 32;
 
@@ -163,7 +165,8 @@ struct SnapshotOut<'a> {
     rating_names: Vec<String>,
     lists: Vec<Vec<u32>>,
     ratings: Vec<Vec<(u32, RatingValue)>>,
-    changes: Vec<(u32, &'a [Box<str>])>,
+    descriptions: Vec<String>,
+    changes: Vec<(u32, &'a [u32])>,
     erased: Vec<u32>,
 }
 
@@ -183,7 +186,8 @@ struct SnapshotIn {
     rating_names: Vec<String>,
     lists: Vec<Vec<u32>>,
     ratings: Vec<Vec<(u32, RatingValue)>>,
-    changes: Vec<(u32, Vec<String>)>,
+    descriptions: Vec<String>,
+    changes: Vec<(u32, Vec<u32>)>,
     erased: Vec<u32>,
 }
 
@@ -192,10 +196,10 @@ impl ReadModels {
     #[must_use]
     pub fn to_snapshot(&self) -> Vec<u8> {
         let (id_bytes, id_ends) = self.ids.to_parts();
-        let mut changes: Vec<(u32, &[Box<str>])> = self
+        let mut changes: Vec<(u32, &[u32])> = self
             .changes
             .iter()
-            .map(|(&slot, list)| (slot, list.as_slice()))
+            .map(|(&slot, list)| (slot, &list[..]))
             .collect();
         changes.sort_unstable_by_key(|&(slot, _)| slot);
         let out = SnapshotOut {
@@ -212,6 +216,7 @@ impl ReadModels {
             rating_names: self.rating_names.to_vec(),
             lists: self.lists.to_vec(),
             ratings: self.ratings.to_vec(),
+            descriptions: self.descriptions.to_vec(),
             changes,
             erased: self.erased.iter().copied().collect(),
         };
@@ -266,8 +271,14 @@ fn restore(s: SnapshotIn) -> Result<ReadModels, String> {
         rating_names: Names::from_vec(s.rating_names)?,
         lists: Lists::from_vec(s.lists)?,
         ratings: RatingSets::from_vec(s.ratings)?,
+        descriptions: Names::from_vec(s.descriptions)?,
         ..ReadModels::default()
     };
+    if (0..models.descriptions.len()).any(|id| {
+        u32::try_from(id).is_ok_and(|id| models.descriptions.name(id).len() > MAX_DESCRIPTION_BYTES)
+    }) {
+        return Err("a change description is longer than the read models keep".into());
+    }
     if s.erased.iter().any(|&slot| slot as usize >= n) {
         return Err("an erased loop is not among the loops".into());
     }
@@ -330,14 +341,15 @@ fn restore(s: SnapshotIn) -> Result<ReadModels, String> {
             return Err("changes for a loop that does not exist".into());
         }
         if changes.len() > MAX_CHANGES_PER_LOOP
-            || changes.iter().any(|c| c.len() > MAX_DESCRIPTION_BYTES)
+            || changes
+                .iter()
+                .any(|&id| id as usize >= models.descriptions.len())
         {
-            return Err("a loop has more or longer changes than the read models keep".into());
+            return Err(
+                "a loop has more changes than the read models keep, or unknown ones".into(),
+            );
         }
-        models.changes.insert(
-            slot,
-            changes.into_iter().map(String::into_boxed_str).collect(),
-        );
+        models.changes.insert(slot, changes.into());
     }
     let slots: Vec<u32> = (0..u32::try_from(n).map_err(|_| "too many loops")?).collect();
     for &slot in &slots {

@@ -61,6 +61,26 @@ impl Timing {
         timing
     }
 
+    /// See [`ReadModels::drop_parts`].
+    pub(crate) fn drop_parts(self, after: &mut impl FnMut(&'static str)) {
+        let Self {
+            slots,
+            daily,
+            stats,
+            due_days,
+            due_before,
+            ..
+        } = self;
+        drop(slots);
+        after("timing.slots");
+        drop(daily);
+        after("timing.daily");
+        drop(stats);
+        after("timing.stats");
+        drop((due_days, due_before));
+        after("timing.due_days");
+    }
+
     pub(crate) fn sla(&self) -> &Sla {
         &self.sla
     }

@@ -257,7 +257,7 @@ impl JetStreamStore {
         tracing::info!(
             stream = %shared.options.stream,
             head,
-            loops = shared.log().index.loops.len(),
+            loops = shared.log().index.loop_count(),
             seconds = started.elapsed().as_secs_f64(),
             "event store opened on JetStream"
         );
@@ -415,19 +415,7 @@ impl EventStore for JetStreamStore {
         let durable = self.shared.durable_head();
         let (positions, batches) = {
             let log = self.shared.log();
-            let positions: Vec<u64> = log
-                .index
-                .loops
-                .get(loop_id)
-                .map(|entries| {
-                    entries
-                        .positions
-                        .iter()
-                        .copied()
-                        .take_while(|&p| p <= durable)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let positions = log.index.positions_upto(loop_id, durable);
             let mut batches: Vec<_> = positions.iter().filter_map(|&p| log.batch_of(p)).collect();
             batches.dedup_by_key(|b| b.sequence);
             (positions, batches)

@@ -282,18 +282,7 @@ impl Shared {
     /// The durable positions of a loop's entries, in version order.
     fn loop_positions(&self, loop_id: &LoopId) -> Vec<u64> {
         let durable = self.durable_head();
-        self.index()
-            .loops
-            .get(loop_id)
-            .map(|entries| {
-                entries
-                    .positions
-                    .iter()
-                    .copied()
-                    .take_while(|&p| p <= durable)
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.index().positions_upto(loop_id, durable)
     }
 
     /// Up to `limit` durable entries after `after`; blocks on disk.
@@ -366,7 +355,7 @@ impl SledStore {
         tracing::info!(
             path = %path.display(),
             head,
-            loops = index.loops.len(),
+            loops = index.loop_count(),
             seconds = started.elapsed().as_secs_f64(),
             "event store opened"
         );
