@@ -282,9 +282,17 @@ pub async fn record_in_order<S: EventStore>(
         // call, or one to decide.
         let mut plan = Vec::with_capacity(commands.len());
         for (n, (_, origin)) in commands.iter().enumerate() {
+            // The earlier command that holds the key in this call: not one refused for reusing
+            // it, which holds nothing (a redelivery after a reuse is still a repeat of the
+            // stored original, not of the reuse).
             let earlier = commands[..n]
                 .iter()
-                .position(|(_, o)| o.source == origin.source && o.event_id == origin.event_id);
+                .zip(&plan)
+                .position(|((_, o), planned)| {
+                    o.source == origin.source
+                        && o.event_id == origin.event_id
+                        && !matches!(planned, Planned::Done(Err(WriteError::KeyReused(_))))
+                });
             let refused = too_large.iter().find(|(at, _)| *at == n);
             plan.push(match (earlier, refused) {
                 (Some(first), _)

@@ -365,3 +365,38 @@ async fn a_key_sent_again_with_another_request_is_refused_and_with_the_same_is_a
     );
     assert_eq!(store.head(), 3);
 }
+
+#[tokio::test]
+async fn a_redelivery_after_a_reuse_of_its_key_in_the_same_run_is_still_a_repeat() {
+    // Stored first, in an earlier batch; then one run holds a reuse of the key and, after it,
+    // the original sent again (a publisher's redelivery): the reuse is refused, and the
+    // redelivery answers with the original instead of being taken for a second reuse.
+    let (store, _dir) = open();
+    let first = write::record(&store, feedback("r"), bound("fb", "one"), None)
+        .await
+        .expect("record");
+    let results = write::record_in_order(
+        &store,
+        &LoopId::parse("r").expect("id"),
+        vec![
+            (feedback("r"), bound("fb", "another")),
+            (feedback("r"), bound("fb", "one")),
+            (feedback("r"), bound("fb", "another")),
+        ],
+    )
+    .await
+    .expect("store works");
+    assert!(
+        matches!(results[0], Err(WriteError::KeyReused(_))),
+        "{results:?}"
+    );
+    match &results[1] {
+        Ok(repeat) => assert!(repeat.duplicate && repeat.position == first.position),
+        other => panic!("the redelivery should be a repeat: {other:?}"),
+    }
+    assert!(
+        matches!(results[2], Err(WriteError::KeyReused(_))),
+        "{results:?}"
+    );
+    assert_eq!(store.head(), 1);
+}
