@@ -116,6 +116,7 @@ impl Writer {
                     // A copy whose acknowledgement was lost may be the message that took the
                     // fence: then it is stored, and applied by the catch-up.
                     if self.shared.log().sequence_of_id(&id).is_some() {
+                        self.publish_applied_head();
                         reply(batch, results);
                         return;
                     }
@@ -162,17 +163,28 @@ impl Writer {
     }
 
     fn applied(&self, sequence: u64, staging: &Staging, id: &str) {
-        let applied = {
+        let head = {
             let mut log = self
                 .shared
                 .log
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            log.apply_staged(sequence, staging, id)
+            match log.apply_staged(sequence, staging, id) {
+                Applied::Now(head) => head,
+                // The follower applied the message first and publishes the head once it has
+                // let go of the log: publish it here too, before the callers hear back, so
+                // that they read what they wrote.
+                Applied::Before => log.head,
+            }
         };
-        if let Applied::Now(head) = applied {
-            self.shared.publish_head(head);
-        }
+        self.shared.publish_head(head);
+    }
+
+    /// Publishes the head of the log as this replica has applied it (after a catch-up whose
+    /// messages the follower may have applied, and not yet published).
+    fn publish_applied_head(&self) {
+        let head = self.shared.log().head;
+        self.shared.publish_head(head);
     }
 
     /// Publishes `payload` after stream message `fence`, retrying the same bytes under the same
