@@ -9,7 +9,7 @@ use closeloop_store::{Hash, StoredEvent};
 
 use crate::daily::Tables;
 use crate::index::{Bitmaps, Order, OrderKey, bitmap_mut};
-use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
+use crate::intern::{Lists, Names, RatingSets, RatingValue};
 use crate::limits::{
     MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
     truncate,
@@ -19,6 +19,7 @@ use crate::record::{
     CONSENT, Cold, HAS_CHANGE, HAS_OUTCOME, Hot, Ts, When, channel_index, stage_index,
 };
 use crate::timing::Timing;
+use closeloop_store::LoopIds;
 
 /// Every read model of Closeloop, built only from the global log, and the position of the last
 /// log entry applied to it (its *checkpoint*).

@@ -26,10 +26,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::index::{Order, OrderKey};
-use crate::intern::{Lists, LoopIds, Names, RatingSets, RatingValue};
+use crate::intern::{Lists, Names, RatingSets, RatingValue};
 use crate::limits::{MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES};
 use crate::model::ReadModels;
 use crate::record::{Cold, Hot};
+use closeloop_store::LoopIds;
 
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_VERSION: u8 = 4;

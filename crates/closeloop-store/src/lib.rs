@@ -21,6 +21,7 @@ pub mod backend;
 pub mod chain;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod loop_ids;
 pub mod merkle;
 pub mod record;
 mod sled_store;
@@ -35,6 +36,7 @@ use closeloop_domain::{Event, LoopId};
 use tokio::sync::watch;
 
 pub use chain::Hash;
+pub use loop_ids::LoopIds;
 pub use sled_store::{FaultInjector, FaultPoint, KeyHandle, SledStore, SledStoreOptions};
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};

@@ -4,12 +4,12 @@
 //! JetStream append is one message).
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 
 use closeloop_domain::LoopId;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
 
+use crate::LoopIds;
 use crate::chain::Hash;
 use crate::merkle::MerkleIndex;
 
@@ -70,7 +70,7 @@ impl Index {
     }
 }
 
-/// One loop: its head and where its id ends in [`Loops::id_bytes`].
+/// One loop: its head.
 #[derive(Debug, Clone, Copy)]
 struct LoopRow {
     /// The hash of the loop's last entry.
@@ -79,19 +79,15 @@ struct LoopRow {
     last: u64,
     /// The loop's version: how many entries it has.
     version: u64,
-    id_end: u64,
 }
 
 /// Every loop's head, and each entry's link to its loop's previous entry, so that a loop's
 /// positions are found by walking back from its last one.
 #[derive(Debug, Default)]
 struct Loops {
-    /// Loop ids back to back, in the order loops first appeared.
-    id_bytes: String,
+    /// Loop ids in the order loops first appeared; a loop's slot is its row in `rows`.
+    ids: LoopIds,
     rows: Vec<LoopRow>,
-    /// Row numbers, hashed by their loop's id.
-    table: HashTable<u32>,
-    hasher: DefaultHashBuilder,
     /// By position - 1: how many positions back the same loop's previous entry is (0: none,
     /// or no entry at this position).
     back: ByEntry,
@@ -101,33 +97,14 @@ struct Loops {
 }
 
 impl Loops {
-    fn id(&self, row: u32) -> &str {
-        id_of(&self.id_bytes, &self.rows, row)
-    }
-
     fn find(&self, id: &str) -> Option<&LoopRow> {
-        let hash = self.hasher.hash_one(id);
-        self.table
-            .find(hash, |&row| self.id(row) == id)
-            .map(|&row| &self.rows[row as usize])
+        self.ids.find(id).map(|slot| &self.rows[slot as usize])
     }
 
     fn insert(&mut self, id: &str, position: u64, hash: Hash) {
-        let key = self.hasher.hash_one(id);
-        let found = {
-            let Self {
-                id_bytes,
-                rows,
-                table,
-                ..
-            } = self;
-            table
-                .find(key, |&row| id_of(id_bytes, rows, row) == id)
-                .copied()
-        };
-        let back = match found {
-            Some(row) => {
-                let row = &mut self.rows[row as usize];
+        let back = match self.ids.find(id) {
+            Some(slot) => {
+                let row = &mut self.rows[slot as usize];
                 let back = position - row.last;
                 row.last = position;
                 row.version += 1;
@@ -135,23 +112,11 @@ impl Loops {
                 back
             }
             None => {
-                let row = u32::try_from(self.rows.len()).expect("fewer than 2^32 loops");
-                self.id_bytes.push_str(id);
+                self.ids.push(id);
                 self.rows.push(LoopRow {
                     head_hash: hash,
                     last: position,
                     version: 1,
-                    id_end: self.id_bytes.len() as u64,
-                });
-                let Self {
-                    id_bytes,
-                    rows,
-                    table,
-                    hasher,
-                    ..
-                } = self;
-                table.insert_unique(key, row, |&other| {
-                    hasher.hash_one(id_of(id_bytes, rows, other))
                 });
                 0
             }
@@ -186,16 +151,6 @@ impl Loops {
         positions.reverse();
         positions
     }
-}
-
-fn id_of<'a>(id_bytes: &'a str, rows: &[LoopRow], row: u32) -> &'a str {
-    let row = row as usize;
-    let start = if row == 0 { 0 } else { rows[row - 1].id_end };
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "offsets index an in-memory string, so they fit usize"
-    )]
-    &id_bytes[start as usize..rows[row].id_end as usize]
 }
 
 /// Values per entry, grown a chunk at a time: never more than one chunk to spare, and growing

@@ -1,0 +1,130 @@
+//! Loop ids kept compactly: once each, back to back, each known by a dense slot. Used by the
+//! store's in-memory index and by the read models, which hold every loop's id.
+
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+/// Loop ids by slot, in one contiguous buffer, with a hash table from id to slot.
+///
+/// Storing ids once, back to back, costs the id's bytes plus 8; the table adds about 5 bytes
+/// a loop. A `HashMap<String, u32>` would cost three times that.
+#[derive(Default)]
+pub struct LoopIds {
+    bytes: String,
+    ends: Vec<u64>,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for LoopIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopIds")
+            .field("len", &self.ends.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoopIds {
+    /// The id in `slot`.
+    ///
+    /// # Panics
+    /// When `slot` was never handed out.
+    pub fn get(&self, slot: u32) -> &str {
+        slot_str(&self.bytes, &self.ends, slot)
+    }
+
+    /// How many ids there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The slot of `id`, if it was ever added.
+    pub fn find(&self, id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.table.find(hash, |&slot| self.get(slot) == id).copied()
+    }
+
+    /// Adds a new id and returns its slot; the caller knows it is not there yet.
+    pub fn push(&mut self, id: &str) -> u32 {
+        let slot = u32::try_from(self.ends.len()).expect("fewer than 2^32 loops");
+        self.bytes.push_str(id);
+        self.ends.push(self.bytes.len() as u64);
+        let hash = self.hasher.hash_one(id);
+        let Self {
+            bytes,
+            ends,
+            table,
+            hasher,
+        } = self;
+        table.insert_unique(hash, slot, |&other| {
+            hasher.hash_one(slot_str(bytes, ends, other))
+        });
+        slot
+    }
+
+    /// The ids in slot order, for snapshots.
+    pub fn to_parts(&self) -> (String, Vec<u64>) {
+        (self.bytes.clone(), self.ends.clone())
+    }
+
+    /// Restores ids written by [`to_parts`](Self::to_parts).
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong when the parts do not describe distinct ids.
+    pub fn from_parts(bytes: &str, ends: &[u64]) -> Result<Self, String> {
+        let mut ids = Self::default();
+        let mut start = 0_u64;
+        for &end in ends {
+            let id = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(end).ok())
+                .and_then(|(s, e)| bytes.get(s..e))
+                .ok_or("loop id offsets do not fit the id buffer")?;
+            if ids.find(id).is_some() {
+                return Err(format!("loop id {id:?} appears twice"));
+            }
+            ids.push(id);
+            start = end;
+        }
+        if start as usize != bytes.len() {
+            return Err("the loop id buffer has trailing bytes".to_owned());
+        }
+        Ok(ids)
+    }
+}
+
+fn slot_str<'a>(bytes: &'a str, ends: &[u64], slot: u32) -> &'a str {
+    let slot = slot as usize;
+    let start = if slot == 0 { 0 } else { ends[slot - 1] };
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "offsets index an in-memory string, so they fit usize"
+    )]
+    &bytes[start as usize..ends[slot] as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_ids_round_trip_and_are_found() {
+        let mut ids = LoopIds::default();
+        for i in 0..1000 {
+            assert_eq!(ids.push(&format!("loop-{i}")), i);
+        }
+        assert_eq!(ids.find("loop-517"), Some(517));
+        assert_eq!(ids.find("loop-1000"), None);
+        assert_eq!(ids.get(3), "loop-3");
+        let (bytes, ends) = ids.to_parts();
+        let back = LoopIds::from_parts(&bytes, &ends).unwrap();
+        assert_eq!(back.find("loop-999"), Some(999));
+        assert!(LoopIds::from_parts("aa", &[1, 2]).is_err(), "duplicate ids");
+    }
+}
