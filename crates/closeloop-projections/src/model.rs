@@ -5,7 +5,7 @@ use std::sync::{PoisonError, RwLock};
 
 use closeloop_domain::event::{ChangeMade, FeedbackReceived};
 use closeloop_domain::{Event, LoopEvent, LoopId, LoopState, OrgUnit, Stage};
-use closeloop_store::{Hash, StoredEvent};
+use closeloop_store::{Hash, LoopIds, StoredEvent};
 
 use crate::daily::Tables;
 use crate::index::{Bitmaps, Order, OrderKey, bitmap_mut};
@@ -19,7 +19,6 @@ use crate::record::{
     CONSENT, Cold, HAS_CHANGE, HAS_OUTCOME, Hot, Ts, When, channel_index, stage_index,
 };
 use crate::timing::Timing;
-use closeloop_store::LoopIds;
 
 /// Every read model of Closeloop, built only from the global log, and the position of the last
 /// log entry applied to it (its *checkpoint*).
@@ -124,8 +123,8 @@ impl ReadModels {
     }
 
     /// Frees the read models one part at a time, calling `after` with each part's name once
-    /// it is freed: the `memory` example reads a counting allocator there to tell how much each
-    /// part held. Not for anything else.
+    /// it is freed: the `memory` example reads resident memory there to tell how much each part
+    /// held. Not for anything else.
     #[doc(hidden)]
     pub fn drop_parts(mut self, mut after: impl FnMut(&'static str)) {
         if let Some(timing) = self

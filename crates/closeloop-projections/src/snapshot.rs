@@ -22,6 +22,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use closeloop_domain::OrgUnit;
+use closeloop_store::LoopIds;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -30,7 +31,6 @@ use crate::intern::{Lists, Names, RatingSets, RatingValue};
 use crate::limits::{MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES};
 use crate::model::ReadModels;
 use crate::record::{Cold, Hot};
-use closeloop_store::LoopIds;
 
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_VERSION: u8 = 4;
