@@ -1,9 +1,14 @@
 //! The in-memory index both stores keep: each loop's live key and contact entries, whether it was
 //! ever erased, and which loops each contact digest names.
+//!
+//! It holds an entry for every loop that ever had a key, so it is kept compact (a million loops
+//! cost tens of MiB, not hundreds): loop ids once each in [`LoopIds`], the live keys in a vector
+//! by the loop's slot there, the erased flags as bits, and contacts, which most loops lack, in
+//! maps of their own keyed by slot.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use crate::ContactDigest;
+use crate::{ContactDigest, LoopIds};
 
 /// What the index knows of one loop. `R` is where a store keeps the thing (a slot, a key id).
 #[derive(Debug)]
@@ -16,27 +21,27 @@ pub(crate) struct LoopEntry<R> {
     pub(crate) erased: bool,
 }
 
-impl<R> Default for LoopEntry<R> {
-    fn default() -> Self {
-        LoopEntry {
-            key: None,
-            contacts: Vec::new(),
-            erased: false,
-        }
-    }
-}
-
 /// Loops by id and contact digests to loops.
 #[derive(Debug)]
 pub(crate) struct LoopIndex<R> {
-    loops: HashMap<String, LoopEntry<R>>,
-    by_digest: HashMap<ContactDigest, BTreeSet<String>>,
+    ids: LoopIds,
+    /// Each loop's live key, by its slot in `ids`.
+    keys: Vec<Option<R>>,
+    /// Whether `destroy_loop` ever ran for the loop, a bit per slot.
+    erased: Vec<u64>,
+    /// The live contact digests of the loops that have any, by slot.
+    contacts: HashMap<u32, Vec<(ContactDigest, R)>>,
+    /// The slots of the loops whose live contacts include the digest, in no order.
+    by_digest: HashMap<ContactDigest, Vec<u32>>,
 }
 
 impl<R> Default for LoopIndex<R> {
     fn default() -> Self {
         LoopIndex {
-            loops: HashMap::new(),
+            ids: LoopIds::default(),
+            keys: Vec::new(),
+            erased: Vec::new(),
+            contacts: HashMap::new(),
             by_digest: HashMap::new(),
         }
     }
@@ -45,14 +50,14 @@ impl<R> Default for LoopIndex<R> {
 impl<R: Copy> LoopIndex<R> {
     /// Where the loop's live key is kept.
     pub(crate) fn live_key(&self, loop_id: &str) -> Option<R> {
-        self.loops.get(loop_id).and_then(|entry| entry.key)
+        self.keys[self.ids.find(loop_id)? as usize]
     }
 
     /// Where the loop's entry for `digest` is kept, if it has one.
     pub(crate) fn contact(&self, loop_id: &str, digest: &ContactDigest) -> Option<R> {
-        let entry = self.loops.get(loop_id)?;
-        entry
-            .contacts
+        let slot = self.ids.find(loop_id)?;
+        self.contacts
+            .get(&slot)?
             .iter()
             .find(|(known, _)| known == digest)
             .map(|(_, at)| *at)
@@ -60,37 +65,37 @@ impl<R: Copy> LoopIndex<R> {
 
     /// Records the loop's live key. The caller has checked it had none.
     pub(crate) fn set_key(&mut self, loop_id: &str, at: R) {
-        self.entry(loop_id).key = Some(at);
+        let slot = self.slot(loop_id);
+        self.keys[slot as usize] = Some(at);
     }
 
     /// Records a contact digest for the loop. The caller has checked it was not there.
     pub(crate) fn add_contact(&mut self, loop_id: &str, digest: ContactDigest, at: R) {
-        self.entry(loop_id).contacts.push((digest, at));
-        self.by_digest
-            .entry(digest)
-            .or_default()
-            .insert(loop_id.to_owned());
+        let slot = self.slot(loop_id);
+        self.contacts.entry(slot).or_default().push((digest, at));
+        self.by_digest.entry(digest).or_default().push(slot);
     }
 
     /// Marks the loop erased (its tombstone).
     pub(crate) fn mark_erased(&mut self, loop_id: &str) {
-        self.entry(loop_id).erased = true;
+        let slot = self.slot(loop_id);
+        self.set_erased(slot);
     }
 
     /// Forgets the loop's live key and contacts, marks it erased and returns what it forgot, so
     /// the store can destroy them.
     pub(crate) fn destroy(&mut self, loop_id: &str) -> LoopEntry<R> {
-        let entry = self.entry(loop_id);
+        let slot = self.slot(loop_id);
         let forgotten = LoopEntry {
-            key: entry.key.take(),
-            contacts: std::mem::take(&mut entry.contacts),
-            erased: entry.erased,
+            key: self.keys[slot as usize].take(),
+            contacts: self.contacts.remove(&slot).unwrap_or_default(),
+            erased: self.erased_at(slot),
         };
-        entry.erased = true;
+        self.set_erased(slot);
         for (digest, _) in &forgotten.contacts {
-            if let Some(loops) = self.by_digest.get_mut(digest) {
-                loops.remove(loop_id);
-                if loops.is_empty() {
+            if let Some(slots) = self.by_digest.get_mut(digest) {
+                slots.retain(|&other| other != slot);
+                if slots.is_empty() {
                     self.by_digest.remove(digest);
                 }
             }
@@ -100,22 +105,90 @@ impl<R: Copy> LoopIndex<R> {
 
     /// Whether `destroy_loop` ever ran for the loop.
     pub(crate) fn is_erased(&self, loop_id: &str) -> bool {
-        self.loops.get(loop_id).is_some_and(|entry| entry.erased)
+        self.ids
+            .find(loop_id)
+            .is_some_and(|slot| self.erased_at(slot))
     }
 
     /// The loops whose live contacts include `digest`, in loop id order.
     pub(crate) fn loops_with(&self, digest: &ContactDigest) -> Vec<String> {
-        self.by_digest
+        let mut loops: Vec<String> = self
+            .by_digest
             .get(digest)
-            .map(|loops| loops.iter().cloned().collect())
-            .unwrap_or_default()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .map(|&slot| self.ids.get(slot).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        loops.sort_unstable();
+        loops
     }
 
-    fn entry(&mut self, loop_id: &str) -> &mut LoopEntry<R> {
-        // Look up before inserting so the common case allocates no key string.
-        if !self.loops.contains_key(loop_id) {
-            self.loops.insert(loop_id.to_owned(), LoopEntry::default());
+    /// The loop's slot, adding the loop when it is new.
+    fn slot(&mut self, loop_id: &str) -> u32 {
+        if let Some(slot) = self.ids.find(loop_id) {
+            return slot;
         }
-        self.loops.get_mut(loop_id).expect("inserted above")
+        let slot = self.ids.push(loop_id);
+        self.keys.push(None);
+        if self.erased.len() * 64 <= slot as usize {
+            self.erased.push(0);
+        }
+        slot
+    }
+
+    fn erased_at(&self, slot: u32) -> bool {
+        self.erased[slot as usize / 64] & (1 << (slot % 64)) != 0
+    }
+
+    fn set_erased(&mut self, slot: u32) {
+        self.erased[slot as usize / 64] |= 1 << (slot % 64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(byte: u8) -> ContactDigest {
+        ContactDigest([byte; 32])
+    }
+
+    #[test]
+    fn keys_contacts_and_erasure_are_kept_per_loop() {
+        let mut index: LoopIndex<u64> = LoopIndex::default();
+        for n in 0..200_u64 {
+            index.set_key(&format!("loop-{n}"), n);
+        }
+        index.add_contact("loop-7", digest(1), 70);
+        index.add_contact("loop-3", digest(1), 30);
+        index.add_contact("loop-3", digest(2), 31);
+        assert_eq!(index.live_key("loop-150"), Some(150));
+        assert_eq!(index.live_key("loop-200"), None);
+        assert_eq!(index.contact("loop-3", &digest(2)), Some(31));
+        assert_eq!(index.contact("loop-7", &digest(2)), None);
+        assert_eq!(index.loops_with(&digest(1)), ["loop-3", "loop-7"]);
+
+        let forgotten = index.destroy("loop-3");
+        assert_eq!(forgotten.key, Some(3));
+        assert_eq!(forgotten.contacts.len(), 2);
+        assert!(!forgotten.erased, "first erasure of the loop");
+        assert!(index.is_erased("loop-3"));
+        assert!(!index.is_erased("loop-7"));
+        assert_eq!(index.live_key("loop-3"), None);
+        assert_eq!(index.loops_with(&digest(1)), ["loop-7"]);
+        assert!(index.loops_with(&digest(2)).is_empty());
+        assert!(
+            index.destroy("loop-3").erased,
+            "second erasure sees the first"
+        );
+
+        // A loop never seen gets a tombstone, past the bits the first 200 loops used.
+        index.mark_erased("never-keyed");
+        assert!(index.is_erased("never-keyed"));
+        assert_eq!(index.live_key("never-keyed"), None);
+        assert!(!index.is_erased("unknown"));
     }
 }

@@ -65,6 +65,7 @@ mod error;
 mod file;
 mod index;
 mod loop_id;
+mod loop_ids;
 mod mac;
 mod master;
 mod memory;
@@ -80,6 +81,7 @@ pub use data_key::{DataKey, Sealed};
 pub use error::KeyError;
 pub use file::{FileKeyStore, KEY_FILE_NAME, format as file_format};
 pub use loop_id::{MAX_LOOP_ID_LEN, check_loop_id};
+pub use loop_ids::LoopIds;
 pub use master::{DEMO_MASTER_KEY_SEED, MasterKey};
 pub use memory::MemoryKeyStore;
 #[cfg(feature = "nats")]

@@ -21,7 +21,6 @@ pub mod backend;
 pub mod chain;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-mod loop_ids;
 pub mod merkle;
 pub mod record;
 mod sled_store;
@@ -36,7 +35,8 @@ use closeloop_domain::{Event, LoopId};
 use tokio::sync::watch;
 
 pub use chain::Hash;
-pub use loop_ids::LoopIds;
+/// Loop ids kept compactly; the key store keeps its loops with them too.
+pub use closeloop_keys::LoopIds;
 pub use sled_store::{FaultInjector, FaultPoint, KeyHandle, SledStore, SledStoreOptions};
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};

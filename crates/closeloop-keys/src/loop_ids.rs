@@ -1,5 +1,6 @@
 //! Loop ids kept compactly: once each, back to back, each known by a dense slot. Used by the
-//! store's in-memory index and by the read models, which hold every loop's id.
+//! key stores' index, the event store's in-memory index and the read models, which all hold
+//! every loop's id.
 
 use std::hash::BuildHasher;
 
