@@ -37,7 +37,9 @@ use tokio::sync::watch;
 pub use chain::Hash;
 /// Loop ids kept compactly; the key store keeps its loops with them too.
 pub use closeloop_keys::LoopIds;
-pub use sled_store::{FaultInjector, FaultPoint, KeyHandle, SledStore, SledStoreOptions};
+pub use sled_store::{
+    FaultInjector, FaultPoint, INDEX_FILE_NAME, KeyHandle, SledStore, SledStoreOptions,
+};
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};
 pub use write::{Origin, Recorded, WriteError};

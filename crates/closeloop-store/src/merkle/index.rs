@@ -155,6 +155,30 @@ impl MerkleIndex {
         }
     }
 
+    /// The complete blocks' roots and the partial block's entry hashes, for the store's index
+    /// file.
+    #[must_use]
+    pub fn parts(&self) -> (&[Hash], &[Hash]) {
+        (&self.block_roots, &self.partial)
+    }
+
+    /// Restores an index from [`parts`](Self::parts).
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong when the partial block is not shorter than a block.
+    pub fn from_parts(block_roots: Vec<Hash>, partial: Vec<Hash>) -> Result<Self, String> {
+        if partial.len() >= BLOCK_LEN {
+            return Err(format!(
+                "a partial Merkle block of {} entry hashes (a block holds {BLOCK_LEN})",
+                partial.len()
+            ));
+        }
+        Ok(Self {
+            block_roots,
+            partial,
+        })
+    }
+
     /// How many entry hashes were pushed.
     #[must_use]
     pub fn size(&self) -> u64 {

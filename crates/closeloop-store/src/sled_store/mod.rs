@@ -6,8 +6,10 @@
 //! (see [`entry`](crate::backend::entry)). One more key, `mformat`, holds the on-disk format version.
 //!
 //! Each loop's positions and chain head, and the set of idempotency keys, are kept in memory
-//! ([`Index`]) and rebuilt from the entry headers when the store opens. sled's cost is per
-//! key written, so keeping secondary indexes out of sled is what lets an append cost one key.
+//! ([`Index`]), not in sled: sled's cost is per key written, so keeping secondary indexes out
+//! of sled is what lets an append cost one key. A clean close writes the index to a file of
+//! its own ([`INDEX_FILE_NAME`]); an open reads that file when it matches the log and then
+//! only the entries after it, or else rebuilds the index from every entry header.
 //!
 //! # Group commit
 //! A caller's task validates and encodes its request; one with personal data is sealed by the
@@ -30,10 +32,11 @@
 //! sled reads block on disk, so every read runs on tokio's blocking pool
 //! ([`tokio::task::spawn_blocking`]), never on the async worker threads that answer requests.
 
+mod index_file;
 mod keys;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -42,6 +45,7 @@ use closeloop_domain::LoopId;
 use closeloop_keys::KeyStore;
 use tokio::sync::{mpsc, watch};
 
+pub use self::index_file::INDEX_FILE_NAME;
 use self::writer::Writer;
 use crate::backend::commit;
 use crate::backend::entry;
@@ -152,6 +156,8 @@ impl std::fmt::Debug for FaultInjector {
 #[derive(Debug)]
 pub struct SledStore {
     shared: Arc<Shared>,
+    /// How many positions of the log the index was read for from the index file.
+    from_index_file: u64,
     intake: Intake,
     /// The sealer (with a key store), then the writer: the order they finish in.
     threads: Vec<JoinHandle<()>>,
@@ -159,6 +165,8 @@ pub struct SledStore {
 
 #[derive(Debug)]
 struct Shared {
+    /// The store's directory.
+    dir: PathBuf,
     /// The sled database; `None` only while the store is being dropped (see `Drop`).
     disk: Option<Disk>,
     /// Told when a stopped store's database has been released (see `Drop`), so that
@@ -351,17 +359,24 @@ impl SledStore {
             StoreError::Backend(format!("cannot open {}: {err}", log_path.display()))
         })?;
         let started = std::time::Instant::now();
-        let (index, head, damage) = rebuild_index(&tree)?;
+        let index_file::Opened {
+            index,
+            head,
+            damage,
+            from_file,
+        } = index_file::open(&tree, path)?;
         tracing::info!(
             path = %path.display(),
             head,
             loops = index.loop_count(),
+            from_index_file = from_file,
             seconds = started.elapsed().as_secs_f64(),
             "event store opened"
         );
         let (durable, _) = watch::channel(head);
         let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
+            dir: path.to_owned(),
             disk: Some(Disk { db, tree, log }),
             released: Mutex::new(None),
             index: RwLock::new(index),
@@ -405,9 +420,18 @@ impl SledStore {
         let threads = sealer.into_iter().chain([writer]).collect();
         Ok(Self {
             shared,
+            from_index_file: from_file,
             intake,
             threads,
         })
+    }
+
+    /// How many positions of the log this open took from the index file the last clean close
+    /// wrote ([`INDEX_FILE_NAME`]) rather than from the entries; 0 when it rebuilt the index
+    /// from the whole log.
+    #[must_use]
+    pub fn indexed_from_file(&self) -> u64 {
+        self.from_index_file
     }
 
     /// Stops accepting appends, answers everything queued, waits for the sealer and writer
@@ -422,6 +446,7 @@ impl SledStore {
             shared,
             mut intake,
             threads,
+            ..
         } = self;
         intake.close();
         let joined = tokio::task::spawn_blocking(move || {
@@ -444,11 +469,16 @@ impl SledStore {
                 }
                 return Ok(());
             }
-            shared.make_durable()
+            shared.make_durable().map_err(|err| format!("final flush failed: {err}"))?;
+            // Everything applied is durable and nothing more will be: the index now describes
+            // the log exactly, and the next open starts from it.
+            let head = shared.durable_head();
+            index_file::save(shared.tree(), &shared.dir, &shared.index(), head)
+                .map_err(|err| format!("{err}; the next open rebuilds the index from the log"))
         })
         .await;
         if let Ok(Err(err)) = joined {
-            tracing::error!(%err, "final flush of the event store failed");
+            tracing::error!(%err, "closing the event store");
         }
     }
 }
@@ -540,45 +570,6 @@ impl EventStore for SledStore {
             None => Ok(()),
         }
     }
-}
-
-/// Reads every entry header, in position order, into a fresh index. Returns it with the head
-/// position and, when an entry header cannot be read, what is damaged (that entry is skipped).
-fn rebuild_index(tree: &sled::Tree) -> Result<(Index, u64, Option<StoreError>), StoreError> {
-    let mut index = Index::default();
-    let mut head = 0;
-    let mut damage = None;
-    for item in tree.scan_prefix([keys::ENTRY]) {
-        let (key, value) = item.map_err(backend)?;
-        let position = keys::position_of(&key)?;
-        if position != head + 1 {
-            damage.get_or_insert(StoreError::Corrupt {
-                position: head + 1,
-                detail: format!("position {} is missing from the log", head + 1),
-            });
-        }
-        head = position;
-        let header = entry::decode(position, &value).and_then(|(header, _)| {
-            let loop_id = header.parsed_loop_id(position)?;
-            Ok((header, loop_id))
-        });
-        match header {
-            Ok((header, loop_id)) => {
-                index.insert(
-                    &loop_id,
-                    header.source,
-                    header.event_id,
-                    position,
-                    header.hash,
-                );
-            }
-            Err(err) => {
-                tracing::error!(%err, "damaged log entry");
-                damage.get_or_insert(err);
-            }
-        }
-    }
-    Ok((index, head, damage))
 }
 
 fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {

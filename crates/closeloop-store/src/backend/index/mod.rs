@@ -13,6 +13,10 @@ use crate::LoopIds;
 use crate::chain::Hash;
 use crate::merkle::MerkleIndex;
 
+mod file;
+
+pub use file::{INDEX_FILE_VERSION, IndexFile};
+
 /// Where every loop's entries are and which idempotency keys are taken.
 ///
 /// Memory, at a million loops of five entries each: about 80 bytes a loop (its id once, its
@@ -163,6 +167,26 @@ struct ByEntry {
 impl ByEntry {
     /// Values a chunk holds: 256 KiB.
     const CHUNK: usize = 1 << 16;
+
+    /// Values `0..n` from `values`, in the chunks [`set`](Self::set) would have made.
+    fn from_values(values: impl Iterator<Item = u32>) -> Self {
+        let mut chunks = Vec::new();
+        let mut chunk: Vec<u32> = Vec::with_capacity(Self::CHUNK);
+        for value in values {
+            chunk.push(value);
+            if chunk.len() == Self::CHUNK {
+                chunks.push(
+                    std::mem::replace(&mut chunk, Vec::with_capacity(Self::CHUNK))
+                        .into_boxed_slice(),
+                );
+            }
+        }
+        if !chunk.is_empty() {
+            chunk.resize(Self::CHUNK, 0);
+            chunks.push(chunk.into_boxed_slice());
+        }
+        Self { chunks }
+    }
 
     /// The value at `i`; 0 where none was set.
     fn get(&self, i: usize) -> u32 {
