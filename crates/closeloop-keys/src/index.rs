@@ -3,8 +3,8 @@
 //!
 //! It holds an entry for every loop that ever had a key, so it is kept compact (a million loops
 //! cost tens of MiB, not hundreds): loop ids once each in [`LoopIds`], the live keys in a vector
-//! by the loop's slot there, the erased flags as bits, and contacts, which most loops lack, in
-//! maps of their own keyed by slot.
+//! by the loop's slot there, the erased flags as bits, each contact digest once, and each loop's
+//! contacts as digest numbers in a map by slot, with no allocation for a loop's first.
 
 use std::collections::HashMap;
 
@@ -29,10 +29,17 @@ pub(crate) struct LoopIndex<R> {
     keys: Vec<Option<R>>,
     /// Whether `destroy_loop` ever ran for the loop, a bit per slot.
     erased: Vec<u64>,
-    /// The live contact digests of the loops that have any, by slot.
-    contacts: HashMap<u32, Vec<(ContactDigest, R)>>,
-    /// The slots of the loops whose live contacts include the digest, in no order.
-    by_digest: HashMap<ContactDigest, Vec<u32>>,
+    /// The live contact digests, each once, by number (a number is never reused; a digest no
+    /// live contact has any more is zeroed).
+    digests: Vec<ContactDigest>,
+    numbers: HashMap<ContactDigest, u32>,
+    /// By digest number: the slots of the loops whose live contacts include it, in no order.
+    loops_by_digest: Vec<Vec<u32>>,
+    /// Each loop's first live contact (digest number, where it is kept), by slot: most loops
+    /// have one or none.
+    first_contact: HashMap<u32, (u32, R)>,
+    /// A loop's further live contacts, by slot.
+    more_contacts: HashMap<u32, Vec<(u32, R)>>,
 }
 
 impl<R> Default for LoopIndex<R> {
@@ -41,8 +48,11 @@ impl<R> Default for LoopIndex<R> {
             ids: LoopIds::default(),
             keys: Vec::new(),
             erased: Vec::new(),
-            contacts: HashMap::new(),
-            by_digest: HashMap::new(),
+            digests: Vec::new(),
+            numbers: HashMap::new(),
+            loops_by_digest: Vec::new(),
+            first_contact: HashMap::new(),
+            more_contacts: HashMap::new(),
         }
     }
 }
@@ -56,11 +66,10 @@ impl<R: Copy> LoopIndex<R> {
     /// Where the loop's entry for `digest` is kept, if it has one.
     pub(crate) fn contact(&self, loop_id: &str, digest: &ContactDigest) -> Option<R> {
         let slot = self.ids.find(loop_id)?;
-        self.contacts
-            .get(&slot)?
-            .iter()
-            .find(|(known, _)| known == digest)
-            .map(|(_, at)| *at)
+        let number = *self.numbers.get(digest)?;
+        self.contacts_of(slot)
+            .find(|&(known, _)| known == number)
+            .map(|(_, at)| at)
     }
 
     /// Records the loop's live key. The caller has checked it had none.
@@ -72,8 +81,25 @@ impl<R: Copy> LoopIndex<R> {
     /// Records a contact digest for the loop. The caller has checked it was not there.
     pub(crate) fn add_contact(&mut self, loop_id: &str, digest: ContactDigest, at: R) {
         let slot = self.slot(loop_id);
-        self.contacts.entry(slot).or_default().push((digest, at));
-        self.by_digest.entry(digest).or_default().push(slot);
+        let number = match self.numbers.get(&digest) {
+            Some(&number) => number,
+            None => {
+                let number = u32::try_from(self.digests.len()).expect("fewer than 2^32 digests");
+                self.digests.push(digest);
+                self.loops_by_digest.push(Vec::new());
+                self.numbers.insert(digest, number);
+                number
+            }
+        };
+        if let std::collections::hash_map::Entry::Vacant(first) = self.first_contact.entry(slot) {
+            first.insert((number, at));
+        } else {
+            self.more_contacts
+                .entry(slot)
+                .or_default()
+                .push((number, at));
+        }
+        self.loops_by_digest[number as usize].push(slot);
     }
 
     /// Marks the loop erased (its tombstone).
@@ -86,20 +112,31 @@ impl<R: Copy> LoopIndex<R> {
     /// the store can destroy them.
     pub(crate) fn destroy(&mut self, loop_id: &str) -> LoopEntry<R> {
         let slot = self.slot(loop_id);
+        let numbered: Vec<(u32, R)> = self
+            .first_contact
+            .remove(&slot)
+            .into_iter()
+            .chain(self.more_contacts.remove(&slot).unwrap_or_default())
+            .collect();
+        let mut contacts = Vec::with_capacity(numbered.len());
+        for (number, at) in numbered {
+            let digest = self.digests[number as usize];
+            contacts.push((digest, at));
+            let loops = &mut self.loops_by_digest[number as usize];
+            loops.retain(|&other| other != slot);
+            if loops.is_empty() {
+                // No live contact has the digest any more: forget it, not only its loops.
+                *loops = Vec::new();
+                self.numbers.remove(&digest);
+                self.digests[number as usize] = ContactDigest([0; 32]);
+            }
+        }
         let forgotten = LoopEntry {
             key: self.keys[slot as usize].take(),
-            contacts: self.contacts.remove(&slot).unwrap_or_default(),
+            contacts,
             erased: self.erased_at(slot),
         };
         self.set_erased(slot);
-        for (digest, _) in &forgotten.contacts {
-            if let Some(slots) = self.by_digest.get_mut(digest) {
-                slots.retain(|&other| other != slot);
-                if slots.is_empty() {
-                    self.by_digest.remove(digest);
-                }
-            }
-        }
         forgotten
     }
 
@@ -113,10 +150,10 @@ impl<R: Copy> LoopIndex<R> {
     /// The loops whose live contacts include `digest`, in loop id order.
     pub(crate) fn loops_with(&self, digest: &ContactDigest) -> Vec<String> {
         let mut loops: Vec<String> = self
-            .by_digest
+            .numbers
             .get(digest)
-            .map(|slots| {
-                slots
+            .map(|&number| {
+                self.loops_by_digest[number as usize]
                     .iter()
                     .map(|&slot| self.ids.get(slot).to_owned())
                     .collect()
@@ -124,6 +161,15 @@ impl<R: Copy> LoopIndex<R> {
             .unwrap_or_default();
         loops.sort_unstable();
         loops
+    }
+
+    /// The loop's live contacts as (digest number, where kept).
+    fn contacts_of(&self, slot: u32) -> impl Iterator<Item = (u32, R)> + '_ {
+        self.first_contact
+            .get(&slot)
+            .copied()
+            .into_iter()
+            .chain(self.more_contacts.get(&slot).into_iter().flatten().copied())
     }
 
     /// The loop's slot, adding the loop when it is new.
@@ -183,6 +229,21 @@ mod tests {
         assert!(
             index.destroy("loop-3").erased,
             "second erasure sees the first"
+        );
+
+        // A digest no live contact had any more comes back as new; a loop's third contact.
+        index.add_contact("loop-7", digest(2), 72);
+        index.add_contact("loop-7", digest(3), 73);
+        assert_eq!(index.loops_with(&digest(2)), ["loop-7"]);
+        assert_eq!(index.contact("loop-7", &digest(3)), Some(73));
+        let forgotten = index.destroy("loop-7");
+        let mut numbers: Vec<u64> = forgotten.contacts.iter().map(|(_, at)| *at).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, [70, 72, 73]);
+        assert!(index.loops_with(&digest(1)).is_empty());
+        assert!(
+            index.numbers.is_empty(),
+            "no digest is kept once no contact has it"
         );
 
         // A loop never seen gets a tombstone, past the bits the first 200 loops used.
