@@ -270,7 +270,8 @@ pub(crate) async fn stats<S: EventStore>(
     }
     caught_up_to(&state, after).await?;
     let now = (state.clock)();
-    // Stats walk every loop in range: off the async workers, so other requests go on.
+    // Stats sum aggregates, but scan the loops of partial days at a range's ends: off the async
+    // workers, so other requests go on.
     let worker = Arc::clone(&state);
     let stats = tokio::task::spawn_blocking(move || {
         models(&worker).map(|models| models.stats(&query, now, &worker.sla))

@@ -58,6 +58,13 @@ impl<R> Default for LoopIndex<R> {
 }
 
 impl<R: Copy> LoopIndex<R> {
+    /// Makes room for about `loops` more loops (an upper bound is fine: opening a key file
+    /// reserves one a slot), so that loading them moves nothing.
+    pub(crate) fn reserve(&mut self, loops: usize) {
+        self.ids.reserve(loops, loops * 16);
+        self.keys.reserve(loops);
+    }
+
     /// Where the loop's live key is kept.
     pub(crate) fn live_key(&self, loop_id: &str) -> Option<R> {
         self.keys[self.ids.find(loop_id)? as usize]

@@ -51,6 +51,32 @@ impl LoopIds {
         self.table.find(hash, |&slot| self.get(slot) == id).copied()
     }
 
+    /// Adds `id` and returns its slot, or `None` when it is there already: one probe of the
+    /// table for both.
+    pub fn push_new(&mut self, id: &str) -> Option<u32> {
+        let slot = u32::try_from(self.ends.len()).expect("fewer than 2^32 loops");
+        let hash = self.hasher.hash_one(id);
+        let Self {
+            bytes,
+            ends,
+            table,
+            hasher,
+        } = self;
+        match table.entry(
+            hash,
+            |&other| slot_str(bytes, ends, other) == id,
+            |&other| hasher.hash_one(slot_str(bytes, ends, other)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => None,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+                bytes.push_str(id);
+                ends.push(bytes.len() as u64);
+                Some(slot)
+            }
+        }
+    }
+
     /// Adds a new id and returns its slot; the caller knows it is not there yet.
     pub fn push(&mut self, id: &str) -> u32 {
         let slot = u32::try_from(self.ends.len()).expect("fewer than 2^32 loops");
@@ -69,6 +95,20 @@ impl LoopIds {
         slot
     }
 
+    /// Makes room for `ids` more ids of `bytes` bytes in all, so that adding them moves
+    /// nothing (growing the table rehashes every id, reading each one's bytes again).
+    pub fn reserve(&mut self, ids: usize, bytes: usize) {
+        self.bytes.reserve(bytes);
+        self.ends.reserve(ids);
+        let Self {
+            bytes,
+            ends,
+            table,
+            hasher,
+        } = self;
+        table.reserve(ids, |&other| hasher.hash_one(slot_str(bytes, ends, other)));
+    }
+
     /// The ids in slot order, for snapshots.
     pub fn to_parts(&self) -> (String, Vec<u64>) {
         (self.bytes.clone(), self.ends.clone())
@@ -80,6 +120,7 @@ impl LoopIds {
     /// A sentence saying what is wrong when the parts do not describe distinct ids.
     pub fn from_parts(bytes: &str, ends: &[u64]) -> Result<Self, String> {
         let mut ids = Self::default();
+        ids.reserve(ends.len(), bytes.len());
         let mut start = 0_u64;
         for &end in ends {
             let id = usize::try_from(start)
@@ -87,10 +128,9 @@ impl LoopIds {
                 .zip(usize::try_from(end).ok())
                 .and_then(|(s, e)| bytes.get(s..e))
                 .ok_or("loop id offsets do not fit the id buffer")?;
-            if ids.find(id).is_some() {
+            if ids.push_new(id).is_none() {
                 return Err(format!("loop id {id:?} appears twice"));
             }
-            ids.push(id);
             start = end;
         }
         if start as usize != bytes.len() {

@@ -8,7 +8,7 @@
 //! per-day aggregates built on them: the insights' ([`Daily`]) and the stats' ([`Aggregates`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use closeloop_domain::{Channel, LoopState, OrgUnit, Sla, Stage};
 use jiff::Timestamp;
@@ -39,6 +39,24 @@ pub(crate) struct Timing {
     /// The union of `due_days` before a day, as the last query asked for it, kept up to date
     /// as loops change: queries on the same day copy it instead of uniting a bitmap per day.
     due_before: Mutex<Option<(i64, RoaringBitmap)>>,
+    /// The open loops due on one day in the order they become overdue, as the last query
+    /// asked for them; dropped whenever a loop due that day changes.
+    due_today: Mutex<Option<(i64, Arc<[DueLoop]>)>>,
+}
+
+/// An open loop due on the day [`Timing::due_in_order`] was asked for, with what a stats
+/// query checks of it, so that counting the ones overdue reads one sorted list.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DueLoop {
+    /// The instant it becomes overdue (see [`clamped_nanos`]).
+    pub(crate) due: i64,
+    pub(crate) slot: u32,
+    /// Its org unit's id.
+    pub(crate) org: u32,
+    /// Its channel's index in `Channel::ALL`.
+    pub(crate) channel: u8,
+    /// The day (UTC) it was received.
+    pub(crate) received: daily::Day,
 }
 
 impl Timing {
@@ -51,6 +69,7 @@ impl Timing {
             stats: Aggregates::default(),
             due_days: BTreeMap::new(),
             due_before: Mutex::new(None),
+            due_today: Mutex::new(None),
         };
         for (slot, (hot, cold)) in hot.iter().zip(cold).enumerate() {
             let slot = u32::try_from(slot).expect("slots are u32");
@@ -169,6 +188,16 @@ impl Timing {
         };
         let i = slot as usize;
         let before = self.slots.get(i).map(|before| before.due);
+        let due_today = self
+            .due_today
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((day, _)) = due_today
+            && [before.and_then(due_day), due_day(timing.due)].contains(&Some(*day))
+        {
+            // Its due instant, org unit or day of receipt may have changed.
+            *due_today = None;
+        }
         if i == self.slots.len() {
             self.slots.push(timing);
         } else {
@@ -225,6 +254,39 @@ impl Timing {
             overdue.extend(open.iter().filter(|&slot| self.is_overdue(slot, now)));
         }
         overdue
+    }
+
+    /// The open loops that become overdue on `day` (UTC days since 1970), in the order they
+    /// do: those overdue at any instant of the day are the ones before it.
+    pub(crate) fn due_in_order(&self, day: i64, hot: &[Hot]) -> Arc<[DueLoop]> {
+        let mut cached = self
+            .due_today
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached_day, loops)) = cached.as_ref()
+            && *cached_day == day
+        {
+            return Arc::clone(loops);
+        }
+        let mut loops: Vec<DueLoop> = self
+            .due_on(day)
+            .into_iter()
+            .flatten()
+            .map(|slot| {
+                let hot = &hot[slot as usize];
+                DueLoop {
+                    due: self.slots[slot as usize].due,
+                    slot,
+                    org: hot.org,
+                    channel: hot.channel,
+                    received: daily::day_of(hot.received()),
+                }
+            })
+            .collect();
+        loops.sort_unstable_by_key(|due| (due.due, due.slot));
+        let loops: Arc<[DueLoop]> = loops.into();
+        *cached = Some((day, Arc::clone(&loops)));
+        loops
     }
 
     /// The open loops that become overdue on `day` (UTC days since 1970), if any.

@@ -197,6 +197,7 @@ fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, 
 
     let whole_slots = file_len / SLOT_SIZE as u64;
     let mut index = LoopIndex::default();
+    index.reserve(usize::try_from(whole_slots).unwrap_or(0));
     let mut first_torn: Option<u64> = None;
     for slot_no in 1..whole_slots {
         reader.read_exact(&mut bytes).map_err(io)?;

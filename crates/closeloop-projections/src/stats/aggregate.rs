@@ -21,22 +21,25 @@
 //! order, and each kind a run that merges into a flat histogram in a tight loop.
 //!
 //! Next to the days, each key keeps the same buckets summed over aligned blocks of
-//! [`BLOCK_DAYS`] days, so that a year is a dozen blocks and at most two partial blocks of
-//! days: a query reads at most `2 × 31 + days / 32` buckets a group, however many loops there
-//! are, and without `from` and `to` the blocks alone. What a bucket costs to read is its
-//! entries, which grow with its loops only until every value in its range occurs.
+//! [`BLOCK_DAYS`] days, and over aligned eras of [`ERA_DAYS`] days (32 blocks), so that a year
+//! is a dozen blocks and at most two partial blocks of days, and all days one era bucket or
+//! two: a query reads at most `2 × 31 + 2 × 31 + days / 1024` buckets a group, however many
+//! loops there are, and without `from` and `to` the eras alone. What a bucket costs to read is
+//! its entries, which grow with its loops only until every value in its range occurs (a block
+//! or an era of a large group holds a few thousand).
 //!
 //! # Cost
-//! Memory is a 56-byte bucket per key and day and per key and block, in B-trees, and 6 bytes
-//! per entry. At a million demo-like loops over 120 days (20 wards, 11 themes, 6 seldom-heard
+//! Memory is a 56-byte bucket per key and day, per key and block and per key and era, in
+//! B-trees, and 6 bytes per entry (the figures below are from before the eras, which add
+//! about one block's worth a key). At a million demo-like loops over 120 days (20 wards, 11 themes, 6 seldom-heard
 //! groups, 8 channels): 47 keys, 5,900 buckets and 3.8 million entries, about 23 MB; the same
 //! loops over a year, 17,800 buckets and 6.5 million entries, about 40 MB (the `scale` test
 //! in `stats`).
 //!
 //! Building them from the loop records takes about 1 s at a million loops: one day at a time,
 //! each key's codes gathered and sorted into its bucket, and the days of a block merged into
-//! the block's, so that every list is written once. Applying an event moves the loop's
-//! contribution in the day and the block of each of its keys when it changes at all (a
+//! the block's, and the blocks of an era into the era's. Applying an event moves the loop's
+//! contribution in the day, the block and the era of each of its keys when it changes at all (a
 //! contact or a close changes a code or two): a binary search and at worst a shift of a few
 //! thousand entries per bucket, which adds 1.5 to 2.5 µs to each event applied (as much as
 //! the insights' aggregates do).
@@ -46,6 +49,7 @@
 //! never stored in a snapshot.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use crate::daily::{Day, day_of};
 use crate::histogram::Histogram;
@@ -62,6 +66,18 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// The days of a block: every key also keeps its buckets summed over aligned blocks of this
 /// many days (block `b` holds days `32 b ..= 32 b + 31`).
 pub(crate) const BLOCK_DAYS: Day = 32;
+/// The days of an era (32 blocks, about 2.8 years): every key also keeps its buckets summed
+/// over aligned eras, so that a query over all days reads one bucket a group, not a block for
+/// every month.
+pub(crate) const ERA_DAYS: Day = 1024;
+
+/// The three sizes of bucket, smallest first.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Day,
+    Block,
+    Era,
+}
 
 /// The group a bucket counts loops of (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -324,11 +340,13 @@ fn add_run<const DENSE: u32>(histogram: &mut Histogram<DENSE>, (codes, counts): 
     }
 }
 
-/// The buckets of one key: by day, and by block of [`BLOCK_DAYS`] days.
+/// The buckets of one key: by day, by block of [`BLOCK_DAYS`] days and by era of
+/// [`ERA_DAYS`] days.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Series {
     days: BTreeMap<Day, Bucket>,
     blocks: BTreeMap<Day, Bucket>,
+    eras: BTreeMap<Day, Bucket>,
 }
 
 /// The block a day belongs to.
@@ -336,59 +354,70 @@ fn block_of(day: Day) -> Day {
     day.div_euclid(BLOCK_DAYS)
 }
 
-/// The first day of a block.
-fn first_day(block: Day) -> Day {
-    block.saturating_mul(BLOCK_DAYS)
+/// The era a day belongs to.
+fn era_of(day: Day) -> Day {
+    day.div_euclid(ERA_DAYS)
 }
 
 impl Series {
-    /// The buckets whose loops are exactly those received on `days`: whole blocks inside
-    /// them, and single days at either end.
+    /// The buckets whose loops are exactly those received on `days`: whole eras inside them,
+    /// then whole blocks inside what is left at either end, then single days.
     pub(crate) fn buckets(&self, days: Days) -> impl Iterator<Item = &Bucket> {
-        // The blocks that lie wholly inside the days: from the first that starts on or after
-        // `start`, up to (not including) the one `end` falls in.
-        let first = days.start.map(|start| {
-            let block = block_of(start);
-            if first_day(block) == start {
-                block
-            } else {
-                block.saturating_add(1)
+        let mut found = Vec::new();
+        self.gather(Level::Era, days.start, days.end, &mut found);
+        found.into_iter()
+    }
+
+    /// Adds the buckets of `level` and below that cover days `start..end` to `found`.
+    fn gather<'a>(
+        &'a self,
+        level: Level,
+        start: Option<Day>,
+        end: Option<Day>,
+        found: &mut Vec<&'a Bucket>,
+    ) {
+        if start.zip(end).is_some_and(|(start, end)| start >= end) {
+            return;
+        }
+        let (buckets, size, below) = match level {
+            Level::Day => {
+                let range = (
+                    start.map_or(Bound::Unbounded, Bound::Included),
+                    end.map_or(Bound::Unbounded, Bound::Excluded),
+                );
+                found.extend(self.days.range(range).map(|(_, bucket)| bucket));
+                return;
             }
-        });
-        let last = days.end.map(block_of);
-        let any_block = first.zip(last).is_none_or(|(first, last)| first < last);
-        let (blocks, head, tail) = if any_block {
-            (
-                Some(self.blocks.range((
-                    first.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included),
-                    last.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
-                ))),
-                days.start
-                    .zip(first)
-                    .map(|(start, first)| self.days.range(start..first_day(first))),
-                days.end
-                    .zip(last)
-                    .map(|(end, last)| self.days.range(first_day(last)..end)),
-            )
-        } else {
-            (None, Some(self.day_range(days)), None)
+            Level::Block => (&self.blocks, BLOCK_DAYS, Level::Day),
+            Level::Era => (&self.eras, ERA_DAYS, Level::Block),
         };
-        let blocks = blocks.into_iter().flatten();
-        let days = head.into_iter().flatten().chain(tail.into_iter().flatten());
-        blocks.chain(days).map(|(_, bucket)| bucket)
+        // The units that lie wholly inside the days: from the first that starts on or after
+        // `start`, up to (not including) the one `end` falls in.
+        let first =
+            start.map(|start| start.div_euclid(size) + Day::from(start.rem_euclid(size) != 0));
+        let last = end.map(|end| end.div_euclid(size));
+        if first.zip(last).is_some_and(|(first, last)| first >= last) {
+            self.gather(below, start, end, found);
+            return;
+        }
+        let range = (
+            first.map_or(Bound::Unbounded, Bound::Included),
+            last.map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        found.extend(buckets.range(range).map(|(_, bucket)| bucket));
+        if let Some(first) = first {
+            self.gather(below, start, Some(first.saturating_mul(size)), found);
+        }
+        if let Some(last) = last {
+            self.gather(below, Some(last.saturating_mul(size)), end, found);
+        }
     }
 
-    /// The day buckets of `days`, which are bounded on both sides here.
-    fn day_range(&self, days: Days) -> std::collections::btree_map::Range<'_, Day, Bucket> {
-        let start = days.start.unwrap_or(Day::MIN);
-        let end = days.end.unwrap_or(Day::MAX).max(start);
-        self.days.range(start..end)
-    }
-
-    fn buckets_mut(&mut self, day: Day) -> [&mut Bucket; 2] {
+    fn buckets_mut(&mut self, day: Day) -> [&mut Bucket; 3] {
         [
             self.days.entry(day).or_default(),
             self.blocks.entry(block_of(day)).or_default(),
+            self.eras.entry(era_of(day)).or_default(),
         ]
     }
 
@@ -399,7 +428,11 @@ impl Series {
     }
 
     fn remove(&mut self, c: &Contribution<'_>) {
-        for (buckets, at) in [(&mut self.days, c.day), (&mut self.blocks, block_of(c.day))] {
+        for (buckets, at) in [
+            (&mut self.days, c.day),
+            (&mut self.blocks, block_of(c.day)),
+            (&mut self.eras, era_of(c.day)),
+        ] {
             let bucket = buckets
                 .get_mut(&at)
                 .expect("a contribution is taken out only after it was added");
@@ -421,6 +454,21 @@ impl Series {
             }
         }
     }
+}
+
+/// The era buckets of a key, each the sum of its era's blocks.
+fn eras_of(blocks: &BTreeMap<Day, Bucket>) -> BTreeMap<Day, Bucket> {
+    let mut eras = BTreeMap::new();
+    let blocks: Vec<(&Day, &Bucket)> = blocks.iter().collect();
+    for era in blocks.chunk_by(|a, b| era_of(*a.0 * BLOCK_DAYS) == era_of(*b.0 * BLOCK_DAYS)) {
+        let mut gathered = Gathered::default();
+        for (_, bucket) in era {
+            gathered.received += bucket.received;
+            gathered.pairs.extend(bucket.pairs());
+        }
+        eras.insert(era_of(*era[0].0 * BLOCK_DAYS), gathered.bucket());
+    }
+    eras
 }
 
 /// Loops and their codes gathered for one bucket while building.
@@ -492,6 +540,9 @@ impl Aggregates {
         }
         if let Some(at) = block_at {
             aggregates.put_blocks(at, block);
+        }
+        for series in aggregates.series.values_mut() {
+            series.eras = eras_of(&series.blocks);
         }
         aggregates
     }
@@ -565,9 +616,13 @@ impl Aggregates {
     #[cfg(test)]
     pub(crate) fn footprint(&self) -> (usize, usize, usize, usize) {
         let buckets = || {
-            self.series
-                .values()
-                .flat_map(|series| series.days.values().chain(series.blocks.values()))
+            self.series.values().flat_map(|series| {
+                series
+                    .days
+                    .values()
+                    .chain(series.blocks.values())
+                    .chain(series.eras.values())
+            })
         };
         let count = buckets().count();
         let entries: usize = buckets().map(Bucket::entries).sum();
@@ -697,8 +752,8 @@ mod tests {
             let received: u32 = buckets.iter().map(|bucket| bucket.received).sum();
             (buckets.len(), received)
         };
-        // Everything: the 7 blocks.
-        assert_eq!(count(None, None), (7, 200));
+        // Everything: the one era.
+        assert_eq!(count(None, None), (1, 200));
         // Days 10 to 99: days 10..32, blocks 1 and 2, days 96..100.
         assert_eq!(count(Some(10), Some(100)), (22 + 2 + 4, 90));
         // Within one block, or across one boundary: days only.
@@ -724,6 +779,56 @@ mod tests {
                 .sum::<u32>(),
             32
         );
+    }
+
+    #[test]
+    fn any_range_across_eras_counts_each_day_once_in_few_buckets() {
+        let mut series = Series::default();
+        let data = -1100..2200;
+        for day in data.clone() {
+            series.add(&contribution(day, None, Some(1)));
+        }
+        let built = Series {
+            eras: eras_of(&series.blocks),
+            ..series.clone()
+        };
+        assert_eq!(
+            built, series,
+            "eras built in bulk equal those kept event by event"
+        );
+        let bounds = [
+            None,
+            Some(-1100),
+            Some(-1025),
+            Some(-1024),
+            Some(-1),
+            Some(0),
+            Some(31),
+            Some(1000),
+            Some(1024),
+            Some(1030),
+            Some(2048),
+            Some(2199),
+            Some(2200),
+        ];
+        for start in bounds {
+            for end in bounds {
+                let buckets: Vec<&Bucket> = series.buckets(Days { start, end }).collect();
+                let received: u32 = buckets.iter().map(|bucket| bucket.received).sum();
+                let expected = data
+                    .clone()
+                    .filter(|&day| Days { start, end }.contains(day))
+                    .count();
+                assert_eq!(received as usize, expected, "{start:?}..{end:?}");
+                // At most 31 days and 31 blocks at either end, and the eras between.
+                assert!(buckets.len() <= 2 * 31 + 2 * 31 + 4, "{start:?}..{end:?}");
+            }
+        }
+        let all = Days {
+            start: None,
+            end: None,
+        };
+        assert_eq!(series.buckets(all).count(), 5, "all days: eras -2 to 2");
     }
 
     #[test]

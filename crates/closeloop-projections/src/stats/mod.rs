@@ -51,7 +51,6 @@ use closeloop_domain::{Channel, OrgUnit, Sla};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::daily::day_of;
 use crate::model::ReadModels;
 use crate::record::{Ts, clamped_nanos};
 use crate::timing::{NANOS_PER_DAY, Timing};
@@ -302,19 +301,32 @@ impl ReadModels {
             }
             // The open loops due today whose buckets are in range: overdue or not by the
             // instant they become so.
-            for slot in timing.due_on(today).into_iter().flatten() {
-                work.due_today += 1;
-                let hot = &self.hot[slot as usize];
-                if timing.is_overdue(slot, now)
-                    && days.contains(day_of(hot.received()))
-                    && inside
+            let due = timing.due_in_order(today, &self.hot);
+            work.due_today += due.len() as u64;
+            let overdue = due.partition_point(|loop_due| now > loop_due.due);
+            // Counted by group value first: one tally lookup a group, not one a loop.
+            let mut overdue_by: hashbrown::HashMap<u32, u64> = hashbrown::HashMap::new();
+            for loop_due in &due[..overdue] {
+                if !days.contains(loop_due.received)
+                    || inside
                         .as_ref()
-                        .is_none_or(|inside| inside.contains(&hot.org))
+                        .is_some_and(|inside| !inside.contains(&loop_due.org))
                 {
-                    self.groups_of(hot, query.group_by, |value| {
-                        tallies.entry(value).or_default().overdue += 1;
-                    });
+                    continue;
                 }
+                let mut count = |value| *overdue_by.entry(value).or_default() += 1;
+                match query.group_by {
+                    None => count(0),
+                    Some(GroupBy::OrgUnit) => count(loop_due.org),
+                    Some(GroupBy::Channel) => count(u32::from(loop_due.channel)),
+                    Some(GroupBy::Theme | GroupBy::SeldomHeard) => {
+                        let hot = &self.hot[loop_due.slot as usize];
+                        self.groups_of(hot, query.group_by, count);
+                    }
+                }
+            }
+            for (value, loops) in overdue_by {
+                tallies.entry(value).or_default().overdue += loops;
             }
         }
         for (from, to) in edges {

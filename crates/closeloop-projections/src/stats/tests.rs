@@ -270,9 +270,10 @@ fn answers_from_the_aggregates_cost_days_and_groups_not_loops() {
     let (few, many) = (alike(4), alike(40));
     // Whole days, as dates give them. The 40 days from the 5th of October (day 20,731) to
     // the 13th of November are the last 5 days of block 647, block 648 (from the 10th of
-    // October) and the first 3 days of block 649 (from the 11th of November).
+    // October) and the first 3 days of block 649 (from the 11th of November). All the days
+    // are in era 20 (from the 28th of January 2026), one bucket.
     let ranges = [
-        (None, None, 3),
+        (None, None, 1),
         (Some("2026-10-05T00:00:00Z"), None, 5 + 2),
         (
             Some("2026-10-07T00:00:00Z"),
@@ -329,4 +330,32 @@ fn only_the_loops_of_partial_days_and_due_today_are_counted_one_by_one() {
         assert_eq!(stats.groups[0].overdue, overdue);
         assert_eq!((work.due_today, work.adds), (3, 0));
     }
+}
+
+#[test]
+fn a_loop_due_today_that_changes_is_counted_as_it_is_now() {
+    let mut models = alike(6);
+    let now = "2026-11-09T10:00:00Z".parse().unwrap();
+    let by_org = StatsQuery {
+        group_by: Some(GroupBy::OrgUnit),
+        ..StatsQuery::default()
+    };
+    let overdue = |models: &ReadModels, query: &StatsQuery| {
+        let (stats, _) = models.stats_traced(query, now, &Sla::default());
+        assert_eq!(stats, models.stats_scanned(query, now, &Sla::default()).0);
+        stats.groups.iter().map(|g| g.overdue).collect::<Vec<_>>()
+    };
+    // Loops 1, 3 and 5 (org unit rxx/b) became overdue at 09:00 today; rxx/a's loops were
+    // closed, and many more of both are overdue since earlier days.
+    let all = overdue(&models, &StatsQuery::default());
+    let orgs = overdue(&models, &by_org);
+    // Loop 1 is closed: it is overdue no more, in every grouping, at once.
+    let no_change = serde_json::json!({"by": "ward", "reason": "Cannot"});
+    let no_change = LoopEvent::from_stored_data(EventType::NoChange, no_change).unwrap();
+    append(&mut models, 1, 3, "2026-11-09T09:30:00Z", no_change);
+    let back = serde_json::json!({"by": "pals", "message": "Done"});
+    let back = LoopEvent::from_stored_data(EventType::ReportedBack, back).unwrap();
+    append(&mut models, 1, 4, "2026-11-09T09:31:00Z", back);
+    assert_eq!(overdue(&models, &StatsQuery::default()), vec![all[0] - 1]);
+    assert_eq!(overdue(&models, &by_org), vec![orgs[0], orgs[1] - 1]);
 }
