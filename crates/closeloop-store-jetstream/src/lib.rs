@@ -239,7 +239,7 @@ impl JetStreamStore {
             } else if progress.1.elapsed() > OPEN_STALL_DEADLINE {
                 follower.abort();
                 return Err(StoreError::Backend(format!(
-                    "reading the log stream at start stopped at message {applied} of {last} for                      {} s; is the NATS cluster healthy? The service log has the follower's errors",
+                    "reading the log stream at start stopped at message {applied} of {last} for {} s; is the NATS cluster healthy? The service log has the follower's errors",
                     OPEN_STALL_DEADLINE.as_secs()
                 )));
             }
