@@ -59,7 +59,7 @@ pub fn master_key_or_demo(
     }
     if demo_allowed {
         tracing::warn!(
-            "demo mode: personal data is encrypted under the fixed, published demo master key;              never use it for real data (set CLOSELOOP_MASTER_KEY_FILE)"
+            "demo mode: personal data is encrypted under the fixed, published demo master key; never use it for real data (set CLOSELOOP_MASTER_KEY_FILE)"
         );
         return Ok(Some(MasterKey::demo()));
     }
@@ -67,7 +67,7 @@ pub fn master_key_or_demo(
 }
 
 /// The message of a command that needs a master key and has none.
-pub const NO_MASTER_KEY: &str = "no master key: personal data is encrypted at rest under a     master key. Set CLOSELOOP_MASTER_KEY_FILE to a file holding 64 hex characters (make one     with `openssl rand -hex 32 > master.key`) or CLOSELOOP_MASTER_KEY to the characters     themselves; or try Closeloop with `serve --demo`, which uses a fixed demo key";
+pub const NO_MASTER_KEY: &str = "no master key: personal data is encrypted at rest under a master key. Set CLOSELOOP_MASTER_KEY_FILE to a file holding 64 hex characters (make one with `openssl rand -hex 32 > master.key`) or CLOSELOOP_MASTER_KEY to the characters themselves; or try Closeloop with `serve --demo`, which uses a fixed demo key";
 
 /// Where the key store lives in a data directory.
 pub fn keys_dir(data_dir: &Path) -> std::path::PathBuf {
