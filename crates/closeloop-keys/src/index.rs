@@ -181,13 +181,12 @@ impl<R: Copy> LoopIndex<R> {
 
     /// The loop's slot, adding the loop when it is new.
     fn slot(&mut self, loop_id: &str) -> u32 {
-        if let Some(slot) = self.ids.find(loop_id) {
-            return slot;
-        }
-        let slot = self.ids.push(loop_id);
-        self.keys.push(None);
-        if self.erased.len() * 64 <= slot as usize {
-            self.erased.push(0);
+        let (slot, added) = self.ids.find_or_push(loop_id);
+        if added {
+            self.keys.push(None);
+            if self.erased.len() * 64 <= slot as usize {
+                self.erased.push(0);
+            }
         }
         slot
     }

@@ -54,6 +54,12 @@ impl LoopIds {
     /// Adds `id` and returns its slot, or `None` when it is there already: one probe of the
     /// table for both.
     pub fn push_new(&mut self, id: &str) -> Option<u32> {
+        let (slot, added) = self.find_or_push(id);
+        added.then_some(slot)
+    }
+
+    /// The slot of `id`, added when it is new (then `true`): one probe of the table.
+    pub fn find_or_push(&mut self, id: &str) -> (u32, bool) {
         let slot = u32::try_from(self.ends.len()).expect("fewer than 2^32 loops");
         let hash = self.hasher.hash_one(id);
         let Self {
@@ -67,12 +73,12 @@ impl LoopIds {
             |&other| slot_str(bytes, ends, other) == id,
             |&other| hasher.hash_one(slot_str(bytes, ends, other)),
         ) {
-            hashbrown::hash_table::Entry::Occupied(_) => None,
+            hashbrown::hash_table::Entry::Occupied(found) => (*found.get(), false),
             hashbrown::hash_table::Entry::Vacant(vacant) => {
                 vacant.insert(slot);
                 bytes.push_str(id);
                 ends.push(bytes.len() as u64);
-                Some(slot)
+                (slot, true)
             }
         }
     }

@@ -29,6 +29,7 @@
 //! | 236–251 | zero |
 //! | 252–255 | CRC-32 |
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::ContactDigest;
@@ -95,11 +96,12 @@ impl SlotState {
     }
 }
 
-/// A decoded slot.
+/// A decoded slot; its loop id may borrow the bytes it was decoded from (opening a key file
+/// reads a million slots without allocating for each).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Slot {
+pub(crate) struct Slot<'a> {
     pub(crate) state: SlotState,
-    pub(crate) loop_id: String,
+    pub(crate) loop_id: Cow<'a, str>,
     /// Present exactly in live key slots.
     pub(crate) wrapped_key: Option<Wrapped>,
     /// Present in live contact slots, and in live key slots that carry one.
@@ -115,38 +117,48 @@ pub(crate) enum SlotProblem {
     Invalid(String),
 }
 
-impl Slot {
+impl<'a> Slot<'a> {
     /// A live key slot.
     pub(crate) fn live_key(
-        loop_id: &str,
+        loop_id: &'a str,
         wrapped_key: Wrapped,
         digest: Option<ContactDigest>,
     ) -> Self {
         Slot {
             state: SlotState::LiveKey,
-            loop_id: loop_id.to_owned(),
+            loop_id: Cow::Borrowed(loop_id),
             wrapped_key: Some(wrapped_key),
             digest,
         }
     }
 
     /// A live contact slot.
-    pub(crate) fn live_contact(loop_id: &str, digest: ContactDigest) -> Self {
+    pub(crate) fn live_contact(loop_id: &'a str, digest: ContactDigest) -> Self {
         Slot {
             state: SlotState::LiveContact,
-            loop_id: loop_id.to_owned(),
+            loop_id: Cow::Borrowed(loop_id),
             wrapped_key: None,
             digest: Some(digest),
         }
     }
 
     /// What is left of a slot after an erasure, or a tombstone: the loop id and the state.
-    pub(crate) fn erased(state: SlotState, loop_id: &str) -> Self {
+    pub(crate) fn erased(state: SlotState, loop_id: &'a str) -> Self {
         Slot {
             state,
-            loop_id: loop_id.to_owned(),
+            loop_id: Cow::Borrowed(loop_id),
             wrapped_key: None,
             digest: None,
+        }
+    }
+
+    /// The same slot, owning its loop id.
+    pub(crate) fn into_owned(self) -> Slot<'static> {
+        Slot {
+            state: self.state,
+            loop_id: Cow::Owned(self.loop_id.into_owned()),
+            wrapped_key: self.wrapped_key,
+            digest: self.digest,
         }
     }
 
@@ -177,7 +189,7 @@ impl Slot {
     }
 
     /// Decodes slot bytes, checking the CRC first and then every field.
-    pub(crate) fn decode(bytes: &SlotBytes) -> Result<Self, SlotProblem> {
+    pub(crate) fn decode(bytes: &'a SlotBytes) -> Result<Self, SlotProblem> {
         if !crc_matches(bytes) {
             return Err(SlotProblem::Checksum);
         }

@@ -81,7 +81,7 @@ impl FileKeyStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_slot(&self, state: &State, slot: u64) -> Result<Slot, KeyError> {
+    fn read_slot(&self, state: &State, slot: u64) -> Result<Slot<'static>, KeyError> {
         let file = state.file.as_ref().ok_or_else(|| {
             KeyError::corrupt(format!(
                 "slot {slot} was asked for but there is no key file"
@@ -90,21 +90,23 @@ impl FileKeyStore {
         let mut bytes: SlotBytes = [0; SLOT_SIZE];
         file.read_exact_at(&mut bytes, slot_offset(slot))
             .map_err(|e| KeyError::io(&self.path, e))?;
-        Slot::decode(&bytes).map_err(|problem| {
-            KeyError::corrupt(match problem {
-                SlotProblem::Checksum => {
-                    format!("slot {slot} of {} fails its checksum", self.path.display())
-                }
-                SlotProblem::Invalid(what) => {
-                    format!("slot {slot} of {}: {what}", self.path.display())
-                }
+        Slot::decode(&bytes)
+            .map(Slot::into_owned)
+            .map_err(|problem| {
+                KeyError::corrupt(match problem {
+                    SlotProblem::Checksum => {
+                        format!("slot {slot} of {} fails its checksum", self.path.display())
+                    }
+                    SlotProblem::Invalid(what) => {
+                        format!("slot {slot} of {}: {what}", self.path.display())
+                    }
+                })
             })
-        })
     }
 
     /// Writes `slot` at slot number `at`; returns the write's sequence number. Any failure stops
     /// all later writes.
-    fn write_slot(&self, state: &mut State, at: u64, slot: &Slot) -> Result<u64, KeyError> {
+    fn write_slot(&self, state: &mut State, at: u64, slot: &Slot<'_>) -> Result<u64, KeyError> {
         let file = state.file.as_ref().expect("a writable store has its file");
         if let Err(error) = file.write_all_at(&slot.encode(), slot_offset(at)) {
             let detail = format!(
@@ -120,7 +122,7 @@ impl FileKeyStore {
     }
 
     /// Appends `slot` at the end of the file; returns where it went.
-    fn append_slot(&self, state: &mut State, slot: &Slot) -> Result<SlotRef, KeyError> {
+    fn append_slot(&self, state: &mut State, slot: &Slot<'_>) -> Result<SlotRef, KeyError> {
         let at = state.next_slot;
         let seq = self.write_slot(state, at, slot)?;
         state.next_slot += 1;

@@ -241,12 +241,16 @@ fn unlock(header: &Header, master: &MasterKey, path: &Path) -> Result<StoreSecre
     })
 }
 
-fn add_to_index(index: &mut LoopIndex<SlotRef>, slot: &Slot, slot_no: u64) -> Result<(), String> {
+fn add_to_index(
+    index: &mut LoopIndex<SlotRef>,
+    slot: &Slot<'_>,
+    slot_no: u64,
+) -> Result<(), String> {
     let at = SlotRef {
         slot: slot_no,
         seq: 0,
     };
-    let loop_id = slot.loop_id.as_str();
+    let loop_id = &*slot.loop_id;
     match slot.state {
         SlotState::LiveKey => {
             if let Some(other) = index.live_key(loop_id) {
