@@ -34,6 +34,12 @@ impl Calendar {
         }
     }
 
+    /// The holidays, in date order (what [`with_holidays`](Self::with_holidays) was given,
+    /// each once).
+    pub fn holidays(&self) -> impl Iterator<Item = Date> + '_ {
+        self.holidays.iter().copied()
+    }
+
     /// Whether `date` is a working day.
     #[must_use]
     pub fn is_working_day(&self, date: Date) -> bool {

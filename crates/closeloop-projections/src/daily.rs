@@ -34,14 +34,17 @@
 //! 3 million histogram entries: 40 to 50 MB.
 //!
 //! The aggregates depend on the working-day calendar, so they are kept with the other
-//! SLA-dependent figures (`timing`) and built from the loop records when those are, never
-//! stored in a snapshot (the snapshot format is unchanged; a loaded snapshot builds them in
-//! `prepare`). At a million loops over a year (the `scale` test in `daily_tests`), building
-//! them takes 1.5 s when loops were logged in about the order they were received (3.5 s in
-//! random order), and keeping them up to date adds 1.5 to 3 µs to each event applied.
+//! SLA-dependent figures (`timing`) and built from the loop records when those are. A
+//! snapshot keeps them with the SLA they were computed for ([`FlatDaily`]), so that a start
+//! under the same SLA loads them instead. At a million loops over a year (the `scale` test in
+//! `daily_tests`), building them takes 1.5 s when loops were logged in about the order they
+//! were received (3.5 s in random order), and keeping them up to date adds 1.5 to 3 µs to
+//! each event applied.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
 
 use crate::histogram::Histogram;
 use crate::intern::{Lists, Names, RatingSets, RatingValue};
@@ -180,6 +183,19 @@ impl Bucket {
         }
     }
 
+    /// Whether its counts add up: loops in it, no more answers than loops, histogram codes
+    /// in increasing order, each counting at least one loop and no more than the bucket has.
+    fn is_well_formed(&self) -> bool {
+        let answers: u64 = self.fft.iter().map(|&n| u64::from(n)).sum();
+        self.received > 0
+            && answers <= u64::from(self.received)
+            && self.days.windows(2).all(|pair| pair[0].0 < pair[1].0)
+            && self
+                .days
+                .iter()
+                .all(|&(_, loops)| (1..=self.received).contains(&loops))
+    }
+
     /// Each (measure, whole days, loops) of the histograms.
     pub(crate) fn days(&self) -> impl Iterator<Item = (Measure, u32, u32)> + '_ {
         self.days.iter().map(|&(code, loops)| {
@@ -219,6 +235,16 @@ impl Daily {
         range: std::ops::RangeInclusive<Key>,
     ) -> impl Iterator<Item = (&Key, &Series)> {
         self.series.range(range)
+    }
+
+    /// How many loops [`Key::All`] counts: every loop once.
+    pub(crate) fn loops(&self) -> u64 {
+        self.series.get(&Key::All).map_or(0, |series| {
+            series
+                .values()
+                .map(|bucket| u64::from(bucket.received))
+                .sum()
+        })
     }
 
     /// How many buckets there are, for tests and the memory figure.
@@ -271,6 +297,161 @@ impl Daily {
             }
         }
     }
+}
+
+/// [`Daily`] as a snapshot keeps it: plain values in key and day order, so that it decodes
+/// without a look-up per value.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct FlatDaily {
+    /// Each key as [`Key::to_parts`], and how many buckets it has.
+    keys: Vec<(u8, u32, u32, u32)>,
+    /// Each bucket, key after key: its day, loops, FFT answers and number of histogram
+    /// entries.
+    buckets: Vec<(Day, u32, [u32; 6], u32)>,
+    /// Every histogram entry as (code, loops), bucket after bucket.
+    entries: Vec<(u32, u32)>,
+}
+
+impl Key {
+    /// The key as (kind, first id, second id).
+    fn to_parts(self) -> (u8, u32, u32) {
+        match self {
+            Key::All => (0, 0, 0),
+            Key::Org(org) => (1, org, 0),
+            Key::Theme(theme) => (2, theme, 0),
+            Key::Channel(channel) => (3, u32::from(channel), 0),
+            Key::Tag(tag) => (4, tag, 0),
+            Key::OrgTheme(org, theme) => (5, org, theme),
+            Key::OrgTag(org, tag) => (6, org, tag),
+        }
+    }
+
+    /// The key [`to_parts`](Self::to_parts) gave these parts; `None` for parts no key gives.
+    fn from_parts((kind, first, second): (u8, u32, u32)) -> Option<Self> {
+        let key = match kind {
+            0 => Key::All,
+            1 => Key::Org(first),
+            2 => Key::Theme(first),
+            3 => Key::Channel(u8::try_from(first).ok()?),
+            4 => Key::Tag(first),
+            5 => Key::OrgTheme(first, second),
+            6 => Key::OrgTag(first, second),
+            _ => return None,
+        };
+        (key.to_parts() == (kind, first, second)).then_some(key)
+    }
+}
+
+impl Daily {
+    /// The aggregates flattened for a snapshot.
+    pub(crate) fn to_flat(&self) -> FlatDaily {
+        let mut flat = FlatDaily::default();
+        for (key, series) in &self.series {
+            let (kind, first, second) = key.to_parts();
+            flat.keys.push((kind, first, second, count(series.len())));
+            for (&day, bucket) in series {
+                flat.buckets
+                    .push((day, bucket.received, bucket.fft, count(bucket.days.len())));
+                flat.entries.extend_from_slice(&bucket.days);
+            }
+        }
+        flat
+    }
+
+    /// The aggregates [`to_flat`](Self::to_flat) flattened, checked to be well formed: keys
+    /// of names the tables have, in order, each with buckets; days in order; each bucket with
+    /// loops, no more answers than loops, and its histogram codes in order, each counting
+    /// from one loop to all of them.
+    pub(crate) fn from_flat(flat: &FlatDaily, sizes: &TableSizes) -> Result<Self, String> {
+        let bad = |what: &str| Err(format!("the per-day aggregates {what}"));
+        let mut buckets = flat.buckets.iter();
+        let mut entries = flat.entries.as_slice();
+        let mut series = Vec::with_capacity(flat.keys.len());
+        for &(kind, first, second, len) in &flat.keys {
+            let Some(key) = Key::from_parts((kind, first, second)).filter(|&key| sizes.knows(key))
+            else {
+                return bad("name a key that does not exist");
+            };
+            if series.last().is_some_and(|&(last, _)| last >= key) || len == 0 {
+                return bad("have keys out of order or empty");
+            }
+            let mut days = Vec::with_capacity(buckets.len().min(len as usize));
+            for _ in 0..len {
+                let Some(&(day, received, fft, len)) = buckets.next() else {
+                    return bad("have fewer buckets than their keys say");
+                };
+                let Some((histogram, rest)) = entries.split_at_checked(len as usize) else {
+                    return bad("have fewer histogram entries than their buckets say");
+                };
+                entries = rest;
+                let bucket = Bucket {
+                    received,
+                    fft,
+                    days: histogram.to_vec(),
+                };
+                if !bucket.is_well_formed() {
+                    return bad("have a bucket whose counts do not add up");
+                }
+                if days.last().is_some_and(|&(last, _)| last >= day) {
+                    return bad("have days out of order");
+                }
+                days.push((day, bucket));
+            }
+            series.push((key, days.into_iter().collect()));
+        }
+        if buckets.next().is_some() || !entries.is_empty() {
+            return bad("have more buckets or entries than their keys say");
+        }
+        Ok(Self {
+            series: series.into_iter().collect(),
+        })
+    }
+}
+
+/// How many names each table of the read models holds, to check ids read from a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TableSizes {
+    pub(crate) orgs: usize,
+    pub(crate) themes: usize,
+    pub(crate) tags: usize,
+    pub(crate) rating_sets: usize,
+}
+
+impl TableSizes {
+    pub(crate) fn is_org(&self, org: u32) -> bool {
+        (org as usize) < self.orgs
+    }
+
+    /// Whether `theme` is a theme's id or `none`, the id standing for no theme.
+    pub(crate) fn is_theme(&self, theme: u32, none: u32) -> bool {
+        theme == none || (theme as usize) < self.themes
+    }
+
+    /// Whether `tag` is a tag's id or `other`, the id standing for none or any.
+    pub(crate) fn is_tag(&self, tag: u32, other: u32) -> bool {
+        tag == other || (tag as usize) < self.tags
+    }
+
+    pub(crate) fn is_channel(channel: u8) -> bool {
+        usize::from(channel) < closeloop_domain::Channel::ALL.len()
+    }
+
+    fn knows(&self, key: Key) -> bool {
+        match key {
+            Key::All => true,
+            Key::Org(org) => self.is_org(org),
+            Key::Theme(theme) => self.is_theme(theme, NO_THEME),
+            Key::Channel(channel) => Self::is_channel(channel),
+            Key::Tag(tag) => self.is_tag(tag, ANY_TAG),
+            Key::OrgTheme(org, theme) => self.is_org(org) && self.is_theme(theme, NO_THEME),
+            Key::OrgTag(org, tag) => self.is_org(org) && self.is_tag(tag, ANY_TAG),
+        }
+    }
+}
+
+/// A length as the `u32` the flat forms keep.
+fn count(len: usize) -> u32 {
+    u32::try_from(len).expect("fewer than 2^32 buckets and entries")
 }
 
 /// What the aggregates read of the read models' tables to find a loop's keys and FFT answer.
@@ -506,6 +687,40 @@ mod tests {
             }),
             20_000
         );
+    }
+
+    #[test]
+    fn flat_aggregates_come_back_and_damaged_ones_are_refused() {
+        let on = |day| Contribution {
+            day,
+            fft: Some(1),
+            ack: Some(0),
+            close: None,
+        };
+        let mut daily = Daily::default();
+        daily.add(&[Key::All, Key::Theme(0)], &on(3));
+        daily.add(&[Key::All], &on(5));
+        let sizes = TableSizes {
+            orgs: 0,
+            themes: 1,
+            tags: 0,
+            rating_sets: 1,
+        };
+        assert_eq!(Daily::from_flat(&daily.to_flat(), &sizes).unwrap(), daily);
+        let mut swapped = daily.to_flat();
+        swapped.buckets.swap(0, 1);
+        let err = Daily::from_flat(&swapped, &sizes).unwrap_err();
+        assert!(err.contains("out of order"), "{err}");
+        let no_themes = TableSizes { themes: 0, ..sizes };
+        let err = Daily::from_flat(&daily.to_flat(), &no_themes).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        let mut short = daily.to_flat();
+        short.entries.pop();
+        assert!(Daily::from_flat(&short, &sizes).is_err());
+        let mut counted_twice = daily.to_flat();
+        counted_twice.entries[0].1 = 2;
+        let err = Daily::from_flat(&counted_twice, &sizes).unwrap_err();
+        assert!(err.contains("do not add up"), "{err}");
     }
 
     #[test]

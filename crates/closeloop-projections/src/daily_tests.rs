@@ -120,7 +120,7 @@ proptest! {
         for (entry, event) in &entries[..split] {
             models.apply(entry, event);
         }
-        // A reload rebuilds them from the records; the rest is applied incrementally again.
+        // A reload takes them from the snapshot; the rest is applied incrementally again.
         let mut models = ReadModels::from_snapshot(&models.to_snapshot()).expect("own snapshot");
         models.prepare(&Sla::default());
         // Queries in between keep a union of the loops due before a day, which the events
@@ -165,6 +165,153 @@ proptest! {
             prop_assert_eq!(fresh.with_timing(&Sla::default(), |t| t.overdue_at(now)), indexed);
         }
     }
+}
+
+/// Every SLA-dependent figure the models keep, for `sla`: each slot's, the insights' and the
+/// stats' aggregates.
+fn figures(
+    models: &ReadModels,
+    sla: &Sla,
+) -> (
+    Vec<crate::timing::SlotTiming>,
+    Daily,
+    crate::stats::Aggregates,
+) {
+    models.with_timing(sla, |timing| {
+        (
+            timing.slots.clone(),
+            timing.daily.clone(),
+            timing.stats.clone(),
+        )
+    })
+}
+
+/// The SLA the models' figures were computed for, if they keep any.
+fn kept_sla(models: &ReadModels) -> Option<Sla> {
+    let timing = models.timing.read().expect("not poisoned");
+    timing.as_ref().map(|timing| timing.sla().clone())
+}
+
+/// Another SLA than the default: other days, and a holiday.
+fn other_sla() -> Sla {
+    Sla {
+        acknowledge_days: 2,
+        close_days: 10,
+        calendar: closeloop_domain::Calendar::with_holidays(["2026-10-05"
+            .parse()
+            .expect("a date")]),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_snapshot_keeps_the_sla_figures_for_the_sla_they_were_computed_for(steps in steps()) {
+        let mut models = ReadModels::default();
+        for (entry, event) in &log(&steps) {
+            models.apply(entry, event);
+        }
+        let sla = other_sla();
+        models.prepare(&sla);
+        let loaded = ReadModels::from_snapshot(&models.to_snapshot()).expect("own snapshot");
+        // Loaded, not computed: they are there before any query asks for them.
+        prop_assert_eq!(kept_sla(&loaded), Some(sla.clone()));
+        prop_assert_eq!(figures(&loaded, &sla), figures(&models, &sla));
+        // Under another SLA they are computed again, as for models never saved.
+        prop_assert_eq!(figures(&loaded, &Sla::default()), figures(&models, &Sla::default()));
+        prop_assert_eq!(kept_sla(&loaded), Some(Sla::default()));
+    }
+}
+
+#[test]
+fn models_saved_before_any_figures_were_computed_load_without_them() {
+    let steps: Vec<Step> = vec![(0, EventType::FeedbackReceived, 0, 0)];
+    let mut models = ReadModels::default();
+    for (entry, event) in &log(&steps) {
+        models.apply(entry, event);
+    }
+    let loaded = ReadModels::from_snapshot(&models.to_snapshot()).expect("own snapshot");
+    assert_eq!(kept_sla(&loaded), None);
+    loaded.prepare(&Sla::default());
+    assert_eq!(
+        figures(&loaded, &Sla::default()),
+        figures(&models, &Sla::default())
+    );
+}
+
+/// Models of a few loops, one of them closed, with the default SLA's figures.
+fn prepared() -> ReadModels {
+    let steps: Vec<Step> = vec![
+        (0, EventType::FeedbackReceived, 0, 0),
+        (0, EventType::Acknowledged, 2, 0),
+        (0, EventType::ChangeMade, 30, 0),
+        (0, EventType::ReportedBack, 30, 0),
+        (1, EventType::FeedbackReceived, 1, 1),
+        (2, EventType::FeedbackReceived, 1, 5),
+    ];
+    let mut models = ReadModels::default();
+    for (entry, event) in &log(&steps) {
+        models.apply(entry, event);
+    }
+    models.prepare(&Sla::default());
+    models
+}
+
+/// The reason the snapshot of `models`, its figures changed by `damage`, is refused.
+fn refusal(models: &mut ReadModels, damage: impl FnOnce(&mut crate::timing::Timing)) -> String {
+    damage(
+        models
+            .timing
+            .get_mut()
+            .expect("not poisoned")
+            .as_mut()
+            .expect("prepared"),
+    );
+    match ReadModels::from_snapshot(&models.to_snapshot()) {
+        Err(crate::SnapshotError::Corrupt(reason)) => reason,
+        other => panic!("a snapshot with damaged figures was not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn figures_that_disagree_with_the_records_are_refused_with_a_reason() {
+    let mut models = prepared();
+    let closed = models
+        .hot
+        .iter()
+        .position(crate::record::Hot::is_closed)
+        .expect("a closed loop");
+    let reason = refusal(&mut models, |timing| timing.slots[closed].due = 0);
+    assert!(reason.contains("SLA figures do not agree"), "{reason}");
+    let reason = refusal(&mut prepared(), |timing| {
+        timing.slots[0].ack = crate::timing::NO_DAYS;
+    });
+    assert!(reason.contains("SLA figures do not agree"), "{reason}");
+    let reason = refusal(&mut prepared(), |timing| {
+        timing.slots.pop();
+    });
+    assert!(reason.contains("one a loop"), "{reason}");
+    let reason = refusal(&mut prepared(), |timing| {
+        timing.daily = Daily::default();
+    });
+    assert!(
+        reason.contains("per-day aggregates do not count every loop"),
+        "{reason}"
+    );
+    let reason = refusal(&mut prepared(), |timing| {
+        timing.stats = crate::stats::Aggregates::default();
+    });
+    assert!(
+        reason.contains("stats aggregates do not count every loop"),
+        "{reason}"
+    );
+    assert!(
+        crate::SnapshotError::Corrupt(reason)
+            .to_string()
+            .contains("rebuild"),
+        "the error says what happens next"
+    );
 }
 
 #[test]

@@ -152,6 +152,59 @@ pub(crate) struct Bitmaps {
     pub(crate) tag: Vec<RoaringBitmap>,
 }
 
+/// The slots of each filter value, gathered in increasing order and appended to [`Bitmaps`]
+/// a batch at a time ([`append_to`](Self::append_to)): far cheaper than a bit at a time, and
+/// the lists stay small when batches are.
+#[derive(Default)]
+pub(crate) struct SlotLists {
+    pub(crate) status: [Vec<u32>; 2],
+    pub(crate) stage: [Vec<u32>; 6],
+    pub(crate) channel: [Vec<u32>; 10],
+    pub(crate) org: Vec<Vec<u32>>,
+    pub(crate) theme: Vec<Vec<u32>>,
+    pub(crate) tag: Vec<Vec<u32>>,
+}
+
+impl SlotLists {
+    /// Appends the gathered slots to `bitmaps` and empties the lists (keeping their memory).
+    ///
+    /// # Panics
+    /// When a list's slots are not in increasing order, or not after those of its bitmap.
+    pub(crate) fn append_to(&mut self, bitmaps: &mut Bitmaps) {
+        fn append(bitmap: &mut RoaringBitmap, slots: &mut Vec<u32>) {
+            bitmap
+                .append(slots.drain(..))
+                .expect("slots gathered in increasing order");
+        }
+        fn each(bitmaps: &mut [RoaringBitmap], lists: &mut [Vec<u32>]) {
+            for (bitmap, slots) in bitmaps.iter_mut().zip(lists) {
+                append(bitmap, slots);
+            }
+        }
+        fn family(bitmaps: &mut Vec<RoaringBitmap>, lists: &mut [Vec<u32>]) {
+            if bitmaps.len() < lists.len() {
+                bitmaps.resize_with(lists.len(), RoaringBitmap::new);
+            }
+            each(bitmaps, lists);
+        }
+        each(&mut bitmaps.status, &mut self.status);
+        each(&mut bitmaps.stage, &mut self.stage);
+        each(&mut bitmaps.channel, &mut self.channel);
+        family(&mut bitmaps.org, &mut self.org);
+        family(&mut bitmaps.theme, &mut self.theme);
+        family(&mut bitmaps.tag, &mut self.tag);
+    }
+}
+
+/// The list for `id` in a per-name family of [`SlotLists`], created empty when new.
+pub(crate) fn list_mut(family: &mut Vec<Vec<u32>>, id: u32) -> &mut Vec<u32> {
+    let id = id as usize;
+    if family.len() <= id {
+        family.resize_with(id + 1, Vec::new);
+    }
+    &mut family[id]
+}
+
 /// The bitmap for `id` in a per-name family, created empty when new.
 pub(crate) fn bitmap_mut(family: &mut Vec<RoaringBitmap>, id: u32) -> &mut RoaringBitmap {
     let id = id as usize;

@@ -34,7 +34,8 @@
 //! - `limits` caps what the read models take from one event ([`MAX_THEMES`] and the rest),
 //!   so that events stored before today's input limits cannot make any read expensive.
 //! - [`ReadModels::to_snapshot`] / [`ReadModels::from_snapshot`] (`snapshot`) store the records
-//!   and the checkpoint together, versioned and checksummed; indexes are rebuilt on load.
+//!   and the checkpoint together, versioned and checksummed, with the SLA-dependent figures
+//!   and the SLA they were computed for; indexes are rebuilt on load, on both cores.
 //!   [`SnapshotHeader`] reads a snapshot's checkpoint and entry hash from its first bytes.
 //! - [`Projections`] and [`run_projector`] (`runner`) share the models behind a lock and keep
 //!   them caught up with an [`EventStore`](closeloop_store::EventStore); [`rebuild`] builds them

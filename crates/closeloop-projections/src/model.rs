@@ -7,8 +7,8 @@ use closeloop_domain::event::{ChangeMade, FeedbackReceived};
 use closeloop_domain::{Event, LoopEvent, LoopId, LoopState, OrgUnit, Stage};
 use closeloop_store::{Hash, LoopIds, StoredEvent};
 
-use crate::daily::Tables;
-use crate::index::{Bitmaps, Order, OrderKey, bitmap_mut};
+use crate::daily::{TableSizes, Tables};
+use crate::index::{Bitmaps, Order, OrderKey, SlotLists, bitmap_mut, list_mut};
 use crate::intern::{Lists, Names, RatingSets, RatingValue};
 use crate::limits::{
     MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_RATINGS, MAX_TAGS, MAX_THEMES,
@@ -31,8 +31,9 @@ use crate::timing::Timing;
 /// Queries take `now` and the [`Sla`](closeloop_domain::Sla) in force, because due dates and
 /// `overdue` depend on both. What depends on the SLA but not on `now` (each loop's earliest
 /// missed-deadline instant and its working days to acknowledge and close) is computed once per
-/// SLA, kept up to date by `apply`, and rebuilt if a query brings a different SLA; call
-/// [`prepare`](Self::prepare) once after start-up so that the first query does not pay for it.
+/// SLA, kept up to date by `apply`, saved in snapshots with the SLA, and rebuilt if a query
+/// brings a different SLA; call [`prepare`](Self::prepare) once after start-up so that the
+/// first query does not pay for it.
 pub struct ReadModels {
     pub(crate) checkpoint: u64,
     /// The `hash` of the entry at the checkpoint (zeros at position 0): a snapshot keeps it so
@@ -480,10 +481,18 @@ impl ReadModels {
     }
 
     fn publish_if_due(&mut self, slot: u32) {
+        if self.published_key(slot).is_some() {
+            let places = self.org_prefixes(self.hot[slot as usize].org);
+            self.publish_at(slot, &places);
+        }
+    }
+
+    /// Puts a loop on the public page if it belongs there, `places` being its org unit's
+    /// prefixes.
+    fn publish_at(&mut self, slot: u32, places: &[u32]) {
         let Some(place) = self.published_key(slot) else {
             return;
         };
-        let places = self.org_prefixes(self.hot[slot as usize].org);
         let Self {
             published,
             lists,
@@ -495,7 +504,7 @@ impl ReadModels {
             slot,
             place,
             lists.distinct(hot[slot as usize].themes),
-            &places,
+            places,
             |s| NewestFirst::of(&cold[s as usize]),
         );
     }
@@ -542,7 +551,7 @@ impl ReadModels {
     }
 
     /// Adds a slot to every index but the order, from its record.
-    pub(crate) fn index_filters(&mut self, slot: u32) {
+    fn index_filters(&mut self, slot: u32) {
         let hot = self.hot[slot as usize];
         self.set_stage_bits(slot, &hot, true);
         self.bitmaps.channel[usize::from(hot.channel)].insert(slot);
@@ -556,6 +565,43 @@ impl ReadModels {
             bitmap_mut(&mut self.bitmaps.tag, tag).insert(slot);
         }
         self.publish_if_due(slot);
+    }
+
+    /// Adds every slot to every index but the order, as [`index_filters`](Self::index_filters)
+    /// one by one would: the slots of each bitmap appended a batch at a time, each org
+    /// unit's prefixes found once rather than once a loop.
+    pub(crate) fn index_all_filters(&mut self) {
+        /// Slots gathered before they go into the bitmaps: one bitmap container's worth.
+        const BATCH: usize = 1 << 16;
+        let prefixes: Vec<Vec<u32>> = (0..self.orgs.len())
+            .map(|org| self.org_prefixes(u32::try_from(org).expect("org ids are u32")))
+            .collect();
+        let mut bitmaps = Bitmaps::default();
+        let mut slots = SlotLists::default();
+        for (batch, records) in self.hot.chunks(BATCH).enumerate() {
+            let first = u32::try_from(batch * BATCH).expect("slots are u32");
+            for (slot, hot) in (first..).zip(records) {
+                slots.status[usize::from(hot.is_closed())].push(slot);
+                slots.stage[usize::from(hot.stage)].push(slot);
+                slots.channel[usize::from(hot.channel)].push(slot);
+                let families = [
+                    (&mut slots.org, &prefixes[hot.org as usize][..]),
+                    (&mut slots.theme, self.lists.distinct(hot.themes)),
+                    (&mut slots.tag, self.lists.distinct(hot.tags)),
+                ];
+                for (family, ids) in families {
+                    for &id in ids {
+                        list_mut(family, id).push(slot);
+                    }
+                }
+            }
+            slots.append_to(&mut bitmaps);
+        }
+        self.bitmaps = bitmaps;
+        for slot in 0..u32::try_from(self.hot.len()).expect("slots are u32") {
+            let org = self.hot[slot as usize].org;
+            self.publish_at(slot, &prefixes[org as usize]);
+        }
     }
 
     /// Removes a slot from every index; whether it was on the public page.
@@ -589,6 +635,16 @@ impl ReadModels {
         }
         ids.push(org);
         ids
+    }
+
+    /// How many names each table holds.
+    pub(crate) fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            orgs: self.orgs.len(),
+            themes: self.themes.len(),
+            tags: self.tags.len(),
+            rating_sets: self.ratings.len(),
+        }
     }
 
     /// What the per-day aggregates read of the tables.

@@ -155,6 +155,28 @@ impl Cold {
         cold
     }
 
+    /// The stored times as they are kept, for snapshots: seconds and nanoseconds by
+    /// [`When`], an absent time with a nanosecond part no real instant has.
+    pub(crate) fn times(&self) -> ([i64; 4], [i32; 4]) {
+        (self.secs, self.nanos)
+    }
+
+    /// A record from the parts [`times`](Self::times) gives; check it with
+    /// [`is_valid`](Self::is_valid).
+    pub(crate) fn from_times(
+        version: u64,
+        secs: [i64; 4],
+        nanos: [i32; 4],
+        public_id: [u8; 16],
+    ) -> Self {
+        Self {
+            version,
+            secs,
+            nanos,
+            public_id,
+        }
+    }
+
     pub(crate) fn get(&self, when: When) -> Option<Ts> {
         let i = when as usize;
         (self.nanos[i] != NONE_NANOS).then_some(Ts {

@@ -6,6 +6,10 @@
 //! decides `overdue` for each loop with one comparison. The working days it took to
 //! acknowledge and to close (for the stats' medians) are kept the same way, and so are the
 //! per-day aggregates built on them: the insights' ([`Daily`]) and the stats' ([`Aggregates`]).
+//!
+//! A snapshot keeps them with the [`Sla`] they were computed for (`snapshot::figures`):
+//! loaded models whose SLA is the one asked for use them as they are, and compute them again
+//! for any other.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,9 +79,43 @@ impl Timing {
             let slot = u32::try_from(slot).expect("slots are u32");
             timing.compute(slot, hot, cold);
         }
-        timing.daily = daily::build(tables, hot, &timing.slots);
-        timing.stats = Aggregates::build(hot, &timing.slots, tables.lists());
+        // The two sets of aggregates read the same figures and nothing of each other: one
+        // core each.
+        let slots = &timing.slots;
+        let (daily, stats) = std::thread::scope(|scope| {
+            let stats = scope.spawn(|| Aggregates::build(hot, slots, tables.lists()));
+            let daily = daily::build(tables, hot, slots);
+            (
+                daily,
+                stats
+                    .join()
+                    .expect("building the stats aggregates does not panic"),
+            )
+        });
+        timing.daily = daily;
+        timing.stats = stats;
         timing
+    }
+
+    /// Figures taken from a snapshot (checked with [`check_slots`] and the aggregates' own
+    /// checks), with the open loops by due day rebuilt from the slots.
+    pub(crate) fn from_parts(
+        sla: Sla,
+        slots: Vec<SlotTiming>,
+        daily: Daily,
+        stats: Aggregates,
+    ) -> Self {
+        let due_days = due_days_of(&slots);
+        Self {
+            sla,
+            slots,
+            scratch: scratch_state(),
+            daily,
+            stats,
+            due_days,
+            due_before: Mutex::new(None),
+            due_today: Mutex::new(None),
+        }
     }
 
     /// See [`ReadModels::drop_parts`].
@@ -300,6 +338,53 @@ impl Timing {
     }
 }
 
+/// The open loops by the day on which they become overdue, as [`Timing::compute`] keeps
+/// them: slot after slot, so that each day's slots come in order.
+fn due_days_of(slots: &[SlotTiming]) -> BTreeMap<i64, RoaringBitmap> {
+    let mut by_day: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (slot, timing) in (0_u32..).zip(slots) {
+        if let Some(day) = due_day(timing.due) {
+            by_day.entry(day).or_default().push(slot);
+        }
+    }
+    by_day
+        .into_iter()
+        .map(|(day, slots)| {
+            let open = RoaringBitmap::from_sorted_iter(slots).expect("slots in increasing order");
+            (day, open)
+        })
+        .collect()
+}
+
+/// Whether every slot's figures agree with its record as [`Timing::compute`] makes them: one
+/// a loop; a closed loop never due; working days to acknowledge exactly when there was a
+/// first contact and to close exactly when it is closed, never negative.
+///
+/// # Errors
+/// A sentence saying what does not agree.
+pub(crate) fn check_slots(slots: &[SlotTiming], hot: &[Hot], cold: &[Cold]) -> Result<(), String> {
+    if slots.len() != hot.len() {
+        return Err("the SLA figures are not one a loop".into());
+    }
+    let days_agree = |key: u64, at: Option<Ts>| {
+        (key == NO_DAYS) == at.is_none() && (key == NO_DAYS || f64::from_bits(key) >= 0.0)
+    };
+    let agree = slots
+        .iter()
+        .zip(hot)
+        .zip(cold)
+        .all(|((timing, hot), cold)| {
+            (!hot.is_closed() || timing.due == i64::MAX)
+                && days_agree(timing.ack, cold.get(When::FirstContactAt))
+                && days_agree(timing.close, cold.get(When::ClosedAt))
+        });
+    if agree {
+        Ok(())
+    } else {
+        Err("a loop's SLA figures do not agree with its record".into())
+    }
+}
+
 /// Nanoseconds in a day.
 pub(crate) const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
@@ -315,7 +400,7 @@ fn same_keys(a: &Hot, b: &Hot) -> bool {
 }
 
 /// One slot's SLA-dependent figures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SlotTiming {
     /// The loop is overdue exactly when `clamped_nanos(now) > due`; `i64::MAX` for a closed
     /// loop, which is never overdue.
@@ -374,9 +459,10 @@ fn scratch_state() -> LoopState {
 }
 
 impl ReadModels {
-    /// Computes the SLA-dependent figures for `sla` now, if they are not kept already, so
-    /// that the first query with this SLA is as fast as the rest. From then on
-    /// [`apply`](Self::apply) keeps them up to date.
+    /// Computes the SLA-dependent figures for `sla` now, if they are not kept already (models
+    /// loaded from a snapshot saved with figures for the same SLA keep them), so that the
+    /// first query with this SLA is as fast as the rest. From then on [`apply`](Self::apply)
+    /// keeps them up to date.
     pub fn prepare(&self, sla: &Sla) {
         self.with_timing(sla, |_| ());
     }

@@ -45,13 +45,17 @@
 //! the insights' aggregates do).
 //!
 //! The aggregates depend on the working-day calendar and the SLA, so they are kept with the
-//! other SLA-dependent figures (`timing`) and built from the loop records when those are,
-//! never stored in a snapshot.
+//! other SLA-dependent figures (`timing`) and built from the loop records when those are
+//! (beside the insights' aggregates, on a core of their own). A snapshot keeps them with the
+//! SLA they were computed for ([`FlatAggregates`]), so that a start under the same SLA loads
+//! them instead.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::daily::{Day, day_of};
+use serde::{Deserialize, Serialize};
+
+use crate::daily::{Day, TableSizes, day_of};
 use crate::histogram::Histogram;
 use crate::intern::Lists;
 use crate::record::Hot;
@@ -641,6 +645,205 @@ impl Aggregates {
     }
 }
 
+/// [`Aggregates`] as a snapshot keeps them: plain values in key and day order, so that they
+/// decode without a look-up per value.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct FlatAggregates {
+    /// Each key as [`Key::to_parts`], with how many day buckets and block buckets it has.
+    keys: Vec<(u8, u32, u32, u32)>,
+    /// Each bucket, a key's days then its blocks, key after key: its day (or block), loops
+    /// and number of entries.
+    buckets: Vec<(Day, u32, u32)>,
+    /// Every entry's code, bucket after bucket.
+    codes: Vec<u32>,
+    /// Every entry's loops, beside `codes`.
+    counts: Vec<u16>,
+}
+
+impl Key {
+    /// The key as (kind, id).
+    fn to_parts(self) -> (u8, u32) {
+        match self {
+            Key::All => (0, 0),
+            Key::Org(org) => (1, org),
+            Key::Theme(theme) => (2, theme),
+            Key::Channel(channel) => (3, u32::from(channel)),
+            Key::Tag(tag) => (4, tag),
+        }
+    }
+
+    /// Whether the names it counts loops of are in the tables.
+    fn is_known(self, sizes: &TableSizes) -> bool {
+        match self {
+            Key::All => true,
+            Key::Org(org) => sizes.is_org(org),
+            Key::Theme(theme) => sizes.is_theme(theme, NONE),
+            Key::Channel(channel) => TableSizes::is_channel(channel),
+            Key::Tag(tag) => sizes.is_tag(tag, NONE),
+        }
+    }
+
+    /// The key [`to_parts`](Self::to_parts) gave these parts; `None` for parts no key gives.
+    fn from_parts((kind, id): (u8, u32)) -> Option<Self> {
+        let key = match kind {
+            0 => Key::All,
+            1 => Key::Org(id),
+            2 => Key::Theme(id),
+            3 => Key::Channel(u8::try_from(id).ok()?),
+            4 => Key::Tag(id),
+            _ => return None,
+        };
+        (key.to_parts() == (kind, id)).then_some(key)
+    }
+}
+
+impl Bucket {
+    /// Whether its counts add up: loops in it, codes of known kinds in order, each entry
+    /// counting at least one loop, no more open loops than loops, and rating sets and themes
+    /// that the tables have.
+    fn is_well_formed(&self, sizes: &TableSizes) -> bool {
+        let known = |&code: &u32| match code >> VALUE_BITS {
+            RATING => (value(code) as usize) < sizes.rating_sets,
+            THEME => (value(code) as usize) < sizes.themes,
+            kind => kind < KINDS,
+        };
+        let open: u64 = self
+            .codes
+            .iter()
+            .zip(&self.counts)
+            .take_while(|&(&code, _)| code >> VALUE_BITS == OPEN)
+            .map(|(_, &loops)| u64::from(loops))
+            .sum();
+        self.received > 0
+            && self.codes.len() == self.counts.len()
+            && self.codes.windows(2).all(|pair| pair[0] <= pair[1])
+            && self.codes.iter().all(known)
+            && self.counts.iter().all(|&loops| loops > 0)
+            && open <= u64::from(self.received)
+    }
+}
+
+/// Takes one key's buckets (days or blocks) off the front of a flat form's lists.
+struct Unflatten<'a> {
+    buckets: std::slice::Iter<'a, (Day, u32, u32)>,
+    codes: &'a [u32],
+    counts: &'a [u16],
+    sizes: &'a TableSizes,
+}
+
+impl Unflatten<'_> {
+    /// The next `len` buckets, checked, with the loops they hold.
+    fn take(&mut self, len: u32) -> Result<(BTreeMap<Day, Bucket>, u64), String> {
+        let mut buckets = Vec::with_capacity(self.buckets.len().min(len as usize));
+        let mut loops = 0;
+        for _ in 0..len {
+            let Some(&(day, received, entries)) = self.buckets.next() else {
+                return Err("the stats aggregates have fewer buckets than their keys say".into());
+            };
+            let (Some((codes, rest_codes)), Some((counts, rest_counts))) = (
+                self.codes.split_at_checked(entries as usize),
+                self.counts.split_at_checked(entries as usize),
+            ) else {
+                return Err(
+                    "the stats aggregates have fewer entries than their buckets say".into(),
+                );
+            };
+            (self.codes, self.counts) = (rest_codes, rest_counts);
+            let bucket = Bucket {
+                received,
+                codes: codes.to_vec(),
+                counts: counts.to_vec(),
+            };
+            if !bucket.is_well_formed(self.sizes) {
+                return Err("the stats aggregates have a bucket whose counts do not add up".into());
+            }
+            if buckets.last().is_some_and(|&(last, _)| last >= day) {
+                return Err("the stats aggregates have days out of order".into());
+            }
+            loops += u64::from(received);
+            buckets.push((day, bucket));
+        }
+        Ok((buckets.into_iter().collect(), loops))
+    }
+}
+
+impl Aggregates {
+    /// The aggregates flattened for a snapshot.
+    pub(crate) fn to_flat(&self) -> FlatAggregates {
+        let mut flat = FlatAggregates::default();
+        for (key, series) in &self.series {
+            let (kind, id) = key.to_parts();
+            flat.keys.push((
+                kind,
+                id,
+                count(series.days.len()),
+                count(series.blocks.len()),
+            ));
+            for (&day, bucket) in series.days.iter().chain(&series.blocks) {
+                flat.buckets
+                    .push((day, bucket.received, count(bucket.codes.len())));
+                flat.codes.extend_from_slice(&bucket.codes);
+                flat.counts.extend_from_slice(&bucket.counts);
+            }
+        }
+        flat
+    }
+
+    /// The aggregates [`to_flat`](Self::to_flat) flattened, checked to be well formed: keys
+    /// of names the tables have, in order, each with buckets; days in order; each bucket well
+    /// formed, naming rating sets and themes the tables have; and a key's blocks holding the
+    /// loops its days hold.
+    pub(crate) fn from_flat(flat: &FlatAggregates, sizes: &TableSizes) -> Result<Self, String> {
+        let mut rest = Unflatten {
+            buckets: flat.buckets.iter(),
+            codes: &flat.codes,
+            counts: &flat.counts,
+            sizes,
+        };
+        let mut series = Vec::with_capacity(flat.keys.len());
+        for &(kind, id, days, blocks) in &flat.keys {
+            let Some(key) = Key::from_parts((kind, id)).filter(|&key| key.is_known(sizes)) else {
+                return Err("the stats aggregates name a key that does not exist".into());
+            };
+            if series.last().is_some_and(|&(last, _)| last >= key) || days == 0 {
+                return Err("the stats aggregates have keys out of order or empty".into());
+            }
+            let (days, in_days) = rest.take(days)?;
+            let (blocks, in_blocks) = rest.take(blocks)?;
+            if in_days != in_blocks {
+                return Err("the stats aggregates' blocks do not hold their days' loops".into());
+            }
+            // Eras are sums of blocks: made again, not stored.
+            let eras = eras_of(&blocks);
+            series.push((key, Series { days, blocks, eras }));
+        }
+        if rest.buckets.next().is_some() || !rest.codes.is_empty() || !rest.counts.is_empty() {
+            return Err(
+                "the stats aggregates have more buckets or entries than their keys say".into(),
+            );
+        }
+        Ok(Self {
+            series: series.into_iter().collect(),
+        })
+    }
+
+    /// How many loops [`Key::All`] counts: every loop once.
+    pub(crate) fn loops(&self) -> u64 {
+        self.series.get(&Key::All).map_or(0, |series| {
+            series
+                .days
+                .values()
+                .map(|bucket| u64::from(bucket.received))
+                .sum()
+        })
+    }
+}
+
+/// A length as the `u32` the flat form keeps.
+fn count(len: usize) -> u32 {
+    u32::try_from(len).expect("fewer than 2^32 buckets and entries")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +857,36 @@ mod tests {
             ack: Some(125),
             close,
         }
+    }
+
+    #[test]
+    fn flat_aggregates_come_back_and_damaged_ones_are_refused() {
+        let mut aggregates = Aggregates::default();
+        aggregates.add(&[Key::All, Key::Theme(1)], &contribution(3, Some(9), None));
+        aggregates.add(&[Key::All], &contribution(40, None, Some(250)));
+        let sizes = TableSizes {
+            orgs: 0,
+            themes: 5,
+            tags: 0,
+            rating_sets: 4,
+        };
+        let back = Aggregates::from_flat(&aggregates.to_flat(), &sizes).unwrap();
+        assert_eq!(back, aggregates);
+        assert_eq!(back.loops(), 2);
+        let mut empty_entry = aggregates.to_flat();
+        empty_entry.counts[0] = 0;
+        let err = Aggregates::from_flat(&empty_entry, &sizes).unwrap_err();
+        assert!(err.contains("do not add up"), "{err}");
+        let mut more_in_a_day = aggregates.to_flat();
+        more_in_a_day.buckets[0].1 += 1;
+        let err = Aggregates::from_flat(&more_in_a_day, &sizes).unwrap_err();
+        assert!(err.contains("blocks do not hold"), "{err}");
+        let fewer_sets = TableSizes {
+            rating_sets: 3,
+            ..sizes
+        };
+        let err = Aggregates::from_flat(&aggregates.to_flat(), &fewer_sets).unwrap_err();
+        assert!(err.contains("do not add up"), "{err}");
     }
 
     #[test]

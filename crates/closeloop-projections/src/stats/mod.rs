@@ -55,7 +55,7 @@ use crate::model::ReadModels;
 use crate::record::{Ts, clamped_nanos};
 use crate::timing::{NANOS_PER_DAY, Timing};
 
-pub(crate) use aggregate::{Aggregates, Contribution, keys_of};
+pub(crate) use aggregate::{Aggregates, Contribution, FlatAggregates, keys_of};
 use aggregate::{Key, NONE};
 use scan::Selection;
 use tally::Tally;

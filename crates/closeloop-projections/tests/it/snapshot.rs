@@ -88,6 +88,11 @@ fn damaged_or_foreign_snapshots_are_refused_with_a_reason() {
         ReadModels::from_snapshot(&[]),
         Err(SnapshotError::Corrupt(_))
     ));
+    // Format 4 had no SLA figures: refused, so that the models rebuild and save them.
+    let mut older = bytes.clone();
+    older[0] = 4;
+    let err = ReadModels::from_snapshot(&older).unwrap_err();
+    assert!(matches!(err, SnapshotError::UnsupportedVersion(4)), "{err}");
     let mut future = bytes;
     future[0] = 9;
     let err = ReadModels::from_snapshot(&future).unwrap_err();
