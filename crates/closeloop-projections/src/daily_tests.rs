@@ -494,7 +494,9 @@ fn scale() {
     });
     timed(
         "prepare (due dates and aggregates from scratch)",
-        &mut || plain.prepare(&sla),
+        &mut || {
+            plain.prepare(&sla);
+        },
     );
     timed("of which the aggregates", &mut || {
         std::hint::black_box(rebuilt(&plain));

@@ -254,6 +254,11 @@ pub struct ProjectorOptions {
     /// listens. The projector drops it when it stops, after its last save, so a receiver's
     /// `changed()` failing means no snapshot will follow.
     pub saved: Option<watch::Sender<u64>>,
+    /// Save a snapshot as soon as the projector starts, even with nothing new applied: the
+    /// models hold what their snapshot lacks (SLA figures computed at start, see
+    /// [`ReadModels::prepare`](crate::ReadModels::prepare)), which the next start would
+    /// otherwise compute again.
+    pub snapshot_at_start: bool,
 }
 
 impl Default for ProjectorOptions {
@@ -264,6 +269,7 @@ impl Default for ProjectorOptions {
             snapshot_every_events: 100_000,
             snapshot_every: Duration::from_secs(30),
             saved: None,
+            snapshot_at_start: false,
         }
     }
 }
@@ -427,6 +433,8 @@ struct Snapshots {
     every: Duration,
     last_position: u64,
     last_at: Instant,
+    /// Whether the models hold something the last snapshot lacks, whatever the position.
+    stale: bool,
 }
 
 impl Snapshots {
@@ -438,6 +446,7 @@ impl Snapshots {
             every: options.snapshot_every,
             last_position: position,
             last_at: Instant::now(),
+            stale: options.snapshot_at_start,
         }
     }
 
@@ -448,7 +457,10 @@ impl Snapshots {
 
     async fn maybe_save(&mut self, projections: &Arc<Projections>) {
         let pending = projections.applied().saturating_sub(self.last_position);
-        if pending >= self.every_events || (pending > 0 && self.last_at.elapsed() >= self.every) {
+        if self.stale
+            || pending >= self.every_events
+            || (pending > 0 && self.last_at.elapsed() >= self.every)
+        {
             self.save(projections).await;
         }
     }
@@ -458,7 +470,7 @@ impl Snapshots {
             return;
         };
         let position = projections.applied();
-        if position == self.last_position {
+        if position == self.last_position && !self.stale {
             return;
         }
         let shared = Arc::clone(projections);
@@ -468,6 +480,7 @@ impl Snapshots {
         match saved {
             Ok(Ok(())) => {
                 self.last_position = position;
+                self.stale = false;
                 tracing::info!(
                     position,
                     seconds = started.elapsed().as_secs_f64(),

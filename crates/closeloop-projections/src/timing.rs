@@ -462,9 +462,17 @@ impl ReadModels {
     /// Computes the SLA-dependent figures for `sla` now, if they are not kept already (models
     /// loaded from a snapshot saved with figures for the same SLA keep them), so that the
     /// first query with this SLA is as fast as the rest. From then on [`apply`](Self::apply)
-    /// keeps them up to date.
-    pub fn prepare(&self, sla: &Sla) {
+    /// keeps them up to date. Returns whether it computed them (then a snapshot saved now
+    /// keeps them for the next start).
+    pub fn prepare(&self, sla: &Sla) -> bool {
+        {
+            let guard = self.timing.read().unwrap_or_else(PoisonError::into_inner);
+            if guard.as_ref().is_some_and(|timing| timing.sla() == sla) {
+                return false;
+            }
+        }
         self.with_timing(sla, |_| ());
+        true
     }
 
     /// Runs `f` with the figures for `sla`, computing them first when they are missing or were

@@ -261,6 +261,7 @@ async fn catches_up_with_a_sled_store_and_resumes_from_its_snapshot() {
         snapshot_every_events: 4,
         snapshot_every: Duration::from_secs(3600),
         saved: None,
+        snapshot_at_start: false,
     };
     let mut log = ten();
     append_all(&store, &log, 0).await;
@@ -328,6 +329,7 @@ async fn a_quiet_log_gets_its_last_entries_snapshotted_without_more_writes() {
         snapshot_every_events: 1_000,
         snapshot_every: Duration::from_millis(200),
         saved: Some(saved),
+        snapshot_at_start: false,
     };
     let log = ten();
     append_all(&store, &log, 0).await;
@@ -378,4 +380,47 @@ async fn a_projector_stopped_before_it_read_anything_still_snapshots_the_whole_l
     let saved = Projections::load_snapshot(&snapshot).unwrap();
     assert_eq!(saved.checkpoint(), 10);
     assert_eq!(dump(&saved, now), dump(&log.models(), now));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_computed_at_start_are_snapshotted_without_new_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(SledStore::open(&dir.path().join("log"), &SledStoreOptions::default()).unwrap());
+    let snapshot = dir.path().join("projections.snapshot");
+    let log = ten();
+    append_all(&store, &log, 0).await;
+    // A snapshot of all ten entries without SLA figures, as `closeloop rebuild` leaves it.
+    let mut models = ReadModels::default();
+    for (entry, event) in &log.entries {
+        models.apply(entry, event);
+    }
+    Projections::new(models).save_snapshot(&snapshot).unwrap();
+
+    let models = Projections::load_snapshot(&snapshot).unwrap();
+    let sla = closeloop_domain::Sla::default();
+    assert!(models.prepare(&sla), "the snapshot had no figures");
+    let (saved, mut heard) = tokio::sync::watch::channel(0);
+    let options = ProjectorOptions {
+        page: 100,
+        snapshot_path: Some(snapshot.clone()),
+        snapshot_every_events: 1_000,
+        snapshot_every: Duration::from_secs(3600),
+        saved: Some(saved),
+        snapshot_at_start: true,
+    };
+    let projections = Arc::new(Projections::new(models));
+    let (stop, projector) = start_projector(&store, &projections, options);
+    tokio::time::timeout(Duration::from_secs(10), heard.wait_for(|&at| at == 10))
+        .await
+        .expect("a snapshot at start, with nothing new applied")
+        .unwrap();
+    stop.send(()).unwrap();
+    projector.await.unwrap().unwrap();
+
+    let reloaded = Projections::load_snapshot(&snapshot).unwrap();
+    assert!(
+        !reloaded.prepare(&sla),
+        "the figures came back from the snapshot"
+    );
 }

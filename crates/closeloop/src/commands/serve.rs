@@ -247,8 +247,9 @@ async fn run_on<S: ClosableStore>(
             options,
         ))
     });
-    // Computes the due-date figures once now rather than in the first request.
-    models.prepare(&sla);
+    // Computes the due-date figures once now rather than in the first request (a snapshot
+    // saved with them for this SLA already holds them); computed, they are saved at once.
+    let figures_computed = models.prepare(&sla);
     let projections = Arc::new(Projections::new(models));
     let (stop_projector, stopped) = tokio::sync::watch::channel(false);
     let projector = tokio::spawn(run_projector(
@@ -257,6 +258,7 @@ async fn run_on<S: ClosableStore>(
         ProjectorOptions {
             snapshot_path: Some(super::snapshot_path(data_dir)),
             saved: uploader.is_some().then_some(saved),
+            snapshot_at_start: figures_computed,
             ..ProjectorOptions::default()
         },
         async move {
