@@ -90,7 +90,9 @@ pub use published::{
 };
 pub use query::{LoopPage, LoopQuery, LoopSummary, QueryError, StatusFilter};
 pub use redact::{REDACTED, redact};
-pub use runner::{Projections, ProjectionsError, ProjectorOptions, rebuild, run_projector};
+pub use runner::{
+    PendingSnapshot, Projections, ProjectionsError, ProjectorOptions, rebuild, run_projector,
+};
 pub use snapshot::{
     SNAPSHOT_HEADER_MAX_BYTES, SNAPSHOT_VERSION, SnapshotError, SnapshotHeader, tmp_path,
 };

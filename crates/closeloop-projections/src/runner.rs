@@ -145,15 +145,73 @@ impl Projections {
 
     /// Read models for a projector on `store`: those of the snapshot at `path` when it was
     /// built from this store's log, otherwise empty ones, which the projector rebuilds from
-    /// position 0.
+    /// position 0 (see [`PendingSnapshot::checked`]).
+    pub async fn load_snapshot_checked<S: EventStore>(path: &Path, store: &S) -> ReadModels {
+        Self::start_loading_snapshot(path).checked(store).await
+    }
+
+    /// Starts reading the snapshot at `path` on a blocking thread, so that it can be decoded
+    /// while the stores open; [`PendingSnapshot::checked`] then checks it against the log.
+    #[must_use]
+    pub fn start_loading_snapshot(path: &Path) -> PendingSnapshot {
+        let owned = path.to_path_buf();
+        PendingSnapshot(tokio::task::spawn_blocking(move || {
+            snapshot::read_file(&owned)
+        }))
+    }
+
+    /// Writes a snapshot of the models (data and checkpoint together) to `path`, atomically:
+    /// a crash leaves either the previous snapshot or this one.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Io`] when the file cannot be written; [`SnapshotError::Poisoned`]
+    /// when an update of the models panicked part-way, so they must not be kept.
+    pub fn save_snapshot(&self, path: &Path) -> Result<(), SnapshotError> {
+        let bytes = self
+            .try_read()
+            .map_err(|_| SnapshotError::Poisoned)?
+            .to_snapshot();
+        snapshot::write_atomically(path, &bytes)
+    }
+
+    /// Applies decoded entries in order, a chunk per write lock, publishing the applied
+    /// position after each chunk.
+    ///
+    /// # Errors
+    /// [`ProjectionsError::Poisoned`] when an earlier update panicked part-way: applying more
+    /// to models that may be inconsistent would only spread the damage.
+    fn apply_all(&self, entries: &[(StoredEvent, Event)]) -> Result<(), ProjectionsError> {
+        for chunk in entries.chunks(APPLY_CHUNK) {
+            let checkpoint = {
+                let mut models = self
+                    .models
+                    .write()
+                    .map_err(|_| ProjectionsError::Poisoned)?;
+                for (entry, event) in chunk {
+                    models.apply(entry, event);
+                }
+                models.checkpoint()
+            };
+            self.applied.send_replace(checkpoint);
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot being read (see [`Projections::start_loading_snapshot`]).
+#[derive(Debug)]
+pub struct PendingSnapshot(tokio::task::JoinHandle<Result<ReadModels, SnapshotError>>);
+
+impl PendingSnapshot {
+    /// The snapshot's read models when it was built from `store`'s log, otherwise empty ones,
+    /// which the projector rebuilds from position 0.
     ///
     /// The snapshot is trusted only when the store holds an entry at the snapshot's checkpoint
     /// and that entry's hash is the one the snapshot recorded: a snapshot of another log (a
     /// store restored from a backup, or replaced) would otherwise be served as if it were this
     /// one's. Every reason not to use it (no file is not one) is logged as a warning.
-    pub async fn load_snapshot_checked<S: EventStore>(path: &Path, store: &S) -> ReadModels {
-        let owned = path.to_path_buf();
-        let loaded = match tokio::task::spawn_blocking(move || snapshot::read_file(&owned)).await {
+    pub async fn checked<S: EventStore>(self, store: &S) -> ReadModels {
+        let loaded = match self.0.await {
             Ok(loaded) => loaded,
             Err(err) => {
                 tracing::warn!(%err, "reading the read models' snapshot failed; rebuilding them from the log");
@@ -198,43 +256,6 @@ impl Projections {
             );
             ReadModels::default()
         }
-    }
-
-    /// Writes a snapshot of the models (data and checkpoint together) to `path`, atomically:
-    /// a crash leaves either the previous snapshot or this one.
-    ///
-    /// # Errors
-    /// [`SnapshotError::Io`] when the file cannot be written; [`SnapshotError::Poisoned`]
-    /// when an update of the models panicked part-way, so they must not be kept.
-    pub fn save_snapshot(&self, path: &Path) -> Result<(), SnapshotError> {
-        let bytes = self
-            .try_read()
-            .map_err(|_| SnapshotError::Poisoned)?
-            .to_snapshot();
-        snapshot::write_atomically(path, &bytes)
-    }
-
-    /// Applies decoded entries in order, a chunk per write lock, publishing the applied
-    /// position after each chunk.
-    ///
-    /// # Errors
-    /// [`ProjectionsError::Poisoned`] when an earlier update panicked part-way: applying more
-    /// to models that may be inconsistent would only spread the damage.
-    fn apply_all(&self, entries: &[(StoredEvent, Event)]) -> Result<(), ProjectionsError> {
-        for chunk in entries.chunks(APPLY_CHUNK) {
-            let checkpoint = {
-                let mut models = self
-                    .models
-                    .write()
-                    .map_err(|_| ProjectionsError::Poisoned)?;
-                for (entry, event) in chunk {
-                    models.apply(entry, event);
-                }
-                models.checkpoint()
-            };
-            self.applied.send_replace(checkpoint);
-        }
-        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use closeloop_access::{
     AccessLog, FileAccessLog, FileAccessLogOptions, NatsAccessLog, NatsAccessLogOptions, Retention,
 };
 use closeloop_keys::{KeyStore, MasterKey, NatsKeyStore, NatsKeyStoreOptions};
+use closeloop_projections::PendingSnapshot;
 use closeloop_store::{EventStore, KeyHandle, SledStore};
 use closeloop_store_jetstream::{JetStreamStore, JetStreamStoreOptions};
 
@@ -74,6 +75,9 @@ pub struct Backends<S> {
     /// The NATS connection the JetStream backends share (`None` on sled): the read models'
     /// snapshot is shared through it too ([`super::snapshots`]).
     pub nats: Option<async_nats::Client>,
+    /// The local snapshot of the read models, already being read while the stores opened
+    /// (sled; `None`: read it when the models are loaded).
+    pub snapshot: Option<PendingSnapshot>,
 }
 
 impl<S> std::fmt::Debug for Backends<S> {
@@ -218,5 +222,6 @@ pub async fn jetstream(
         keys,
         access: Access::Nats(Arc::new(access)),
         nats: Some(client),
+        snapshot: None,
     })
 }

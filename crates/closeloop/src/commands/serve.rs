@@ -135,6 +135,9 @@ pub async fn run(
     };
     match args.backend.store {
         StoreKind::Sled => {
+            // Decoded on a thread of its own while the key store and the log open, checked
+            // against the log once it is open.
+            let snapshot = Projections::start_loading_snapshot(&super::snapshot_path(data_dir));
             let keys = match super::open_keys(data_dir, Some(&master)) {
                 Ok(keys) => keys,
                 Err(err) => {
@@ -149,6 +152,7 @@ pub async fn run(
                 keys,
                 access,
                 nats: None,
+                snapshot: Some(snapshot),
             };
             run_on(data_dir, args, context, backends).await
         }
@@ -204,6 +208,7 @@ async fn run_on<S: ClosableStore>(
         keys,
         access,
         nats: shared_nats,
+        snapshot,
     } = backends;
     // The read models' snapshot and the feed's checkpoint live here in both modes.
     std::fs::create_dir_all(data_dir)
@@ -235,7 +240,10 @@ async fn run_on<S: ClosableStore>(
         Some((js, options)) => {
             snapshots::load_projections(js, data_dir, store.as_ref(), options).await
         }
-        None => super::load_projections(data_dir, store.as_ref()).await,
+        None => match snapshot {
+            Some(snapshot) => snapshot.checked(store.as_ref()).await,
+            None => super::load_projections(data_dir, store.as_ref()).await,
+        },
     };
     let (saved, saved_heard) = tokio::sync::watch::channel(models.checkpoint());
     let uploader = snapshots.map(|(js, options)| {
