@@ -85,19 +85,8 @@ impl LoopIds {
 
     /// Adds a new id and returns its slot; the caller knows it is not there yet.
     pub fn push(&mut self, id: &str) -> u32 {
-        let slot = u32::try_from(self.ends.len()).expect("fewer than 2^32 loops");
-        self.bytes.push_str(id);
-        self.ends.push(self.bytes.len() as u64);
-        let hash = self.hasher.hash_one(id);
-        let Self {
-            bytes,
-            ends,
-            table,
-            hasher,
-        } = self;
-        table.insert_unique(hash, slot, |&other| {
-            hasher.hash_one(slot_str(bytes, ends, other))
-        });
+        let (slot, added) = self.find_or_push(id);
+        debug_assert!(added, "loop id {id:?} was there already");
         slot
     }
 

@@ -39,12 +39,17 @@ fn origin(id: &str) -> Origin {
 
 /// Records a feedback for loops `from..to` and acknowledges every other one.
 async fn record_loops(store: &SledStore, from: u32, to: u32) {
+    record_loops_keyed(store, "", from, to).await;
+}
+
+/// [`record_loops`], with event ids that start with `prefix`.
+async fn record_loops_keyed(store: &SledStore, prefix: &str, from: u32, to: u32) {
     for n in from..to {
         let loop_id = format!("loop-{n}");
         write::record(
             store,
             command(&loop_id, EventType::FeedbackReceived),
-            origin(&format!("f{n}")),
+            origin(&format!("{prefix}f{n}")),
             None,
         )
         .await
@@ -53,7 +58,7 @@ async fn record_loops(store: &SledStore, from: u32, to: u32) {
             write::record(
                 store,
                 command(&loop_id, EventType::Acknowledged),
-                origin(&format!("a{n}")),
+                origin(&format!("{prefix}a{n}")),
                 None,
             )
             .await
@@ -170,27 +175,7 @@ async fn a_damaged_file_or_one_from_another_log_is_ignored_and_the_index_rebuilt
     // From another log of the same length: its last entry is not this log's.
     let other = tempfile::tempdir().expect("temp dir");
     let store = open(other.path());
-    for n in 0..60 {
-        let loop_id = format!("loop-{n}");
-        write::record(
-            &store,
-            command(&loop_id, EventType::FeedbackReceived),
-            origin(&format!("other-{n}")),
-            None,
-        )
-        .await
-        .expect("feedback");
-        if n % 2 == 0 {
-            write::record(
-                &store,
-                command(&loop_id, EventType::Acknowledged),
-                origin(&format!("other-a{n}")),
-                None,
-            )
-            .await
-            .expect("acknowledgement");
-        }
-    }
+    record_loops_keyed(&store, "other-", 0, 60).await;
     store.close().await;
     std::fs::copy(other.path().join(INDEX_FILE_NAME), &file).expect("copy");
     let store = open(dir.path());
