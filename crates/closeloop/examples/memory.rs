@@ -20,27 +20,12 @@ use closeloop_projections::{ReadModels, rebuild};
 use closeloop_store::backend::index::Index;
 use closeloop_store::{EventStore, SledStore, SledStoreOptions};
 
+#[path = "support/resident.rs"]
+mod resident;
+use resident::resident_mib;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Resident memory, and its peak so far, in MiB.
-fn rss() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 struct Meter {
     last: f64,
@@ -49,7 +34,7 @@ struct Meter {
 impl Meter {
     /// Prints resident memory now and how much it grew since the last step.
     fn step(&mut self, what: &str) {
-        let (now, peak) = rss();
+        let (now, peak) = resident_mib();
         println!(
             "{what:<44} {:>+9.1} MiB   (resident {now:>7.1}, peak {peak:>7.1})",
             now - self.last
@@ -64,7 +49,9 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .context("usage: memory DATA_DIR")?
         .into();
-    let mut meter = Meter { last: rss().0 };
+    let mut meter = Meter {
+        last: resident_mib().0,
+    };
     meter.step("start");
 
     // `serve` also holds the key store open: its index of loops and contacts.

@@ -18,6 +18,10 @@ use anyhow::Context;
 use closeloop_domain::{Calendar, Sla};
 use closeloop_projections::Projections;
 
+#[path = "support/resident.rs"]
+mod resident;
+use resident::resident_mib;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -25,22 +29,6 @@ fn days(var: &str, default: u32) -> anyhow::Result<u32> {
     std::env::var(var)
         .ok()
         .map_or(Ok(default), |v| v.parse().with_context(|| var.to_owned()))
-}
-
-/// A figure of `/proc/self/status` in MiB (0 where there is none).
-fn status_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,13 +56,14 @@ fn main() -> anyhow::Result<()> {
         let prepared_at = Instant::now();
         models.prepare(&sla);
         let prepared = prepared_at.elapsed().as_secs_f64();
+        let (resident, peak) = resident_mib();
         println!(
             "run {run}: {} loops; load {loaded:.3} s, prepare {prepared:.3} s, sum {:.3} s; \
              resident {:.0} MiB, peak {:.0} MiB",
             models.loop_count(),
             loaded + prepared,
-            status_mib("VmRSS:"),
-            status_mib("VmHWM:"),
+            resident,
+            peak,
         );
         if run == runs
             && let Some(to) = std::env::var_os("START_SAVE_TO")
