@@ -71,9 +71,20 @@ pub(super) fn save(tree: &sled::Tree, dir: &Path, index: &Index, head: u64) -> R
             file.write_all(&bytes)?;
             file.sync_all()
         })
-        .and_then(|()| std::fs::rename(&partial, &path))
-        .and_then(|()| File::open(dir)?.sync_all());
-    written.map_err(|err| format!("cannot write {}: {err}", path.display()))
+        .and_then(|()| std::fs::rename(&partial, &path));
+    if let Err(err) = written {
+        // A full disk must not keep a half-written copy of a 100 MB file either.
+        let _ = std::fs::remove_file(&partial);
+        return Err(format!("cannot write {}: {err}", path.display()));
+    }
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|err| {
+            format!(
+                "cannot sync {} after writing {INDEX_FILE_NAME}: {err}",
+                dir.display()
+            )
+        })
 }
 
 /// Reads the index file, if there is one, and checks the log holds the entry it ends with.
