@@ -456,6 +456,9 @@ struct Snapshots {
     last_at: Instant,
     /// Whether the models hold something the last snapshot lacks, whatever the position.
     stale: bool,
+    /// Whether to try saving at the first occasion. After that attempt, models still stale
+    /// (the save failed) are tried every `every`, as pending entries are, not at every page.
+    first_now: bool,
 }
 
 impl Snapshots {
@@ -468,19 +471,21 @@ impl Snapshots {
             last_position: position,
             last_at: Instant::now(),
             stale: options.snapshot_at_start,
+            first_now: options.snapshot_at_start,
         }
     }
 
     /// When entries up to `applied` are due to be saved, if any are pending.
     fn due(&self, applied: u64) -> Option<Instant> {
-        (self.path.is_some() && applied > self.last_position).then(|| self.last_at + self.every)
+        (self.path.is_some() && (applied > self.last_position || self.stale))
+            .then(|| self.last_at + self.every)
     }
 
     async fn maybe_save(&mut self, projections: &Arc<Projections>) {
         let pending = projections.applied().saturating_sub(self.last_position);
-        if self.stale
+        if self.first_now
             || pending >= self.every_events
-            || (pending > 0 && self.last_at.elapsed() >= self.every)
+            || ((pending > 0 || self.stale) && self.last_at.elapsed() >= self.every)
         {
             self.save(projections).await;
         }
@@ -494,6 +499,7 @@ impl Snapshots {
         if position == self.last_position && !self.stale {
             return;
         }
+        self.first_now = false;
         let shared = Arc::clone(projections);
         let started = Instant::now();
         let saved = tokio::task::spawn_blocking(move || shared.save_snapshot(&path)).await;
