@@ -26,7 +26,7 @@
 //!   master key (an HMAC under the master key of a fixed label: the store tells a wrong master
 //!   key from corruption without revealing anything), and the contact-index and public-id
 //!   secrets, each wrapped under the master key.
-//! - **Slots**, appended: a *key* slot holds a loop id (at most 128 bytes), the loop's data key
+//! - **Slots**, appended: a *pooled key* slot holds a key made ahead for a loop to come; a *key* slot holds a loop id (at most 128 bytes), the loop's data key
 //!   wrapped under the master key (XChaCha20-Poly1305: 24-byte nonce, 32-byte ciphertext, 16-byte
 //!   tag, with associated data binding the loop id and key id, so a wrapped key moved to another
 //!   slot does not unwrap) and optionally the loop's first contact digest; a *contact* slot adds
@@ -42,6 +42,17 @@
 //!   nobody was told of those keys. A bad CRC before a good slot is corruption and the store
 //!   refuses to open. Overwrites in place assume, as SQLite does, that an aligned 256-byte write
 //!   inside one disk sector is not torn by a power cut.
+//! - **Pooled keys** ([`KeyStore::start_pool`], which the sled event store turns on): new
+//!   loops' keys are made ahead, a few hundred in one appended, fsynced run of *pooled* slots
+//!   (key wrapped for no loop yet, so it unwraps with the empty loop id, bound to its slot
+//!   number). A new loop takes the lowest: its slot is overwritten in place to name the loop
+//!   (and its first contact digest) without an fsync, so a new loop's first write costs no
+//!   fsync of the key file. [`KeyStore::sync_assignments`] fsyncs those overwrites and records
+//!   in the header a log position up to which every record names only keys whose slots say
+//!   their loop. After a crash, a pooled slot may have lost its loop although a durable record
+//!   names the key; the event store reads the records after that position on opening and
+//!   hands each such key back with [`KeyStore::recover_assignment`] before anything can
+//!   write or erase (`closeloop-store`'s `key_recovery`).
 //! - **Rotation** writes a whole new file (every live key rewrapped, the same slot numbers),
 //!   fsyncs it, renames it over `keys` and fsyncs the directory: after a crash there is either
 //!   the old file or the new, never a mix.
@@ -178,4 +189,57 @@ pub trait KeyStore: Send + Sync + 'static {
     /// [`KeyError::Sealed`] without the current master key, [`KeyError::Io`] (the old key still
     /// holds), [`KeyError::Failed`].
     fn rotate_master_key(&self, new: &MasterKey) -> Result<usize, KeyError>;
+
+    /// Asks the store to make new loops' keys ahead, `keys` at a time in one durable step, and
+    /// to give each new loop one of them without waiting for the disk (0: one durable step per
+    /// write, as without a pool). A key given from the pool is durable, but the slot saying
+    /// which loop has it may not be until [`sync_assignments`](Self::sync_assignments): the
+    /// caller promises that every record naming such a key is kept durably (it names its loop
+    /// and key) and handed to [`recover_assignment`](Self::recover_assignment) after a crash.
+    /// Stores without pools ignore it.
+    ///
+    /// # Errors
+    /// None today; the signature leaves room for stores that must ask a server.
+    fn start_pool(&self, keys: usize) -> Result<(), KeyError> {
+        let _ = keys;
+        Ok(())
+    }
+
+    /// How many keys were given from the pool since the last
+    /// [`sync_assignments`](Self::sync_assignments) (0 for stores without pools).
+    fn unsynced_assignments(&self) -> usize {
+        0
+    }
+
+    /// Makes every pooled key given so far durably its loop's, then records that every record
+    /// at or before `log_position` of the caller's log names only such keys.
+    ///
+    /// # Errors
+    /// [`KeyError::Io`] or [`KeyError::Failed`] when the store cannot write durably.
+    fn sync_assignments(&self, log_position: u64) -> Result<(), KeyError> {
+        let _ = log_position;
+        Ok(())
+    }
+
+    /// After a crash: the log position after which records may name pooled keys whose slots
+    /// do not say which loop has them, or `None` when no key can be in that state (no pool,
+    /// none left unassigned, or a sealed store, which cannot recover). Pass every such record
+    /// to [`recover_assignment`](Self::recover_assignment), then call
+    /// [`sync_assignments`](Self::sync_assignments) with the log's head.
+    fn assignments_to_recover_after(&self) -> Option<u64> {
+        None
+    }
+
+    /// Gives pooled key `id` to `loop_id`, because a durable record of that loop names it: its
+    /// assignment was lost in a crash. `Ok(true)` when it did; `Ok(false)` when the key is not
+    /// an unassigned pooled key (nothing to do).
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidLoopId`], [`KeyError::Sealed`], [`KeyError::Io`],
+    /// [`KeyError::Failed`], or [`KeyError::Corrupt`] when the loop already has another live
+    /// key (two keys for one loop).
+    fn recover_assignment(&self, loop_id: &str, id: KeyId) -> Result<bool, KeyError> {
+        let _ = (loop_id, id);
+        Ok(false)
+    }
 }

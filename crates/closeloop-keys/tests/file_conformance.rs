@@ -20,3 +20,28 @@ fn harness() -> FileHarness {
 }
 
 closeloop_keys::conformance_tests!(harness);
+
+/// The same store giving new loops keys from a pool of three (so the suite refills it often).
+mod pooled {
+    use closeloop_keys::conformance::KeyStoreHarness;
+    use closeloop_keys::{FileKeyStore, KeyError, KeyStore, MasterKey};
+    use tempfile::TempDir;
+
+    struct PooledHarness(TempDir);
+
+    impl KeyStoreHarness for PooledHarness {
+        type Store = FileKeyStore;
+
+        fn open(&self, master: Option<&MasterKey>) -> Result<FileKeyStore, KeyError> {
+            let store = FileKeyStore::open(&self.0.path().join("keys-dir"), master)?;
+            store.start_pool(3)?;
+            Ok(store)
+        }
+    }
+
+    fn harness() -> PooledHarness {
+        PooledHarness(tempfile::tempdir().expect("temp dir"))
+    }
+
+    closeloop_keys::conformance_tests!(harness);
+}

@@ -412,3 +412,117 @@ fn a_full_disk_stops_writes_and_loses_no_acknowledged_key() {
     }
     key_for(&store, "after", None);
 }
+
+/// The bytes of slot `id` as they sit in the key file now.
+fn slot_bytes(dir: &Path, id: u64) -> Vec<u8> {
+    let bytes = fs::read(key_file(dir)).expect("read key file");
+    let start = usize::try_from(id).unwrap() * SLOT_SIZE;
+    bytes[start..start + SLOT_SIZE].to_vec()
+}
+
+fn write_slot_bytes(dir: &Path, id: u64, bytes: &[u8]) {
+    let file = OpenOptions::new().write(true).open(key_file(dir)).unwrap();
+    file.write_all_at(bytes, id * SLOT_SIZE as u64).unwrap();
+}
+
+#[test]
+fn a_pooled_key_whose_assignment_a_crash_lost_is_recovered_and_then_erasable() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let store = open(dir);
+    store.start_pool(4).unwrap();
+    let jo = store.contact_digest("jo@example.org").unwrap();
+    let warm = key_for(&store, "warm", None);
+    // The pool was made in one durable step: four slots, the first given to "warm".
+    assert_eq!(file_len(dir), 5 * SLOT_SIZE as u64);
+    let pooled_slot = slot_bytes(dir, warm.id + 1);
+    let lost = key_for(&store, "lost", Some(jo));
+    assert_eq!(lost.id, warm.id + 1, "the lowest pooled key goes first");
+    assert_eq!(store.unsynced_assignments(), 2);
+    drop(store);
+    // A crash before the slot naming "lost" reached the disk: the slot is pooled again.
+    write_slot_bytes(dir, lost.id, &pooled_slot);
+
+    let store = open(dir);
+    assert_eq!(store.assignments_to_recover_after(), Some(0));
+    assert!(matches!(
+        store.key("lost", lost.id).unwrap(),
+        KeyState::Unknown
+    ));
+    assert!(store.loops_with_contact(&jo).unwrap().is_empty());
+    assert!(
+        !store.recover_assignment("lost", warm.id).unwrap(),
+        "not a pooled key"
+    );
+    assert!(store.recover_assignment("lost", lost.id).unwrap());
+    assert!(!store.recover_assignment("lost", lost.id).unwrap(), "once");
+    assert!(
+        is_live(&store, "lost", &lost),
+        "the same key, back with its loop"
+    );
+    assert!(is_live(&store, "warm", &warm));
+    // The store keeps the pool going after the recovered key.
+    store.start_pool(4).unwrap();
+    let next = key_for(&store, "next", None);
+    assert_eq!(next.id, lost.id + 1);
+    store.sync_assignments(42).unwrap();
+    assert_eq!(store.unsynced_assignments(), 0);
+    assert_eq!(store.assignments_to_recover_after(), None);
+
+    let lost_wrapped = wrapped_bytes(dir, lost.id);
+    assert!(found_under(dir, &lost_wrapped));
+    assert_eq!(store.destroy_loop("lost").unwrap(), 1);
+    assert!(
+        !found_under(dir, &lost_wrapped),
+        "the recovered key was destroyed"
+    );
+    drop(store);
+
+    let store = open(dir);
+    // One pooled key is left, and the watermark says where recovery would start.
+    assert_eq!(store.assignments_to_recover_after(), Some(42));
+    assert!(matches!(
+        store.key("lost", lost.id).unwrap(),
+        KeyState::Destroyed
+    ));
+    assert!(is_live(&store, "next", &next));
+}
+
+#[test]
+fn a_recovered_key_never_becomes_a_second_key_of_a_loop() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let store = open(dir);
+    store.start_pool(4).unwrap();
+    let first = key_for(&store, "loop-a", None);
+    let pooled = first.id + 1;
+    assert!(matches!(
+        store.recover_assignment("loop-a", pooled),
+        Err(KeyError::Corrupt { .. })
+    ));
+    assert!(is_live(&store, "loop-a", &first));
+}
+
+#[test]
+fn rotation_rewraps_pooled_keys_and_keeps_the_watermark() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let store = open(dir);
+    store.start_pool(3).unwrap();
+    let given = key_for(&store, "given", None);
+    store.sync_assignments(7).unwrap();
+    let pooled_wrapped = wrapped_bytes(dir, given.id + 1);
+    assert_eq!(store.rotate_master_key(&second_master()).unwrap(), 3);
+    drop(store);
+    assert!(
+        !found_under(dir, &pooled_wrapped),
+        "a pooled key is still under the old master"
+    );
+    let store = FileKeyStore::open(dir, Some(&second_master())).unwrap();
+    assert_eq!(store.assignments_to_recover_after(), Some(7));
+    assert!(is_live(&store, "given", &given));
+    store.start_pool(3).unwrap();
+    let next = key_for(&store, "next", None);
+    assert_eq!(next.id, given.id + 1, "the rotated pool still gives keys");
+    assert!(is_live(&store, "next", &next));
+}

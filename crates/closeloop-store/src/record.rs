@@ -410,6 +410,27 @@ pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
     decode_as("", bytes, Reveal::Sealed)
 }
 
+/// The key a record's personal data is sealed with, if it has sealed personal data: read
+/// without decoding the rest (recovering pooled keys' assignments after a crash reads every
+/// record since the key store's watermark).
+///
+/// # Errors
+/// [`RecordError`] when the bytes are not JSON of a record.
+pub fn sealed_with(bytes: &[u8]) -> Result<Option<KeyId>, RecordError> {
+    #[derive(Deserialize)]
+    struct Outer {
+        #[serde(default)]
+        personal: Option<Kid>,
+    }
+    #[derive(Deserialize)]
+    struct Kid {
+        #[serde(default)]
+        kid: Option<KeyId>,
+    }
+    let outer: Outer = serde_json::from_slice(bytes)?;
+    Ok(outer.personal.and_then(|personal| personal.kid))
+}
+
 /// Decodes record bytes into the typed event, opening personal data as `reveal` allows.
 /// Fields whose key was destroyed read as [`ERASED`] (`author`: absent).
 ///

@@ -3,6 +3,10 @@
 //! every append the child heard succeed, at the position it was told, with gapless positions
 //! and verifying chains.
 //!
+//! The child seals personal data as `closeloop serve` does, with keys from a file key store
+//! given from a small pool (refilled often): after every kill each acknowledged feedback's
+//! story must still open with its loop's key.
+//!
 //! The child is this same test binary, running the ignored `crash_child` test.
 
 use std::collections::HashMap;
@@ -12,10 +16,14 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use closeloop_domain::LoopId;
+use std::sync::Arc;
+
+use closeloop_domain::{LoopEvent, LoopId};
+use closeloop_keys::{FileKeyStore, KeyStore, MasterKey};
 use closeloop_store::conformance::{acknowledgement, feedback};
+use closeloop_store::record::Reveal;
 use closeloop_store::{
-    AppendRequest, EventStore, ExpectedVersion, SledStore, SledStoreOptions, verify,
+    AppendRequest, EventStore, ExpectedVersion, KeyHandle, SledStore, SledStoreOptions, verify,
 };
 use rand::Rng;
 
@@ -23,6 +31,19 @@ const DIR_VAR: &str = "CLOSELOOP_CRASH_DIR";
 const ROUND_VAR: &str = "CLOSELOOP_CRASH_ROUND";
 const ROUNDS: usize = 25;
 const CHILD_WRITERS: usize = 16;
+
+/// The store as the child and the checks open it: keys in `dir/keys`, a pool of 8.
+fn open_store(dir: &Path) -> (SledStore, Arc<FileKeyStore>) {
+    let master = MasterKey::from_bytes([7; 32]);
+    let keys = Arc::new(FileKeyStore::open(&dir.join("keys"), Some(&master)).expect("key store"));
+    let options = SledStoreOptions {
+        keys: Some(KeyHandle(Arc::clone(&keys) as Arc<dyn KeyStore>)),
+        key_pool: 8,
+        ..SledStoreOptions::default()
+    };
+    let store = SledStore::open(dir, &options).expect("open the store");
+    (store, keys)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_sigkill() {
@@ -38,8 +59,7 @@ async fn acknowledged_appends_survive_sigkill() {
         );
         acknowledged.extend(heard);
 
-        let store =
-            SledStore::open(dir.path(), &SledStoreOptions::default()).expect("reopen after kill");
+        let (store, keys) = open_store(dir.path());
         let report = verify(&store, None).await.expect("verify");
         assert!(report.ok, "round {round}: {report:?}");
         let head = store.head();
@@ -47,10 +67,21 @@ async fn acknowledged_appends_survive_sigkill() {
             .read_all(0, usize::try_from(head).unwrap())
             .await
             .expect("read all");
-        let stored: HashMap<String, u64> = all
-            .iter()
-            .map(|entry| (entry.event().expect("decodes").event_id, entry.position))
-            .collect();
+        let mut stored: HashMap<String, u64> = HashMap::new();
+        for entry in &all {
+            let event = entry
+                .event_as(Reveal::With(keys.as_ref()))
+                .expect("decodes with its loop's key");
+            if let LoopEvent::FeedbackReceived(data) = &event.payload {
+                assert_eq!(
+                    data.story.as_deref(),
+                    Some("Test feedback"),
+                    "round {round}: a story does not open at position {}",
+                    entry.position
+                );
+            }
+            stored.insert(event.event_id, entry.position);
+        }
         for (event_id, position) in &acknowledged {
             assert_eq!(
                 stored.get(event_id),
@@ -128,7 +159,7 @@ fn run_child_until_killed(dir: &Path, round: usize, kill_after: Duration) -> Has
 async fn crash_child() {
     let dir = std::env::var(DIR_VAR).expect("crash_child runs only as a child process");
     let round = std::env::var(ROUND_VAR).expect("round");
-    let store = SledStore::open(Path::new(&dir), &SledStoreOptions::default()).expect("open");
+    let (store, _keys) = open_store(Path::new(&dir));
     let store = &store;
     let writers = (0..CHILD_WRITERS).map(|writer| {
         let round = round.clone();

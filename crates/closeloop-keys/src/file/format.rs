@@ -7,24 +7,25 @@
 //! | bytes | what |
 //! |---|---|
 //! | 0–7 | magic `CLKEYS01` |
-//! | 8–11 | format version (1) |
+//! | 8–11 | format version (2; 1 before key pools, read the same) |
 //! | 12–15 | slot size (256) |
 //! | 16–47 | master key check value: HMAC-SHA256 under the master key of a fixed label |
 //! | 48–119 | contact-index secret, wrapped under the master key |
 //! | 120–191 | public-id secret, wrapped under the master key |
-//! | 192–251 | zero |
+//! | 192–199 | assignments synced through: a log position such that every record at or before it names only keys whose slots say which loop they belong to (see [`FileKeyStore::sync_assignments`](super::FileKeyStore)) |
+//! | 200–251 | zero |
 //! | 252–255 | CRC-32 |
 //!
 //! Slot `n` (n ≥ 1, at byte `256 × n`; a key slot's number is its key id):
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 0 | state: 1 live key, 2 live contact, 3 destroyed key, 4 destroyed contact, 5 tombstone |
-//! | 1 | flags: bit 0 set when a live key slot carries a contact digest |
-//! | 2 | loop id length (1–128) |
+//! | 0 | state: 1 live key, 2 live contact, 3 destroyed key, 4 destroyed contact, 5 tombstone, 6 pooled key |
+//! | 1 | flags: bit 0 set when a live key slot carries a contact digest; bit 1 set when a live key slot's key was made for the pool (wrapped before it had a loop) |
+//! | 2 | loop id length (1–128; 0 in a pooled key slot) |
 //! | 3 | zero |
 //! | 4–131 | loop id, zero-padded |
-//! | 132–203 | live key: the data key wrapped under the master key (nonce, ciphertext, tag); otherwise zero |
+//! | 132–203 | live or pooled key: the data key wrapped under the master key (nonce, ciphertext, tag); otherwise zero |
 //! | 204–235 | contact digest of a live contact slot, or of a live key slot with flag bit 0; otherwise zero |
 //! | 236–251 | zero |
 //! | 252–255 | CRC-32 |
@@ -41,8 +42,11 @@ use crate::wrap::{WRAPPED_LEN, Wrapped};
 pub const SLOT_SIZE: usize = 256;
 /// The first bytes of every key file.
 pub const MAGIC: &[u8; 8] = b"CLKEYS01";
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this code reads (version 1 had no pooled keys and no
+/// assignments watermark).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Where the header keeps the master key check value.
 pub const HEADER_MASTER_CHECK: Range<usize> = 16..48;
@@ -50,6 +54,8 @@ pub const HEADER_MASTER_CHECK: Range<usize> = 16..48;
 pub const HEADER_CONTACT_SECRET: Range<usize> = 48..120;
 /// Where the header keeps the wrapped public-id secret.
 pub const HEADER_PUBLIC_ID_SECRET: Range<usize> = 120..192;
+/// Where the header keeps the log position assignments are synced through.
+pub const HEADER_ASSIGNMENTS_SYNCED: Range<usize> = 192..200;
 
 /// Where a slot keeps its loop id (zero-padded).
 pub const SLOT_LOOP_ID: Range<usize> = 4..132;
@@ -64,6 +70,7 @@ const STATE_AT: usize = 0;
 const FLAGS_AT: usize = 1;
 const LOOP_ID_LEN_AT: usize = 2;
 const FLAG_HAS_DIGEST: u8 = 1;
+const FLAG_POOLED: u8 = 2;
 
 /// One slot's bytes.
 pub(crate) type SlotBytes = [u8; SLOT_SIZE];
@@ -81,6 +88,8 @@ pub(crate) enum SlotState {
     DestroyedContact = 4,
     /// The erasure of a loop that had no key.
     Tombstone = 5,
+    /// A key made ahead for the pool, not yet given to a loop.
+    PooledKey = 6,
 }
 
 impl SlotState {
@@ -91,6 +100,7 @@ impl SlotState {
             3 => SlotState::DestroyedKey,
             4 => SlotState::DestroyedContact,
             5 => SlotState::Tombstone,
+            6 => SlotState::PooledKey,
             _ => return None,
         })
     }
@@ -102,10 +112,13 @@ impl SlotState {
 pub(crate) struct Slot<'a> {
     pub(crate) state: SlotState,
     pub(crate) loop_id: Cow<'a, str>,
-    /// Present exactly in live key slots.
+    /// Present exactly in live and pooled key slots.
     pub(crate) wrapped_key: Option<Wrapped>,
     /// Present in live contact slots, and in live key slots that carry one.
     pub(crate) digest: Option<ContactDigest>,
+    /// Whether the key was made for the pool: wrapped before it had a loop, so it unwraps
+    /// with the empty loop id (always true of a pooled key slot).
+    pub(crate) pooled: bool,
 }
 
 /// Why slot bytes do not decode.
@@ -129,6 +142,30 @@ impl<'a> Slot<'a> {
             loop_id: Cow::Borrowed(loop_id),
             wrapped_key: Some(wrapped_key),
             digest,
+            pooled: false,
+        }
+    }
+
+    /// A key made ahead for the pool: no loop yet.
+    pub(crate) fn pooled_key(wrapped_key: Wrapped) -> Self {
+        Slot {
+            state: SlotState::PooledKey,
+            loop_id: Cow::Borrowed(""),
+            wrapped_key: Some(wrapped_key),
+            digest: None,
+            pooled: true,
+        }
+    }
+
+    /// A pooled key given to a loop: the same wrapped bytes, now with the loop's id.
+    pub(crate) fn assigned_key(
+        loop_id: &'a str,
+        wrapped_key: Wrapped,
+        digest: Option<ContactDigest>,
+    ) -> Self {
+        Slot {
+            pooled: true,
+            ..Slot::live_key(loop_id, wrapped_key, digest)
         }
     }
 
@@ -139,6 +176,7 @@ impl<'a> Slot<'a> {
             loop_id: Cow::Borrowed(loop_id),
             wrapped_key: None,
             digest: Some(digest),
+            pooled: false,
         }
     }
 
@@ -149,6 +187,7 @@ impl<'a> Slot<'a> {
             loop_id: Cow::Borrowed(loop_id),
             wrapped_key: None,
             digest: None,
+            pooled: false,
         }
     }
 
@@ -159,6 +198,7 @@ impl<'a> Slot<'a> {
             loop_id: Cow::Owned(self.loop_id.into_owned()),
             wrapped_key: self.wrapped_key,
             digest: self.digest,
+            pooled: self.pooled,
         }
     }
 
@@ -170,7 +210,9 @@ impl<'a> Slot<'a> {
         let mut bytes = [0u8; SLOT_SIZE];
         bytes[STATE_AT] = self.state as u8;
         let has_digest = self.state == SlotState::LiveKey && self.digest.is_some();
-        bytes[FLAGS_AT] = if has_digest { FLAG_HAS_DIGEST } else { 0 };
+        let pooled = matches!(self.state, SlotState::LiveKey | SlotState::PooledKey) && self.pooled;
+        bytes[FLAGS_AT] =
+            (if has_digest { FLAG_HAS_DIGEST } else { 0 }) | (if pooled { FLAG_POOLED } else { 0 });
         let loop_id = self.loop_id.as_bytes();
         assert!(
             loop_id.len() <= MAX_LOOP_ID_LEN,
@@ -202,7 +244,13 @@ impl<'a> Slot<'a> {
         }
         let loop_id = std::str::from_utf8(&bytes[SLOT_LOOP_ID.start..SLOT_LOOP_ID.start + len])
             .map_err(|_| invalid("loop id is not UTF-8"))?;
-        check_loop_id(loop_id).map_err(|_| invalid("malformed loop id"))?;
+        if state == SlotState::PooledKey {
+            if !loop_id.is_empty() {
+                return Err(invalid("a pooled key slot names a loop"));
+            }
+        } else {
+            check_loop_id(loop_id).map_err(|_| invalid("malformed loop id"))?;
+        }
         let wrapped: Wrapped = bytes[SLOT_WRAPPED_KEY]
             .try_into()
             .expect("the range is WRAPPED_LEN long");
@@ -212,10 +260,18 @@ impl<'a> Slot<'a> {
                 .expect("the range is 32 long"),
         );
         let has_digest = bytes[FLAGS_AT] & FLAG_HAS_DIGEST != 0;
+        let pooled = bytes[FLAGS_AT] & FLAG_POOLED != 0;
         let zero_key = wrapped == [0u8; WRAPPED_LEN];
         let zero_digest = digest.0 == [0u8; 32];
         let slot = match state {
+            SlotState::LiveKey if pooled => {
+                Slot::assigned_key(loop_id, wrapped, has_digest.then_some(digest))
+            }
             SlotState::LiveKey => Slot::live_key(loop_id, wrapped, has_digest.then_some(digest)),
+            SlotState::PooledKey if zero_digest && !zero_key => Slot::pooled_key(wrapped),
+            SlotState::PooledKey => {
+                return Err(invalid("a pooled key slot holds no key or a digest"));
+            }
             SlotState::LiveContact if zero_key => Slot::live_contact(loop_id, digest),
             SlotState::LiveContact => return Err(invalid("a contact slot holds a key")),
             _ if zero_key && zero_digest => Slot::erased(state, loop_id),
@@ -231,6 +287,8 @@ pub(crate) struct Header {
     pub(crate) master_check: [u8; 32],
     pub(crate) contact_secret: Wrapped,
     pub(crate) public_id_secret: Wrapped,
+    /// The log position assignments of pooled keys are synced through (0: none recorded).
+    pub(crate) assignments_synced: u64,
 }
 
 impl From<WrappedSecrets> for Header {
@@ -239,6 +297,7 @@ impl From<WrappedSecrets> for Header {
             master_check: secrets.master_check,
             contact_secret: secrets.contact_index,
             public_id_secret: secrets.public_id,
+            assignments_synced: 0,
         }
     }
 }
@@ -261,6 +320,7 @@ impl Header {
         bytes[HEADER_MASTER_CHECK].copy_from_slice(&self.master_check);
         bytes[HEADER_CONTACT_SECRET].copy_from_slice(&self.contact_secret);
         bytes[HEADER_PUBLIC_ID_SECRET].copy_from_slice(&self.public_id_secret);
+        bytes[HEADER_ASSIGNMENTS_SYNCED].copy_from_slice(&self.assignments_synced.to_le_bytes());
         seal_crc(&mut bytes);
         bytes
     }
@@ -271,7 +331,7 @@ impl Header {
             return Err("the file does not start with a Closeloop key store header".to_owned());
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
                 "format version {version} is not the version {FORMAT_VERSION} this Closeloop reads (run the Closeloop release that wrote it)"
             ));
@@ -287,6 +347,11 @@ impl Header {
             master_check: bytes[HEADER_MASTER_CHECK].try_into().expect("32 bytes"),
             contact_secret: bytes[HEADER_CONTACT_SECRET].try_into().expect("72 bytes"),
             public_id_secret: bytes[HEADER_PUBLIC_ID_SECRET].try_into().expect("72 bytes"),
+            assignments_synced: u64::from_le_bytes(
+                bytes[HEADER_ASSIGNMENTS_SYNCED]
+                    .try_into()
+                    .expect("8 bytes"),
+            ),
         })
     }
 }
@@ -325,6 +390,26 @@ mod tests {
         round_trip(&Slot::erased(SlotState::DestroyedKey, "loop-1"));
         round_trip(&Slot::erased(SlotState::DestroyedContact, "loop-1"));
         round_trip(&Slot::erased(SlotState::Tombstone, "loop-1"));
+        round_trip(&Slot::pooled_key([4; WRAPPED_LEN]));
+        round_trip(&Slot::assigned_key(
+            "loop-1",
+            [4; WRAPPED_LEN],
+            Some(digest),
+        ));
+        round_trip(&Slot::assigned_key("loop-1", [4; WRAPPED_LEN], None));
+    }
+
+    #[test]
+    fn a_pooled_slot_names_no_loop_and_holds_a_key() {
+        let mut bytes = Slot::pooled_key([4; WRAPPED_LEN]).encode();
+        bytes[LOOP_ID_LEN_AT] = 1;
+        bytes[SLOT_LOOP_ID.start] = b'a';
+        seal_crc(&mut bytes);
+        assert!(matches!(Slot::decode(&bytes), Err(SlotProblem::Invalid(_))));
+        let mut bytes = Slot::pooled_key([4; WRAPPED_LEN]).encode();
+        bytes[SLOT_WRAPPED_KEY].fill(0);
+        seal_crc(&mut bytes);
+        assert!(matches!(Slot::decode(&bytes), Err(SlotProblem::Invalid(_))));
     }
 
     #[test]
@@ -353,14 +438,20 @@ mod tests {
             master_check: [1; 32],
             contact_secret: [2; WRAPPED_LEN],
             public_id_secret: [3; WRAPPED_LEN],
+            assignments_synced: 77,
         };
         let bytes = header.encode();
         let back = Header::decode(&bytes).unwrap();
         assert_eq!(back.master_check, [1; 32]);
         assert_eq!(back.public_id_secret, [3; WRAPPED_LEN]);
+        assert_eq!(back.assignments_synced, 77);
+        let mut older = bytes;
+        older[8] = 1;
+        seal_crc(&mut older);
+        assert!(Header::decode(&older).is_ok(), "version 1 files still open");
         let mut newer = bytes;
-        newer[8] = 2;
-        assert!(Header::decode(&newer).unwrap_err().contains("version 2"));
+        newer[8] = 3;
+        assert!(Header::decode(&newer).unwrap_err().contains("version 3"));
         assert!(
             Header::decode(&[0; SLOT_SIZE])
                 .unwrap_err()

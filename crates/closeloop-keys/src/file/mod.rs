@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use self::format::{SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
+use self::format::{Header, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
 use crate::index::LoopIndex;
 use crate::loop_id::check_loop_id;
 use crate::secrets::StoreSecrets;
@@ -20,6 +20,9 @@ use crate::{ContactDigest, DataKey, KeyError, KeyId, KeyRequest, KeyState, KeySt
 
 /// The name of the key file in the store's directory.
 pub const KEY_FILE_NAME: &str = "keys";
+
+/// The loop id a pooled key is wrapped for: none yet (real loop ids are never empty).
+const NO_LOOP_YET: &str = "";
 
 /// A key store in one file of fixed-size slots in its own directory (not sled: see the crate
 /// documentation). Opened with the master key it reads and writes; opened without it
@@ -54,6 +57,19 @@ struct State {
     syncing: bool,
     /// The first write or fsync failure: after it the store writes nothing more.
     failed: Option<String>,
+    /// Keys made ahead at a time for new loops (0: no pool, each new loop's key its own
+    /// durable step).
+    pool_size: usize,
+    /// Pooled keys not given to a loop yet, the lowest slot last.
+    pool: Vec<SlotRef>,
+    /// Keys given from the pool since the last `sync_assignments`.
+    unsynced: usize,
+    /// The header's watermark: records up to this log position name only keys whose slots
+    /// say which loop has them.
+    assignments_synced: u64,
+    /// Set at open when pooled keys were found (one may have been given to a loop by a run
+    /// that crashed before its slot said so): the watermark recovery starts after.
+    recover_after: Option<u64>,
 }
 
 impl FileKeyStore {
@@ -107,8 +123,19 @@ impl FileKeyStore {
     /// Writes `slot` at slot number `at`; returns the write's sequence number. Any failure stops
     /// all later writes.
     fn write_slot(&self, state: &mut State, at: u64, slot: &Slot<'_>) -> Result<u64, KeyError> {
+        self.write_slot_bytes(state, at, &slot.encode())
+    }
+
+    /// Writes `bytes` at slot number `at` (0: the header); returns the write's sequence
+    /// number. Any failure stops all later writes.
+    fn write_slot_bytes(
+        &self,
+        state: &mut State,
+        at: u64,
+        bytes: &SlotBytes,
+    ) -> Result<u64, KeyError> {
         let file = state.file.as_ref().expect("a writable store has its file");
-        if let Err(error) = file.write_all_at(&slot.encode(), slot_offset(at)) {
+        if let Err(error) = file.write_all_at(bytes, slot_offset(at)) {
             let detail = format!(
                 "writing slot {at} of {} failed: {error}",
                 self.path.display()
@@ -134,7 +161,8 @@ impl FileKeyStore {
         let master = state.master.as_ref().ok_or(KeyError::Sealed)?;
         match (slot.state, &slot.wrapped_key) {
             (SlotState::LiveKey, Some(wrapped)) if slot.loop_id == loop_id => {
-                unwrap_data_key(master, loop_id, at, wrapped).map_err(|_| {
+                let wrapped_for = if slot.pooled { NO_LOOP_YET } else { loop_id };
+                unwrap_data_key(master, wrapped_for, at, wrapped).map_err(|_| {
                     KeyError::corrupt(format!(
                         "the key in slot {at} does not unwrap under the master key that opened the store"
                     ))
@@ -144,6 +172,66 @@ impl FileKeyStore {
                 "slot {at} should hold the live key of the loop the index names, and does not"
             ))),
         }
+    }
+
+    /// Gives the lowest pooled key to `loop_id`, making `pool_size` more (appended, to be
+    /// fsynced before the caller answers) when none is left. The slot is rewritten to name
+    /// the loop without waiting for the disk: see [`KeyStore::start_pool`].
+    fn take_pooled(
+        &self,
+        state: &mut State,
+        master: &MasterKey,
+        loop_id: &str,
+        digest: Option<ContactDigest>,
+    ) -> Result<(DataKey, SlotRef), KeyError> {
+        if state.pool.is_empty() {
+            let mut made = Vec::with_capacity(state.pool_size);
+            for _ in 0..state.pool_size {
+                let key = DataKey::generate(state.next_slot);
+                let slot = Slot::pooled_key(wrap_data_key(master, NO_LOOP_YET, &key));
+                made.push(self.append_slot(state, &slot)?);
+            }
+            made.reverse();
+            state.pool = made;
+        }
+        let at = state.pool.pop().expect("the pool was just filled");
+        let key = self.assign_pooled(state, master, loop_id, at, digest)?;
+        Ok((key, at))
+    }
+
+    /// Rewrites pooled slot `at` to name `loop_id` (not fsynced) and indexes it.
+    fn assign_pooled(
+        &self,
+        state: &mut State,
+        master: &MasterKey,
+        loop_id: &str,
+        at: SlotRef,
+        digest: Option<ContactDigest>,
+    ) -> Result<DataKey, KeyError> {
+        let slot = self.read_slot(state, at.slot)?;
+        let (SlotState::PooledKey, Some(wrapped)) = (slot.state, slot.wrapped_key) else {
+            return Err(KeyError::corrupt(format!(
+                "slot {} should hold a pooled key, and does not",
+                at.slot
+            )));
+        };
+        let key = unwrap_data_key(master, NO_LOOP_YET, at.slot, &wrapped).map_err(|_| {
+            KeyError::corrupt(format!(
+                "the pooled key in slot {} does not unwrap under the master key that opened the store",
+                at.slot
+            ))
+        })?;
+        self.write_slot(
+            state,
+            at.slot,
+            &Slot::assigned_key(loop_id, wrapped, digest),
+        )?;
+        state.index.set_key(loop_id, at);
+        if let Some(digest) = digest {
+            state.index.add_contact(loop_id, digest, at);
+        }
+        state.unsynced += 1;
+        Ok(key)
     }
 }
 
@@ -177,6 +265,15 @@ impl KeyStore for FileKeyStore {
             let key = if let Some(at) = state.index.live_key(loop_id) {
                 needed = needed.max(at.seq);
                 self.unwrap_live_key(state, loop_id, at.slot)?
+            } else if state.pool_size > 0 {
+                let digest = request
+                    .contact
+                    .filter(|digest| state.index.contact(loop_id, digest).is_none());
+                // The key is durable once the fsync of its pool is (at once for a pool found
+                // at open); the slot naming the loop is written now and synced later.
+                let (key, at) = self.take_pooled(state, &master, loop_id, digest)?;
+                needed = needed.max(at.seq);
+                key
             } else {
                 let key = DataKey::generate(state.next_slot);
                 let digest = request
@@ -225,9 +322,10 @@ impl KeyStore for FileKeyStore {
             SlotState::LiveKey if state.master.is_none() => KeyState::Sealed,
             SlotState::LiveKey => KeyState::Live(self.unwrap_live_key(&state, loop_id, id)?),
             SlotState::DestroyedKey => KeyState::Destroyed,
-            SlotState::LiveContact | SlotState::DestroyedContact | SlotState::Tombstone => {
-                KeyState::Unknown
-            }
+            SlotState::LiveContact
+            | SlotState::DestroyedContact
+            | SlotState::Tombstone
+            | SlotState::PooledKey => KeyState::Unknown,
         })
     }
 
@@ -297,6 +395,67 @@ impl KeyStore for FileKeyStore {
     fn rotate_master_key(&self, new: &MasterKey) -> Result<usize, KeyError> {
         rotate::rotate(self, new)
     }
+
+    fn start_pool(&self, keys: usize) -> Result<(), KeyError> {
+        self.lock().pool_size = keys;
+        Ok(())
+    }
+
+    fn unsynced_assignments(&self) -> usize {
+        self.lock().unsynced
+    }
+
+    fn sync_assignments(&self, log_position: u64) -> Result<(), KeyError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        writable(state)?;
+        let given = state.unsynced;
+        let mut header_bytes: SlotBytes = [0; SLOT_SIZE];
+        let file = Arc::clone(state.file.as_ref().expect("a writable store has its file"));
+        file.read_exact_at(&mut header_bytes, 0)
+            .map_err(|e| KeyError::io(&self.path, e))?;
+        let mut header = Header::decode(&header_bytes)
+            .map_err(|detail| KeyError::corrupt(format!("{}: {detail}", self.path.display())))?;
+        header.assignments_synced = log_position;
+        // Written over the header in place, like an erasure's slots: one aligned 256-byte
+        // write. The fsync covers it and every slot written before it.
+        let seq = self.write_slot_bytes(state, 0, &header.encode())?;
+        self.wait_until_synced(guard, seq)?;
+        let mut state = self.lock();
+        state.unsynced = state.unsynced.saturating_sub(given);
+        state.assignments_synced = state.assignments_synced.max(log_position);
+        state.recover_after = None;
+        Ok(())
+    }
+
+    fn assignments_to_recover_after(&self) -> Option<u64> {
+        let state = self.lock();
+        state.master.as_ref()?;
+        state.recover_after
+    }
+
+    fn recover_assignment(&self, loop_id: &str, id: KeyId) -> Result<bool, KeyError> {
+        check_loop_id(loop_id)?;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let master = writable(state)?;
+        let Some(at) = state.pool.iter().position(|at| at.slot == id) else {
+            return Ok(false);
+        };
+        if let Some(live) = state.index.live_key(loop_id) {
+            return Err(KeyError::corrupt(format!(
+                "a record names pooled key {id} for a loop whose live key is in slot {}",
+                live.slot
+            )));
+        }
+        let at = state.pool.remove(at);
+        self.assign_pooled(state, &master, loop_id, at, None)?;
+        tracing::info!(
+            key = id,
+            "gave back to its loop a pooled key whose assignment a crash lost"
+        );
+        Ok(true)
+    }
 }
 
 impl fmt::Debug for FileKeyStore {
@@ -306,6 +465,7 @@ impl fmt::Debug for FileKeyStore {
             .field("path", &self.path)
             .field("sealed", &state.master.is_none())
             .field("slots", &state.next_slot.saturating_sub(1))
+            .field("pooled", &state.pool.len())
             .finish_non_exhaustive()
     }
 }

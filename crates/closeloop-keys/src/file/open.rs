@@ -44,6 +44,11 @@ pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStor
         synced_seq: 0,
         syncing: false,
         failed: None,
+        pool_size: 0,
+        pool: Vec::new(),
+        unsynced: 0,
+        assignments_synced: 0,
+        recover_after: None,
     };
     if let Some(file) = file {
         if master.is_some() {
@@ -65,6 +70,14 @@ pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStor
         state.secrets = loaded.secrets;
         state.index = loaded.index;
         state.next_slot = loaded.next_slot;
+        state.assignments_synced = loaded.assignments_synced;
+        // A pooled key found here may have been given to a loop by a run that crashed before
+        // the slot said so: the records after the watermark tell.
+        if !loaded.pool.is_empty() {
+            state.recover_after = Some(loaded.assignments_synced);
+        }
+        state.pool = loaded.pool;
+        state.pool.reverse();
     }
     let store = FileKeyStore {
         dir: dir.to_owned(),
@@ -175,6 +188,10 @@ struct Loaded {
     /// One past the last intact slot.
     next_slot: u64,
     file_len: u64,
+    /// Pooled keys no slot gives to a loop, lowest first.
+    pool: Vec<SlotRef>,
+    /// The header's watermark.
+    assignments_synced: u64,
 }
 
 fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, KeyError> {
@@ -199,6 +216,7 @@ fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, 
     let mut index = LoopIndex::default();
     index.reserve(usize::try_from(whole_slots).unwrap_or(0));
     let mut first_torn: Option<u64> = None;
+    let mut pool = Vec::new();
     for slot_no in 1..whole_slots {
         reader.read_exact(&mut bytes).map_err(io)?;
         match Slot::decode(&bytes) {
@@ -210,6 +228,13 @@ fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, 
                             "slot {torn} fails its checksum but slot {slot_no} after it is intact"
                         ),
                     ));
+                }
+                if slot.state == SlotState::PooledKey {
+                    pool.push(SlotRef {
+                        slot: slot_no,
+                        seq: 0,
+                    });
+                    continue;
                 }
                 add_to_index(&mut index, &slot, slot_no)
                     .map_err(|detail| corrupt(path, &format!("slot {slot_no}: {detail}")))?;
@@ -227,6 +252,8 @@ fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, 
         index,
         next_slot: first_torn.unwrap_or(whole_slots.max(1)),
         file_len,
+        pool,
+        assignments_synced: header.assignments_synced,
     })
 }
 
@@ -261,7 +288,7 @@ fn add_to_index(
             }
             index.set_key(loop_id, at);
         }
-        SlotState::LiveContact => {}
+        SlotState::LiveContact | SlotState::PooledKey => {}
         SlotState::DestroyedKey | SlotState::DestroyedContact | SlotState::Tombstone => {
             index.mark_erased(loop_id);
         }

@@ -75,21 +75,26 @@ fn write_rotated(
     // Locked before it is renamed into place, so no other process can open it in between.
     file.try_lock()
         .map_err(|_| KeyError::Locked { path: temp.clone() })?;
-    let header = Header::from(secrets.wrap(new));
+    let header = Header {
+        assignments_synced: state.assignments_synced,
+        ..Header::from(secrets.wrap(new))
+    };
     let mut out = BufWriter::new(&file);
     out.write_all(&header.encode()).map_err(io)?;
     let mut rewrapped = 0;
     for slot_no in 1..state.next_slot {
         let mut slot = store.read_slot(state, slot_no)?;
-        if slot.state == SlotState::LiveKey
+        if matches!(slot.state, SlotState::LiveKey | SlotState::PooledKey)
             && let Some(wrapped) = &slot.wrapped_key
         {
-            let key = unwrap_data_key(old, &slot.loop_id, slot_no, wrapped).map_err(|_| {
+            // A key made for the pool stays wrapped for no loop, wherever it went since.
+            let wrapped_for = if slot.pooled { "" } else { &*slot.loop_id };
+            let key = unwrap_data_key(old, wrapped_for, slot_no, wrapped).map_err(|_| {
                 KeyError::corrupt(format!(
                     "the key in slot {slot_no} does not unwrap under the current master key"
                 ))
             })?;
-            slot.wrapped_key = Some(wrap_data_key(new, &slot.loop_id, &key));
+            slot.wrapped_key = Some(wrap_data_key(new, wrapped_for, &key));
             rewrapped += 1;
         }
         out.write_all(&slot.encode()).map_err(io)?;

@@ -8,3 +8,4 @@ pub mod commit;
 pub mod entry;
 pub mod index;
 pub mod intake;
+pub(crate) mod key_recovery;

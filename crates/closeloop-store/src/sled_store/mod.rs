@@ -51,6 +51,7 @@ use crate::backend::commit;
 use crate::backend::entry;
 use crate::backend::index::Index;
 use crate::backend::intake::{Intake, IntakeOptions};
+use crate::backend::key_recovery;
 use crate::{
     AppendError, AppendOutcome, AppendRequest, Committed, EventStore, StoreError, StoredEvent,
 };
@@ -89,6 +90,10 @@ pub struct SledStoreOptions {
     /// [`record`](crate::record)). `None` stores personal data in plain: for tests and
     /// benchmarks only; `closeloop serve` always gives one.
     pub keys: Option<KeyHandle>,
+    /// How many keys the key store makes ahead for new loops, in one durable step (see
+    /// [`KeyStore::start_pool`]); 0 makes each batch's new keys durable before its records.
+    /// The store recovers pooled keys' assignments after a crash when it opens.
+    pub key_pool: usize,
 }
 
 /// A shared key store, as the store's options hold it.
@@ -117,6 +122,7 @@ impl Default for SledStoreOptions {
             flush_deadline: Duration::from_secs(10),
             faults: None,
             keys: None,
+            key_pool: 256,
         }
     }
 }
@@ -389,6 +395,11 @@ impl SledStore {
             // Appends would chain onto an index with a hole: refuse them, but keep reading,
             // so that `verify` and auditors can see what is wrong.
             shared.stop(format!("{damage}; run `closeloop verify`"));
+        } else if let Some(keys) = &options.keys {
+            // Before anything can write or erase: every key a record names is its loop's.
+            key_recovery::recover(&**keys, head, |position| shared.read_entry(position))?;
+            keys.start_pool(options.key_pool)
+                .map_err(|err| StoreError::Backend(format!("key store: {err}")))?;
         }
         let (jobs, job_rx) = mpsc::channel(options.queue_capacity.max(1));
         let writer = Writer::new(
@@ -470,6 +481,12 @@ impl SledStore {
                 return Ok(());
             }
             shared.make_durable().map_err(|err| format!("final flush failed: {err}"))?;
+            if let Some(keys) = &shared.keys {
+                // Every pooled key given so far is its loop's on disk: the next open reads
+                // no records to recover assignments.
+                keys.sync_assignments(shared.durable_head())
+                    .map_err(|err| format!("syncing the key store failed: {err}"))?;
+            }
             // Everything applied is durable and nothing more will be: the index now describes
             // the log exactly, and the next open starts from it.
             let head = shared.durable_head();

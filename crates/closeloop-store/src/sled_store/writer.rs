@@ -9,7 +9,7 @@
 //! alternate runs, with one thread hand-off less per append. See `docs/benchmarks.md`.
 
 use std::sync::{Arc, mpsc as std_mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -158,7 +158,16 @@ struct Flusher {
     /// the helper thread could not be started.
     fsync: Option<Fsync>,
     deadline: Duration,
+    /// When pooled keys' assignments were last synced (see [`KEY_SYNC_EVERY`]).
+    last_key_sync: Instant,
 }
+
+/// Pooled keys given to new loops before their assignments are synced (one fsync of the key
+/// file); after a crash, opening reads the records written since the last sync to recover
+/// them (see `backend::key_recovery`), so this and [`KEY_SYNC_INTERVAL`] bound that work.
+const KEY_SYNC_EVERY: usize = 128;
+/// The longest a given key's assignment waits for a sync while appends keep coming.
+const KEY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Flusher {
     fn start(shared: &Arc<Shared>, deadline: Duration) -> Self {
@@ -166,6 +175,7 @@ impl Flusher {
             shared: Arc::clone(shared),
             fsync: Fsync::start(shared),
             deadline,
+            last_key_sync: Instant::now(),
         }
     }
 
@@ -191,6 +201,7 @@ impl Flusher {
                     // A caller that stopped waiting has nothing to hear.
                     let _ = reply.send(result);
                 }
+                self.sync_key_assignments(last_position);
             }
             Some(Err(failure)) => {
                 let reason = failure.to_string();
@@ -207,6 +218,25 @@ impl Flusher {
                 answer_failed(ticket, &reason);
             }
         }
+    }
+
+    /// Syncs pooled keys' assignments when enough are waiting or the last sync is old:
+    /// every record up to `durable` was sealed (and its key given) before it was written.
+    fn sync_key_assignments(&mut self, durable: u64) {
+        let Some(keys) = &self.shared.keys else {
+            return;
+        };
+        let waiting = keys.unsynced_assignments();
+        if waiting == 0
+            || (waiting < KEY_SYNC_EVERY && self.last_key_sync.elapsed() < KEY_SYNC_INTERVAL)
+        {
+            return;
+        }
+        if let Err(err) = keys.sync_assignments(durable) {
+            // The key store shares the disk: fail fast, as for a failed write.
+            self.shared.stop(format!("key store failed: {err}"));
+        }
+        self.last_key_sync = Instant::now();
     }
 
     /// The fsync thread holds the database open: wait for it, so that once the store is
