@@ -129,8 +129,10 @@ pub struct KeyRequest<'a> {
 /// implementation passes the `conformance` suite.
 pub trait KeyStore: Send + Sync + 'static {
     /// One live key per request, in order. A loop without a live key gets a new one, durably
-    /// stored (fsynced) before this returns; concurrent first writes for one loop never make two
-    /// keys. A request's `contact` is added to the contact index for that loop (once).
+    /// stored (fsynced) before this returns — with a pool ([`start_pool`](Self::start_pool)),
+    /// the key is, and the note of which loop has it follows at the next
+    /// [`sync_assignments`](Self::sync_assignments); concurrent first writes for one loop never
+    /// make two keys. A request's `contact` is added to the contact index for that loop (once).
     ///
     /// # Errors
     /// [`KeyError::InvalidLoopId`] (nothing is written), [`KeyError::Sealed`] without a master

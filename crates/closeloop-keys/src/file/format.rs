@@ -333,7 +333,7 @@ impl Header {
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "format version {version} is not the version {FORMAT_VERSION} this Closeloop reads (run the Closeloop release that wrote it)"
+                "format version {version} is not one this Closeloop reads ({OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}; run the Closeloop release that wrote it)"
             ));
         }
         let slot_size = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
