@@ -15,7 +15,7 @@ use self::format::{Header, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
 use crate::index::LoopIndex;
 use crate::loop_id::check_loop_id;
 use crate::secrets::StoreSecrets;
-use crate::wrap::{unwrap_data_key, wrap_data_key};
+use crate::wrap::{Wrapped, unwrap_data_key, wrap_data_key};
 use crate::{ContactDigest, DataKey, KeyError, KeyId, KeyRequest, KeyState, KeyStore, MasterKey};
 
 /// The name of the key file in the store's directory.
@@ -42,6 +42,13 @@ struct SlotRef {
     seq: u64,
 }
 
+/// A pooled key not given to a loop yet: its slot and the wrapped key the slot holds.
+#[derive(Clone, Copy)]
+struct Pooled {
+    at: SlotRef,
+    wrapped: Wrapped,
+}
+
 struct State {
     /// `None` for a sealed store over a directory without a key file: it holds no keys.
     file: Option<Arc<File>>,
@@ -61,12 +68,9 @@ struct State {
     /// durable step).
     pool_size: usize,
     /// Pooled keys not given to a loop yet, the lowest slot last.
-    pool: Vec<SlotRef>,
+    pool: Vec<Pooled>,
     /// Keys given from the pool since the last `sync_assignments`.
     unsynced: usize,
-    /// The header's watermark: records up to this log position name only keys whose slots
-    /// say which loop has them.
-    assignments_synced: u64,
     /// Set at open when pooled keys were found (one may have been given to a loop by a run
     /// that crashed before its slot said so): the watermark recovery starts after.
     recover_after: Option<u64>,
@@ -123,17 +127,12 @@ impl FileKeyStore {
     /// Writes `slot` at slot number `at`; returns the write's sequence number. Any failure stops
     /// all later writes.
     fn write_slot(&self, state: &mut State, at: u64, slot: &Slot<'_>) -> Result<u64, KeyError> {
-        self.write_slot_bytes(state, at, &slot.encode())
+        self.write_at(state, at, &slot.encode())
     }
 
-    /// Writes `bytes` at slot number `at` (0: the header); returns the write's sequence
-    /// number. Any failure stops all later writes.
-    fn write_slot_bytes(
-        &self,
-        state: &mut State,
-        at: u64,
-        bytes: &SlotBytes,
-    ) -> Result<u64, KeyError> {
+    /// Writes `bytes` (whole slots) from slot number `at` (0: the header); returns the write's
+    /// sequence number. Any failure stops all later writes.
+    fn write_at(&self, state: &mut State, at: u64, bytes: &[u8]) -> Result<u64, KeyError> {
         let file = state.file.as_ref().expect("a writable store has its file");
         if let Err(error) = file.write_all_at(bytes, slot_offset(at)) {
             let detail = format!(
@@ -146,6 +145,18 @@ impl FileKeyStore {
         }
         state.write_seq += 1;
         Ok(state.write_seq)
+    }
+
+    /// The header as the file holds it now.
+    fn read_header(&self, state: &State) -> Result<Header, KeyError> {
+        let file = state.file.as_ref().ok_or_else(|| {
+            KeyError::corrupt("the header was asked for but there is no key file".to_owned())
+        })?;
+        let mut bytes: SlotBytes = [0; SLOT_SIZE];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| KeyError::io(&self.path, e))?;
+        Header::decode(&bytes)
+            .map_err(|detail| KeyError::corrupt(format!("{}: {detail}", self.path.display())))
     }
 
     /// Appends `slot` at the end of the file; returns where it went.
@@ -185,36 +196,45 @@ impl FileKeyStore {
         digest: Option<ContactDigest>,
     ) -> Result<(DataKey, SlotRef), KeyError> {
         if state.pool.is_empty() {
-            let mut made = Vec::with_capacity(state.pool_size);
-            for _ in 0..state.pool_size {
-                let key = DataKey::generate(state.next_slot);
-                let slot = Slot::pooled_key(wrap_data_key(master, NO_LOOP_YET, &key));
-                made.push(self.append_slot(state, &slot)?);
-            }
-            made.reverse();
-            state.pool = made;
+            self.fill_pool(state, master)?;
         }
-        let at = state.pool.pop().expect("the pool was just filled");
-        let key = self.assign_pooled(state, master, loop_id, at, digest)?;
-        Ok((key, at))
+        let pooled = state.pool.pop().expect("the pool was just filled");
+        let key = self.assign_pooled(state, master, loop_id, pooled, digest)?;
+        Ok((key, pooled.at))
     }
 
-    /// Rewrites pooled slot `at` to name `loop_id` (not fsynced) and indexes it.
+    /// Appends `pool_size` pooled keys at the end of the file in one write.
+    fn fill_pool(&self, state: &mut State, master: &MasterKey) -> Result<(), KeyError> {
+        let first = state.next_slot;
+        let mut made = Vec::with_capacity(state.pool_size);
+        let mut bytes = Vec::with_capacity(state.pool_size * SLOT_SIZE);
+        for slot in first..first + state.pool_size as u64 {
+            let wrapped = wrap_data_key(master, NO_LOOP_YET, &DataKey::generate(slot));
+            bytes.extend_from_slice(&Slot::pooled_key(wrapped).encode());
+            made.push((slot, wrapped));
+        }
+        let seq = self.write_at(state, first, &bytes)?;
+        state.next_slot += state.pool_size as u64;
+        state.pool = made
+            .into_iter()
+            .rev()
+            .map(|(slot, wrapped)| Pooled {
+                at: SlotRef { slot, seq },
+                wrapped,
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Rewrites a pooled key's slot to name `loop_id` (not fsynced) and indexes it.
     fn assign_pooled(
         &self,
         state: &mut State,
         master: &MasterKey,
         loop_id: &str,
-        at: SlotRef,
+        Pooled { at, wrapped }: Pooled,
         digest: Option<ContactDigest>,
     ) -> Result<DataKey, KeyError> {
-        let slot = self.read_slot(state, at.slot)?;
-        let (SlotState::PooledKey, Some(wrapped)) = (slot.state, slot.wrapped_key) else {
-            return Err(KeyError::corrupt(format!(
-                "slot {} should hold a pooled key, and does not",
-                at.slot
-            )));
-        };
         let key = unwrap_data_key(master, NO_LOOP_YET, at.slot, &wrapped).map_err(|_| {
             KeyError::corrupt(format!(
                 "the pooled key in slot {} does not unwrap under the master key that opened the store",
@@ -410,20 +430,14 @@ impl KeyStore for FileKeyStore {
         let state = &mut *guard;
         writable(state)?;
         let given = state.unsynced;
-        let mut header_bytes: SlotBytes = [0; SLOT_SIZE];
-        let file = Arc::clone(state.file.as_ref().expect("a writable store has its file"));
-        file.read_exact_at(&mut header_bytes, 0)
-            .map_err(|e| KeyError::io(&self.path, e))?;
-        let mut header = Header::decode(&header_bytes)
-            .map_err(|detail| KeyError::corrupt(format!("{}: {detail}", self.path.display())))?;
+        let mut header = self.read_header(state)?;
         header.assignments_synced = log_position;
         // Written over the header in place, like an erasure's slots: one aligned 256-byte
         // write. The fsync covers it and every slot written before it.
-        let seq = self.write_slot_bytes(state, 0, &header.encode())?;
+        let seq = self.write_at(state, 0, &header.encode())?;
         self.wait_until_synced(guard, seq)?;
         let mut state = self.lock();
         state.unsynced = state.unsynced.saturating_sub(given);
-        state.assignments_synced = state.assignments_synced.max(log_position);
         state.recover_after = None;
         Ok(())
     }
@@ -439,7 +453,7 @@ impl KeyStore for FileKeyStore {
         let mut guard = self.lock();
         let state = &mut *guard;
         let master = writable(state)?;
-        let Some(at) = state.pool.iter().position(|at| at.slot == id) else {
+        let Some(at) = state.pool.iter().position(|pooled| pooled.at.slot == id) else {
             return Ok(false);
         };
         if let Some(live) = state.index.live_key(loop_id) {
@@ -448,8 +462,8 @@ impl KeyStore for FileKeyStore {
                 live.slot
             )));
         }
-        let at = state.pool.remove(at);
-        self.assign_pooled(state, &master, loop_id, at, None)?;
+        let pooled = state.pool.remove(at);
+        self.assign_pooled(state, &master, loop_id, pooled, None)?;
         tracing::info!(
             key = id,
             "gave back to its loop a pooled key whose assignment a crash lost"

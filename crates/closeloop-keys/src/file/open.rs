@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::format::{Header, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
 use super::rotate::ROTATING_FILE_NAME;
-use super::{FileKeyStore, KEY_FILE_NAME, SlotRef, State};
+use super::{FileKeyStore, KEY_FILE_NAME, Pooled, SlotRef, State};
 use crate::index::LoopIndex;
 use crate::secrets::{StoreSecrets, UnwrapSecretsError};
 use crate::{KeyError, MasterKey};
@@ -47,7 +47,6 @@ pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStor
         pool_size: 0,
         pool: Vec::new(),
         unsynced: 0,
-        assignments_synced: 0,
         recover_after: None,
     };
     if let Some(file) = file {
@@ -70,7 +69,6 @@ pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStor
         state.secrets = loaded.secrets;
         state.index = loaded.index;
         state.next_slot = loaded.next_slot;
-        state.assignments_synced = loaded.assignments_synced;
         // A pooled key found here may have been given to a loop by a run that crashed before
         // the slot said so: the records after the watermark tell.
         if !loaded.pool.is_empty() {
@@ -189,7 +187,7 @@ struct Loaded {
     next_slot: u64,
     file_len: u64,
     /// Pooled keys no slot gives to a loop, lowest first.
-    pool: Vec<SlotRef>,
+    pool: Vec<Pooled>,
     /// The header's watermark.
     assignments_synced: u64,
 }
@@ -229,10 +227,13 @@ fn load(file: &File, path: &Path, master: Option<&MasterKey>) -> Result<Loaded, 
                         ),
                     ));
                 }
-                if slot.state == SlotState::PooledKey {
-                    pool.push(SlotRef {
-                        slot: slot_no,
-                        seq: 0,
+                if let (SlotState::PooledKey, Some(wrapped)) = (slot.state, slot.wrapped_key) {
+                    pool.push(Pooled {
+                        at: SlotRef {
+                            slot: slot_no,
+                            seq: 0,
+                        },
+                        wrapped,
                     });
                     continue;
                 }

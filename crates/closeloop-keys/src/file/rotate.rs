@@ -76,7 +76,7 @@ fn write_rotated(
     file.try_lock()
         .map_err(|_| KeyError::Locked { path: temp.clone() })?;
     let header = Header {
-        assignments_synced: state.assignments_synced,
+        assignments_synced: store.read_header(state)?.assignments_synced,
         ..Header::from(secrets.wrap(new))
     };
     let mut out = BufWriter::new(&file);
