@@ -144,3 +144,26 @@ async fn a_clean_close_leaves_nothing_to_recover() {
     // Pooled keys are left, so recovery would start at the watermark: the log's head.
     assert_eq!(keys.assignments_to_recover_after(), Some(head));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_syncs_assignments_as_new_loops_come() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
+    let (store, keys) = open(dir, &MasterKey::generate());
+    // Each append is answered before the writer syncs, and the next batch waits for that
+    // sync: by the 200th new loop the sync due at the 128th has run.
+    for n in 0..200 {
+        feedback(&store, &format!("loop-{n}"), "jo@example.org").await;
+    }
+    let waiting = keys.unsynced_assignments();
+    assert!(
+        waiting < 128,
+        "{waiting} assignments wait for a sync after 200 new loops"
+    );
+    store.close().await;
+    assert_eq!(
+        keys.unsynced_assignments(),
+        0,
+        "a clean close syncs the rest"
+    );
+}

@@ -401,12 +401,15 @@ impl SledStore {
             keys.start_pool(options.key_pool)
                 .map_err(|err| StoreError::Backend(format!("key store: {err}")))?;
         }
+        // Pooled keys' assignments are synced as the log grows (see `writer`).
+        let key_sync = (options.keys.is_some() && options.key_pool > 0).then_some(head);
         let (jobs, job_rx) = mpsc::channel(options.queue_capacity.max(1));
         let writer = Writer::new(
             Arc::clone(&shared),
             head + 1,
             options.max_batch_events.max(1),
             options.flush_deadline,
+            key_sync,
         );
         let spawn_failed =
             |err: std::io::Error| StoreError::Backend(format!("cannot start store thread: {err}"));

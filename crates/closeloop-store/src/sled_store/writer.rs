@@ -31,6 +31,8 @@ pub(super) struct Writer {
     next_position: u64,
     max_batch_events: usize,
     flush_deadline: Duration,
+    /// With a key pool: the log position its assignments were last synced through.
+    key_sync: Option<u64>,
 }
 
 impl Writer {
@@ -39,19 +41,21 @@ impl Writer {
         next_position: u64,
         max_batch_events: usize,
         flush_deadline: Duration,
+        key_sync: Option<u64>,
     ) -> Self {
         Self {
             shared,
             next_position,
             max_batch_events,
             flush_deadline,
+            key_sync,
         }
     }
 
     /// Takes batches of jobs until every sender is gone: each applied, flushed and answered
     /// before the next.
     pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        let mut flusher = Flusher::start(&self.shared, self.flush_deadline);
+        let mut flusher = Flusher::start(&self.shared, self.flush_deadline, self.key_sync);
         while let Some(first) = jobs.blocking_recv() {
             let mut events = first.request.event_count();
             let mut batch = vec![first];
@@ -158,8 +162,9 @@ struct Flusher {
     /// the helper thread could not be started.
     fsync: Option<Fsync>,
     deadline: Duration,
-    /// When pooled keys' assignments were last synced (see [`KEY_SYNC_EVERY`]).
-    last_key_sync: Instant,
+    /// With a key pool: when and through which log position its assignments were last
+    /// synced (see [`KEY_SYNC_EVERY`]).
+    key_sync: Option<(Instant, u64)>,
 }
 
 /// Pooled keys given to new loops before their assignments are synced (one fsync of the key
@@ -170,12 +175,12 @@ const KEY_SYNC_EVERY: usize = 128;
 const KEY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Flusher {
-    fn start(shared: &Arc<Shared>, deadline: Duration) -> Self {
+    fn start(shared: &Arc<Shared>, deadline: Duration, key_sync: Option<u64>) -> Self {
         Self {
             shared: Arc::clone(shared),
             fsync: Fsync::start(shared),
             deadline,
-            last_key_sync: Instant::now(),
+            key_sync: key_sync.map(|through| (Instant::now(), through)),
         }
     }
 
@@ -220,23 +225,25 @@ impl Flusher {
         }
     }
 
-    /// Syncs pooled keys' assignments when enough are waiting or the last sync is old:
-    /// every record up to `durable` was sealed (and its key given) before it was written.
+    /// Syncs pooled keys' assignments when enough are waiting, or when the last sync is a
+    /// second old and the log has grown since: every record up to `durable` was sealed (and
+    /// its key given) before it was written. Moving the watermark on while no key is given
+    /// keeps the records a recovery reads to about a second's worth.
     fn sync_key_assignments(&mut self, durable: u64) {
-        let Some(keys) = &self.shared.keys else {
+        let (Some(keys), Some((last, through))) = (&self.shared.keys, self.key_sync) else {
             return;
         };
         let waiting = keys.unsynced_assignments();
-        if waiting == 0
-            || (waiting < KEY_SYNC_EVERY && self.last_key_sync.elapsed() < KEY_SYNC_INTERVAL)
-        {
+        let due =
+            waiting >= KEY_SYNC_EVERY || (durable > through && last.elapsed() >= KEY_SYNC_INTERVAL);
+        if !due {
             return;
         }
         if let Err(err) = keys.sync_assignments(durable) {
             // The key store shares the disk: fail fast, as for a failed write.
             self.shared.stop(format!("key store failed: {err}"));
         }
-        self.last_key_sync = Instant::now();
+        self.key_sync = Some((Instant::now(), durable));
     }
 
     /// The fsync thread holds the database open: wait for it, so that once the store is
