@@ -22,6 +22,14 @@ use crate::properties::dump;
 use crate::{Log, all, ids_of, ts};
 
 /// Ten entries over three loops.
+/// A sled store in `dir/log` holding the ten entries of [`ten`].
+async fn ten_in_a_store(dir: &std::path::Path) -> (Arc<SledStore>, Log) {
+    let store = Arc::new(SledStore::open(&dir.join("log"), &SledStoreOptions::default()).unwrap());
+    let log = ten();
+    append_all(&store, &log, 0).await;
+    (store, log)
+}
+
 fn ten() -> Log {
     let mut log = Log::default();
     log.feedback("a", "2026-11-23T09:00:00Z", "rxx/site-a")
@@ -319,8 +327,7 @@ async fn catches_up_with_a_sled_store_and_resumes_from_its_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_log_gets_its_last_entries_snapshotted_without_more_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(SledStore::open(&dir.path().join("log"), &SledStoreOptions::default()).unwrap());
+    let (store, _) = ten_in_a_store(dir.path()).await;
     let snapshot = dir.path().join("projections.snapshot");
     let (saved, mut heard) = tokio::sync::watch::channel(0);
     let options = ProjectorOptions {
@@ -331,8 +338,6 @@ async fn a_quiet_log_gets_its_last_entries_snapshotted_without_more_writes() {
         saved: Some(saved),
         snapshot_at_start: false,
     };
-    let log = ten();
-    append_all(&store, &log, 0).await;
     let projections = Arc::new(Projections::new(ReadModels::default()));
     let (stop, projector) = start_projector(&store, &projections, options);
 
@@ -353,11 +358,8 @@ async fn a_quiet_log_gets_its_last_entries_snapshotted_without_more_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_stopped_before_it_read_anything_still_snapshots_the_whole_log() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(SledStore::open(&dir.path().join("log"), &SledStoreOptions::default()).unwrap());
+    let (store, log) = ten_in_a_store(dir.path()).await;
     let snapshot = dir.path().join("projections.snapshot");
-    let log = ten();
-    append_all(&store, &log, 0).await;
     let projections = Arc::new(Projections::new(ReadModels::default()));
     let options = ProjectorOptions {
         page: 3,
@@ -385,11 +387,8 @@ async fn a_projector_stopped_before_it_read_anything_still_snapshots_the_whole_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn figures_computed_at_start_are_snapshotted_without_new_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(SledStore::open(&dir.path().join("log"), &SledStoreOptions::default()).unwrap());
+    let (store, log) = ten_in_a_store(dir.path()).await;
     let snapshot = dir.path().join("projections.snapshot");
-    let log = ten();
-    append_all(&store, &log, 0).await;
     // A snapshot of all ten entries without SLA figures, as `closeloop rebuild` leaves it.
     let mut models = ReadModels::default();
     for (entry, event) in &log.entries {
