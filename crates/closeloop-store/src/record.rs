@@ -21,6 +21,8 @@
 //! without a key store (tests and benchmarks). Records are never rewritten: older schemas
 //! are read as they are.
 
+use std::borrow::Cow;
+
 use closeloop_domain::event::{Author, FeedbackReceived};
 use closeloop_domain::{Event, EventType, LoopEvent, Rejection};
 use closeloop_keys::{DataKey, KeyId, KeyState, KeyStore};
@@ -554,6 +556,93 @@ pub fn decode_public_view(bytes: &[u8]) -> Result<RecordView, RecordError> {
     })
 }
 
+/// A record's public part, borrowed from its bytes where it can be: what the outbound feed
+/// publishes. Decoding it allocates nothing for most records (see [`PublicData`]).
+#[derive(Debug)]
+pub struct PublicRecord<'a> {
+    /// The event's id within its source.
+    pub event_id: Cow<'a, str>,
+    /// The event's source.
+    pub source: Cow<'a, str>,
+    /// The full CloudEvents type name.
+    pub event_type: &'a str,
+    /// When it happened.
+    pub time: Timestamp,
+    /// Its data without the event type's personal fields.
+    pub data: PublicData<'a>,
+}
+
+/// A record's data without personal fields: its stored JSON as it is when that names none
+/// of them (the usual case: sealed records keep them in `personal`), else parsed with them
+/// taken out (plain records). Serializes to the same bytes either way.
+#[derive(Debug)]
+pub enum PublicData<'a> {
+    /// The stored JSON, which holds no personal field.
+    Stored(&'a RawValue),
+    /// The data with the personal fields removed.
+    Filtered(Map<String, Value>),
+}
+
+impl Serialize for PublicData<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PublicData::Stored(raw) => raw.serialize(serializer),
+            PublicData::Filtered(map) => map.serialize(serializer),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PublicIn<'a> {
+    schema_version: u32,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    event_type: &'a str,
+    time: Timestamp,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Decodes a record's public part, as [`decode_public_view`] does but borrowing from `bytes`.
+///
+/// # Errors
+/// [`RecordError`] when the bytes are not a record this build can read.
+pub fn decode_public(bytes: &[u8]) -> Result<PublicRecord<'_>, RecordError> {
+    let record: PublicIn<'_> = serde_json::from_slice(bytes)?;
+    check_schema(record.schema_version)?;
+    let personal = EventType::parse(record.event_type).map_or(&[][..], EventType::personal_fields);
+    let data = if may_name_any(record.data.get(), personal) {
+        let mut data: Map<String, Value> = serde_json::from_str(record.data.get())?;
+        for field in personal {
+            data.shift_remove(*field);
+        }
+        PublicData::Filtered(data)
+    } else {
+        PublicData::Stored(record.data)
+    };
+    Ok(PublicRecord {
+        event_id: record.event_id,
+        source: record.source,
+        event_type: record.event_type,
+        time: record.time,
+        data,
+    })
+}
+
+/// Whether the JSON text `json` may hold a key named one of `names`: false only when none of
+/// them appears quoted and nothing is escaped (an escape could spell a name differently).
+fn may_name_any(json: &str, names: &[&str]) -> bool {
+    json.contains('\\')
+        || names.iter().any(|name| {
+            json.match_indices(name).any(|(at, _)| {
+                json[..at].ends_with('"') && json[at + name.len()..].starts_with('"')
+            })
+        })
+}
+
 fn check_schema(version: u32) -> Result<(), RecordError> {
     if version == 0 || version > SCHEMA_VERSION {
         return Err(RecordError::UnsupportedSchema(version));
@@ -615,6 +704,59 @@ mod tests {
         haystack
             .windows(needle.len())
             .any(|window| window == needle.as_bytes())
+    }
+
+    #[test]
+    fn the_public_part_is_borrowed_when_the_data_names_no_personal_field() {
+        let keys = keys();
+        for bytes in [
+            encode(&feedback()),
+            sealed(&keys, LOOP, &feedback()),
+            sealed(&keys, LOOP, &response()),
+        ] {
+            let public = decode_public(&bytes).unwrap();
+            let view = decode_public_view(&bytes).unwrap();
+            assert!(matches!(public.data, PublicData::Stored(_)), "{public:?}");
+            assert_eq!(
+                serde_json::to_value(&public.data).unwrap(),
+                Value::Object(view.data)
+            );
+            assert_eq!(public.event_id, view.event_id);
+            assert_eq!(public.source, view.source);
+            assert_eq!(public.event_type, view.event_type);
+            assert_eq!(public.time, view.time);
+        }
+    }
+
+    #[test]
+    fn personal_fields_kept_in_the_data_are_taken_out_in_order() {
+        // As an event could have been written before personal data was kept apart.
+        let bytes = br#"{"schema_version":1,"event_id":"fft-1","source":"urn:s","type":"org.closeloop.feedback.received","time":"2026-11-27T09:30:00Z","data":{"org_unit":"rxx/a","story":"Jo was kind","channel":"survey","author":{"name":"Jo"},"kiosk":"k-7"}}"#;
+        let public = decode_public(bytes).unwrap();
+        assert!(matches!(public.data, PublicData::Filtered(_)), "{public:?}");
+        assert_eq!(
+            serde_json::to_string(&public.data).unwrap(),
+            r#"{"org_unit":"rxx/a","channel":"survey","kiosk":"k-7"}"#
+        );
+    }
+
+    #[test]
+    fn only_a_quoted_name_or_an_escape_may_name_a_field() {
+        let names = &["story", "author"][..];
+        assert!(!may_name_any(
+            r#"{"history":"a story","co_author":1}"#,
+            names
+        ));
+        assert!(
+            may_name_any(r#"{"a":"story"}"#, names),
+            "a value spelt like a name: parse to be sure"
+        );
+        assert!(may_name_any(r#"{"story":1}"#, names));
+        assert!(
+            may_name_any(r#"{"st\u006fry":1}"#, names),
+            "an escape may spell a name"
+        );
+        assert!(!may_name_any(r#"{"story":1}"#, &[]));
     }
 
     #[test]
