@@ -2,9 +2,10 @@
 //! ever erased, and which loops each contact digest names.
 //!
 //! It holds an entry for every loop that ever had a key, so it is kept compact (a million loops
-//! cost tens of MiB, not hundreds): loop ids once each in [`LoopIds`], the live keys in a vector
-//! by the loop's slot there, the erased flags as bits, each contact digest once, and each loop's
-//! contacts as digest numbers in a map by slot, with no allocation for a loop's first.
+//! cost tens of MiB, not hundreds): loop ids once each in [`LoopIds`], where each live key is
+//! kept in a vector by the loop's slot there (8 bytes for a file slot number or a key id, and a
+//! bit saying there is one), the erased flags as bits, each contact digest once, and each
+//! loop's contacts as digest numbers in a map by slot, with no allocation for a loop's first.
 
 use std::collections::HashMap;
 
@@ -25,8 +26,10 @@ pub(crate) struct LoopEntry<R> {
 #[derive(Debug)]
 pub(crate) struct LoopIndex<R> {
     ids: LoopIds,
-    /// Each loop's live key, by its slot in `ids`.
-    keys: Vec<Option<R>>,
+    /// Each loop's live key, by its slot in `ids`, where `has_key` has the slot's bit.
+    keys: Vec<R>,
+    /// Whether the loop has a live key, a bit per slot.
+    has_key: Vec<u64>,
     /// Whether `destroy_loop` ever ran for the loop, a bit per slot.
     erased: Vec<u64>,
     /// The live contact digests, each once, by number (a number is never reused; a digest no
@@ -47,6 +50,7 @@ impl<R> Default for LoopIndex<R> {
         LoopIndex {
             ids: LoopIds::default(),
             keys: Vec::new(),
+            has_key: Vec::new(),
             erased: Vec::new(),
             digests: Vec::new(),
             numbers: HashMap::new(),
@@ -57,7 +61,7 @@ impl<R> Default for LoopIndex<R> {
     }
 }
 
-impl<R: Copy> LoopIndex<R> {
+impl<R: Copy + Default> LoopIndex<R> {
     /// Makes room for about `loops` more loops (an upper bound is fine: opening a key file
     /// reserves one a slot), so that loading them moves nothing.
     pub(crate) fn reserve(&mut self, loops: usize) {
@@ -67,7 +71,8 @@ impl<R: Copy> LoopIndex<R> {
 
     /// Where the loop's live key is kept.
     pub(crate) fn live_key(&self, loop_id: &str) -> Option<R> {
-        self.keys[self.ids.find(loop_id)? as usize]
+        let slot = self.ids.find(loop_id)?;
+        bit(&self.has_key, slot).then(|| self.keys[slot as usize])
     }
 
     /// Where the loop's entry for `digest` is kept, if it has one.
@@ -82,7 +87,8 @@ impl<R: Copy> LoopIndex<R> {
     /// Records the loop's live key. The caller has checked it had none.
     pub(crate) fn set_key(&mut self, loop_id: &str, at: R) {
         let slot = self.slot(loop_id);
-        self.keys[slot as usize] = Some(at);
+        self.keys[slot as usize] = at;
+        set_bit(&mut self.has_key, slot, true);
     }
 
     /// Records a contact digest for the loop. The caller has checked it was not there.
@@ -112,7 +118,7 @@ impl<R: Copy> LoopIndex<R> {
     /// Marks the loop erased (its tombstone).
     pub(crate) fn mark_erased(&mut self, loop_id: &str) {
         let slot = self.slot(loop_id);
-        self.set_erased(slot);
+        set_bit(&mut self.erased, slot, true);
     }
 
     /// Forgets the loop's live key and contacts, marks it erased and returns what it forgot, so
@@ -138,12 +144,14 @@ impl<R: Copy> LoopIndex<R> {
                 self.digests[number as usize] = ContactDigest([0; 32]);
             }
         }
+        let key = bit(&self.has_key, slot).then(|| self.keys[slot as usize]);
+        set_bit(&mut self.has_key, slot, false);
         let forgotten = LoopEntry {
-            key: self.keys[slot as usize].take(),
+            key,
             contacts,
-            erased: self.erased_at(slot),
+            erased: bit(&self.erased, slot),
         };
-        self.set_erased(slot);
+        set_bit(&mut self.erased, slot, true);
         forgotten
     }
 
@@ -151,7 +159,7 @@ impl<R: Copy> LoopIndex<R> {
     pub(crate) fn is_erased(&self, loop_id: &str) -> bool {
         self.ids
             .find(loop_id)
-            .is_some_and(|slot| self.erased_at(slot))
+            .is_some_and(|slot| bit(&self.erased, slot))
     }
 
     /// The loops whose live contacts include `digest`, in loop id order.
@@ -183,20 +191,27 @@ impl<R: Copy> LoopIndex<R> {
     fn slot(&mut self, loop_id: &str) -> u32 {
         let (slot, added) = self.ids.find_or_push(loop_id);
         if added {
-            self.keys.push(None);
+            self.keys.push(R::default());
             if self.erased.len() * 64 <= slot as usize {
                 self.erased.push(0);
+                self.has_key.push(0);
             }
         }
         slot
     }
+}
 
-    fn erased_at(&self, slot: u32) -> bool {
-        self.erased[slot as usize / 64] & (1 << (slot % 64)) != 0
-    }
+/// Bit `slot` of `bits`.
+fn bit(bits: &[u64], slot: u32) -> bool {
+    bits[slot as usize / 64] & (1 << (slot % 64)) != 0
+}
 
-    fn set_erased(&mut self, slot: u32) {
-        self.erased[slot as usize / 64] |= 1 << (slot % 64);
+fn set_bit(bits: &mut [u64], slot: u32, on: bool) {
+    let word = &mut bits[slot as usize / 64];
+    if on {
+        *word |= 1 << (slot % 64);
+    } else {
+        *word &= !(1 << (slot % 64));
     }
 }
 

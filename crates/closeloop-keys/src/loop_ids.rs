@@ -8,14 +8,67 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// Loop ids by slot, in one contiguous buffer, with a hash table from id to slot.
 ///
-/// Storing ids once, back to back, costs the id's bytes plus 8; the table adds about 5 bytes
+/// Storing ids once, back to back, costs the id's bytes plus 4; the table adds about 5 bytes
 /// a loop. A `HashMap<String, u32>` would cost three times that.
 #[derive(Default)]
 pub struct LoopIds {
     bytes: String,
-    ends: Vec<u64>,
+    ends: Ends,
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
+}
+
+/// Where each id ends in the buffer, as 32 bits: the low half of the offset, and the slots at
+/// which it passed another multiple of 4 GiB (none below 4 GiB of ids; ids are short, so an id
+/// passes at most one).
+#[derive(Default)]
+struct Ends {
+    low: Vec<u32>,
+    /// Slots whose end is in a higher 4 GiB than the slot before's, in order.
+    wraps: Vec<u32>,
+}
+
+impl Ends {
+    fn len(&self) -> usize {
+        self.low.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.low.is_empty()
+    }
+
+    fn get(&self, slot: usize) -> u64 {
+        let high = match self.wraps.as_slice() {
+            [] => 0,
+            wraps => wraps.partition_point(|&wrap| wrap as usize <= slot) as u64,
+        };
+        (high << 32) | u64::from(self.low[slot])
+    }
+
+    fn push(&mut self, end: u64) {
+        let slot = u32::try_from(self.low.len()).expect("fewer than 2^32 loops");
+        let before = self
+            .low
+            .len()
+            .checked_sub(1)
+            .map_or(0, |last| self.get(last));
+        assert!(
+            end >= before && end - before < 1 << 32,
+            "ids are added in order and are shorter than 4 GiB"
+        );
+        if end >> 32 != before >> 32 {
+            self.wraps.push(slot);
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the high half is in `wraps`"
+        )]
+        self.low.push(end as u32);
+    }
+
+    fn reserve(&mut self, ids: usize) {
+        self.low.reserve(ids);
+    }
 }
 
 impl std::fmt::Debug for LoopIds {
@@ -106,7 +159,10 @@ impl LoopIds {
 
     /// The ids in slot order, for snapshots.
     pub fn to_parts(&self) -> (String, Vec<u64>) {
-        (self.bytes.clone(), self.ends.clone())
+        let ends = (0..self.ends.len())
+            .map(|slot| self.ends.get(slot))
+            .collect();
+        (self.bytes.clone(), ends)
     }
 
     /// Restores ids written by [`to_parts`](Self::to_parts).
@@ -135,14 +191,14 @@ impl LoopIds {
     }
 }
 
-fn slot_str<'a>(bytes: &'a str, ends: &[u64], slot: u32) -> &'a str {
+fn slot_str<'a>(bytes: &'a str, ends: &Ends, slot: u32) -> &'a str {
     let slot = slot as usize;
-    let start = if slot == 0 { 0 } else { ends[slot - 1] };
+    let start = if slot == 0 { 0 } else { ends.get(slot - 1) };
     #[allow(
         clippy::cast_possible_truncation,
         reason = "offsets index an in-memory string, so they fit usize"
     )]
-    &bytes[start as usize..ends[slot] as usize]
+    &bytes[start as usize..ends.get(slot) as usize]
 }
 
 #[cfg(test)]
@@ -162,5 +218,36 @@ mod tests {
         let back = LoopIds::from_parts(&bytes, &ends).unwrap();
         assert_eq!(back.find("loop-999"), Some(999));
         assert!(LoopIds::from_parts("aa", &[1, 2]).is_err(), "duplicate ids");
+    }
+
+    #[test]
+    fn ends_past_4_gib_keep_their_high_half() {
+        let mut ends = Ends::default();
+        let gib4 = 1_u64 << 32;
+        for end in [
+            5,
+            gib4 - 1,
+            gib4 + 3,
+            gib4 + 9,
+            2 * gib4,
+            2 * gib4 + 7,
+            3 * gib4,
+        ] {
+            ends.push(end);
+        }
+        let back: Vec<u64> = (0..ends.len()).map(|slot| ends.get(slot)).collect();
+        assert_eq!(
+            back,
+            [
+                5,
+                gib4 - 1,
+                gib4 + 3,
+                gib4 + 9,
+                2 * gib4,
+                2 * gib4 + 7,
+                3 * gib4
+            ]
+        );
+        assert_eq!(ends.wraps, [2, 4, 6]);
     }
 }

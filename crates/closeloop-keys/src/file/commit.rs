@@ -43,7 +43,7 @@ impl FileKeyStore {
             state = self.lock();
             state.syncing = false;
             match result {
-                Ok(()) => state.synced_seq = state.synced_seq.max(covered),
+                Ok(()) => state.synced_upto(covered),
                 Err(error) => {
                     let detail = format!("fsync of {} failed: {error}", self.path.display());
                     tracing::error!(%detail, "key store fsync failed; no more writes until restart");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::format::{Header, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
 use super::rotate::ROTATING_FILE_NAME;
-use super::{FileKeyStore, KEY_FILE_NAME, Pooled, SlotRef, State};
+use super::{FileKeyStore, KEY_FILE_NAME, Pooled, SlotRef, State, UnsyncedSlots};
 use crate::index::LoopIndex;
 use crate::secrets::{StoreSecrets, UnwrapSecretsError};
 use crate::{KeyError, MasterKey};
@@ -42,6 +42,7 @@ pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStor
         next_slot: 1,
         write_seq: 0,
         synced_seq: 0,
+        unsynced_slots: UnsyncedSlots::default(),
         syncing: false,
         failed: None,
         pool_size: 0,
@@ -182,7 +183,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), KeyError> {
 /// What reading a key file found.
 struct Loaded {
     secrets: Option<StoreSecrets>,
-    index: LoopIndex<SlotRef>,
+    index: LoopIndex<u64>,
     /// One past the last intact slot.
     next_slot: u64,
     file_len: u64,
@@ -269,22 +270,14 @@ fn unlock(header: &Header, master: &MasterKey, path: &Path) -> Result<StoreSecre
     })
 }
 
-fn add_to_index(
-    index: &mut LoopIndex<SlotRef>,
-    slot: &Slot<'_>,
-    slot_no: u64,
-) -> Result<(), String> {
-    let at = SlotRef {
-        slot: slot_no,
-        seq: 0,
-    };
+fn add_to_index(index: &mut LoopIndex<u64>, slot: &Slot<'_>, slot_no: u64) -> Result<(), String> {
+    let at = slot_no;
     let loop_id = &*slot.loop_id;
     match slot.state {
         SlotState::LiveKey => {
             if let Some(other) = index.live_key(loop_id) {
                 return Err(format!(
-                    "a second live key for a loop whose live key is in slot {}",
-                    other.slot
+                    "a second live key for a loop whose live key is in slot {other}"
                 ));
             }
             index.set_key(loop_id, at);

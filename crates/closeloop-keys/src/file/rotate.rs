@@ -35,7 +35,8 @@ pub(super) fn rotate(store: &FileKeyStore, new: &MasterKey) -> Result<usize, Key
     // From here on the path names the new file: use it, under the new key.
     state.file = Some(Arc::new(file));
     state.master = Some(new.clone());
-    state.synced_seq = state.write_seq;
+    let written = state.write_seq;
+    state.synced_upto(written);
     if let Err(error) = sync_dir(&store.dir) {
         let detail = format!(
             "fsync of {} after rotating the master key failed",
