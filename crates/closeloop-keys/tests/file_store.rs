@@ -526,3 +526,21 @@ fn rotation_rewraps_pooled_keys_and_keeps_the_watermark() {
     assert_eq!(next.id, given.id + 1, "the rotated pool still gives keys");
     assert!(is_live(&store, "next", &next));
 }
+
+#[test]
+fn a_pool_keeps_giving_keys_after_a_rotation_without_a_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let store = open(dir);
+    store.start_pool(3).unwrap();
+    let before = key_for(&store, "before", None);
+    store.rotate_master_key(&second_master()).unwrap();
+    // The next pooled key was wrapped under the old master when the pool was made.
+    let after = key_for(&store, "after", None);
+    assert_eq!(after.id, before.id + 1, "taken from the same pool");
+    assert!(is_live(&store, "after", &after));
+    drop(store);
+    let store = FileKeyStore::open(dir, Some(&second_master())).unwrap();
+    assert!(is_live(&store, "before", &before));
+    assert!(is_live(&store, "after", &after));
+}

@@ -72,6 +72,9 @@ const LOOP_ID_LEN_AT: usize = 2;
 const FLAG_HAS_DIGEST: u8 = 1;
 const FLAG_POOLED: u8 = 2;
 
+/// The loop id a pooled key is wrapped for: none yet (real loop ids are never empty).
+pub(crate) const NO_LOOP_YET: &str = "";
+
 /// One slot's bytes.
 pub(crate) type SlotBytes = [u8; SLOT_SIZE];
 
@@ -150,10 +153,20 @@ impl<'a> Slot<'a> {
     pub(crate) fn pooled_key(wrapped_key: Wrapped) -> Self {
         Slot {
             state: SlotState::PooledKey,
-            loop_id: Cow::Borrowed(""),
+            loop_id: Cow::Borrowed(NO_LOOP_YET),
             wrapped_key: Some(wrapped_key),
             digest: None,
             pooled: true,
+        }
+    }
+
+    /// The loop id the slot's key is wrapped for: [`NO_LOOP_YET`] for a key made for the
+    /// pool, wherever it went since, else the slot's loop.
+    pub(crate) fn wrapped_for(&self) -> &str {
+        if self.pooled {
+            NO_LOOP_YET
+        } else {
+            &self.loop_id
         }
     }
 

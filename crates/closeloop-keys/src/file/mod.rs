@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use self::format::{Header, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
+use self::format::{Header, NO_LOOP_YET, SLOT_SIZE, Slot, SlotBytes, SlotProblem, SlotState};
 use crate::index::LoopIndex;
 use crate::loop_id::check_loop_id;
 use crate::secrets::StoreSecrets;
@@ -21,9 +21,6 @@ use crate::{ContactDigest, DataKey, KeyError, KeyId, KeyRequest, KeyState, KeySt
 
 /// The name of the key file in the store's directory.
 pub const KEY_FILE_NAME: &str = "keys";
-
-/// The loop id a pooled key is wrapped for: none yet (real loop ids are never empty).
-const NO_LOOP_YET: &str = "";
 
 /// A key store in one file of fixed-size slots in its own directory (not sled: see the crate
 /// documentation). Opened with the master key it reads and writes; opened without it
@@ -74,7 +71,7 @@ struct State {
     /// Pooled keys not given to a loop yet, the lowest slot last.
     pool: Vec<Pooled>,
     /// Keys given from the pool since the last `sync_assignments`.
-    unsynced: usize,
+    unsynced_assignments: usize,
     /// Set at open when pooled keys were found (one may have been given to a loop by a run
     /// that crashed before its slot said so): the watermark recovery starts after.
     recover_after: Option<u64>,
@@ -176,8 +173,7 @@ impl FileKeyStore {
         let master = state.master.as_ref().ok_or(KeyError::Sealed)?;
         match (slot.state, &slot.wrapped_key) {
             (SlotState::LiveKey, Some(wrapped)) if slot.loop_id == loop_id => {
-                let wrapped_for = if slot.pooled { NO_LOOP_YET } else { loop_id };
-                unwrap_data_key(master, wrapped_for, at, wrapped).map_err(|_| {
+                unwrap_data_key(master, slot.wrapped_for(), at, wrapped).map_err(|_| {
                     KeyError::corrupt(format!(
                         "the key in slot {at} does not unwrap under the master key that opened the store"
                     ))
@@ -256,7 +252,7 @@ impl FileKeyStore {
         }
         // Callers rely on the key, which is durable once its pool is.
         state.note_write(at);
-        state.unsynced += 1;
+        state.unsynced_assignments += 1;
         Ok(key)
     }
 }
@@ -474,14 +470,14 @@ impl KeyStore for FileKeyStore {
     }
 
     fn unsynced_assignments(&self) -> usize {
-        self.lock().unsynced
+        self.lock().unsynced_assignments
     }
 
     fn sync_assignments(&self, log_position: u64) -> Result<(), KeyError> {
         let mut guard = self.lock();
         let state = &mut *guard;
         writable(state)?;
-        let given = state.unsynced;
+        let given = state.unsynced_assignments;
         let mut header = self.read_header(state)?;
         header.assignments_synced = log_position;
         // Written over the header in place, like an erasure's slots: one aligned 256-byte
@@ -489,7 +485,7 @@ impl KeyStore for FileKeyStore {
         let seq = self.write_at(state, 0, &header.encode())?;
         self.wait_until_synced(guard, seq)?;
         let mut state = self.lock();
-        state.unsynced = state.unsynced.saturating_sub(given);
+        state.unsynced_assignments = state.unsynced_assignments.saturating_sub(given);
         state.recover_after = None;
         Ok(())
     }

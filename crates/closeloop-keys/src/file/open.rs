@@ -47,7 +47,7 @@ pub(super) fn open(dir: &Path, master: Option<&MasterKey>) -> Result<FileKeyStor
         failed: None,
         pool_size: 0,
         pool: Vec::new(),
-        unsynced: 0,
+        unsynced_assignments: 0,
         recover_after: None,
     };
     if let Some(file) = file {

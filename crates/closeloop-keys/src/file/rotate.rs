@@ -1,6 +1,7 @@
 //! Master key rotation: a whole new key file, every live key rewrapped under the new master key
 //! in the same slot (key ids do not change), swapped in by rename.
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use super::format::{Header, SlotState};
 use super::open::sync_dir;
 use super::{FileKeyStore, State, writable};
-use crate::wrap::{unwrap_data_key, wrap_data_key};
+use crate::wrap::{Wrapped, unwrap_data_key, wrap_data_key};
 use crate::{KeyError, MasterKey};
 
 /// The temporary file a rotation writes before renaming it over the key file.
@@ -27,7 +28,11 @@ pub(super) fn rotate(store: &FileKeyStore, new: &MasterKey) -> Result<usize, Key
             return Err(error);
         }
     };
-    let (file, rewrapped) = file;
+    let Rotated {
+        file,
+        rewrapped,
+        pooled,
+    } = file;
     if let Err(error) = fs::rename(&temp, &store.path) {
         let _ = fs::remove_file(&temp);
         return Err(KeyError::io(&store.path, error));
@@ -35,6 +40,12 @@ pub(super) fn rotate(store: &FileKeyStore, new: &MasterKey) -> Result<usize, Key
     // From here on the path names the new file: use it, under the new key.
     state.file = Some(Arc::new(file));
     state.master = Some(new.clone());
+    // Pooled keys not given yet are handed out with the bytes kept in memory: the new ones.
+    for key in &mut state.pool {
+        if let Some(wrapped) = pooled.get(&key.at.slot) {
+            key.wrapped = *wrapped;
+        }
+    }
     let written = state.write_seq;
     state.synced_upto(written);
     if let Err(error) = sync_dir(&store.dir) {
@@ -55,14 +66,22 @@ pub(super) fn rotate(store: &FileKeyStore, new: &MasterKey) -> Result<usize, Key
     Ok(rewrapped)
 }
 
-/// Writes the rotated file beside the key file, fsynced and locked; returns it and how many keys
-/// it rewrapped.
+/// The rotated file, fsynced and locked.
+struct Rotated {
+    file: std::fs::File,
+    /// How many keys were rewrapped.
+    rewrapped: usize,
+    /// The new wrapped bytes of the pooled keys no loop has taken, by slot.
+    pooled: HashMap<u64, Wrapped>,
+}
+
+/// Writes the rotated file beside the key file.
 fn write_rotated(
     store: &FileKeyStore,
     state: &State,
     old: &MasterKey,
     new: &MasterKey,
-) -> Result<(std::fs::File, usize), KeyError> {
+) -> Result<Rotated, KeyError> {
     let temp = store.dir.join(ROTATING_FILE_NAME);
     let io = |e| KeyError::io(&temp, e);
     let secrets = state.secrets.as_ref().ok_or(KeyError::Sealed)?;
@@ -83,19 +102,23 @@ fn write_rotated(
     let mut out = BufWriter::new(&file);
     out.write_all(&header.encode()).map_err(io)?;
     let mut rewrapped = 0;
+    let mut pooled = HashMap::new();
     for slot_no in 1..state.next_slot {
         let mut slot = store.read_slot(state, slot_no)?;
         if matches!(slot.state, SlotState::LiveKey | SlotState::PooledKey)
             && let Some(wrapped) = &slot.wrapped_key
         {
             // A key made for the pool stays wrapped for no loop, wherever it went since.
-            let wrapped_for = if slot.pooled { "" } else { &*slot.loop_id };
-            let key = unwrap_data_key(old, wrapped_for, slot_no, wrapped).map_err(|_| {
+            let key = unwrap_data_key(old, slot.wrapped_for(), slot_no, wrapped).map_err(|_| {
                 KeyError::corrupt(format!(
                     "the key in slot {slot_no} does not unwrap under the current master key"
                 ))
             })?;
-            slot.wrapped_key = Some(wrap_data_key(new, wrapped_for, &key));
+            let rewrapped_key = wrap_data_key(new, slot.wrapped_for(), &key);
+            if slot.state == SlotState::PooledKey {
+                pooled.insert(slot_no, rewrapped_key);
+            }
+            slot.wrapped_key = Some(rewrapped_key);
             rewrapped += 1;
         }
         out.write_all(&slot.encode()).map_err(io)?;
@@ -103,5 +126,9 @@ fn write_rotated(
     out.flush().map_err(io)?;
     drop(out);
     file.sync_all().map_err(io)?;
-    Ok((file, rewrapped))
+    Ok(Rotated {
+        file,
+        rewrapped,
+        pooled,
+    })
 }
