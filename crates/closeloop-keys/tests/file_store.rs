@@ -33,11 +33,16 @@ fn key_for(store: &FileKeyStore, loop_id: &str, contact: Option<ContactDigest>) 
         .remove(0)
 }
 
-/// The wrapped bytes of key `id` as they sit in the key file now.
-fn wrapped_bytes(dir: &Path, id: u64) -> Vec<u8> {
+/// The bytes of slot `id` as they sit in the key file now.
+fn slot_bytes(dir: &Path, id: u64) -> Vec<u8> {
     let bytes = fs::read(key_file(dir)).expect("read key file");
     let start = usize::try_from(id).unwrap() * SLOT_SIZE;
-    bytes[start + SLOT_WRAPPED_KEY.start..start + SLOT_WRAPPED_KEY.end].to_vec()
+    bytes[start..start + SLOT_SIZE].to_vec()
+}
+
+/// The wrapped bytes of key `id` as they sit in the key file now.
+fn wrapped_bytes(dir: &Path, id: u64) -> Vec<u8> {
+    slot_bytes(dir, id)[SLOT_WRAPPED_KEY].to_vec()
 }
 
 /// Every byte of every file under `dir`, file by file.
@@ -413,24 +418,23 @@ fn a_full_disk_stops_writes_and_loses_no_acknowledged_key() {
     key_for(&store, "after", None);
 }
 
-/// The bytes of slot `id` as they sit in the key file now.
-fn slot_bytes(dir: &Path, id: u64) -> Vec<u8> {
-    let bytes = fs::read(key_file(dir)).expect("read key file");
-    let start = usize::try_from(id).unwrap() * SLOT_SIZE;
-    bytes[start..start + SLOT_SIZE].to_vec()
-}
-
 fn write_slot_bytes(dir: &Path, id: u64, bytes: &[u8]) {
     let file = OpenOptions::new().write(true).open(key_file(dir)).unwrap();
     file.write_all_at(bytes, id * SLOT_SIZE as u64).unwrap();
 }
 
+/// A store in a fresh directory giving new loops keys from a pool of `keys`.
+fn pooled_store(keys: usize) -> (tempfile::TempDir, FileKeyStore) {
+    let temp = tempfile::tempdir().unwrap();
+    let store = open(temp.path());
+    store.start_pool(keys).unwrap();
+    (temp, store)
+}
+
 #[test]
 fn a_pooled_key_whose_assignment_a_crash_lost_is_recovered_and_then_erasable() {
-    let temp = tempfile::tempdir().unwrap();
+    let (temp, store) = pooled_store(4);
     let dir = temp.path();
-    let store = open(dir);
-    store.start_pool(4).unwrap();
     let jo = store.contact_digest("jo@example.org").unwrap();
     let warm = key_for(&store, "warm", None);
     // The pool was made in one durable step: four slots, the first given to "warm".
@@ -490,10 +494,7 @@ fn a_pooled_key_whose_assignment_a_crash_lost_is_recovered_and_then_erasable() {
 
 #[test]
 fn a_recovered_key_never_becomes_a_second_key_of_a_loop() {
-    let temp = tempfile::tempdir().unwrap();
-    let dir = temp.path();
-    let store = open(dir);
-    store.start_pool(4).unwrap();
+    let (_temp, store) = pooled_store(4);
     let first = key_for(&store, "loop-a", None);
     let pooled = first.id + 1;
     assert!(matches!(
@@ -505,10 +506,8 @@ fn a_recovered_key_never_becomes_a_second_key_of_a_loop() {
 
 #[test]
 fn rotation_rewraps_pooled_keys_and_keeps_the_watermark() {
-    let temp = tempfile::tempdir().unwrap();
+    let (temp, store) = pooled_store(3);
     let dir = temp.path();
-    let store = open(dir);
-    store.start_pool(3).unwrap();
     let given = key_for(&store, "given", None);
     store.sync_assignments(7).unwrap();
     let pooled_wrapped = wrapped_bytes(dir, given.id + 1);
@@ -529,10 +528,8 @@ fn rotation_rewraps_pooled_keys_and_keeps_the_watermark() {
 
 #[test]
 fn a_pool_keeps_giving_keys_after_a_rotation_without_a_restart() {
-    let temp = tempfile::tempdir().unwrap();
+    let (temp, store) = pooled_store(3);
     let dir = temp.path();
-    let store = open(dir);
-    store.start_pool(3).unwrap();
     let before = key_for(&store, "before", None);
     store.rotate_master_key(&second_master()).unwrap();
     // The next pooled key was wrapped under the old master when the pool was made.
