@@ -539,12 +539,7 @@ pub fn decode_view(
 pub fn decode_public_view(bytes: &[u8]) -> Result<RecordView, RecordError> {
     let record: RecordIn<'_> = serde_json::from_slice(bytes)?;
     check_schema(record.schema_version)?;
-    let mut data: Map<String, Value> = serde_json::from_str(record.data.get())?;
-    if let Some(event_type) = EventType::parse(record.event_type) {
-        for field in event_type.personal_fields() {
-            data.remove(*field);
-        }
-    }
+    let data = public_data(record.event_type, record.data)?.into_map()?;
     Ok(RecordView {
         schema_version: record.schema_version,
         event_id: record.event_id,
@@ -573,14 +568,28 @@ pub struct PublicRecord<'a> {
 }
 
 /// A record's data without personal fields: its stored JSON as it is when that names none
-/// of them (the usual case: sealed records keep them in `personal`), else parsed with them
-/// taken out (plain records). Serializes to the same bytes either way.
+/// of them (every record this build writes keeps them in `personal`, sealed or plain), else
+/// parsed with them taken out (records written before personal data was kept apart).
+/// Serializes to the same bytes either way.
 #[derive(Debug)]
 pub enum PublicData<'a> {
     /// The stored JSON, which holds no personal field.
     Stored(&'a RawValue),
     /// The data with the personal fields removed.
     Filtered(Map<String, Value>),
+}
+
+impl PublicData<'_> {
+    /// The data as a JSON object.
+    ///
+    /// # Errors
+    /// [`RecordError`] when stored data is not a JSON object.
+    pub fn into_map(self) -> Result<Map<String, Value>, RecordError> {
+        match self {
+            PublicData::Stored(raw) => Ok(serde_json::from_str(raw.get())?),
+            PublicData::Filtered(map) => Ok(map),
+        }
+    }
 }
 
 impl Serialize for PublicData<'_> {
@@ -613,16 +622,7 @@ struct PublicIn<'a> {
 pub fn decode_public(bytes: &[u8]) -> Result<PublicRecord<'_>, RecordError> {
     let record: PublicIn<'_> = serde_json::from_slice(bytes)?;
     check_schema(record.schema_version)?;
-    let personal = EventType::parse(record.event_type).map_or(&[][..], EventType::personal_fields);
-    let data = if may_name_any(record.data.get(), personal) {
-        let mut data: Map<String, Value> = serde_json::from_str(record.data.get())?;
-        for field in personal {
-            data.shift_remove(*field);
-        }
-        PublicData::Filtered(data)
-    } else {
-        PublicData::Stored(record.data)
-    };
+    let data = public_data(record.event_type, record.data)?;
     Ok(PublicRecord {
         event_id: record.event_id,
         source: record.source,
@@ -630,6 +630,20 @@ pub fn decode_public(bytes: &[u8]) -> Result<PublicRecord<'_>, RecordError> {
         time: record.time,
         data,
     })
+}
+
+/// A record's `data` without the personal fields of `event_type`: as stored when it names
+/// none of them, else parsed and filtered (the other fields keep their order).
+fn public_data<'a>(event_type: &str, data: &'a RawValue) -> Result<PublicData<'a>, RecordError> {
+    let personal = EventType::parse(event_type).map_or(&[][..], EventType::personal_fields);
+    if !may_name_any(data.get(), personal) {
+        return Ok(PublicData::Stored(data));
+    }
+    let mut data: Map<String, Value> = serde_json::from_str(data.get())?;
+    for field in personal {
+        data.shift_remove(*field);
+    }
+    Ok(PublicData::Filtered(data))
 }
 
 /// Whether the JSON text `json` may hold a key named one of `names`: false only when none of
