@@ -26,8 +26,9 @@
 //!   master key (an HMAC under the master key of a fixed label: the store tells a wrong master
 //!   key from corruption without revealing anything), and the contact-index and public-id
 //!   secrets, each wrapped under the master key.
-//! - **Slots**, appended: a *pooled key* slot holds a key made ahead for a loop to come; a *key* slot holds a loop id (at most 128 bytes), the loop's data key
-//!   wrapped under the master key (XChaCha20-Poly1305: 24-byte nonce, 32-byte ciphertext, 16-byte
+//! - **Slots**, appended: a *pooled key* slot holds a key made ahead for a loop to come; a
+//!   *key* slot holds a loop id (at most 128 bytes), the loop's data key wrapped under the
+//!   master key (XChaCha20-Poly1305: 24-byte nonce, 32-byte ciphertext, 16-byte
 //!   tag, with associated data binding the loop id and key id, so a wrapped key moved to another
 //!   slot does not unwrap) and optionally the loop's first contact digest; a *contact* slot adds
 //!   another contact digest to a loop; a *tombstone* slot records that a loop without keys was

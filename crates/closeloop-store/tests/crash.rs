@@ -13,10 +13,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
-
-use std::sync::Arc;
 
 use closeloop_domain::{LoopEvent, LoopId};
 use closeloop_keys::{FileKeyStore, KeyStore, MasterKey};

@@ -21,7 +21,6 @@ use tokio::sync::{oneshot, watch};
 use crate::properties::dump;
 use crate::{Log, all, ids_of, ts};
 
-/// Ten entries over three loops.
 /// A sled store in `dir/log` holding the ten entries of [`ten`].
 async fn ten_in_a_store(dir: &std::path::Path) -> (Arc<SledStore>, Log) {
     let store = Arc::new(SledStore::open(&dir.join("log"), &SledStoreOptions::default()).unwrap());
@@ -30,6 +29,7 @@ async fn ten_in_a_store(dir: &std::path::Path) -> (Arc<SledStore>, Log) {
     (store, log)
 }
 
+/// Ten entries over three loops.
 fn ten() -> Log {
     let mut log = Log::default();
     log.feedback("a", "2026-11-23T09:00:00Z", "rxx/site-a")
