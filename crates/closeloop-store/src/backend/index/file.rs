@@ -16,9 +16,7 @@
 
 use std::collections::HashMap;
 
-use hashbrown::HashTable;
-
-use super::{ByEntry, Index, Keys, LoopRow, Loops, spread};
+use super::{ByEntry, Index, Keys, LoopRow, Loops};
 use crate::LoopIds;
 use crate::chain::Hash;
 use crate::merkle::MerkleIndex;
@@ -85,13 +83,11 @@ impl Index {
         }
 
         out.len(entries);
-        (0..entries).for_each(|at| out.u32(self.keys.digests.get(at)));
-        let far_keys: Vec<(u32, u64)> = self
-            .keys
-            .far
-            .iter()
-            .flat_map(|(&digest, positions)| positions.iter().map(move |&p| (digest, p)))
-            .collect();
+        self.keys
+            .digests_by_entry(entries)
+            .into_iter()
+            .for_each(|digest| out.u32(digest));
+        let far_keys: Vec<(u32, u64)> = self.keys.far().collect();
         out.len(far_keys.len());
         for (digest, position) in far_keys {
             out.u32(digest);
@@ -161,7 +157,17 @@ impl Index {
             .map(|pair| (le_u64(&pair[..8]), le_u64(&pair[8..])))
             .collect();
 
-        let digests = per_entry(input.items(4)?, entries, "key digests")?;
+        let digests = input.items(4)?;
+        if digests.len() / 4 != entries {
+            return Err(format!(
+                "it holds {} key digests for {entries} entries",
+                digests.len() / 4
+            ));
+        }
+        let digests: Vec<u32> = digests
+            .chunks_exact(4)
+            .map(|value| u32::from_le_bytes(value.try_into().expect("4 bytes")))
+            .collect();
         let mut far_keys: HashMap<u32, Vec<u64>> = HashMap::new();
         for pair in input.items(12)?.chunks_exact(12) {
             let digest = u32::from_le_bytes(pair[..4].try_into().expect("4 bytes"));
@@ -181,11 +187,11 @@ impl Index {
             ));
         }
 
-        // The two hash tables are independent: build them on both cores.
-        let (ids, table) = std::thread::scope(|scope| {
+        // The loop table and the keys are independent: build them on both cores.
+        let (ids, keys) = std::thread::scope(|scope| {
             let ids = scope.spawn(|| LoopIds::from_parts(id_bytes, &id_ends));
-            let table = key_table(&digests, entries);
-            (ids.join().expect("building the loop table panicked"), table)
+            let keys = Keys::from_parts(&digests, far_keys);
+            (ids.join().expect("building the loop table panicked"), keys)
         });
         let index = Index {
             loops: Loops {
@@ -194,11 +200,7 @@ impl Index {
                 back,
                 far_back,
             },
-            keys: Keys {
-                digests,
-                table,
-                far: far_keys,
-            },
+            keys,
             merkle,
         };
         Ok(IndexFile {
@@ -207,20 +209,6 @@ impl Index {
             head_hash,
         })
     }
-}
-
-/// The table from key digest to entry, for the entries the table holds (positions up to
-/// `u32::MAX + 1`; later ones are in `far`).
-fn key_table(digests: &ByEntry, entries: usize) -> HashTable<u32> {
-    let in_table = entries.min(1 << 32);
-    let mut table = HashTable::with_capacity(in_table);
-    for at in 0..in_table {
-        let at = u32::try_from(at).expect("bounded above");
-        table.insert_unique(spread(digests.get(at as usize)), at, |&other| {
-            spread(digests.get(other as usize))
-        });
-    }
-    table
 }
 
 fn per_entry(bytes: &[u8], entries: usize, what: &str) -> Result<ByEntry, String> {

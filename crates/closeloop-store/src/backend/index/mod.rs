@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use closeloop_domain::LoopId;
-use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
 
 use crate::LoopIds;
@@ -14,14 +13,16 @@ use crate::chain::Hash;
 use crate::merkle::MerkleIndex;
 
 mod file;
+mod keys;
 
 pub use file::{INDEX_FILE_VERSION, IndexFile};
+use keys::Keys;
 
 /// Where every loop's entries are and which idempotency keys are taken.
 ///
 /// Memory, at a million loops of five entries each: about 80 bytes a loop (its id once, its
-/// head, a table slot) and 12 to 16 bytes an entry (how far back its loop's previous entry is,
-/// its key's digest, a table slot): 160 MiB at 4.9 million entries, where maps of owned ids,
+/// head, a table slot) and 10 to 11 bytes an entry (how far back its loop's previous entry
+/// is, 6 for its key; see [`Keys`]): 130 MiB at 4.9 million entries, where maps of owned ids,
 /// lists of positions and 16-byte keys took 350 MiB.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -208,55 +209,6 @@ fn entry_at(position: u64) -> usize {
     usize::try_from(position.saturating_sub(1)).expect("positions fit in memory")
 }
 
-/// Every idempotency key, as 32 bits of its digest per entry, and a table from digest to
-/// positions: 8 to 12 bytes a key. A hit is only a candidate (two keys in a few billion share
-/// 32 bits): callers confirm it against the entry's header, so a collision can never
-/// misreport a duplicate, and keys whose digests collide all stay findable.
-#[derive(Debug, Default)]
-struct Keys {
-    /// By position - 1: the digest of the entry's key (0 where no entry is known).
-    digests: ByEntry,
-    /// Positions - 1, hashed by their digest.
-    table: HashTable<u32>,
-    /// Positions past `u32::MAX + 1`, which `table` cannot hold, by digest.
-    far: HashMap<u32, Vec<u64>>,
-}
-
-impl Keys {
-    fn insert(&mut self, digest: u32, position: u64) {
-        match u32::try_from(entry_at(position)) {
-            Ok(at) => {
-                self.digests.set(at as usize, digest);
-                let digests = &self.digests;
-                self.table.insert_unique(spread(digest), at, |&other| {
-                    spread(digests.get(other as usize))
-                });
-            }
-            Err(_) => self.far.entry(digest).or_default().push(position),
-        }
-    }
-
-    fn candidates(&self, digest: u32) -> Vec<u64> {
-        let mut positions: Vec<u64> = self
-            .table
-            .iter_hash(spread(digest))
-            .filter(|&&at| self.digests.get(at as usize) == digest)
-            .map(|&at| u64::from(at) + 1)
-            .collect();
-        positions.sort_unstable();
-        if let Some(far) = self.far.get(&digest) {
-            positions.extend_from_slice(far);
-        }
-        positions
-    }
-}
-
-/// A table hash from 32 bits of a digest: they are uniform already, and the multiplication
-/// spreads them over the high bits the table also reads.
-fn spread(digest: u32) -> u64 {
-    u64::from(digest).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
 fn key_digest(source: &str, event_id: &str) -> u32 {
     let mut hasher = Sha256::new();
     hasher.update((source.len() as u64).to_be_bytes());
@@ -269,22 +221,6 @@ fn key_digest(source: &str, event_id: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_whose_digests_collide_all_stay_findable_oldest_first() {
-        let mut keys = Keys::default();
-        keys.insert(7, 42);
-        keys.insert(7, 10);
-        keys.insert(7, 99);
-        keys.insert(8, 11);
-        keys.insert(7, u64::from(u32::MAX) + 7);
-        assert_eq!(
-            keys.candidates(7),
-            vec![10, 42, 99, u64::from(u32::MAX) + 7]
-        );
-        assert_eq!(keys.candidates(8), vec![11]);
-        assert_eq!(keys.candidates(9), Vec::<u64>::new());
-    }
 
     #[test]
     fn values_by_entry_span_chunks_and_default_to_zero() {
