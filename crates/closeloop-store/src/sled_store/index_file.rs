@@ -127,6 +127,8 @@ fn index_entries_after(
     let mut head = after;
     let mut damage = None;
     let backend = |err: sled::Error| StoreError::Backend(err.to_string());
+    // The keys join the index when `entries` is dropped, on every path out of this function.
+    let mut entries = index.bulk();
     for item in tree.range(keys::key(after + 1)..=keys::key(u64::MAX)) {
         let (key, value) = item.map_err(backend)?;
         let position = keys::position_of(&key)?;
@@ -143,7 +145,7 @@ fn index_entries_after(
         });
         match header {
             Ok((header, loop_id)) => {
-                index.insert(
+                entries.insert(
                     &loop_id,
                     header.source,
                     header.event_id,
@@ -157,5 +159,6 @@ fn index_entries_after(
             }
         }
     }
+    drop(entries);
     Ok((index, head, damage))
 }

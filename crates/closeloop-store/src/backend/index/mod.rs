@@ -47,6 +47,16 @@ impl Index {
         self.merkle.push(&hash);
     }
 
+    /// Records many entries in position order, as [`insert`](Self::insert) does one by one,
+    /// but sorts their idempotency keys into place once, when the returned [`Bulk`] is
+    /// dropped: for opening a store, which adds millions.
+    pub fn bulk(&mut self) -> Bulk<'_> {
+        Bulk {
+            index: self,
+            keys: Vec::new(),
+        }
+    }
+
     /// The positions that may hold an idempotency key, oldest first: each is to be confirmed
     /// against its entry by the caller. Almost always none or one.
     pub fn candidates_for_key(&self, source: &str, event_id: &str) -> Vec<u64> {
@@ -72,6 +82,36 @@ impl Index {
     /// How many loops there are.
     pub fn loop_count(&self) -> usize {
         self.loops.rows.len()
+    }
+}
+
+/// Entries being added to an [`Index`] in bulk (see [`Index::bulk`]); their idempotency keys
+/// join the index when this is dropped.
+#[derive(Debug)]
+pub struct Bulk<'i> {
+    index: &'i mut Index,
+    keys: Vec<(u32, u64)>,
+}
+
+impl Bulk<'_> {
+    /// Records an entry; entries must arrive in position order.
+    pub fn insert(
+        &mut self,
+        loop_id: &LoopId,
+        source: &str,
+        event_id: &str,
+        position: u64,
+        hash: Hash,
+    ) {
+        self.index.loops.insert(loop_id.as_str(), position, hash);
+        self.keys.push((key_digest(source, event_id), position));
+        self.index.merkle.push(&hash);
+    }
+}
+
+impl Drop for Bulk<'_> {
+    fn drop(&mut self) {
+        self.index.keys.extend(&self.keys);
     }
 }
 
