@@ -42,8 +42,13 @@ impl Index {
         position: u64,
         hash: Hash,
     ) {
-        self.loops.insert(loop_id.as_str(), position, hash);
+        self.insert_without_key(loop_id, position, hash);
         self.keys.insert(key_digest(source, event_id), position);
+    }
+
+    /// Records an entry's loop link and Merkle leaf; the caller adds its key.
+    fn insert_without_key(&mut self, loop_id: &LoopId, position: u64, hash: Hash) {
+        self.loops.insert(loop_id.as_str(), position, hash);
         self.merkle.push(&hash);
     }
 
@@ -103,9 +108,8 @@ impl Bulk<'_> {
         position: u64,
         hash: Hash,
     ) {
-        self.index.loops.insert(loop_id.as_str(), position, hash);
+        self.index.insert_without_key(loop_id, position, hash);
         self.keys.push((key_digest(source, event_id), position));
-        self.index.merkle.push(&hash);
     }
 }
 
