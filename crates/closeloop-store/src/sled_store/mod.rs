@@ -39,7 +39,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, mpsc as std_mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use closeloop_domain::LoopId;
 use closeloop_keys::KeyStore;
@@ -56,8 +56,8 @@ use crate::{
     AppendError, AppendOutcome, AppendRequest, Committed, EventStore, StoreError, StoredEvent,
 };
 
-/// How long [`SledStore::close`] waits for a store that stopped after a failure to release
-/// its directory.
+/// How long [`SledStore::close`] waits for sled to release the store's directory: for a
+/// store that stopped after a failure, or for sled's own I/O threads to finish the last write.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The on-disk format this build writes and reads.
@@ -364,7 +364,7 @@ impl SledStore {
         let log = std::fs::File::open(&log_path).map_err(|err| {
             StoreError::Backend(format!("cannot open {}: {err}", log_path.display()))
         })?;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let index_file::Opened {
             index,
             head,
@@ -452,9 +452,9 @@ impl SledStore {
     /// to finish and flushes: afterwards the directory can be opened again.
     ///
     /// A store that stopped after a failure skips the final flush (the disk already failed
-    /// it once) and waits at most a few seconds (`RELEASE_DEADLINE`) for sled to let go of the directory,
-    /// so closing never hangs on a broken disk; then the directory may stay locked until the
-    /// process exits.
+    /// it once). Either way closing waits at most a few seconds (`RELEASE_DEADLINE`) for sled
+    /// to let go of the directory, so it never hangs on a broken disk; after that the
+    /// directory may stay locked until the process exits (logged).
     pub async fn close(self) {
         let Self {
             shared,
@@ -469,36 +469,87 @@ impl SledStore {
                 // we could act on.
                 let _ = thread.join();
             }
-            if shared.stopped().is_some() {
-                let (released, wait) = std_mpsc::channel();
-                if let Ok(mut slot) = shared.released.lock() {
-                    *slot = Some(released);
-                }
+            let deadline = Instant::now() + RELEASE_DEADLINE;
+            let lock_file = shared.dir.join("db");
+            let closed = if shared.stopped().is_some() {
+                release_stopped(shared, deadline);
+                Ok(())
+            } else {
+                let closed = finish(&shared);
                 drop(shared);
-                if wait.recv_timeout(RELEASE_DEADLINE).is_err() {
-                    tracing::warn!(
-                        "the failed disk did not let go of the event store within {} s; it stays locked until the process exits",
-                        RELEASE_DEADLINE.as_secs()
-                    );
-                }
-                return Ok(());
+                closed
+            };
+            // Dropping sled's handles is not enough: its I/O threads may still hold the
+            // directory's lock for the write they just finished. Waiting for it here is what
+            // lets the caller open the directory again at once.
+            if !wait_until_unlocked(&lock_file, deadline) {
+                tracing::warn!(
+                    "the event store's directory was still locked {} s after closing; it stays locked until the process exits",
+                    RELEASE_DEADLINE.as_secs()
+                );
             }
-            shared.make_durable().map_err(|err| format!("final flush failed: {err}"))?;
-            if let Some(keys) = &shared.keys {
-                // Every pooled key given so far is its loop's on disk: the next open reads
-                // no records to recover assignments.
-                keys.sync_assignments(shared.durable_head())
-                    .map_err(|err| format!("syncing the key store failed: {err}"))?;
-            }
-            // Everything applied is durable and nothing more will be: the index now describes
-            // the log exactly, and the next open starts from it.
-            let head = shared.durable_head();
-            index_file::save(shared.tree(), &shared.dir, &shared.index(), head)
-                .map_err(|err| format!("{err}; the next open rebuilds the index from the log"))
+            closed
         })
         .await;
         if let Ok(Err(err)) = joined {
             tracing::error!(%err, "closing the event store");
+        }
+    }
+}
+
+/// The last steps of closing a store that did not fail: flush, sync the key store, save the
+/// index file.
+fn finish(shared: &Shared) -> Result<(), String> {
+    shared
+        .make_durable()
+        .map_err(|err| format!("final flush failed: {err}"))?;
+    if let Some(keys) = &shared.keys {
+        // Every pooled key given so far is its loop's on disk: the next open reads no
+        // records to recover assignments.
+        keys.sync_assignments(shared.durable_head())
+            .map_err(|err| format!("syncing the key store failed: {err}"))?;
+    }
+    // Everything applied is durable and nothing more will be: the index now describes the log
+    // exactly, and the next open starts from it.
+    let head = shared.durable_head();
+    index_file::save(shared.tree(), &shared.dir, &shared.index(), head)
+        .map_err(|err| format!("{err}; the next open rebuilds the index from the log"))
+}
+
+/// Drops a stopped store's sled handles on a thread of their own (see `Shared`'s `Drop`) and
+/// waits for that until `deadline`.
+fn release_stopped(shared: Arc<Shared>, deadline: Instant) {
+    let (released, wait) = std_mpsc::channel();
+    if let Ok(mut slot) = shared.released.lock() {
+        *slot = Some(released);
+    }
+    drop(shared);
+    let left = deadline.saturating_duration_since(Instant::now());
+    if wait.recv_timeout(left).is_err() {
+        tracing::warn!(
+            "the failed disk did not let go of the event store within {} s",
+            RELEASE_DEADLINE.as_secs()
+        );
+    }
+}
+
+/// Waits until no one holds sled's exclusive lock on `lock_file` (or `deadline` passes):
+/// true once it is free. A lock file that cannot be opened or locked for another reason than
+/// "someone holds it" counts as free: opening the store will say what is wrong.
+fn wait_until_unlocked(lock_file: &Path, deadline: Instant) -> bool {
+    let Ok(file) = std::fs::File::open(lock_file) else {
+        return true;
+    };
+    loop {
+        match file.try_lock() {
+            // Closing `file` (on return) releases the lock just taken.
+            Ok(()) | Err(std::fs::TryLockError::Error(_)) => return true,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 }
