@@ -170,11 +170,22 @@ impl Node {
             old_prefix: &[u8],
             old_hi: &[u8],
             suffix_truncation: bool,
+            min_right: usize,
         ) -> (IVec, u8, Vec<IVec>, Vec<T>)
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
+            // Closeloop: the rightmost node of a level (no upper bound) gives the new
+            // node only as many entries as keeps it from being merged straight back
+            // (`min_right`), so that keys appended in ascending order (the event log's
+            // positions) leave full nodes behind them instead of half-full ones. Other
+            // nodes split in the middle, as upstream.
+            let middle = keys.len() / 2 + 1;
+            let split_point = if old_hi.is_empty() {
+                keys.len().saturating_sub(min_right).max(middle)
+            } else {
+                middle
+            };
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -241,6 +252,8 @@ impl Node {
             )
         }
 
+        // One more than the most entries a node is merged with.
+        let min_right = self.merge_threshold();
         let prefixed_lo = &self.lo[..self.prefix_len as usize];
         let prefixed_hi = &self.hi;
         let (split, right_prefix_len, right_data) = match self.data {
@@ -252,6 +265,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
+                        min_right,
                     );
 
                 (
@@ -271,6 +285,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         true,
+                        min_right,
                     );
 
                 (
@@ -597,12 +612,13 @@ impl Node {
     }
 
     pub(crate) fn should_split(&self) -> bool {
+        // Closeloop: leaves split above 24 entries (upstream 16), see `split`.
         let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
             2
         } else if self.data.is_index() {
             256
         } else {
-            16
+            24
         };
 
         let size_checks = self.data.len() > threshold;
@@ -611,16 +627,19 @@ impl Node {
         size_checks && safety_checks
     }
 
-    pub(crate) fn should_merge(&self) -> bool {
-        let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
+    /// A node with fewer entries than this is merged into its left sibling.
+    fn merge_threshold(&self) -> usize {
+        if cfg!(any(test, feature = "lock_free_delays")) {
             1
         } else if self.data.is_index() {
             64
         } else {
             4
-        };
+        }
+    }
 
-        let size_checks = self.data.len() < threshold;
+    pub(crate) fn should_merge(&self) -> bool {
+        let size_checks = self.data.len() < self.merge_threshold();
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
