@@ -6,7 +6,8 @@
 //!   loop in a *slot* (a dense `u32` handed out as loops are received): a 32-byte hot half that
 //!   filters and stats read (`received_at`, stage, channel and interned ids of the org unit,
 //!   theme list, tag list and rating set) and a cold half only summaries read (the other
-//!   times, the version). Names are interned once (`intern`).
+//!   times, the version, the public id; packed into 56 bytes). Names are interned once
+//!   (`intern`).
 //! - `index` keeps a bitmap of slots per filter value (status, stage, channel, each org unit
 //!   *prefix*, theme, seldom-heard tag) and the (`received_at`, `loop_id`) order as a B-tree of
 //!   small bitmap buckets. [`ReadModels::list`] intersects bitmaps and walks the order from the

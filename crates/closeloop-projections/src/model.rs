@@ -16,7 +16,7 @@ use crate::limits::{
 };
 use crate::published::{NewestFirst, PublicKey, PublishedIndex};
 use crate::record::{
-    CONSENT, Cold, HAS_CHANGE, HAS_OUTCOME, Hot, Ts, When, channel_index, stage_index,
+    CONSENT, Cold, ColdTable, HAS_CHANGE, HAS_OUTCOME, Hot, Ts, When, channel_index, stage_index,
 };
 use crate::timing::Timing;
 
@@ -41,7 +41,7 @@ pub struct ReadModels {
     pub(crate) checkpoint_hash: Hash,
     pub(crate) ids: LoopIds,
     pub(crate) hot: Vec<Hot>,
-    pub(crate) cold: Vec<Cold>,
+    pub(crate) cold: ColdTable,
     /// Org unit paths *and* all their prefixes.
     pub(crate) orgs: Names,
     pub(crate) themes: Names,
@@ -80,7 +80,7 @@ impl Default for ReadModels {
             checkpoint_hash: Hash::ZERO,
             ids: LoopIds::default(),
             hot: Vec::new(),
-            cold: Vec::new(),
+            cold: ColdTable::default(),
             orgs: Names::default(),
             themes: Names::default(),
             tags: Names::default(),
@@ -240,7 +240,7 @@ impl ReadModels {
 
     pub(crate) fn state_of(&self, slot: u32) -> LoopState {
         let hot = &self.hot[slot as usize];
-        let cold = &self.cold[slot as usize];
+        let cold = &self.cold.get(slot as usize);
         let received = hot.received();
         LoopState {
             version: cold.version,
@@ -356,7 +356,7 @@ impl ReadModels {
                 }
                 self.changes.remove(&slot);
                 let before = std::mem::replace(&mut self.hot[slot as usize], hot);
-                self.cold[slot as usize] = cold;
+                self.cold.set(slot as usize, cold);
                 (slot, Some(before))
             }
             None => {
@@ -373,7 +373,7 @@ impl ReadModels {
     /// Mirrors `closeloop_domain::apply` for every event but `feedback.received`.
     fn advance(&mut self, slot: u32, entry: &StoredEvent, event: &Event) {
         let i = slot as usize;
-        let (mut hot, mut cold) = (self.hot[i], self.cold[i]);
+        let (mut hot, mut cold) = (self.hot[i], self.cold.get(i));
         let before = hot;
         let shown_before = self.shown(slot);
         cold.version = entry.version;
@@ -446,7 +446,7 @@ impl ReadModels {
             self.withdraw(slot, place);
         }
         self.hot[i] = hot;
-        self.cold[i] = cold;
+        self.cold.set(i, cold);
         self.publish_if_due(slot);
         if self.shown(slot) != shown_before {
             self.published_version = entry.position;
@@ -464,7 +464,7 @@ impl ReadModels {
     }
 
     fn published_key(&self, slot: u32) -> Option<NewestFirst> {
-        let (hot, cold) = (&self.hot[slot as usize], &self.cold[slot as usize]);
+        let (hot, cold) = (&self.hot[slot as usize], &self.cold.get(slot as usize));
         if !Self::is_published(hot, cold) {
             return None;
         }
@@ -505,7 +505,7 @@ impl ReadModels {
             place,
             lists.distinct(hot[slot as usize].themes),
             places,
-            |s| NewestFirst::of(&cold[s as usize]),
+            |s| NewestFirst::of(&cold.get(s as usize)),
         );
     }
 
@@ -672,7 +672,7 @@ impl ReadModels {
         {
             let tables = Tables::new(orgs, lists, ratings, rating_names);
             let i = slot as usize;
-            timing.update(slot, &hot[i], &cold[i], before, &tables);
+            timing.update(slot, &hot[i], &cold.get(i), before, &tables);
         }
     }
 }

@@ -437,7 +437,7 @@ impl ReadModels {
             })
             .transpose()?;
         let limit = limit.max(1);
-        let place_of = |slot: u32| NewestFirst::of(&self.cold[slot as usize]);
+        let place_of = |slot: u32| NewestFirst::of(&self.cold.get(slot as usize));
         let mut trace = Trace::default();
         let (slots, more) = if filter.is_empty() {
             self.published.first(cursor.as_ref(), limit)

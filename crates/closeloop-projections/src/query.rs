@@ -230,7 +230,7 @@ impl ReadModels {
     fn summary_of(&self, slot: u32, now: Timestamp, sla: &Sla) -> LoopSummary {
         let loop_id = LoopId::parse(self.ids.get(slot)).expect("stored loop ids are valid");
         let mut summary = LoopSummary::of(loop_id, self.state_of(slot), now, sla);
-        summary.public_id = crate::PublicKey::from_bytes(self.cold[slot as usize].public_id)
+        summary.public_id = crate::PublicKey::from_bytes(self.cold.get(slot as usize).public_id)
             .as_str()
             .to_owned();
         summary

@@ -4,6 +4,8 @@
 //! bytes), [`Cold`] what only a loop's summary needs. Scans over a million loops touch the
 //! hot half only.
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +219,136 @@ impl Cold {
     }
 }
 
+/// Every loop's [`Cold`] half by slot, packed into 56 bytes a loop instead of 72: each time as
+/// nanoseconds since 1970 in one `i64` (exact from 1678 to 2262) and the version in 32 bits.
+/// A record that does not fit (an instant outside those years, a version past four billion)
+/// is kept whole on the side, so every record reads back exactly as it was stored.
+#[derive(Debug, Default)]
+pub(crate) struct ColdTable {
+    packed: Vec<PackedCold>,
+    /// The records [`PackedCold`] cannot hold, by slot; their packed entry is a marker.
+    whole: HashMap<u32, Cold>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedCold {
+    /// By [`When`]: nanoseconds since 1970, or [`NO_TIME`].
+    times: [i64; 4],
+    public_id: [u8; 16],
+    /// The loop's version, or [`KEPT_WHOLE`].
+    version: u32,
+}
+
+/// A time that is not set, in [`PackedCold::times`].
+const NO_TIME: i64 = i64::MIN;
+/// In [`PackedCold::version`]: the record is in [`ColdTable::whole`].
+const KEPT_WHOLE: u32 = u32::MAX;
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+impl PackedCold {
+    /// The record packed, if packing loses nothing.
+    fn pack(cold: &Cold) -> Option<Self> {
+        let version = u32::try_from(cold.version)
+            .ok()
+            .filter(|&v| v != KEPT_WHOLE)?;
+        let mut times = [NO_TIME; 4];
+        for (i, time) in times.iter_mut().enumerate() {
+            if cold.nanos[i] != NONE_NANOS {
+                *time = cold.secs[i]
+                    .checked_mul(NANOS_PER_SEC)?
+                    .checked_add(i64::from(cold.nanos[i]))
+                    .filter(|&t| t != NO_TIME)?;
+            }
+        }
+        let packed = Self {
+            times,
+            public_id: cold.public_id,
+            version,
+        };
+        // Seconds and nanoseconds of opposite signs (never from a timestamp) would come back
+        // as another pair for the same instant: keep such a record whole.
+        (packed.unpack() == *cold).then_some(packed)
+    }
+
+    fn unpack(&self) -> Cold {
+        let mut secs = [0; 4];
+        let mut nanos = [NONE_NANOS; 4];
+        for (i, &time) in self.times.iter().enumerate() {
+            if time != NO_TIME {
+                // Both truncate towards zero: the nanoseconds get the sign of the seconds,
+                // as jiff keeps them.
+                secs[i] = time / NANOS_PER_SEC;
+                nanos[i] = i32::try_from(time % NANOS_PER_SEC).expect("under a second");
+            }
+        }
+        Cold::from_times(u64::from(self.version), secs, nanos, self.public_id)
+    }
+}
+
+impl ColdTable {
+    pub(crate) fn len(&self) -> usize {
+        self.packed.len()
+    }
+
+    /// The record of `slot`, which must exist.
+    pub(crate) fn get(&self, slot: usize) -> Cold {
+        let packed = &self.packed[slot];
+        if packed.version == KEPT_WHOLE {
+            let slot = u32::try_from(slot).expect("slots are u32");
+            return self.whole[&slot];
+        }
+        packed.unpack()
+    }
+
+    /// Replaces the record of `slot`, which must exist.
+    pub(crate) fn set(&mut self, slot: usize, cold: Cold) {
+        let key = u32::try_from(slot).expect("slots are u32");
+        match PackedCold::pack(&cold) {
+            Some(packed) => {
+                self.packed[slot] = packed;
+                self.whole.remove(&key);
+            }
+            None => {
+                self.packed[slot] = Self::marker(cold.public_id);
+                self.whole.insert(key, cold);
+            }
+        }
+    }
+
+    /// Adds the record of the next slot.
+    pub(crate) fn push(&mut self, cold: Cold) {
+        let slot = self.packed.len();
+        self.packed.push(Self::marker(cold.public_id));
+        self.set(slot, cold);
+    }
+
+    /// Every record in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Cold> + '_ {
+        (0..self.packed.len()).map(|slot| self.get(slot))
+    }
+
+    fn marker(public_id: [u8; 16]) -> PackedCold {
+        PackedCold {
+            times: [NO_TIME; 4],
+            public_id,
+            version: KEPT_WHOLE,
+        }
+    }
+}
+
+impl From<Vec<Cold>> for ColdTable {
+    fn from(records: Vec<Cold>) -> Self {
+        let mut table = Self {
+            packed: Vec::with_capacity(records.len()),
+            whole: HashMap::new(),
+        };
+        for cold in records {
+            table.push(cold);
+        }
+        table
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +358,71 @@ mod tests {
         assert_eq!(std::mem::size_of::<Hot>(), 32);
         // 56 bytes of times and version, and the 16-byte public id.
         assert_eq!(std::mem::size_of::<Cold>(), 72);
+        // Packed: 32 bytes of times, the public id, a 32-bit version.
+        assert_eq!(std::mem::size_of::<PackedCold>(), 56);
+    }
+
+    fn cold_at(version: u64, times: [Option<&str>; 4]) -> Cold {
+        let mut cold = Cold::from_times(version, [0; 4], [NONE_NANOS; 4], [7; 16]);
+        for (i, when) in [
+            When::AcknowledgedAt,
+            When::FirstContactAt,
+            When::ClosedAt,
+            When::CloseClockFrom,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            cold.set(
+                when,
+                times[i].map(|t| Ts::of(t.parse().expect("timestamp"))),
+            );
+        }
+        cold
+    }
+
+    #[test]
+    fn the_cold_table_gives_back_every_record_exactly() {
+        let records = vec![
+            cold_at(1, [None, None, None, Some("2026-11-27T09:30:00Z")]),
+            cold_at(
+                5,
+                [
+                    Some("2026-11-27T09:30:00.000000001Z"),
+                    Some("1969-12-31T23:59:59.5Z"),
+                    Some("1970-01-01T00:00:00Z"),
+                    Some("2262-04-11T23:47:16Z"),
+                ],
+            ),
+            // Outside what 64 bits of nanoseconds hold: kept whole.
+            cold_at(2, [Some("1600-01-01T00:00:00.5Z"), None, None, None]),
+            cold_at(
+                3,
+                [None, None, Some("9999-12-30T00:00:00.999999999Z"), None],
+            ),
+            cold_at(u64::from(u32::MAX), [None; 4]),
+            cold_at(u64::MAX, [None; 4]),
+            // Not from a timestamp: seconds and nanoseconds of opposite signs.
+            Cold::from_times(
+                1,
+                [1, 0, 0, 0],
+                [-5, NONE_NANOS, NONE_NANOS, NONE_NANOS],
+                [1; 16],
+            ),
+        ];
+        let mut table = ColdTable::from(records.clone());
+        assert_eq!(table.iter().collect::<Vec<_>>(), records);
+        assert_eq!(table.whole.len(), 5, "only the records that do not fit");
+        // Records move between packed and whole as they change.
+        table.set(2, records[0]);
+        table.set(0, records[3]);
+        assert_eq!(table.get(2), records[0]);
+        assert_eq!(table.get(0), records[3]);
+        assert_eq!(table.whole.len(), 5);
+        table.set(0, records[1]);
+        assert_eq!(table.whole.len(), 4);
+        assert_eq!(table.get(0), records[1]);
+        assert_eq!(table.len(), records.len());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::daily::{self, Daily, Tables};
 use crate::model::ReadModels;
-use crate::record::{Cold, Hot, Ts, When, clamped_nanos};
+use crate::record::{Cold, ColdTable, Hot, Ts, When, clamped_nanos};
 use crate::stats::{self, Aggregates};
 
 /// The SLA-dependent figures of every slot, for one [`Sla`].
@@ -64,7 +64,7 @@ pub(crate) struct DueLoop {
 }
 
 impl Timing {
-    pub(crate) fn build(sla: &Sla, hot: &[Hot], cold: &[Cold], tables: &Tables<'_>) -> Self {
+    pub(crate) fn build(sla: &Sla, hot: &[Hot], cold: &ColdTable, tables: &Tables<'_>) -> Self {
         let mut timing = Self {
             sla: sla.clone(),
             slots: Vec::with_capacity(hot.len()),
@@ -75,9 +75,9 @@ impl Timing {
             due_before: Mutex::new(None),
             due_today: Mutex::new(None),
         };
-        for (slot, (hot, cold)) in hot.iter().zip(cold).enumerate() {
+        for (slot, (hot, cold)) in hot.iter().zip(cold.iter()).enumerate() {
             let slot = u32::try_from(slot).expect("slots are u32");
-            timing.compute(slot, hot, cold);
+            timing.compute(slot, hot, &cold);
         }
         // The two sets of aggregates read the same figures and nothing of each other: one
         // core each.
@@ -362,7 +362,11 @@ fn due_days_of(slots: &[SlotTiming]) -> BTreeMap<i64, RoaringBitmap> {
 ///
 /// # Errors
 /// A sentence saying what does not agree.
-pub(crate) fn check_slots(slots: &[SlotTiming], hot: &[Hot], cold: &[Cold]) -> Result<(), String> {
+pub(crate) fn check_slots(
+    slots: &[SlotTiming],
+    hot: &[Hot],
+    cold: &ColdTable,
+) -> Result<(), String> {
     if slots.len() != hot.len() {
         return Err("the SLA figures are not one a loop".into());
     }
@@ -372,7 +376,7 @@ pub(crate) fn check_slots(slots: &[SlotTiming], hot: &[Hot], cold: &[Cold]) -> R
     let agree = slots
         .iter()
         .zip(hot)
-        .zip(cold)
+        .zip(cold.iter())
         .all(|((timing, hot), cold)| {
             (!hot.is_closed() || timing.due == i64::MAX)
                 && days_agree(timing.ack, cold.get(When::FirstContactAt))

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plain::{Column, column};
 use crate::daily::{Daily, FlatDaily, TableSizes};
-use crate::record::{Cold, Hot};
+use crate::record::{ColdTable, Hot};
 use crate::stats::{Aggregates, FlatAggregates};
 use crate::timing::{SlotTiming, Timing, check_slots};
 
@@ -85,7 +85,7 @@ impl FiguresIn<'_> {
     pub(super) fn restore(
         &self,
         hot: &[Hot],
-        cold: &[Cold],
+        cold: &ColdTable,
         sizes: &TableSizes,
     ) -> Result<Timing, String> {
         let sla = self.sla.to_sla()?;

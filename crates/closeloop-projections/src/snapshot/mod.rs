@@ -42,10 +42,10 @@ use crate::index::{Order, OrderKey};
 use crate::intern::{Lists, Names, RatingSets, RatingValue};
 use crate::limits::{MAX_CHANGES_PER_LOOP, MAX_DESCRIPTION_BYTES};
 use crate::model::ReadModels;
-use crate::record::{Cold, Hot, Ts};
+use crate::record::{Cold, ColdTable, Hot, Ts};
 
 use figures::{FiguresIn, FiguresOut};
-use plain::{Column, column};
+use plain::{ColdColumn, Column, column};
 
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_VERSION: u8 = 5;
@@ -174,7 +174,7 @@ struct SnapshotOut<'a> {
     id_bytes: &'a str,
     id_ends: Column<'a, u64>,
     hot: Column<'a, Hot>,
-    cold: Column<'a, Cold>,
+    cold: ColdColumn<'a>,
     orgs: Vec<String>,
     themes: Vec<String>,
     tags: Vec<String>,
@@ -229,7 +229,7 @@ impl ReadModels {
             id_bytes: &id_bytes,
             id_ends: Column(&id_ends),
             hot: Column(&self.hot),
-            cold: Column(&self.cold),
+            cold: ColdColumn(&self.cold),
             orgs: self.orgs.to_vec(),
             themes: self.themes.to_vec(),
             tags: self.tags.to_vec(),
@@ -405,7 +405,7 @@ fn records(s: SnapshotIn<'_>, hot: Vec<Hot>, cold: Vec<Cold>) -> Result<ReadMode
     check_tables(&models)?;
     check_records(&models, &hot, &cold)?;
     models.hot = hot;
-    models.cold = cold;
+    models.cold = ColdTable::from(cold);
     for (slot, changes) in s.changes {
         if slot as usize >= n {
             return Err("changes for a loop that does not exist".into());

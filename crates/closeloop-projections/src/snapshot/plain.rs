@@ -2,9 +2,11 @@
 //! million of (loop records, their SLA figures, id offsets) decodes at the speed of copying
 //! memory, where value-by-value decoding would cost a call and a branch per field.
 
+use std::borrow::Borrow;
+
 use serde::{Serialize, Serializer};
 
-use crate::record::{Cold, Hot};
+use crate::record::{Cold, ColdTable, Hot};
 use crate::timing::SlotTiming;
 
 /// A value with a fixed-width little-endian form.
@@ -22,12 +24,26 @@ pub(crate) struct Column<'a, T>(pub(crate) &'a [T]);
 
 impl<T: Plain> Serialize for Column<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(self.0.len() * T::WIDTH);
-        for value in self.0 {
-            value.put(&mut bytes);
-        }
-        serializer.serialize_bytes(&bytes)
+        serializer.serialize_bytes(&column_bytes::<T>(self.0.len(), self.0.iter()))
     }
+}
+
+/// The loops' cold records, written as a [`Column`] of [`Cold`] (the table keeps them packed).
+pub(crate) struct ColdColumn<'a>(pub(crate) &'a ColdTable);
+
+impl Serialize for ColdColumn<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&column_bytes::<Cold>(self.0.len(), self.0.iter()))
+    }
+}
+
+/// `len` values' bytes, one after another.
+fn column_bytes<T: Plain>(len: usize, values: impl Iterator<Item = impl Borrow<T>>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len * T::WIDTH);
+    for value in values {
+        value.borrow().put(&mut bytes);
+    }
+    bytes
 }
 
 /// The values of a byte string written by [`Column`]; `what` names the column in the error.
