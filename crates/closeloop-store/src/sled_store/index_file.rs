@@ -5,7 +5,7 @@
 //! not match the log is ignored and the index rebuilt from every entry header.
 
 use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::{self, BufWriter, ErrorKind};
 use std::path::Path;
 
 use super::keys;
@@ -63,13 +63,16 @@ pub(super) fn save(tree: &sled::Tree, dir: &Path, index: &Index, head: u64) -> R
         ));
     }
     let head_hash = entry_hash(tree, head)?.unwrap_or(Hash::ZERO);
-    let bytes = index.encode_file(head, head_hash);
     let path = dir.join(INDEX_FILE_NAME);
     let partial = dir.join(format!("{INDEX_FILE_NAME}.partial"));
+    // Written as it is encoded: the file (100 MB at a million loops) is never built in memory.
     let written = File::create(&partial)
-        .and_then(|mut file| {
-            file.write_all(&bytes)?;
-            file.sync_all()
+        .and_then(|file| {
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            index.write_file(&mut out, head, head_hash)?;
+            out.into_inner()
+                .map_err(io::IntoInnerError::into_error)?
+                .sync_all()
         })
         .and_then(|()| std::fs::rename(&partial, &path));
     if let Err(err) = written {

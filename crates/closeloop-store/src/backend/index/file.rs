@@ -15,6 +15,7 @@
 //! Merkle block roots, the partial Merkle block; last a CRC-32 of everything before it.
 
 use std::collections::HashMap;
+use std::io::{self, Write};
 
 use super::{ByEntry, Index, Keys, LoopRow, Loops};
 use crate::LoopIds;
@@ -40,8 +41,22 @@ pub struct IndexFile {
 
 impl Index {
     /// The index file's bytes for this index, which covers the log up to `head`, whose entry
-    /// there has `head_hash`. The index must cover exactly positions `1..=head`, none missing.
+    /// there has `head_hash`: [`write_file`](Self::write_file) into memory.
     pub fn encode_file(&self, head: u64, head_hash: Hash) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.write_file(&mut bytes, head, head_hash)
+            .expect("writing to memory does not fail");
+        bytes
+    }
+
+    /// Writes the index file for this index, which covers the log up to `head`, whose entry
+    /// there has `head_hash`, to `out` as it goes: a big index never sits in memory twice.
+    /// The index must cover exactly positions `1..=head`, none missing. Buffer `out`: it is
+    /// written a few bytes at a time.
+    ///
+    /// # Errors
+    /// The first error `out` returns.
+    pub fn write_file(&self, out: impl Write, head: u64, head_hash: Hash) -> io::Result<()> {
         debug_assert_eq!(
             self.merkle.size(),
             head,
@@ -56,52 +71,60 @@ impl Index {
         let (id_bytes, id_ends) = ids.to_parts();
         let (block_roots, partial) = self.merkle.parts();
         let entries = usize::try_from(head).expect("positions fit in memory");
-        let mut out = Writer(Vec::with_capacity(
-            id_bytes.len() + id_ends.len() * 8 + rows.len() * 48 + entries * 8 + 4096,
-        ));
-        out.bytes(MAGIC);
-        out.u32(INDEX_FILE_VERSION);
-        out.u64(head);
-        out.bytes(&head_hash.0);
+        let mut out = Writer {
+            out,
+            crc: crc32fast::Hasher::new(),
+        };
+        out.bytes(MAGIC)?;
+        out.u32(INDEX_FILE_VERSION)?;
+        out.u64(head)?;
+        out.bytes(&head_hash.0)?;
 
-        out.len(id_bytes.len());
-        out.bytes(id_bytes.as_bytes());
-        out.len(id_ends.len());
-        id_ends.iter().for_each(|&end| out.u64(end));
-        out.len(rows.len());
+        out.len(id_bytes.len())?;
+        out.bytes(id_bytes.as_bytes())?;
+        out.len(id_ends.len())?;
+        for &end in &id_ends {
+            out.u64(end)?;
+        }
+        out.len(rows.len())?;
         for row in rows {
-            out.bytes(&row.head_hash.0);
-            out.u64(row.last);
-            out.u64(row.version);
+            out.bytes(&row.head_hash.0)?;
+            out.u64(row.last)?;
+            out.u64(row.version)?;
         }
-        out.len(entries);
-        (0..entries).for_each(|at| out.u32(back.get(at)));
-        out.len(far_back.len());
+        out.len(entries)?;
+        for at in 0..entries {
+            out.u32(back.get(at))?;
+        }
+        out.len(far_back.len())?;
         for (&position, &distance) in far_back {
-            out.u64(position);
-            out.u64(distance);
+            out.u64(position)?;
+            out.u64(distance)?;
         }
 
-        out.len(entries);
-        self.keys
-            .digests_by_entry(entries)
-            .into_iter()
-            .for_each(|digest| out.u32(digest));
+        out.len(entries)?;
+        for digest in self.keys.digests_by_entry(entries) {
+            out.u32(digest)?;
+        }
         let far_keys: Vec<(u32, u64)> = self.keys.far().collect();
-        out.len(far_keys.len());
+        out.len(far_keys.len())?;
         for (digest, position) in far_keys {
-            out.u32(digest);
-            out.u64(position);
+            out.u32(digest)?;
+            out.u64(position)?;
         }
 
-        out.len(block_roots.len());
-        block_roots.iter().for_each(|root| out.bytes(&root.0));
-        out.len(partial.len());
-        partial.iter().for_each(|hash| out.bytes(&hash.0));
+        out.len(block_roots.len())?;
+        for root in block_roots {
+            out.bytes(&root.0)?;
+        }
+        out.len(partial.len())?;
+        for hash in partial {
+            out.bytes(&hash.0)?;
+        }
 
-        let crc = crc32fast::hash(&out.0);
-        out.u32(crc);
-        out.0
+        let crc = out.crc.clone().finalize();
+        out.out.write_all(&crc.to_le_bytes())?;
+        out.out.flush()
     }
 
     /// Reads an index file written by [`encode_file`](Self::encode_file).
@@ -234,20 +257,25 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
 
-struct Writer(Vec<u8>);
+/// Writes sections to `out`, keeping the CRC-32 of everything written.
+struct Writer<W> {
+    out: W,
+    crc: crc32fast::Hasher,
+}
 
-impl Writer {
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
+impl<W: Write> Writer<W> {
+    fn bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc.update(bytes);
+        self.out.write_all(bytes)
     }
-    fn u32(&mut self, value: u32) {
-        self.bytes(&value.to_le_bytes());
+    fn u32(&mut self, value: u32) -> io::Result<()> {
+        self.bytes(&value.to_le_bytes())
     }
-    fn u64(&mut self, value: u64) {
-        self.bytes(&value.to_le_bytes());
+    fn u64(&mut self, value: u64) -> io::Result<()> {
+        self.bytes(&value.to_le_bytes())
     }
-    fn len(&mut self, items: usize) {
-        self.u64(items as u64);
+    fn len(&mut self, items: usize) -> io::Result<()> {
+        self.u64(items as u64)
     }
 }
 
