@@ -74,6 +74,26 @@ fn open(dir: &Path, faults: Option<FaultInjector>) -> SledStore {
     SledStore::open(dir, &options).expect("open store")
 }
 
+/// Opens a store that stopped after a failure and was closed. Closing waits a few seconds for
+/// sled to let go of the directory and then returns anyway (it may be flushing on a slow or
+/// failed disk): on a loaded machine the lock can outlive `close`, so wait for it, up to
+/// [`HANG`].
+async fn open_once_released(dir: &Path) -> SledStore {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        match SledStore::open(dir, &SledStoreOptions::default()) {
+            Ok(store) => return store,
+            Err(err)
+                if err.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("cannot reopen the stopped store: {err}"),
+        }
+    }
+}
+
 fn is_stopped(result: &Result<impl std::fmt::Debug, AppendError>) -> bool {
     matches!(result, Err(AppendError::Store(StoreError::Stopped(_))))
 }
@@ -112,7 +132,7 @@ async fn check_stopped_store(store: SledStore, dir: &Path, acknowledged: usize, 
     assert_eq!(all.len(), acknowledged);
     within("closing a stopped store", store.close()).await;
 
-    let store = open(dir, None);
+    let store = open_once_released(dir).await;
     for n in 0..acknowledged {
         assert!(
             store
