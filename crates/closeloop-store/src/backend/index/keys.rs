@@ -62,17 +62,23 @@ impl Bucket {
     }
 }
 
+/// Where a bucket keeps the key of the entry at `position` (position - 1); `None` past
+/// `u32::MAX + 1`, whose keys are kept in `far`.
+fn bucket_at(position: u64) -> Option<u32> {
+    u32::try_from(position.saturating_sub(1)).ok()
+}
+
 impl Keys {
     pub(super) fn insert(&mut self, digest: u32, position: u64) {
-        match u32::try_from(position.saturating_sub(1)) {
-            Ok(at) => {
+        match bucket_at(position) {
+            Some(at) => {
                 if self.buckets.is_empty() {
                     self.buckets = vec![Bucket::default(); BUCKETS];
                 }
                 let (bucket, low) = split(digest);
                 self.buckets[bucket].insert(low, at);
             }
-            Err(_) => self.far.entry(digest).or_default().push(position),
+            None => self.far.entry(digest).or_default().push(position),
         }
     }
 
@@ -124,13 +130,14 @@ impl Keys {
             return;
         }
         for &(digest, position) in keys {
-            if u32::try_from(position.saturating_sub(1)).is_err() {
+            if bucket_at(position).is_none() {
                 self.far.entry(digest).or_default().push(position);
             }
         }
-        self.add_sorted(keys.iter().filter_map(|&(digest, position)| {
-            Some((digest, u32::try_from(position.saturating_sub(1)).ok()?))
-        }));
+        self.add_sorted(
+            keys.iter()
+                .filter_map(|&(digest, position)| Some((digest, bucket_at(position)?))),
+        );
     }
 
     /// The keys of an index file: `digests` by position - 1 (every one counts, as it did when
