@@ -50,9 +50,10 @@ impl Index {
     }
 
     /// Writes the index file for this index, which covers the log up to `head`, whose entry
-    /// there has `head_hash`, to `out` as it goes: a big index never sits in memory twice.
-    /// The index must cover exactly positions `1..=head`, none missing. Buffer `out`: it is
-    /// written a few bytes at a time.
+    /// there has `head_hash`, to `out` as it goes: the file is never built in memory whole
+    /// (only the loop ids' parts and the keys' digests, 8 bytes an entry or so, are gathered
+    /// first). The index must cover exactly positions `1..=head`, none missing. Buffer `out`:
+    /// it is written a few bytes at a time.
     ///
     /// # Errors
     /// The first error `out` returns.
@@ -122,9 +123,9 @@ impl Index {
             out.bytes(&hash.0)?;
         }
 
-        let crc = out.crc.clone().finalize();
-        out.out.write_all(&crc.to_le_bytes())?;
-        out.out.flush()
+        let Writer { mut out, crc } = out;
+        out.write_all(&crc.finalize().to_le_bytes())?;
+        out.flush()
     }
 
     /// Reads an index file written by [`encode_file`](Self::encode_file).
