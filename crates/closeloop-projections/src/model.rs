@@ -240,7 +240,7 @@ impl ReadModels {
 
     pub(crate) fn state_of(&self, slot: u32) -> LoopState {
         let hot = &self.hot[slot as usize];
-        let cold = &self.cold.get(slot as usize);
+        let cold = self.cold.get(slot as usize);
         let received = hot.received();
         LoopState {
             version: cold.version,
@@ -464,8 +464,8 @@ impl ReadModels {
     }
 
     fn published_key(&self, slot: u32) -> Option<NewestFirst> {
-        let (hot, cold) = (&self.hot[slot as usize], &self.cold.get(slot as usize));
-        if !Self::is_published(hot, cold) {
+        let (hot, cold) = (&self.hot[slot as usize], self.cold.get(slot as usize));
+        if !Self::is_published(hot, &cold) {
             return None;
         }
         let closed = cold.get(When::ClosedAt)?;
