@@ -5,7 +5,8 @@
 //! cost tens of MiB, not hundreds): loop ids once each in [`LoopIds`], where each live key is
 //! kept in a vector by the loop's slot there (8 bytes for a file slot number or a key id, and a
 //! bit saying there is one), the erased flags as bits, each contact digest once, and each
-//! loop's contacts as digest numbers in a map by slot, with no allocation for a loop's first.
+//! loop's first contact as a digest number and where it is kept in vectors by slot (12 bytes;
+//! a map by slot took about 36), further ones in a map by slot.
 
 use std::collections::HashMap;
 
@@ -38,9 +39,11 @@ pub(crate) struct LoopIndex<R> {
     numbers: HashMap<ContactDigest, u32>,
     /// By digest number: the slots of the loops whose live contacts include it, in no order.
     loops_by_digest: Vec<Vec<u32>>,
-    /// Each loop's first live contact (digest number, where it is kept), by slot: most loops
-    /// have one or none.
-    first_contact: HashMap<u32, (u32, R)>,
+    /// Each loop's first live contact's digest number, by slot ([`NO_CONTACT`]: none): most
+    /// loops have one or none.
+    first_contact: Vec<u32>,
+    /// Where each loop's first live contact is kept, by slot (meaningless without one).
+    first_contact_at: Vec<R>,
     /// A loop's further live contacts, by slot.
     more_contacts: HashMap<u32, Vec<(u32, R)>>,
 }
@@ -55,7 +58,8 @@ impl<R> Default for LoopIndex<R> {
             digests: Vec::new(),
             numbers: HashMap::new(),
             loops_by_digest: Vec::new(),
-            first_contact: HashMap::new(),
+            first_contact: Vec::new(),
+            first_contact_at: Vec::new(),
             more_contacts: HashMap::new(),
         }
     }
@@ -67,6 +71,8 @@ impl<R: Copy + Default> LoopIndex<R> {
     pub(crate) fn reserve(&mut self, loops: usize) {
         self.ids.reserve(loops, loops * 16);
         self.keys.reserve(loops);
+        self.first_contact.reserve(loops);
+        self.first_contact_at.reserve(loops);
     }
 
     /// Where the loop's live key is kept.
@@ -97,15 +103,19 @@ impl<R: Copy + Default> LoopIndex<R> {
         let number = match self.numbers.get(&digest) {
             Some(&number) => number,
             None => {
-                let number = u32::try_from(self.digests.len()).expect("fewer than 2^32 digests");
+                let number = u32::try_from(self.digests.len())
+                    .ok()
+                    .filter(|&number| number != NO_CONTACT)
+                    .expect("fewer than 2^32 - 1 digests");
                 self.digests.push(digest);
                 self.loops_by_digest.push(Vec::new());
                 self.numbers.insert(digest, number);
                 number
             }
         };
-        if let std::collections::hash_map::Entry::Vacant(first) = self.first_contact.entry(slot) {
-            first.insert((number, at));
+        if self.first_contact[slot as usize] == NO_CONTACT {
+            self.first_contact[slot as usize] = number;
+            self.first_contact_at[slot as usize] = at;
         } else {
             self.more_contacts
                 .entry(slot)
@@ -125,12 +135,9 @@ impl<R: Copy + Default> LoopIndex<R> {
     /// the store can destroy them.
     pub(crate) fn destroy(&mut self, loop_id: &str) -> LoopEntry<R> {
         let slot = self.slot(loop_id);
-        let numbered: Vec<(u32, R)> = self
-            .first_contact
-            .remove(&slot)
-            .into_iter()
-            .chain(self.more_contacts.remove(&slot).unwrap_or_default())
-            .collect();
+        let numbered: Vec<(u32, R)> = self.contacts_of(slot).collect();
+        self.first_contact[slot as usize] = NO_CONTACT;
+        self.more_contacts.remove(&slot);
         let mut contacts = Vec::with_capacity(numbered.len());
         for (number, at) in numbered {
             let digest = self.digests[number as usize];
@@ -180,9 +187,9 @@ impl<R: Copy + Default> LoopIndex<R> {
 
     /// The loop's live contacts as (digest number, where kept).
     fn contacts_of(&self, slot: u32) -> impl Iterator<Item = (u32, R)> + '_ {
-        self.first_contact
-            .get(&slot)
-            .copied()
+        let first = self.first_contact[slot as usize];
+        (first != NO_CONTACT)
+            .then(|| (first, self.first_contact_at[slot as usize]))
             .into_iter()
             .chain(self.more_contacts.get(&slot).into_iter().flatten().copied())
     }
@@ -192,6 +199,8 @@ impl<R: Copy + Default> LoopIndex<R> {
         let (slot, added) = self.ids.find_or_push(loop_id);
         if added {
             self.keys.push(R::default());
+            self.first_contact.push(NO_CONTACT);
+            self.first_contact_at.push(R::default());
             if self.erased.len() * 64 <= slot as usize {
                 self.erased.push(0);
                 self.has_key.push(0);
@@ -200,6 +209,9 @@ impl<R: Copy + Default> LoopIndex<R> {
         slot
     }
 }
+
+/// In [`LoopIndex::first_contact`]: the loop has no live contact.
+const NO_CONTACT: u32 = u32::MAX;
 
 /// Bit `slot` of `bits`.
 fn bit(bits: &[u64], slot: u32) -> bool {

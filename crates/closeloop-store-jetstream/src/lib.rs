@@ -502,6 +502,26 @@ impl Shared {
         self.confirm_at(at, position, source, event_id).await
     }
 
+    /// The hash of the entry at `position`, in batch `at`; takes no lock.
+    pub(crate) async fn entry_hash_at(
+        &self,
+        at: crate::log::BatchAt,
+        position: u64,
+    ) -> Result<closeloop_store::chain::Hash, StoreError> {
+        let bytes = self.message(at.sequence).await?;
+        let decoded = batch::decode(at.sequence, &bytes)?;
+        let entry = position
+            .checked_sub(decoded.first)
+            .and_then(|offset| decoded.entries.get(usize::try_from(offset).ok()?))
+            .ok_or_else(|| StoreError::Corrupt {
+                position,
+                detail: format!("log stream message {} does not hold the entry", at.sequence),
+            })?;
+        Ok(closeloop_store::backend::entry::decode(position, entry)?
+            .0
+            .hash)
+    }
+
     /// [`confirm_key`](Self::confirm_key) for an entry known to be in batch `at`; takes no lock.
     pub(crate) async fn confirm_at(
         &self,

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use closeloop_domain::LoopId;
 use closeloop_store::backend::commit::Staging;
 use closeloop_store::backend::entry;
-use closeloop_store::backend::index::Index;
+use closeloop_store::backend::index::{HeadHash, Index};
 use closeloop_store::{Hash, StoreError};
 
 use crate::batch;
@@ -163,10 +163,15 @@ impl Log {
             let position = decoded.first + offset as u64;
             let (header, _) = entry::decode(position, bytes)?;
             let loop_id = header.parsed_loop_id(position)?;
-            let (version, head_hash) = heads
-                .get(&loop_id)
-                .copied()
-                .unwrap_or_else(|| self.index.head(&loop_id));
+            let (version, head_hash) = match heads.get(&loop_id) {
+                Some(&head) => head,
+                None => match self.index.head(&loop_id) {
+                    (version, HeadHash::Known(hash)) => (version, hash),
+                    (_, HeadHash::OfEntry(_)) => {
+                        unreachable!("a replica's index keeps every loop's head hash")
+                    }
+                },
+            };
             if header.version != version + 1 || header.prev_hash != head_hash {
                 return Err(StoreError::Corrupt {
                     position,

@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use closeloop_store::backend::commit::{Job, Reply, Staging};
-use closeloop_store::{AppendError, AppendOutcome, StoreError};
+use closeloop_store::backend::commit::{Job, Reply, Staging, StoredEntries};
+use closeloop_store::chain::Hash;
+use closeloop_store::{AppendError, AppendOutcome, Committed, StoreError};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::log::Applied;
+use crate::log::{Applied, Log};
 use crate::{Shared, batch, follower};
 
 /// How many fences in a row one batch may lose to other replicas before its appends fail.
@@ -146,16 +147,15 @@ impl Writer {
     fn stage(&self, batch: &[Job]) -> (Staging, Vec<Result<AppendOutcome, AppendError>>, u64) {
         let log = self.shared.log();
         let mut staging = Staging::new(log.head + 1);
-        let shared = &self.shared;
-        let runtime = &self.runtime;
         // The log stays locked for reading throughout, so this must not lock it again.
-        let mut confirm = |position, source: &str, event_id: &str| match log.batch_of(position) {
-            Some(at) => runtime.block_on(shared.confirm_at(at, position, source, event_id)),
-            None => Ok(None),
+        let stored = StoredBatches {
+            log: &log,
+            shared: &self.shared,
+            runtime: &self.runtime,
         };
         let results = batch
             .iter()
-            .map(|job| staging.stage(&log.index, &job.request, &mut confirm))
+            .map(|job| staging.stage(&log.index, &job.request, &stored))
             .collect();
         let fence = log.applied;
         drop(log);
@@ -255,5 +255,42 @@ fn answer_all(replies: impl Iterator<Item = Reply>, err: &StoreError) {
             other => StoreError::Backend(other.to_string()),
         };
         let _ = reply.send(Err(err.into()));
+    }
+}
+
+/// The log stream's messages as staging reads them, while the writer holds the log for reading.
+/// A replica's index keeps every loop's head hash, so staging reads only idempotency keys here.
+struct StoredBatches<'a> {
+    log: &'a Log,
+    shared: &'a Shared,
+    runtime: &'a Handle,
+}
+
+impl StoredEntries for StoredBatches<'_> {
+    fn confirm_key(
+        &self,
+        position: u64,
+        source: &str,
+        event_id: &str,
+    ) -> Result<Option<Committed>, StoreError> {
+        match self.log.batch_of(position) {
+            Some(at) => self
+                .runtime
+                .block_on(self.shared.confirm_at(at, position, source, event_id)),
+            None => Ok(None),
+        }
+    }
+
+    fn entry_hash(&self, position: u64) -> Result<Hash, StoreError> {
+        let at = self
+            .log
+            .batch_of(position)
+            .ok_or_else(|| StoreError::Corrupt {
+                position,
+                detail: "no log stream message holds the entry, though the index points at it"
+                    .to_owned(),
+            })?;
+        self.runtime
+            .block_on(self.shared.entry_hash_at(at, position))
     }
 }

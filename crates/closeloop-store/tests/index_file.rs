@@ -131,6 +131,56 @@ async fn a_clean_close_lets_the_next_open_start_from_the_index_file() {
 }
 
 #[tokio::test]
+async fn appends_after_opening_from_the_file_chain_onto_each_loops_last_entry() {
+    // The file keeps no head hashes: an append reads its loop's from the log.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path());
+    record_loops(&store, 0, 40).await;
+    store.close().await;
+
+    let store = open(dir.path());
+    assert_eq!(store.indexed_from_file(), 60);
+    for n in (1..40).step_by(2) {
+        let loop_id = format!("loop-{n}");
+        write::record(
+            &store,
+            command(&loop_id, EventType::Acknowledged),
+            origin(&format!("later-a{n}")),
+            None,
+        )
+        .await
+        .expect("acknowledgement of a loop from the file");
+    }
+    // A loop from the file and one new since, twice each.
+    record_loops_keyed(&store, "new-", 40, 41).await;
+    for (n, loop_id) in ["loop-2", "loop-40", "loop-2"].into_iter().enumerate() {
+        let reply = Command {
+            payload: LoopEvent::from_data(
+                EventType::Responded,
+                json!({"by": "pals", "text": "thank you"}),
+            )
+            .expect("valid data"),
+            ..command(loop_id, EventType::Acknowledged)
+        };
+        write::record(&store, reply, origin(&format!("reply-{n}")), None)
+            .await
+            .expect("response");
+    }
+    let report = closeloop_store::verify(&store, None).await.expect("verify");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events, 60 + 20 + 2 + 3);
+    let versions: Vec<u64> = store
+        .read_loop(&LoopId::parse("loop-2").expect("id"))
+        .await
+        .expect("read loop")
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn after_a_stop_without_close_the_old_file_is_used_and_the_rest_read_from_the_log() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(dir.path());

@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     meter.step("read models freed");
 
     // An index of the same shape as the store's: same loops, versions and number of keys.
-    let mut index = Index::default();
+    let mut index = Index::reading_head_hashes();
     let mut after = 0;
     loop {
         let page = store.read_all(after, 8192).await?;

@@ -14,7 +14,7 @@ use closeloop_keys::{ContactDigest, KeyRequest, KeyStore};
 use tokio::sync::oneshot;
 
 use super::entry;
-use super::index::Index;
+use super::index::{HeadHash, Index};
 use crate::chain::{Hash, entry_hash};
 use crate::record;
 use crate::{
@@ -283,9 +283,27 @@ pub(crate) fn seal<'a>(
     Ok(())
 }
 
-/// Reads the stored entry at a position and says whether it carries the idempotency key
-/// (source, event id), and where it was committed.
-pub type ConfirmKey<'a> = dyn FnMut(u64, &str, &str) -> Result<Option<Committed>, StoreError> + 'a;
+/// What staging reads back from the stored log: the [`Index`] holds only digests of
+/// idempotency keys and, in a store that does not keep them, no head hashes.
+pub trait StoredEntries {
+    /// The entry at `position` as a [`Committed`], if its header really carries the
+    /// idempotency key (source, event id); `None` for another key.
+    ///
+    /// # Errors
+    /// The entry cannot be read.
+    fn confirm_key(
+        &self,
+        position: u64,
+        source: &str,
+        event_id: &str,
+    ) -> Result<Option<Committed>, StoreError>;
+
+    /// The hash of the entry at `position`, which the index says is stored.
+    ///
+    /// # Errors
+    /// The entry cannot be read, or is missing ([`StoreError::Corrupt`]).
+    fn entry_hash(&self, position: u64) -> Result<Hash, StoreError>;
+}
 
 /// One entry of a [`Staging`], ready to be written.
 #[derive(Debug)]
@@ -346,24 +364,25 @@ impl Staging {
     }
 
     /// Checks one request against `index` and the requests staged before it and, when it
-    /// passes, stages its entries. Nothing is staged for a request that fails. `confirm` reads
-    /// the stored entry at a position and says whether it carries the key (source, event id):
-    /// the index holds digests of keys, so a hit is only a candidate.
+    /// passes, stages its entries. Nothing is staged for a request that fails. `stored` reads
+    /// back what the index does not hold: whether an entry carries an idempotency key (the
+    /// index holds digests of keys, so a hit is only a candidate), and a loop's head hash where
+    /// the index does not keep it.
     ///
     /// # Errors
-    /// [`AppendError::Conflict`], [`AppendError::IdempotencyMismatch`], or what `confirm` fails
+    /// [`AppendError::Conflict`], [`AppendError::IdempotencyMismatch`], or what `stored` fails
     /// with.
     pub fn stage(
         &mut self,
         index: &Index,
         request: &Prepared,
-        confirm: &mut ConfirmKey<'_>,
+        stored: &dyn StoredEntries,
     ) -> Result<AppendOutcome, AppendError> {
         // Idempotency: all keys known means a repeat of an earlier append; some means misuse,
         // and so does a key bound to another request than this one.
         let mut originals = Vec::with_capacity(request.event_count);
         for (_, event) in request.events() {
-            let original = self.original(index, &event.source, &event.event_id, confirm)?;
+            let original = self.original(index, &event.source, &event.event_id, stored)?;
             if let Some(original) = &original
                 && RequestDigest::conflict(original.request, event.request)
             {
@@ -407,7 +426,10 @@ impl Staging {
         for append in &request.loops {
             let loop_id = append.loop_id.as_str();
             for event in &append.events {
-                let (version, prev_hash) = self.head(index, &append.loop_id);
+                let (version, prev_hash) = match self.head(index, &append.loop_id) {
+                    (version, HeadHash::Known(hash)) => (version, hash),
+                    (version, HeadHash::OfEntry(last)) => (version, stored.entry_hash(last)?),
+                };
                 let version = version + 1;
                 let position = self.next_position();
                 let hash = entry_hash(position, version, loop_id, &prev_hash, &event.record);
@@ -464,12 +486,12 @@ impl Staging {
         }
     }
 
-    /// A loop's (version, head hash), counting what this batch staged.
-    fn head(&self, index: &Index, loop_id: &LoopId) -> (u64, Hash) {
-        self.heads
-            .get(loop_id)
-            .copied()
-            .unwrap_or_else(|| index.head(loop_id))
+    /// A loop's version and head hash, counting what this batch staged.
+    fn head(&self, index: &Index, loop_id: &LoopId) -> (u64, HeadHash) {
+        self.heads.get(loop_id).map_or_else(
+            || index.head(loop_id),
+            |&(version, hash)| (version, HeadHash::Known(hash)),
+        )
     }
 
     /// Where an idempotency key was stored before, in this batch or (confirmed against the
@@ -479,7 +501,7 @@ impl Staging {
         index: &Index,
         source: &str,
         event_id: &str,
-        confirm: &mut ConfirmKey<'_>,
+        stored: &dyn StoredEntries,
     ) -> Result<Option<Committed>, StoreError> {
         if let Some(&at) = self.keys.get(&(source.to_owned(), event_id.to_owned())) {
             let entry = &self.entries[at];
@@ -491,7 +513,7 @@ impl Staging {
             }));
         }
         for position in index.candidates_for_key(source, event_id) {
-            if let Some(confirmed) = confirm(position, source, event_id)? {
+            if let Some(confirmed) = stored.confirm_key(position, source, event_id)? {
                 return Ok(Some(confirmed));
             }
         }

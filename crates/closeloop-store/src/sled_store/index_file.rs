@@ -34,14 +34,14 @@ pub(super) fn open(tree: &sled::Tree, dir: &Path) -> Result<Opened, StoreError> 
     let path = dir.join(INDEX_FILE_NAME);
     let (index, from_file) = match read(tree, &path) {
         Ok(Some(file)) => (file.index, file.head),
-        Ok(None) => (Index::default(), 0),
+        Ok(None) => (Index::reading_head_hashes(), 0),
         Err(reason) => {
             tracing::warn!(
                 path = %path.display(),
                 %reason,
                 "not using the store's index file; rebuilding the index from the whole log"
             );
-            (Index::default(), 0)
+            (Index::reading_head_hashes(), 0)
         }
     };
     let (index, head, damage) = index_entries_after(tree, index, from_file)?;

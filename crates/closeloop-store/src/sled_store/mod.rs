@@ -344,6 +344,25 @@ impl Shared {
     }
 }
 
+/// The writer reads idempotency keys and head hashes back from the tree: the sled store's
+/// index keeps neither whole ([`Index::reading_head_hashes`]). The entries of a batch not yet
+/// flushed are in the tree already, so a loop's last entry is always there to read.
+impl commit::StoredEntries for Shared {
+    fn confirm_key(
+        &self,
+        position: u64,
+        source: &str,
+        event_id: &str,
+    ) -> Result<Option<Committed>, StoreError> {
+        Shared::confirm_key(self, position, source, event_id)
+    }
+
+    fn entry_hash(&self, position: u64) -> Result<crate::chain::Hash, StoreError> {
+        let value = self.entry_bytes(position)?;
+        Ok(entry::decode(position, &value)?.0.hash)
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `path`, rebuilds its in-memory indexes from the log,
     /// and starts its writer thread (and, with a key store, its sealer).

@@ -85,12 +85,8 @@ impl Writer {
         {
             // Only this thread changes the index, so it cannot move while the batch is staged.
             let index = self.shared.index();
-            let shared = &self.shared;
-            let mut confirm = |position, source: &str, event_id: &str| {
-                shared.confirm_key(position, source, event_id)
-            };
             for job in batch {
-                let result = staging.stage(&index, &job.request, &mut confirm);
+                let result = staging.stage(&index, &job.request, &*self.shared);
                 replies.push((job.reply, result));
             }
         }

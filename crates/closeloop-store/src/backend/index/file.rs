@@ -10,14 +10,17 @@
 //!
 //! Layout, little-endian: a 16-byte magic, the version (u32), `head` (u64), the entry hash at
 //! `head` (32 bytes), then sections each led by its length in items (u64): loop id bytes, loop
-//! id ends, loop rows (head hash, last position, version), `head` back-links (u32), far
+//! id ends, loop rows (last position, version), `head` back-links (u32), far
 //! back-links (position, distance), `head` key digests (u32), far keys (digest, position),
 //! Merkle block roots, the partial Merkle block; last a CRC-32 of everything before it.
+//!
+//! The file holds no head hashes (version 1 did, 32 bytes a loop): the index it opens reads
+//! each loop's from the loop's last entry (see [`Index::reading_head_hashes`]).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use super::{ByEntry, Index, Keys, LoopRow, Loops};
+use super::{ByEntry, HeadHashes, Index, Keys, LoopRow, Loops};
 use crate::LoopIds;
 use crate::chain::Hash;
 use crate::merkle::MerkleIndex;
@@ -26,7 +29,7 @@ use crate::merkle::MerkleIndex;
 const MAGIC: &[u8; 16] = b"closeloop-index\n";
 
 /// The layout this build writes and reads; any other is ignored and the index rebuilt.
-pub const INDEX_FILE_VERSION: u32 = 1;
+pub const INDEX_FILE_VERSION: u32 = 2;
 
 /// What an index file holds: the index of the log up to `head`.
 #[derive(Debug)]
@@ -66,6 +69,7 @@ impl Index {
         let Loops {
             ids,
             rows,
+            head_hashes: _,
             back,
             far_back,
         } = &self.loops;
@@ -89,7 +93,6 @@ impl Index {
         }
         out.len(rows.len())?;
         for row in rows {
-            out.bytes(&row.head_hash.0)?;
             out.u64(row.last)?;
             out.u64(row.version)?;
         }
@@ -160,12 +163,11 @@ impl Index {
         let id_bytes = std::str::from_utf8(id_bytes).map_err(|_| "loop ids are not UTF-8")?;
         let id_ends: Vec<u64> = input.items(8)?.chunks_exact(8).map(le_u64).collect();
         let rows: Vec<LoopRow> = input
-            .items(48)?
-            .chunks_exact(48)
+            .items(16)?
+            .chunks_exact(16)
             .map(|row| LoopRow {
-                head_hash: Hash(row[..32].try_into().expect("32 bytes")),
-                last: le_u64(&row[32..40]),
-                version: le_u64(&row[40..48]),
+                last: le_u64(&row[..8]),
+                version: le_u64(&row[8..]),
             })
             .collect();
         if rows.len() != id_ends.len() {
@@ -221,6 +223,7 @@ impl Index {
             loops: Loops {
                 ids: ids?,
                 rows,
+                head_hashes: HeadHashes::InLog,
                 back,
                 far_back,
             },
@@ -319,9 +322,10 @@ mod tests {
     use closeloop_domain::LoopId;
 
     use super::*;
+    use crate::backend::index::HeadHash;
 
     fn sample(entries: u64) -> Index {
-        let mut index = Index::default();
+        let mut index = Index::reading_head_hashes();
         for position in 1..=entries {
             let loop_id = LoopId::parse(&format!("loop-{}", position % 7)).expect("valid id");
             let hash = Hash([u8::try_from(position % 251).expect("small"); 32]);
@@ -350,6 +354,20 @@ mod tests {
         assert_eq!(back.merkle.size(), 700);
         assert_eq!(back.merkle.parts(), index.merkle.parts());
         assert_eq!(back.loop_count(), 7);
+        assert!(!back.keeps_head_hashes());
+    }
+
+    #[test]
+    fn an_index_that_kept_head_hashes_reads_back_naming_their_entries() {
+        let mut index = Index::default();
+        let loop_id = LoopId::parse("loop-1").expect("valid id");
+        index.insert(&loop_id, "urn:x", "1", 1, Hash([1; 32]));
+        index.insert(&loop_id, "urn:x", "2", 2, Hash([2; 32]));
+        assert_eq!(index.head(&loop_id), (2, HeadHash::Known(Hash([2; 32]))));
+        let back = Index::decode_file(&index.encode_file(2, Hash([2; 32])))
+            .expect("reads back")
+            .index;
+        assert_eq!(back.head(&loop_id), (2, HeadHash::OfEntry(2)));
     }
 
     #[test]

@@ -20,10 +20,15 @@ use keys::Keys;
 
 /// Where every loop's entries are and which idempotency keys are taken.
 ///
-/// Memory, at a million loops of five entries each: about 80 bytes a loop (its id once, its
-/// head, a table slot) and 10 to 11 bytes an entry (how far back its loop's previous entry
-/// is, 6 for its key; see [`Keys`]): 130 MiB at 4.9 million entries, where maps of owned ids,
-/// lists of positions and 16-byte keys took 350 MiB.
+/// Memory, at a million loops of five entries each: about 50 bytes a loop (its id once, its
+/// last position and version, a table slot; 32 more where it keeps head hashes) and 10 to 11
+/// bytes an entry (how far back its loop's previous entry is, 6 for its key; see [`Keys`]):
+/// about 100 MiB at 4.9 million entries, where maps of owned ids, lists of positions and
+/// 16-byte keys took 350 MiB.
+///
+/// [`Index::default`] keeps each loop's head hash, which a JetStream replica needs to check
+/// every message it applies; [`Index::reading_head_hashes`] does not, for a store that reads
+/// the hash from the loop's last entry when it appends (see [`HeadHash`]).
 #[derive(Debug, Default)]
 pub struct Index {
     loops: Loops,
@@ -68,11 +73,34 @@ impl Index {
         self.keys.candidates(key_digest(source, event_id))
     }
 
-    /// A loop's (version, head hash); (0, zeros) when it does not exist.
-    pub fn head(&self, loop_id: &LoopId) -> (u64, Hash) {
-        self.loops
-            .find(loop_id.as_str())
-            .map_or((0, Hash::ZERO), |row| (row.version, row.head_hash))
+    /// An index that keeps no head hashes: [`head`](Self::head) says where to read them.
+    pub fn reading_head_hashes() -> Self {
+        Self {
+            loops: Loops {
+                head_hashes: HeadHashes::InLog,
+                ..Loops::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Whether [`head`](Self::head) gives every loop's head hash itself.
+    pub fn keeps_head_hashes(&self) -> bool {
+        matches!(self.loops.head_hashes, HeadHashes::Kept(_))
+    }
+
+    /// A loop's version and head hash (or, in an index that does not keep them, the position
+    /// of the entry whose hash it is); 0 and zeros when the loop does not exist.
+    pub fn head(&self, loop_id: &LoopId) -> (u64, HeadHash) {
+        let Some(slot) = self.loops.ids.find(loop_id.as_str()) else {
+            return (0, HeadHash::Known(Hash::ZERO));
+        };
+        let row = &self.loops.rows[slot as usize];
+        let hash = match &self.loops.head_hashes {
+            HeadHashes::Kept(hashes) => HeadHash::Known(hashes[slot as usize]),
+            HeadHashes::InLog => HeadHash::OfEntry(row.last),
+        };
+        (row.version, hash)
     }
 
     /// The positions of a loop's entries up to `upto`, in version order (none for an unknown
@@ -119,11 +147,33 @@ impl Drop for Bulk<'_> {
     }
 }
 
+/// A loop's head hash, as [`Index::head`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadHash {
+    /// The hash itself.
+    Known(Hash),
+    /// The hash of the entry at this position (the loop's last), to be read from the log.
+    OfEntry(u64),
+}
+
+/// Whether an index keeps each loop's head hash: 32 bytes a loop, 32 MiB at a million loops.
+#[derive(Debug)]
+enum HeadHashes {
+    /// By loop slot.
+    Kept(Vec<Hash>),
+    /// Not kept: read from the loop's last entry when needed.
+    InLog,
+}
+
+impl Default for HeadHashes {
+    fn default() -> Self {
+        Self::Kept(Vec::new())
+    }
+}
+
 /// One loop: its head.
 #[derive(Debug, Clone, Copy)]
 struct LoopRow {
-    /// The hash of the loop's last entry.
-    head_hash: Hash,
     /// The position of the loop's last entry.
     last: u64,
     /// The loop's version: how many entries it has.
@@ -137,6 +187,8 @@ struct Loops {
     /// Loop ids in the order loops first appeared; a loop's slot is its row in `rows`.
     ids: LoopIds,
     rows: Vec<LoopRow>,
+    /// Each loop's head hash, by slot, where they are kept.
+    head_hashes: HeadHashes,
     /// By position - 1: how many positions back the same loop's previous entry is (0: none,
     /// or no entry at this position).
     back: ByEntry,
@@ -157,16 +209,20 @@ impl Loops {
                 let back = position - row.last;
                 row.last = position;
                 row.version += 1;
-                row.head_hash = hash;
+                if let HeadHashes::Kept(hashes) = &mut self.head_hashes {
+                    hashes[slot as usize] = hash;
+                }
                 back
             }
             None => {
                 self.ids.push(id);
                 self.rows.push(LoopRow {
-                    head_hash: hash,
                     last: position,
                     version: 1,
                 });
+                if let HeadHashes::Kept(hashes) = &mut self.head_hashes {
+                    hashes.push(hash);
+                }
                 0
             }
         };
@@ -295,12 +351,31 @@ mod tests {
         assert_eq!(index.positions_upto(&a, u64::MAX), vec![1, 3, 5]);
         assert_eq!(index.positions_upto(&a, 4), vec![1, 3]);
         assert_eq!(index.positions_upto(&b, u64::MAX), vec![2, 6]);
-        assert_eq!(index.head(&a), (3, Hash([5; 32])));
+        assert_eq!(index.head(&a), (3, HeadHash::Known(Hash([5; 32]))));
         assert_eq!(
             index.head(&LoopId::parse("loop-c").expect("valid id")),
-            (0, Hash::ZERO)
+            (0, HeadHash::Known(Hash::ZERO))
         );
         assert_eq!(index.loop_count(), 2);
+    }
+
+    #[test]
+    fn an_index_without_head_hashes_names_the_entry_that_has_it() {
+        let mut index = Index::reading_head_hashes();
+        assert!(!index.keeps_head_hashes());
+        let a = LoopId::parse("loop-a").expect("valid id");
+        let b = LoopId::parse("loop-b").expect("valid id");
+        for (position, id) in [(1, &a), (2, &b), (3, &a)] {
+            index.insert(id, "urn:x", &position.to_string(), position, Hash([9; 32]));
+        }
+        assert_eq!(index.head(&a), (2, HeadHash::OfEntry(3)));
+        assert_eq!(index.head(&b), (1, HeadHash::OfEntry(2)));
+        assert_eq!(
+            index.head(&LoopId::parse("loop-c").expect("valid id")),
+            (0, HeadHash::Known(Hash::ZERO)),
+            "a new loop chains onto zeros, with nothing to read"
+        );
+        assert_eq!(index.positions_upto(&a, u64::MAX), vec![1, 3]);
     }
 
     #[test]
