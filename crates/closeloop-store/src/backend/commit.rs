@@ -410,15 +410,20 @@ impl Staging {
             });
         }
 
-        // Optimistic concurrency: check every loop before staging anything.
+        // Optimistic concurrency: check every loop before staging anything, and read the head
+        // hashes the index does not keep, so that a failed read stages nothing either.
+        let mut read_heads: Vec<(&LoopId, Hash)> = Vec::new();
         for append in &request.loops {
-            let (version, _) = self.head(index, &append.loop_id);
+            let (version, head) = self.head(index, &append.loop_id);
             if !append.expected.admits(version) {
                 return Err(AppendError::Conflict {
                     loop_id: append.loop_id.clone(),
                     expected: append.expected,
                     actual: version,
                 });
+            }
+            if let HeadHash::OfEntry(last) = head {
+                read_heads.push((&append.loop_id, stored.entry_hash(last)?));
             }
         }
 
@@ -428,7 +433,13 @@ impl Staging {
             for event in &append.events {
                 let (version, prev_hash) = match self.head(index, &append.loop_id) {
                     (version, HeadHash::Known(hash)) => (version, hash),
-                    (version, HeadHash::OfEntry(last)) => (version, stored.entry_hash(last)?),
+                    (version, HeadHash::OfEntry(_)) => {
+                        let (_, hash) = read_heads
+                            .iter()
+                            .find(|(id, _)| *id == &append.loop_id)
+                            .expect("every head hash the index does not keep was read above");
+                        (version, *hash)
+                    }
                 };
                 let version = version + 1;
                 let position = self.next_position();
@@ -518,5 +529,83 @@ impl Staging {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use closeloop_domain::{Event, EventType, LoopEvent};
+    use serde_json::json;
+
+    use super::*;
+    use crate::LoopAppend;
+
+    /// A log whose entries cannot be read: every read fails.
+    struct Unreadable;
+
+    impl StoredEntries for Unreadable {
+        fn confirm_key(
+            &self,
+            position: u64,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<Committed>, StoreError> {
+            Err(StoreError::Backend(format!(
+                "cannot read position {position}"
+            )))
+        }
+
+        fn entry_hash(&self, position: u64) -> Result<Hash, StoreError> {
+            Err(StoreError::Backend(format!(
+                "cannot read position {position}"
+            )))
+        }
+    }
+
+    fn acknowledged(loop_id: &str, event_id: &str) -> LoopAppend {
+        LoopAppend {
+            loop_id: LoopId::parse(loop_id).expect("loop id"),
+            expected: ExpectedVersion::Any,
+            events: vec![Event {
+                event_id: event_id.to_owned(),
+                source: "urn:test".to_owned(),
+                time: "2026-11-27T09:30:00Z".parse().expect("time"),
+                payload: LoopEvent::from_stored_data(
+                    EventType::Acknowledged,
+                    json!({"by": "pals"}),
+                )
+                .expect("data"),
+                actor: None,
+            }],
+            requests: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_head_hash_that_cannot_be_read_stages_nothing_of_the_request() {
+        let mut index = Index::reading_head_hashes();
+        let old = LoopId::parse("loop-old").expect("loop id");
+        index.insert(&old, "urn:test", "e1", 1, Hash([1; 32]));
+        // A new loop first, then the one whose head hash must be read from the log.
+        let request = prepare(
+            AppendRequest {
+                loops: vec![
+                    acknowledged("loop-new", "e2"),
+                    acknowledged("loop-old", "e3"),
+                ],
+            },
+            None,
+        )
+        .expect("valid request");
+        let mut staging = Staging::new(2);
+        let err = staging
+            .stage(&index, &request, &Unreadable)
+            .expect_err("the read fails");
+        assert!(
+            matches!(&err, AppendError::Store(StoreError::Backend(reason)) if reason == "cannot read position 1"),
+            "{err:?}"
+        );
+        assert!(staging.entries().is_empty(), "nothing staged");
+        assert_eq!(staging.next_position(), 2);
     }
 }
