@@ -412,7 +412,7 @@ impl Staging {
 
         // Optimistic concurrency: check every loop before staging anything, and read the head
         // hashes the index does not keep, so that a failed read stages nothing either.
-        let mut read_heads: Vec<(&LoopId, Hash)> = Vec::new();
+        let mut heads = Vec::with_capacity(request.loops.len());
         for append in &request.loops {
             let (version, head) = self.head(index, &append.loop_id);
             if !append.expected.admits(version) {
@@ -422,26 +422,19 @@ impl Staging {
                     actual: version,
                 });
             }
-            if let HeadHash::OfEntry(last) = head {
-                read_heads.push((&append.loop_id, stored.entry_hash(last)?));
-            }
+            let hash = match head {
+                HeadHash::Known(hash) => hash,
+                HeadHash::OfEntry(last) => stored.entry_hash(last)?,
+            };
+            heads.push((version, hash));
         }
 
         let mut committed = Vec::with_capacity(request.event_count);
-        for append in &request.loops {
+        // A loop appears once in a request: its events chain on from the head read above.
+        for (append, (mut version, mut prev_hash)) in request.loops.iter().zip(heads) {
             let loop_id = append.loop_id.as_str();
             for event in &append.events {
-                let (version, prev_hash) = match self.head(index, &append.loop_id) {
-                    (version, HeadHash::Known(hash)) => (version, hash),
-                    (version, HeadHash::OfEntry(_)) => {
-                        let (_, hash) = read_heads
-                            .iter()
-                            .find(|(id, _)| *id == &append.loop_id)
-                            .expect("every head hash the index does not keep was read above");
-                        (version, *hash)
-                    }
-                };
-                let version = version + 1;
+                version += 1;
                 let position = self.next_position();
                 let hash = entry_hash(position, version, loop_id, &prev_hash, &event.record);
                 let header = entry::Header {
@@ -454,6 +447,7 @@ impl Staging {
                     request: event.request,
                 };
                 let bytes = entry::encode(&header, &event.record);
+                prev_hash = hash;
                 self.heads.insert(append.loop_id.clone(), (version, hash));
                 self.keys.insert(
                     (event.source.clone(), event.event_id.clone()),
