@@ -508,18 +508,16 @@ impl Shared {
         at: crate::log::BatchAt,
         position: u64,
     ) -> Result<closeloop_store::chain::Hash, StoreError> {
-        let bytes = self.message(at.sequence).await?;
-        let decoded = batch::decode(at.sequence, &bytes)?;
-        let entry = position
-            .checked_sub(decoded.first)
-            .and_then(|offset| decoded.entries.get(usize::try_from(offset).ok()?))
-            .ok_or_else(|| StoreError::Corrupt {
-                position,
-                detail: format!("log stream message {} does not hold the entry", at.sequence),
-            })?;
-        Ok(closeloop_store::backend::entry::decode(position, entry)?
-            .0
-            .hash)
+        self.with_entry_at(at, position, |entry| {
+            Ok(closeloop_store::backend::entry::decode(position, entry)?
+                .0
+                .hash)
+        })
+        .await?
+        .ok_or_else(|| StoreError::Corrupt {
+            position,
+            detail: format!("log stream message {} does not hold the entry", at.sequence),
+        })
     }
 
     /// [`confirm_key`](Self::confirm_key) for an entry known to be in batch `at`; takes no lock.
@@ -530,14 +528,30 @@ impl Shared {
         source: &str,
         event_id: &str,
     ) -> Result<Option<Committed>, StoreError> {
+        let confirmed = self
+            .with_entry_at(at, position, |entry| {
+                closeloop_store::backend::entry::committed_under_key(
+                    position, entry, source, event_id,
+                )
+            })
+            .await?;
+        Ok(confirmed.flatten())
+    }
+
+    /// What `read` makes of the bytes of the entry at `position` in batch `at`, `None` when the
+    /// batch does not hold it; takes no lock.
+    async fn with_entry_at<R>(
+        &self,
+        at: crate::log::BatchAt,
+        position: u64,
+        read: impl FnOnce(&[u8]) -> Result<R, StoreError>,
+    ) -> Result<Option<R>, StoreError> {
         let bytes = self.message(at.sequence).await?;
         let decoded = batch::decode(at.sequence, &bytes)?;
-        let Some(entry) = position
+        position
             .checked_sub(decoded.first)
             .and_then(|offset| decoded.entries.get(usize::try_from(offset).ok()?))
-        else {
-            return Ok(None);
-        };
-        closeloop_store::backend::entry::committed_under_key(position, entry, source, event_id)
+            .map(|entry| read(entry))
+            .transpose()
     }
 }

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use self::index_file::INDEX_FILE_NAME;
 use self::writer::Writer;
-use crate::backend::commit;
+use crate::backend::commit::{self, StoredEntries};
 use crate::backend::entry;
 use crate::backend::index::Index;
 use crate::backend::intake::{Intake, IntakeOptions};
@@ -315,19 +315,6 @@ impl Shared {
             .collect()
     }
 
-    /// The entry at `position` as a [`Committed`], if its header really carries this
-    /// idempotency key: the index holds digests of keys, so a hit is confirmed here. A
-    /// mismatch (a digest collision) means the key is new.
-    fn confirm_key(
-        &self,
-        position: u64,
-        source: &str,
-        event_id: &str,
-    ) -> Result<Option<Committed>, StoreError> {
-        let value = self.entry_bytes(position)?;
-        entry::committed_under_key(position, &value, source, event_id)
-    }
-
     fn read_entry(&self, position: u64) -> Result<StoredEvent, StoreError> {
         entry::to_stored(position, &self.entry_bytes(position)?)
     }
@@ -347,14 +334,17 @@ impl Shared {
 /// The writer reads idempotency keys and head hashes back from the tree: the sled store's
 /// index keeps neither whole ([`Index::reading_head_hashes`]). The entries of a batch not yet
 /// flushed are in the tree already, so a loop's last entry is always there to read.
-impl commit::StoredEntries for Shared {
+impl StoredEntries for Shared {
+    /// The index holds digests of keys, so a hit is confirmed here; a mismatch (a digest
+    /// collision) means the key is new.
     fn confirm_key(
         &self,
         position: u64,
         source: &str,
         event_id: &str,
     ) -> Result<Option<Committed>, StoreError> {
-        Shared::confirm_key(self, position, source, event_id)
+        let value = self.entry_bytes(position)?;
+        entry::committed_under_key(position, &value, source, event_id)
     }
 
     fn entry_hash(&self, position: u64) -> Result<crate::chain::Hash, StoreError> {
