@@ -354,7 +354,6 @@ mod tests {
         assert_eq!(back.merkle.size(), 700);
         assert_eq!(back.merkle.parts(), index.merkle.parts());
         assert_eq!(back.loop_count(), 7);
-        assert!(!back.keeps_head_hashes());
     }
 
     #[test]

@@ -84,11 +84,6 @@ impl Index {
         }
     }
 
-    /// Whether [`head`](Self::head) gives every loop's head hash itself.
-    pub fn keeps_head_hashes(&self) -> bool {
-        matches!(self.loops.head_hashes, HeadHashes::Kept(_))
-    }
-
     /// A loop's version and head hash (or, in an index that does not keep them, the position
     /// of the entry whose hash it is); 0 and zeros when the loop does not exist.
     pub fn head(&self, loop_id: &LoopId) -> (u64, HeadHash) {
@@ -362,7 +357,6 @@ mod tests {
     #[test]
     fn an_index_without_head_hashes_names_the_entry_that_has_it() {
         let mut index = Index::reading_head_hashes();
-        assert!(!index.keeps_head_hashes());
         let a = LoopId::parse("loop-a").expect("valid id");
         let b = LoopId::parse("loop-b").expect("valid id");
         for (position, id) in [(1, &a), (2, &b), (3, &a)] {
