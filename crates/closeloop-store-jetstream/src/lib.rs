@@ -36,6 +36,12 @@
 //! quorum of nodes. Entries are read back by fetching the messages that hold them, with a
 //! bounded cache of recent messages.
 //!
+//! The writer stages with the index locked for reading, so it never waits on NATS there: an
+//! entry it needs (the original of a repeated idempotency key) that is not in the cache is
+//! noted, the lock let go, the entry fetched, and the batch staged again. A lock held across
+//! the fetch would stall the follower and every reader, and, on a single-threaded runtime,
+//! the very connection the fetch waits on.
+//!
 //! # Failure cases
 //! - **A NATS node fails** (R3): JetStream elects a new stream leader within seconds; the writer
 //!   retries the same publish (same id, same fence; each attempt waits at most 2 s for its
@@ -502,56 +508,34 @@ impl Shared {
         self.confirm_at(at, position, source, event_id).await
     }
 
-    /// The hash of the entry at `position`, in batch `at`; takes no lock.
-    pub(crate) async fn entry_hash_at(
-        &self,
-        at: crate::log::BatchAt,
-        position: u64,
-    ) -> Result<closeloop_store::chain::Hash, StoreError> {
-        self.with_entry_at(at, position, |entry| {
-            Ok(closeloop_store::backend::entry::decode(position, entry)?
-                .0
-                .hash)
-        })
-        .await?
-        .ok_or_else(|| StoreError::Corrupt {
-            position,
-            detail: format!("log stream message {} does not hold the entry", at.sequence),
-        })
-    }
-
     /// [`confirm_key`](Self::confirm_key) for an entry known to be in batch `at`; takes no lock.
-    pub(crate) async fn confirm_at(
+    async fn confirm_at(
         &self,
         at: crate::log::BatchAt,
         position: u64,
         source: &str,
         event_id: &str,
     ) -> Result<Option<Committed>, StoreError> {
-        let confirmed = self
-            .with_entry_at(at, position, |entry| {
-                closeloop_store::backend::entry::committed_under_key(
-                    position, entry, source, event_id,
-                )
-            })
-            .await?;
-        Ok(confirmed.flatten())
+        let message = self.message(at.sequence).await?;
+        match entry_in(at.sequence, &message, position)? {
+            Some(entry) => closeloop_store::backend::entry::committed_under_key(
+                position, entry, source, event_id,
+            ),
+            None => Ok(None),
+        }
     }
+}
 
-    /// What `read` makes of the bytes of the entry at `position` in batch `at`, `None` when the
-    /// batch does not hold it; takes no lock.
-    async fn with_entry_at<R>(
-        &self,
-        at: crate::log::BatchAt,
-        position: u64,
-        read: impl FnOnce(&[u8]) -> Result<R, StoreError>,
-    ) -> Result<Option<R>, StoreError> {
-        let bytes = self.message(at.sequence).await?;
-        let decoded = batch::decode(at.sequence, &bytes)?;
-        position
-            .checked_sub(decoded.first)
-            .and_then(|offset| decoded.entries.get(usize::try_from(offset).ok()?))
-            .map(|entry| read(entry))
-            .transpose()
-    }
+/// The bytes of the entry at `position` in log stream message `sequence`, `None` when the
+/// message does not hold it.
+pub(crate) fn entry_in(
+    sequence: u64,
+    message: &[u8],
+    position: u64,
+) -> Result<Option<&[u8]>, StoreError> {
+    let decoded = batch::decode(sequence, message)?;
+    Ok(position
+        .checked_sub(decoded.first)
+        .and_then(|offset| decoded.entries.get(usize::try_from(offset).ok()?))
+        .copied())
 }

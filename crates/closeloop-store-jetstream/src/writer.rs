@@ -1,5 +1,7 @@
 //! The writer thread: group commit onto the stream, one fenced message per batch.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,10 @@ use closeloop_store::{AppendError, AppendOutcome, Committed, StoreError};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::log::{Applied, Log};
+use closeloop_store::backend::entry;
+use futures::StreamExt;
+
+use crate::log::{Applied, BatchAt, Log};
 use crate::{Shared, batch, follower};
 
 /// How many fences in a row one batch may lose to other replicas before its appends fail.
@@ -144,22 +149,82 @@ impl Writer {
 
     /// Stages every job against the log as this replica has applied it; returns the staging,
     /// each job's result, and the stream sequence the batch must follow.
+    ///
+    /// Staging holds the log for reading, so it never waits on NATS: a stored message it needs
+    /// (to confirm a repeated idempotency key) and does not find in memory is noted, the log
+    /// let go, the messages fetched, and the batch staged again with them. Holding the log
+    /// across the fetch would stall the follower and every reader on the lock, and on a
+    /// single-threaded runtime stop the connection the fetch waits on.
     fn stage(&self, batch: &[Job]) -> (Staging, Vec<Result<AppendOutcome, AppendError>>, u64) {
-        let log = self.shared.log();
-        let mut staging = Staging::new(log.head + 1);
-        // The log stays locked for reading throughout, so this must not lock it again.
-        let stored = StoredBatches {
-            log: &log,
-            shared: &self.shared,
-            runtime: &self.runtime,
-        };
-        let results = batch
-            .iter()
-            .map(|job| staging.stage(&log.index, &job.request, &stored))
-            .collect();
-        let fence = log.applied;
-        drop(log);
-        (staging, results, fence)
+        let mut fetched = HashMap::new();
+        for round in 1..=MAX_STAGING_ROUNDS {
+            let log = self.shared.log();
+            let mut staging = Staging::new(log.head + 1);
+            let stored = StoredBatches {
+                log: &log,
+                shared: &self.shared,
+                fetched: &fetched,
+                missing: RefCell::default(),
+                last_round: round == MAX_STAGING_ROUNDS,
+            };
+            let results = batch
+                .iter()
+                .map(|job| staging.stage(&log.index, &job.request, &stored))
+                .collect();
+            let missing = stored.missing.into_inner();
+            if missing.is_empty() || round == MAX_STAGING_ROUNDS {
+                let fence = log.applied;
+                return (staging, results, fence);
+            }
+            drop(log);
+            fetched.extend(self.runtime.block_on(self.fetch_entries(missing)));
+        }
+        unreachable!("the last round returns")
+    }
+
+    /// The entries at `wanted` (position, and the message that holds it), copied out of their
+    /// messages so that only they stay in memory, or why they could not be read.
+    async fn fetch_entries(
+        &self,
+        mut wanted: Vec<(BatchAt, u64)>,
+    ) -> Vec<(u64, Result<Vec<u8>, String>)> {
+        wanted.sort_unstable_by_key(|&(at, position)| (at.sequence, position));
+        wanted.dedup_by_key(|&mut (_, position)| position);
+        let mut by_message: Vec<(BatchAt, Vec<u64>)> = Vec::new();
+        for (at, position) in wanted {
+            match by_message.last_mut() {
+                Some((last, positions)) if last.sequence == at.sequence => positions.push(position),
+                _ => by_message.push((at, vec![position])),
+            }
+        }
+        let shared = &self.shared;
+        futures::stream::iter(by_message)
+            .map(|(at, positions)| async move {
+                let message = shared.message(at.sequence).await;
+                positions
+                    .into_iter()
+                    .map(|position| {
+                        let entry = match &message {
+                            Ok(message) => match crate::entry_in(at.sequence, message, position) {
+                                Ok(Some(entry)) => Ok(entry.to_vec()),
+                                Ok(None) => Err(format!(
+                                    "log stream message {} does not hold the entry at position \
+                                     {position}",
+                                    at.sequence
+                                )),
+                                Err(err) => Err(err.to_string()),
+                            },
+                            Err(StoreError::Backend(reason)) => Err(reason.clone()),
+                            Err(err) => Err(err.to_string()),
+                        };
+                        (position, entry)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
     }
 
     fn applied(&self, sequence: u64, staging: &Staging, id: &str) {
@@ -258,12 +323,58 @@ fn answer_all(replies: impl Iterator<Item = Reply>, err: &StoreError) {
     }
 }
 
-/// The log stream's messages as staging reads them, while the writer holds the log for reading.
-/// A replica's index keeps every loop's head hash, so staging reads only idempotency keys here.
+/// How many times one batch is staged before an entry staging needs and does not have in
+/// memory is refused: a second round has every entry the first one missed, so more happen only
+/// while the follower applies other replicas' writes under the same keys.
+const MAX_STAGING_ROUNDS: u32 = 4;
+
+/// How many messages staging fetches at once between two rounds.
+const FETCH_CONCURRENCY: usize = 16;
+
+/// The log stream's entries as staging reads them, while the writer holds the log for reading:
+/// from the cache or from what an earlier round fetched, never from NATS. A replica's index
+/// keeps every loop's head hash, so staging reads only idempotency keys here.
 struct StoredBatches<'a> {
     log: &'a Log,
     shared: &'a Shared,
-    runtime: &'a Handle,
+    /// Entries by position fetched since the batch was first staged, or why they could not be.
+    fetched: &'a HashMap<u64, Result<Vec<u8>, String>>,
+    /// Entries this round needed and had not: fetched before the next round.
+    missing: RefCell<Vec<(BatchAt, u64)>>,
+    last_round: bool,
+}
+
+impl StoredBatches<'_> {
+    /// What `read` makes of the entry at `position` (`None` when its message does not hold
+    /// it), if the entry is in memory.
+    fn with_entry<R>(
+        &self,
+        at: BatchAt,
+        position: u64,
+        read: impl FnOnce(Option<&[u8]>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if let Some(fetched) = self.fetched.get(&position) {
+            return match fetched {
+                Ok(entry) => read(Some(entry)),
+                Err(reason) => Err(StoreError::Backend(reason.clone())),
+            };
+        }
+        if let Some(message) = self.shared.cache.get(at.sequence) {
+            return read(crate::entry_in(at.sequence, &message, position)?);
+        }
+        if self.last_round {
+            return Err(StoreError::Backend(format!(
+                "the log kept moving while this append was checked against the entry at \
+                 position {position}; try again"
+            )));
+        }
+        self.missing.borrow_mut().push((at, position));
+        // Staging stages nothing of a request whose read failed; the whole batch is staged
+        // again once the entry is fetched.
+        Err(StoreError::Backend(format!(
+            "the entry at position {position} is read before the batch is staged again"
+        )))
+    }
 }
 
 impl StoredEntries for StoredBatches<'_> {
@@ -273,24 +384,26 @@ impl StoredEntries for StoredBatches<'_> {
         source: &str,
         event_id: &str,
     ) -> Result<Option<Committed>, StoreError> {
-        match self.log.batch_of(position) {
-            Some(at) => self
-                .runtime
-                .block_on(self.shared.confirm_at(at, position, source, event_id)),
+        let Some(at) = self.log.batch_of(position) else {
+            return Ok(None);
+        };
+        self.with_entry(at, position, |entry| match entry {
+            Some(entry) => entry::committed_under_key(position, entry, source, event_id),
             None => Ok(None),
-        }
+        })
     }
 
     fn entry_hash(&self, position: u64) -> Result<Hash, StoreError> {
-        let at = self
-            .log
-            .batch_of(position)
-            .ok_or_else(|| StoreError::Corrupt {
-                position,
-                detail: "no log stream message holds the entry, though the index points at it"
-                    .to_owned(),
-            })?;
-        self.runtime
-            .block_on(self.shared.entry_hash_at(at, position))
+        let missing = |detail: String| StoreError::Corrupt { position, detail };
+        let at = self.log.batch_of(position).ok_or_else(|| {
+            missing("no log stream message holds the entry, though the index points at it".into())
+        })?;
+        self.with_entry(at, position, |found| match found {
+            Some(found) => Ok(entry::decode(position, found)?.0.hash),
+            None => Err(missing(format!(
+                "log stream message {} does not hold the entry",
+                at.sequence
+            ))),
+        })
     }
 }
