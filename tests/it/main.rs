@@ -241,6 +241,11 @@ impl Service {
         }
     }
 
+    /// The process id it was started with.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The lines logged so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()

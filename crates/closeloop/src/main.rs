@@ -4,6 +4,7 @@
 //! - [`telemetry`]: tracing, set up once, logging to stderr;
 //! - [`commands`]: one module per subcommand (`serve`, `replay`, `verify`).
 
+mod allocator;
 mod commands;
 mod config;
 mod ingest_admin;
@@ -16,14 +17,12 @@ use clap::Parser;
 
 use crate::config::{Cli, Command};
 
-/// mimalloc instead of the system allocator: the read models and the store's indexes make
-/// millions of small allocations, where glibc's malloc spent 40% of a rebuild and kept freed
-/// memory resident.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        // Before any thread starts: this may replace the process.
+        allocator::settle_for_serving();
+    }
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
