@@ -184,10 +184,7 @@ impl Writer {
 
     /// The entries at `wanted` (position, and the message that holds it), copied out of their
     /// messages so that only they stay in memory, or why they could not be read.
-    async fn fetch_entries(
-        &self,
-        mut wanted: Vec<(BatchAt, u64)>,
-    ) -> Vec<(u64, Result<Vec<u8>, String>)> {
+    async fn fetch_entries(&self, mut wanted: Vec<(BatchAt, u64)>) -> Vec<(u64, Fetched)> {
         wanted.sort_unstable_by_key(|&(at, position)| (at.sequence, position));
         wanted.dedup_by_key(|&mut (_, position)| position);
         let mut by_message: Vec<(BatchAt, Vec<u64>)> = Vec::new();
@@ -205,17 +202,10 @@ impl Writer {
                     .into_iter()
                     .map(|position| {
                         let entry = match &message {
-                            Ok(message) => match crate::entry_in(at.sequence, message, position) {
-                                Ok(Some(entry)) => Ok(entry.to_vec()),
-                                Ok(None) => Err(format!(
-                                    "log stream message {} does not hold the entry at position \
-                                     {position}",
-                                    at.sequence
-                                )),
-                                Err(err) => Err(err.to_string()),
-                            },
-                            Err(StoreError::Backend(reason)) => Err(reason.clone()),
-                            Err(err) => Err(err.to_string()),
+                            Ok(message) => crate::entry_in(at.sequence, message, position)
+                                .map(|entry| entry.map(<[u8]>::to_vec))
+                                .map_err(|err| FetchError::from(&err)),
+                            Err(err) => Err(FetchError::from(err)),
                         };
                         (position, entry)
                     })
@@ -331,14 +321,50 @@ const MAX_STAGING_ROUNDS: u32 = 4;
 /// How many messages staging fetches at once between two rounds.
 const FETCH_CONCURRENCY: usize = 16;
 
+/// An entry fetched between two rounds of staging: its bytes, `None` when the message the
+/// index names does not hold it, or why it could not be read, kept to be told again.
+type Fetched = Result<Option<Vec<u8>>, FetchError>;
+
+/// A failed read kept for the next round; a [`StoreError`] cannot be cloned.
+#[derive(Debug, Clone)]
+enum FetchError {
+    Backend(String),
+    Corrupt { position: u64, detail: String },
+}
+
+impl From<&StoreError> for FetchError {
+    fn from(err: &StoreError) -> Self {
+        match err {
+            StoreError::Corrupt { position, detail } => Self::Corrupt {
+                position: *position,
+                detail: detail.clone(),
+            },
+            StoreError::Backend(reason) => Self::Backend(reason.clone()),
+            other => Self::Backend(other.to_string()),
+        }
+    }
+}
+
+impl From<&FetchError> for StoreError {
+    fn from(err: &FetchError) -> Self {
+        match err {
+            FetchError::Backend(reason) => StoreError::Backend(reason.clone()),
+            FetchError::Corrupt { position, detail } => StoreError::Corrupt {
+                position: *position,
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
 /// The log stream's entries as staging reads them, while the writer holds the log for reading:
 /// from the cache or from what an earlier round fetched, never from NATS. A replica's index
 /// keeps every loop's head hash, so staging reads only idempotency keys here.
 struct StoredBatches<'a> {
     log: &'a Log,
     shared: &'a Shared,
-    /// Entries by position fetched since the batch was first staged, or why they could not be.
-    fetched: &'a HashMap<u64, Result<Vec<u8>, String>>,
+    /// Entries by position fetched since the batch was first staged.
+    fetched: &'a HashMap<u64, Fetched>,
     /// Entries this round needed and had not: fetched before the next round.
     missing: RefCell<Vec<(BatchAt, u64)>>,
     last_round: bool,
@@ -355,8 +381,8 @@ impl StoredBatches<'_> {
     ) -> Result<R, StoreError> {
         if let Some(fetched) = self.fetched.get(&position) {
             return match fetched {
-                Ok(entry) => read(Some(entry)),
-                Err(reason) => Err(StoreError::Backend(reason.clone())),
+                Ok(entry) => read(entry.as_deref()),
+                Err(err) => Err(err.into()),
             };
         }
         if let Some(message) = self.shared.cache.get(at.sequence) {
