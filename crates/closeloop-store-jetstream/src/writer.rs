@@ -150,11 +150,8 @@ impl Writer {
     /// Stages every job against the log as this replica has applied it; returns the staging,
     /// each job's result, and the stream sequence the batch must follow.
     ///
-    /// Staging holds the log for reading, so it never waits on NATS: a stored message it needs
-    /// (to confirm a repeated idempotency key) and does not find in memory is noted, the log
-    /// let go, the messages fetched, and the batch staged again with them. Holding the log
-    /// across the fetch would stall the follower and every reader on the lock, and on a
-    /// single-threaded runtime stop the connection the fetch waits on.
+    /// Staging holds the log for reading and so never waits on NATS: entries it lacks are
+    /// fetched with the log let go, and the batch staged again (see the crate docs).
     fn stage(&self, batch: &[Job]) -> (Staging, Vec<Result<AppendOutcome, AppendError>>, u64) {
         let mut fetched = HashMap::new();
         for round in 1..=MAX_STAGING_ROUNDS {
@@ -182,8 +179,9 @@ impl Writer {
         unreachable!("the last round returns")
     }
 
-    /// The entries at `wanted` (position, and the message that holds it), copied out of their
-    /// messages so that only they stay in memory, or why they could not be read.
+    /// The entries at `wanted` (position, and the message that holds it), or why they could not
+    /// be read. Only their headers are kept (the records are not read by staging), so a batch of
+    /// repeats holds a few KiB an entry, not the messages or the records.
     async fn fetch_entries(&self, mut wanted: Vec<(BatchAt, u64)>) -> Vec<(u64, Fetched)> {
         wanted.sort_unstable_by_key(|&(at, position)| (at.sequence, position));
         wanted.dedup_by_key(|&mut (_, position)| position);
@@ -203,7 +201,12 @@ impl Writer {
                     .map(|position| {
                         let entry = match &message {
                             Ok(message) => crate::entry_in(at.sequence, message, position)
-                                .map(|entry| entry.map(<[u8]>::to_vec))
+                                .and_then(|entry| {
+                                    entry
+                                        .map(|entry| entry::without_record(position, entry))
+                                        .transpose()
+                                })
+                                .map(|header| header.map(<[u8]>::to_vec))
                                 .map_err(|err| FetchError::from(&err)),
                             Err(err) => Err(FetchError::from(err)),
                         };
@@ -321,8 +324,9 @@ const MAX_STAGING_ROUNDS: u32 = 4;
 /// How many messages staging fetches at once between two rounds.
 const FETCH_CONCURRENCY: usize = 16;
 
-/// An entry fetched between two rounds of staging: its bytes, `None` when the message the
-/// index names does not hold it, or why it could not be read, kept to be told again.
+/// An entry fetched between two rounds of staging: its header ([`entry::without_record`]),
+/// `None` when the message the index names does not hold it, or why it could not be read, kept
+/// to be told again.
 type Fetched = Result<Option<Vec<u8>>, FetchError>;
 
 /// A failed read kept for the next round; a [`StoreError`] cannot be cloned.
@@ -363,7 +367,7 @@ impl From<&FetchError> for StoreError {
 struct StoredBatches<'a> {
     log: &'a Log,
     shared: &'a Shared,
-    /// Entries by position fetched since the batch was first staged.
+    /// Entries (their headers) by position, fetched since the batch was first staged.
     fetched: &'a HashMap<u64, Fetched>,
     /// Entries this round needed and had not: fetched before the next round.
     missing: RefCell<Vec<(BatchAt, u64)>>,

@@ -140,6 +140,16 @@ pub fn decode(position: u64, value: &[u8]) -> Result<(Header<'_>, &[u8]), StoreE
     Ok((header, &value[reader.at..]))
 }
 
+/// An entry's header without its record: all that idempotency checks and chaining read of an
+/// earlier entry, at most about 2.3 KiB whatever the record's size.
+///
+/// # Errors
+/// As [`decode`].
+pub fn without_record(position: u64, value: &[u8]) -> Result<&[u8], StoreError> {
+    let (_, record) = decode(position, value)?;
+    Ok(&value[..value.len() - record.len()])
+}
+
 impl Header<'_> {
     /// The entry's loop id, checked; `position` names the entry in the error.
     ///
@@ -274,5 +284,36 @@ mod tests {
         );
         assert_eq!(plain.len() + 32, value.len());
         assert_eq!(decode(1, &plain).unwrap().0.request, None);
+    }
+
+    #[test]
+    fn an_entry_without_its_record_keeps_the_whole_header() {
+        let header = Header {
+            version: 4,
+            prev_hash: Hash([1; 32]),
+            hash: Hash([2; 32]),
+            loop_id: "loop-1",
+            source: "urn:test",
+            event_id: "e-9",
+            request: Some(RequestDigest([9; 32])),
+        };
+        let value = encode(&header, &[b'x'; 5000]);
+        let kept = without_record(3, &value).unwrap();
+        assert_eq!(kept, &value[..value.len() - 5000]);
+        let (decoded, record) = decode(3, kept).unwrap();
+        assert_eq!(
+            (
+                decoded.hash,
+                decoded.source,
+                decoded.event_id,
+                decoded.request
+            ),
+            (header.hash, "urn:test", "e-9", header.request)
+        );
+        assert!(record.is_empty());
+        assert!(matches!(
+            without_record(3, &value[..40]),
+            Err(StoreError::Corrupt { position: 3, .. })
+        ));
     }
 }
