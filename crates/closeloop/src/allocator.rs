@@ -11,46 +11,53 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long, in milliseconds, mimalloc keeps memory freed before it gives it back to the
-/// system, for `serve`: its default of 1,000 leaves what start-up freed (the snapshot's bytes
-/// among it) resident until some thread allocates a second later, 915 MiB at the peak of a
-/// million loops against 722 MiB with this; 0 costs lists and stats 30–50% of their requests
-/// a second, 10 nothing measurable (`docs/benchmarks.md`, issue 12).
-const PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "10");
+/// The mimalloc option `serve` sets: how long, in milliseconds, freed memory is kept before it
+/// goes back to the system.
+const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
 
-/// Replaces this process by itself with [`PURGE_DELAY`] in its environment, unless the
-/// variable is set already (an operator's own value wins; and so the second start goes on).
-/// Returns only when that cannot be done, after saying why: `serve` then runs with the
+/// `serve`'s value of [`PURGE_DELAY_VARIABLE`]: mimalloc's default of 1,000 leaves what start-up
+/// freed (the snapshot's bytes among it) resident until some thread allocates a second later,
+/// 859–915 MiB at the peak of a million loops against 718–722 MiB with this; 0 costs lists and
+/// stats 30–50% of their requests a second, 10 nothing measurable (`docs/benchmarks.md`,
+/// issue 12).
+const PURGE_DELAY_MS: &str = "10";
+
+/// Replaces this process by itself with [`PURGE_DELAY_VARIABLE`] in its environment, unless
+/// the variable is set already (an operator's own value wins; and so the second start goes
+/// on). Returns only when that cannot be done, after saying why: `serve` then runs with the
 /// allocator's default, which costs memory, not correctness.
+#[cfg(unix)]
 pub fn settle_for_serving() {
-    let (name, value) = PURGE_DELAY;
-    if std::env::var_os(name).is_some() {
+    use std::os::unix::process::CommandExt;
+
+    if std::env::var_os(PURGE_DELAY_VARIABLE).is_some() {
         return;
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        let mut args = std::env::args_os();
-        let program = args.next();
-        // The file this process runs, even if it was replaced on disk since it started.
-        let exe = std::path::Path::new("/proc/self/exe");
-        let exe = if exe.exists() {
-            exe.to_path_buf()
-        } else {
-            match std::env::current_exe() {
-                Ok(exe) => exe,
-                Err(err) => {
-                    eprintln!("warning: cannot set {name}={value} for serve: {err}");
-                    return;
-                }
-            }
-        };
-        let mut command = std::process::Command::new(exe);
-        command.args(args).env(name, value);
-        if let Some(program) = program {
-            command.arg0(program);
+    let cannot = |why: &dyn std::fmt::Display| {
+        eprintln!("warning: cannot set {PURGE_DELAY_VARIABLE}={PURGE_DELAY_MS} for serve: {why}");
+    };
+    // The file this process runs, even if it was replaced on disk since it started.
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(err) => return cannot(&err),
         }
-        let err = command.exec();
-        eprintln!("warning: cannot set {name}={value} for serve (starting again failed: {err})");
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(program) = args.next() {
+        command.arg0(program);
     }
+    let err = command
+        .args(args)
+        .env(PURGE_DELAY_VARIABLE, PURGE_DELAY_MS)
+        .exec();
+    cannot(&format_args!("starting again failed: {err}"));
 }
+
+/// Elsewhere `serve` keeps the allocator's default.
+#[cfg(not(unix))]
+pub fn settle_for_serving() {}
