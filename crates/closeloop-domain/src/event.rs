@@ -420,6 +420,29 @@ impl LoopEvent {
         })
     }
 
+    /// Reads an event's stored data straight from its JSON text, as
+    /// [`from_stored_data`](Self::from_stored_data) reads it from a parsed value: one pass
+    /// instead of two for every stored event without personal data.
+    ///
+    /// # Errors
+    /// [`Rejection::InvalidData`] when the data does not have the type's shape at all.
+    pub fn from_stored_json(event_type: EventType, json: &str) -> Result<Self, Rejection> {
+        Ok(match event_type {
+            EventType::FeedbackReceived => {
+                LoopEvent::FeedbackReceived(parse_json(event_type, json)?)
+            }
+            EventType::Acknowledged => LoopEvent::Acknowledged(parse_json(event_type, json)?),
+            EventType::Responded => LoopEvent::Responded(parse_json(event_type, json)?),
+            EventType::ActionPlanned => LoopEvent::ActionPlanned(parse_json(event_type, json)?),
+            EventType::ChangeMade => LoopEvent::ChangeMade(parse_json(event_type, json)?),
+            EventType::NoChange => LoopEvent::NoChange(parse_json(event_type, json)?),
+            EventType::ReportedBack => LoopEvent::ReportedBack(parse_json(event_type, json)?),
+            EventType::Reopened => LoopEvent::Reopened(parse_json(event_type, json)?),
+            EventType::Erased => LoopEvent::Erased(parse_json(event_type, json)?),
+            EventType::StoryApproved => LoopEvent::StoryApproved(parse_json(event_type, json)?),
+        })
+    }
+
     /// The event's data as a JSON object, unknown fields included.
     #[must_use]
     pub fn to_data(&self) -> Map<String, Value> {
@@ -448,13 +471,22 @@ fn parse<T: serde::de::DeserializeOwned>(
     event_type: EventType,
     data: Value,
 ) -> Result<T, Rejection> {
-    // Data that passed `check_shape` always parses; this message is for stored data only, and
-    // names no library type (serde's own message would).
-    serde_json::from_value(data).map_err(|_| {
-        Rejection::invalid(format!(
-            "data of {event_type} does not have the fields of that type with their types; see docs/events.md"
-        ))
-    })
+    serde_json::from_value(data).map_err(|_| not_of_type(event_type))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    event_type: EventType,
+    json: &str,
+) -> Result<T, Rejection> {
+    serde_json::from_str(json).map_err(|_| not_of_type(event_type))
+}
+
+/// Data that passed `check_shape` always parses; this message is for stored data only, and
+/// names no library type (serde's own message would).
+fn not_of_type(event_type: EventType) -> Rejection {
+    Rejection::invalid(format!(
+        "data of {event_type} does not have the fields of that type with their types; see docs/events.md"
+    ))
 }
 
 /// A stored or about-to-be-stored event: what happened, plus who said so and when.
@@ -492,6 +524,62 @@ mod tests {
         let data = json!({"by": "pals", "message": "Thank you", "ticket": {"no": 7}});
         let event = LoopEvent::from_data(EventType::Acknowledged, data.clone()).unwrap();
         assert_eq!(Value::Object(event.to_data()), data);
+    }
+
+    #[test]
+    fn stored_json_reads_as_the_parsed_value_does() {
+        let extra =
+            json!({"ticket": {"no": 7, "tags": ["a", null, 1.5]}, "n": 18446744073709551615_u64});
+        let cases = [
+            (
+                EventType::FeedbackReceived,
+                json!({"org_unit": "rxx/site-a", "channel": "web", "story": "x", "ratings": {"fft": 1},
+                       "themes": ["food"], "author": {"anonymous": false, "name": "A", "x": 1}}),
+            ),
+            (
+                EventType::Acknowledged,
+                json!({"by": "pals", "message": null}),
+            ),
+            (EventType::Responded, json!({"by": "pals", "text": "hello"})),
+            (
+                EventType::ActionPlanned,
+                json!({"by": "a", "description": "b", "owner": "c", "due": "2026-12-31"}),
+            ),
+            (
+                EventType::ChangeMade,
+                json!({"by": "a", "description": "b", "change_id": "c-1", "evidence": {"url": "u"}}),
+            ),
+            (EventType::NoChange, json!({"by": "a", "reason": "b"})),
+            (
+                EventType::ReportedBack,
+                json!({"by": "a", "message": "b", "channel": "phone"}),
+            ),
+            (EventType::Reopened, json!({"by": "a", "reason": "b"})),
+            (
+                EventType::Erased,
+                json!({"by": "a", "matched_by": "loop_id"}),
+            ),
+            (EventType::StoryApproved, json!({"by": "a"})),
+        ];
+        assert_eq!(cases.len(), EventType::ALL.len(), "one case a type");
+        for (event_type, data) in cases {
+            let mut data = data;
+            data.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let json = data.to_string();
+            assert_eq!(
+                LoopEvent::from_stored_json(event_type, &json).unwrap(),
+                LoopEvent::from_stored_data(event_type, data).unwrap(),
+                "{json}"
+            );
+            // Ill-typed data is refused by both, with the same message.
+            let bad = json!({"by": 7});
+            assert_eq!(
+                LoopEvent::from_stored_json(event_type, &bad.to_string()).unwrap_err(),
+                LoopEvent::from_stored_data(event_type, bad).unwrap_err(),
+            );
+        }
     }
 
     #[test]

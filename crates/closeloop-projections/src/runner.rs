@@ -15,6 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use closeloop_domain::Event;
+use closeloop_store::record::RecordError;
 use closeloop_store::{EventStore, StoreError, StoredEvent};
 use tokio::sync::watch;
 
@@ -297,15 +298,22 @@ impl Default for ProjectorOptions {
 
 /// The leading entries of `page` that continue `checkpoint` without a gap, and the position
 /// of the first entry that does not, if any.
-fn contiguous(checkpoint: u64, page: Vec<StoredEvent>) -> (Vec<StoredEvent>, Option<u64>) {
-    let mut ready = Vec::with_capacity(page.len());
-    for (expected, entry) in (checkpoint + 1..).zip(page) {
-        if entry.position != expected {
-            return (ready, Some(entry.position));
-        }
-        ready.push(entry);
+fn contiguous(checkpoint: u64, mut page: Vec<StoredEvent>) -> (Vec<StoredEvent>, Option<u64>) {
+    let ready = (checkpoint + 1..)
+        .zip(&page)
+        .take_while(|&(expected, entry)| entry.position == expected)
+        .count();
+    let gap = page.get(ready).map(|entry| entry.position);
+    page.truncate(ready);
+    (page, gap)
+}
+
+/// The error for a stored entry whose record cannot be decoded.
+fn undecodable(position: u64, err: &RecordError) -> StoreError {
+    StoreError::Corrupt {
+        position,
+        detail: format!("cannot decode the stored event: {err}"),
     }
-    (ready, None)
 }
 
 /// Decodes entries; on the first that cannot be decoded, the ones before it and the error.
@@ -315,10 +323,7 @@ fn decode(entries: Vec<StoredEvent>) -> (Vec<(StoredEvent, Event)>, Option<Store
         match entry.event() {
             Ok(event) => decoded.push((entry, event)),
             Err(err) => {
-                let error = StoreError::Corrupt {
-                    position: entry.position,
-                    detail: format!("cannot decode the stored event: {err}"),
-                };
+                let error = undecodable(entry.position, &err);
                 return (decoded, Some(error));
             }
         }
@@ -679,14 +684,18 @@ fn apply_pages(
 ) -> (ReadModels, Option<StoreError>) {
     let mut models = ReadModels::default();
     for page in pages {
-        let (decoded, error) = decode(page);
-        for (entry, event) in &decoded {
-            models.apply(entry, event);
+        // Each entry is applied as soon as it is decoded: a page of decoded events beside the
+        // page of entries would be megabytes of fresh memory per page for nothing.
+        for entry in &page {
+            match entry.event() {
+                Ok(event) => models.apply(entry, &event),
+                Err(err) => {
+                    applied.store(models.checkpoint(), Ordering::Release);
+                    return (models, Some(undecodable(entry.position, &err)));
+                }
+            }
         }
         applied.store(models.checkpoint(), Ordering::Release);
-        if error.is_some() {
-            return (models, error);
-        }
     }
     (models, None)
 }

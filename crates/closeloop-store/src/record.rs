@@ -260,10 +260,12 @@ struct PersonalIn<'a> {
     kid: Option<KeyId>,
     #[serde(default)]
     fields: Vec<String>,
-    #[serde(default)]
-    nonce: Option<String>,
-    #[serde(default)]
-    ct: Option<String>,
+    /// Borrowed where the JSON has no escapes (base64 never does): the ciphertext is most of
+    /// a record, and every scan reads past it.
+    #[serde(default, borrow)]
+    nonce: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    ct: Option<Cow<'a, str>>,
 }
 
 /// How a reader gets at personal data: with the key store, or without (sealed parts read as
@@ -463,12 +465,12 @@ pub fn decode_as(loop_id: &str, bytes: &[u8], reveal: Reveal<'_>) -> Result<Even
             Some(Personal::Hidden { .. }) | None => {}
         }
         LoopEvent::FeedbackReceived(data)
-    } else {
+    } else if let Some(personal) = personal {
         let mut data: Map<String, Value> = serde_json::from_str(record.data.get())?;
-        if let Some(personal) = personal {
-            data.extend(personal.into_map()?);
-        }
+        data.extend(personal.into_map()?);
         LoopEvent::from_stored_data(event_type, Value::Object(data))?
+    } else {
+        LoopEvent::from_stored_json(event_type, record.data.get())?
     };
     Ok(Event {
         event_id: record.event_id,
