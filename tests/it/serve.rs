@@ -47,14 +47,20 @@ async fn health_checks_answer_and_sigterm_stops_the_service_cleanly() {
         "not_found"
     );
 
-    // serve started itself again with its allocator setting, as the same process: the one
+    // serve started itself again with its allocator settings, as the same process: the one
     // spawned, which SIGTERM stops below.
     let environ = std::fs::read(format!("/proc/{}/environ", service.pid())).expect("environ");
-    let purge_delay = environ
-        .split(|&byte| byte == 0)
-        .find_map(|entry| entry.strip_prefix(b"MIMALLOC_PURGE_DELAY="));
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        assert_eq!(purge_delay, Some(&b"10"[..]));
+    for (variable, value) in [
+        ("MIMALLOC_PURGE_DELAY", "10"),
+        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ] {
+        let prefix = format!("{variable}=");
+        let set = environ
+            .split(|&byte| byte == 0)
+            .find_map(|entry| entry.strip_prefix(prefix.as_bytes()));
+        if std::env::var_os(variable).is_none() {
+            assert_eq!(set, Some(value.as_bytes()), "{variable}");
+        }
     }
 
     let status = service.terminate();

@@ -333,10 +333,9 @@ impl Personal {
                 Ok(Personal::Plain(Zeroizing::new(data.get().to_owned())))
             }
             SEALED_ENCODING => {
-                let hidden = |marker| Personal::Hidden {
-                    fields: part.fields.clone(),
-                    marker,
-                };
+                let fields = part.fields;
+                // Each path below calls it at most once, so the names move, not copy.
+                let hidden = |marker| Personal::Hidden { fields, marker };
                 let Reveal::With(keys) = reveal else {
                     return Ok(hidden(ENCRYPTED));
                 };
