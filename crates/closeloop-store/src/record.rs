@@ -260,8 +260,8 @@ struct PersonalIn<'a> {
     kid: Option<KeyId>,
     #[serde(default)]
     fields: Vec<String>,
-    /// Borrowed where the JSON has no escapes (base64 never does): the ciphertext is most of
-    /// a record, and every scan reads past it.
+    /// Borrowed where the JSON has no escapes (base64 needs none, though a writer may escape
+    /// `/`): the ciphertext is most of a record, and every scan reads past it.
     #[serde(default, borrow)]
     nonce: Option<Cow<'a, str>>,
     #[serde(default, borrow)]

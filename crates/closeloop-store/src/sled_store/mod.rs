@@ -306,8 +306,13 @@ impl Shared {
             return Ok(Vec::new());
         }
         // Sized once: a page grown by doubling would touch twice its memory in fresh pages.
-        let mut entries =
-            Vec::with_capacity(limit.min(usize::try_from(durable - after).unwrap_or(limit)));
+        // A caller's limit reserves no more than a rebuild's page; longer reads grow.
+        const RESERVE_AT_MOST: usize = 16_384;
+        let mut entries = Vec::with_capacity(
+            limit
+                .min(usize::try_from(durable - after).unwrap_or(limit))
+                .min(RESERVE_AT_MOST),
+        );
         for item in self
             .tree()
             .range(keys::key(after + 1)..=keys::key(durable))
