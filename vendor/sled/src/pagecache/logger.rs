@@ -700,6 +700,35 @@ impl ReadAt for BasedBuf {
     }
 }
 
+std::thread_local! {
+    /// A buffer `PageCache::pull` is done with, for this thread's next read (Closeloop's
+    /// change: a fresh zeroed buffer per read had the kernel zero new pages for most of them).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::new());
+}
+
+/// The largest buffer a thread keeps between reads.
+const KEPT_READ_BUFFER: usize = 256 * 1024;
+
+/// A zeroed buffer of `len` bytes, this thread's kept one when there is one.
+fn take_read_buffer(len: usize) -> Vec<u8> {
+    let mut buf = READ_BUFFER.with(|kept| std::mem::take(&mut *kept.borrow_mut()));
+    buf.clear();
+    buf.resize(len, 0);
+    buf
+}
+
+/// Keeps `buf` for this thread's next read, when it is not too large.
+pub(crate) fn return_read_buffer(buf: Vec<u8>) {
+    if buf.capacity() <= KEPT_READ_BUFFER {
+        READ_BUFFER.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            if kept.capacity() < buf.capacity() {
+                *kept = buf;
+            }
+        });
+    }
+}
+
 /// read a buffer from the disk
 pub(crate) fn read_message<R: ReadAt>(
     file: &R,
@@ -753,7 +782,7 @@ pub(crate) fn read_message<R: ReadAt>(
     }
 
     // perform crc check on everything that isn't Corrupted
-    let mut buf = vec![0; header_len];
+    let mut buf = take_read_buffer(header_len);
 
     if header_len > len_after {
         // we have to read more data from disk

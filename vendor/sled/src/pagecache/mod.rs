@@ -2045,6 +2045,7 @@ impl PageCache {
         };
 
         let update = update_res.expect("failed to deserialize data");
+        logger::return_read_buffer(bytes);
 
         // TODO this feels racy, test it better?
         if let Update::Free = update {
