@@ -225,17 +225,22 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn entries_round_trip_and_truncation_is_reported() {
-        let header = Header {
-            version: 3,
+    /// A header of version `version` for loop-1's event e-9, with hashes of ones and twos.
+    fn header(version: u64, request: Option<RequestDigest>) -> Header<'static> {
+        Header {
+            version,
             prev_hash: Hash([1; 32]),
             hash: Hash([2; 32]),
             loop_id: "loop-1",
             source: "urn:test",
             event_id: "e-9",
-            request: None,
-        };
+            request,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_truncation_is_reported() {
+        let header = header(3, None);
         let value = encode(&header, b"{\"record\":1}");
         let (decoded, record) = decode(7, &value).unwrap();
         assert_eq!(
@@ -260,15 +265,7 @@ mod tests {
     #[test]
     fn a_request_digest_round_trips_and_entries_without_one_read_as_unbound() {
         let digest = RequestDigest([9; 32]);
-        let header = Header {
-            version: 2,
-            prev_hash: Hash([1; 32]),
-            hash: Hash([2; 32]),
-            loop_id: "loop-1",
-            source: "urn:test",
-            event_id: "e-9",
-            request: Some(digest),
-        };
+        let header = header(2, Some(digest));
         let value = encode(&header, b"{}");
         let (decoded, record) = decode(1, &value).unwrap();
         assert_eq!(
@@ -288,15 +285,7 @@ mod tests {
 
     #[test]
     fn an_entry_without_its_record_keeps_the_whole_header() {
-        let header = Header {
-            version: 4,
-            prev_hash: Hash([1; 32]),
-            hash: Hash([2; 32]),
-            loop_id: "loop-1",
-            source: "urn:test",
-            event_id: "e-9",
-            request: Some(RequestDigest([9; 32])),
-        };
+        let header = header(4, Some(RequestDigest([9; 32])));
         let value = encode(&header, &[b'x'; 5000]);
         let kept = without_record(3, &value).unwrap();
         assert_eq!(kept, &value[..value.len() - 5000]);
