@@ -707,7 +707,7 @@ std::thread_local! {
 }
 
 /// The largest buffer a thread keeps between reads.
-const KEPT_READ_BUFFER: usize = 256 * 1024;
+const KEPT_READ_BUFFER: usize = 64 * 1024;
 
 /// A zeroed buffer of `len` bytes, this thread's kept one when there is one.
 fn take_read_buffer(len: usize) -> Vec<u8> {
