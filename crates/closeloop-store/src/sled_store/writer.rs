@@ -165,7 +165,7 @@ impl Writer {
 
 /// Writes a batch's entries to sled, atomically: one entry is a plain insert (atomic by
 /// itself), several one `apply_batch`. The insert skips what a batch costs on top — sled's
-/// global write lock, which waits for every reader in the tree, and a batch manifest in the
+/// process-wide write lock, which waits for every reader of any tree, and a batch manifest in the
 /// log: a lone entry took 33–40 µs to apply as a batch on this machine, 5–7 µs as an insert.
 fn write_entries(tree: &sled::Tree, entries: &[StagedEntry]) -> sled::Result<()> {
     if let [entry] = entries {
