@@ -2,12 +2,13 @@
 //!
 //! One thread takes every append waiting, applies them to sled as one batch, fsyncs, and only
 //! then answers; meanwhile new appends queue up and become the next batch. When fewer come
-//! than the last batch answered, it waits a moment for the rest (see [`Writer::gather`]). Overlapping the
-//! two on two threads (a writer staging the next batch while a flusher fsyncs the last) gained
-//! nothing on this kind of disk, where the fsyncs are the slow part: sled's `apply_batch`
-//! took twice as long beside a concurrent flush, and the overlap split the appends in flight
-//! into smaller batches, so more fsyncs for the same events. One thread measured as fast in
-//! alternate runs, with one thread hand-off less per append. See `docs/benchmarks.md`.
+//! than the last batch answered, it waits a moment for the rest (see [`Writer::gather`]).
+//! Overlapping the two on two threads (a writer staging the next batch while a flusher fsyncs
+//! the last) gained nothing on this kind of disk, where the fsyncs are the slow part: sled's
+//! `apply_batch` took twice as long beside a concurrent flush, and the overlap split the
+//! appends in flight into smaller batches, so more fsyncs for the same events. One thread
+//! measured as fast in alternate runs, with one thread hand-off less per append. See
+//! `docs/benchmarks.md`.
 
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use crate::{AppendError, AppendOutcome, StoreError};
 /// [`Writer::gather`]): about half an fsync of this machine's disk, so a batch of 64 callers
 /// stays one batch. Measured in `docs/benchmarks.md`.
 const GATHER_WAIT: Duration = Duration::from_micros(300);
-/// How often the writer looks for more jobs while it waits.
+/// How long the writer sleeps between looks for more jobs while it waits.
 const GATHER_POLL: Duration = Duration::from_micros(20);
 
 /// A batch the writer applied, waiting for its flush.
@@ -105,7 +106,8 @@ impl Writer {
         batch
     }
 
-    /// Stages every job of a batch and applies the writes in one atomic sled batch.
+    /// Stages every job of a batch and writes its entries to sled atomically
+    /// ([`write_entries`]).
     fn commit(&mut self, batch: Vec<Job>) -> Ticket {
         let first_position = self.next_position;
         if let Some(reason) = self.shared.stopped() {
@@ -165,8 +167,9 @@ impl Writer {
 
 /// Writes a batch's entries to sled, atomically: one entry is a plain insert (atomic by
 /// itself), several one `apply_batch`. The insert skips what a batch costs on top — sled's
-/// process-wide write lock, which waits for every reader of any tree, and a batch manifest in the
-/// log: a lone entry took 33–40 µs to apply as a batch on this machine, 5–7 µs as an insert.
+/// process-wide write lock, which waits for every reader of any tree, and a batch manifest
+/// in the log: a lone entry took 28–41 µs to apply as a batch on this machine, 5–7 µs as an
+/// insert.
 fn write_entries(tree: &sled::Tree, entries: &[StagedEntry]) -> sled::Result<()> {
     if let [entry] = entries {
         tree.insert(keys::key(entry.position), entry.bytes.as_slice())?;
