@@ -305,6 +305,83 @@ async fn a_flush_that_never_returns_fails_the_appends_waiting_for_it() {
     drop(release);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_queued_behind_a_write_that_never_returns_hear_that_the_store_stopped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hang = Switch::default();
+    // While on, writing a batch blocks until the test ends: the writer is stuck in the disk
+    // with appends queued behind it, which only the watchdog can answer.
+    let (release, blocked) = mpsc::channel::<()>();
+    let blocked = Arc::new(Mutex::new(blocked));
+    let on = Arc::clone(&hang.0);
+    let faults = FaultInjector::new(move |point| {
+        if point == FaultPoint::Apply && on.load(Ordering::SeqCst) {
+            let _ = blocked.lock().expect("test lock").recv();
+        }
+        Ok(())
+    });
+    let options = SledStoreOptions {
+        faults: Some(faults),
+        flush_deadline: Duration::from_millis(200),
+        ..SledStoreOptions::default()
+    };
+    let store = Arc::new(SledStore::open(dir.path(), &options).expect("open"));
+    store
+        .append(new_loop(0))
+        .await
+        .expect("append before the hang");
+    hang.on();
+    let stuck = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.append(new_loop(1)).await })
+    };
+    // Sent while the writer is stuck but before the deadline: they wait in its queue.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let queued: Vec<_> = (2..34)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.append(new_loop(n)).await })
+        })
+        .collect();
+    let failed = within("an append whose write hangs", stuck)
+        .await
+        .expect("the append task ends");
+    let detail = failed.expect_err("stopped").to_string();
+    assert!(detail.contains("write did not finish"), "{detail}");
+    for waiter in queued {
+        let later = within("an append queued behind the hang", waiter)
+            .await
+            .expect("the append task ends");
+        // The reason, not just "closed": nothing queued was dropped unanswered.
+        assert!(is_stopped(&later), "{later:?}");
+        let detail = later.expect_err("stopped").to_string();
+        assert!(detail.contains("write did not finish"), "{detail}");
+    }
+    assert!(store.ready().is_err());
+    let store = Arc::into_inner(store).expect("no other handle left");
+    within("closing a store whose disk hangs", store.close()).await;
+    drop(release);
+    // The append acknowledged before the hang is still there once the disk answers again.
+    let reopened = within("reopening after the hang", async {
+        loop {
+            match SledStore::open(dir.path(), &SledStoreOptions::default()) {
+                Ok(store) => break store,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        reopened
+            .read_loop(&loop_id(0))
+            .await
+            .expect("read the acknowledged loop")
+            .len(),
+        1
+    );
+    reopened.close().await;
+}
+
 fn story_event(n: usize) -> Event {
     // About 17 KB of story, as in the report this test reproduces.
     let story = format!("{n} ").repeat(17_000 / (n.to_string().len() + 1));

@@ -23,8 +23,8 @@
 //! is not overlapped with the next batch).
 //!
 //! Reads stop at the durable head: nobody sees an event that a crash could still take away.
-//! If a write or a flush fails (or a flush does not finish within
-//! [`SledStoreOptions::flush_deadline`]), the store stops: it cannot know what reached the disk,
+//! If a write or a flush fails (or does not finish within
+//! [`SledStoreOptions::flush_deadline`], which a watchdog thread keeps), the store stops: it cannot know what reached the disk,
 //! so it acknowledges nothing more until it is reopened. Every waiter hears at once — appends
 //! queued or in flight, and idempotency lookups waiting for an entry to become durable.
 //!
@@ -80,9 +80,11 @@ pub struct SledStoreOptions {
     pub cache_capacity_bytes: u64,
     /// How many appends may wait for the writer before callers are held back.
     pub queue_capacity: usize,
-    /// How long one fsync may take before the store gives up on the disk: it stops, and every
-    /// append waiting for that flush hears an error, instead of hanging until its caller's
-    /// timeout (a disk that is full or failing can block a flush indefinitely).
+    /// How long one of the writer's disk calls (a batch's write, its flush and fsync, the key
+    /// store's sync) may take before the store gives up on the disk: it stops, and every
+    /// append waiting for that call or queued behind it hears an error, instead of hanging
+    /// until its caller's timeout (a disk that is full or failing can block a flush
+    /// indefinitely).
     pub flush_deadline: Duration,
     /// Failures injected by tests; see [`FaultInjector`].
     pub faults: Option<FaultInjector>,
@@ -165,7 +167,8 @@ pub struct SledStore {
     /// How many positions of the log the index was read for from the index file.
     from_index_file: u64,
     intake: Intake,
-    /// The sealer (with a key store), then the writer: the order they finish in.
+    /// The sealer (with a key store), then the writer's watchdog (which joins the writer):
+    /// the order they finish in.
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -445,10 +448,7 @@ impl SledStore {
                 },
             },
         )?;
-        let writer = std::thread::Builder::new()
-            .name("closeloop-writer".into())
-            .spawn(move || writer.run(job_rx))
-            .map_err(spawn_failed)?;
+        let writer = writer::start(writer, job_rx).map_err(spawn_failed)?;
         let threads = sealer.into_iter().chain([writer]).collect();
         Ok(Self {
             shared,
@@ -467,7 +467,8 @@ impl SledStore {
     }
 
     /// Stops accepting appends, answers everything queued, waits for the sealer and writer
-    /// to finish and flushes: afterwards the directory can be opened again.
+    /// to finish and flushes: afterwards the directory can be opened again. A writer stuck in
+    /// the disk is not waited for (its watchdog answered everything queued).
     ///
     /// A store that stopped after a failure skips the final flush (the disk already failed
     /// it once). Either way closing waits at most a few seconds (`RELEASE_DEADLINE`) for sled

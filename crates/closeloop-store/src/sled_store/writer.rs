@@ -9,8 +9,17 @@
 //! appends in flight into smaller batches, so more fsyncs for the same events. One thread
 //! measured as fast in alternate runs, with one thread hand-off less per append. See
 //! `docs/benchmarks.md`.
+//!
+//! The writer makes its own disk calls (apply, flush and fsync, the key store's sync), with
+//! no thread hand-off on the way, and a **watchdog** thread keeps the deadline: a call that
+//! does not return within [`SledStoreOptions::flush_deadline`](super::SledStoreOptions)
+//! (seen with a full filesystem) stops the store, and the watchdog answers the batch waiting
+//! for it and every append queued after it, so nobody waits for a disk that stopped
+//! answering. The writer is left behind in the disk; closing does not wait for it.
 
-use std::sync::{Arc, mpsc as std_mpsc};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -26,6 +35,37 @@ const GATHER_WAIT: Duration = Duration::from_micros(300);
 /// How long the writer sleeps between looks for more jobs while it waits.
 const GATHER_POLL: Duration = Duration::from_micros(20);
 
+/// Pooled keys given to new loops before their assignments are synced (one fsync of the key
+/// file); after a crash, opening reads the records written since the last sync to recover
+/// them (see `backend::key_recovery`), so this and [`KEY_SYNC_INTERVAL`] bound that work.
+const KEY_SYNC_EVERY: usize = 128;
+/// The longest a given key's assignment waits for a sync while appends keep coming.
+const KEY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the writer thread, and the watchdog that keeps its disk calls to `flush_deadline`.
+/// Returns the watchdog's thread, which ends after the writer's (and joins it) — or, once
+/// the writer is stuck in the disk, when every sender of `jobs` is gone and each job queued
+/// has heard that the store stopped.
+///
+/// # Errors
+/// When a thread cannot be started. The writer, if it started, ends once `jobs` closes.
+pub(super) fn start(writer: Writer, jobs: mpsc::Receiver<Job>) -> std::io::Result<JoinHandle<()>> {
+    let deadline = writer.flush_deadline;
+    let watch = Arc::clone(&writer.watch);
+    let shared = Arc::clone(&writer.shared);
+    *watch.jobs.lock().unwrap_or_else(PoisonError::into_inner) = Some(jobs);
+    let (alive, writer_ended) = std_mpsc::channel::<()>();
+    let writer = std::thread::Builder::new()
+        .name("closeloop-writer".into())
+        .spawn(move || {
+            writer.run();
+            drop(alive);
+        })?;
+    std::thread::Builder::new()
+        .name("closeloop-watchdog".into())
+        .spawn(move || watch.keep(&shared, deadline, writer, &writer_ended))
+}
+
 /// A batch the writer applied, waiting for its flush.
 struct Ticket {
     last_position: u64,
@@ -37,11 +77,161 @@ struct Ticket {
 /// The writer thread's state.
 pub(super) struct Writer {
     shared: Arc<Shared>,
+    watch: Arc<Watch>,
     next_position: u64,
     max_batch_events: usize,
     flush_deadline: Duration,
-    /// With a key pool: the log position its assignments were last synced through.
-    key_sync: Option<u64>,
+    /// With a key pool: when and through which log position its assignments were last
+    /// synced (see [`KEY_SYNC_EVERY`]).
+    key_sync: Option<(Instant, u64)>,
+}
+
+/// The writer's call that got stuck, for the store's reason to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum DiskCall {
+    Write = 1,
+    Flush = 2,
+    KeySync = 3,
+}
+
+impl DiskCall {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Write,
+            3 => Self::KeySync,
+            _ => Self::Flush,
+        }
+    }
+
+    fn did_not_finish(self, deadline: Duration) -> String {
+        let what = match self {
+            Self::Write => "write",
+            Self::Flush => "flush",
+            Self::KeySync => "key store sync",
+        };
+        format!(
+            "{what} did not finish within {} s; the disk may be full or failing",
+            deadline.as_secs_f64()
+        )
+    }
+}
+
+/// What the writer and its watchdog share. Whoever claims a disk call that is running — the
+/// writer when it returns, the watchdog when it is past its deadline — answers the batch
+/// waiting for it: one compare-and-swap on [`Watch::busy_since`] decides, so nothing is
+/// answered twice or not at all.
+struct Watch {
+    epoch: Instant,
+    /// When the writer's running disk call started (nanoseconds since `epoch`, at least 1);
+    /// 0 while none runs, [`ABANDONED`] once the watchdog gave up on it.
+    busy_since: AtomicU64,
+    /// Which call that is ([`DiskCall`]).
+    busy_with: AtomicU8,
+    /// The batch the running call is for, if any.
+    in_flight: Mutex<Option<Ticket>>,
+    /// The writer's queue; the watchdog takes it over once the writer is stuck.
+    jobs: Mutex<Option<mpsc::Receiver<Job>>>,
+}
+
+const ABANDONED: u64 = u64::MAX;
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            busy_since: AtomicU64::new(0),
+            busy_with: AtomicU8::new(0),
+            in_flight: Mutex::new(None),
+            jobs: Mutex::new(None),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(ABANDONED - 1)
+            .clamp(1, ABANDONED - 1)
+    }
+
+    /// Runs the disk call `call` under the watchdog's eye: `None` when the watchdog gave up
+    /// on it meanwhile (the store has stopped, and the batch in flight was answered).
+    fn watched<T>(&self, call: DiskCall, work: impl FnOnce() -> T) -> Option<T> {
+        self.busy_with.store(call as u8, Ordering::Relaxed);
+        let started = self.now();
+        self.busy_since.store(started, Ordering::Release);
+        let done = work();
+        self.busy_since
+            .compare_exchange(started, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            .then_some(done)
+    }
+
+    fn set_in_flight(&self, ticket: Ticket) {
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(ticket);
+    }
+
+    fn take_in_flight(&self) -> Option<Ticket> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The watchdog thread: looks at the writer's disk call a few times per deadline until
+    /// the writer ends. A call past the deadline stops the store; the watchdog then answers
+    /// the batch in flight and every job queued until the queue closes, and leaves the
+    /// writer behind.
+    fn keep(
+        &self,
+        shared: &Shared,
+        deadline: Duration,
+        writer: JoinHandle<()>,
+        writer_ended: &std_mpsc::Receiver<()>,
+    ) {
+        let look_every = (deadline / 8).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let deadline_nanos = u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX);
+        loop {
+            if writer_ended.recv_timeout(look_every) != Err(std_mpsc::RecvTimeoutError::Timeout) {
+                // A panicked writer has nothing left to answer: its callers hear "closed".
+                let _ = writer.join();
+                return;
+            }
+            let since = self.busy_since.load(Ordering::Acquire);
+            if since == 0 || since == ABANDONED || self.now() - since < deadline_nanos {
+                continue;
+            }
+            let call = DiskCall::from_u8(self.busy_with.load(Ordering::Relaxed));
+            if self
+                .busy_since
+                .compare_exchange(since, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // It returned just now.
+                continue;
+            }
+            let reason = call.did_not_finish(deadline);
+            shared.stop(reason.clone());
+            if let Some(ticket) = self.take_in_flight() {
+                answer_failed(ticket, &reason);
+            }
+            let jobs = self
+                .jobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(mut jobs) = jobs {
+                while let Some(job) = jobs.blocking_recv() {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Stopped(reason.clone()).into()));
+                }
+            }
+            return;
+        }
+    }
 }
 
 impl Writer {
@@ -54,26 +244,38 @@ impl Writer {
     ) -> Self {
         Self {
             shared,
+            watch: Arc::new(Watch::new()),
             next_position,
             max_batch_events,
             flush_deadline,
-            key_sync,
+            key_sync: key_sync.map(|through| (Instant::now(), through)),
         }
     }
 
-    /// Takes batches of jobs until every sender is gone: each applied, flushed and answered
-    /// before the next.
-    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        let mut flusher = Flusher::start(&self.shared, self.flush_deadline, self.key_sync);
+    /// Takes batches of jobs until every sender is gone (or the watchdog gave up on a disk
+    /// call): each applied, flushed and answered before the next.
+    fn run(mut self) {
         // The callers the last batch answered: most of them append again at once.
         let mut expected = 1;
-        while let Some(first) = jobs.blocking_recv() {
-            let batch = self.gather(&mut jobs, first, expected);
+        loop {
+            let batch = {
+                let mut jobs = self
+                    .watch
+                    .jobs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let Some(jobs) = jobs.as_mut() else { return };
+                let Some(first) = jobs.blocking_recv() else {
+                    return;
+                };
+                self.gather(jobs, first, expected)
+            };
             expected = batch.len();
-            let ticket = self.commit(batch);
-            flusher.flush(ticket);
+            if self.commit(batch).is_none() {
+                // Stuck in the disk until now: the watchdog answered everyone.
+                return;
+            }
         }
-        flusher.finish();
     }
 
     /// The batch that starts with `first`: every job waiting, and, while fewer than `expected`
@@ -106,16 +308,18 @@ impl Writer {
         batch
     }
 
-    /// Stages every job of a batch and writes its entries to sled atomically
-    /// ([`write_entries`]).
-    fn commit(&mut self, batch: Vec<Job>) -> Ticket {
+    /// Stages every job of a batch, writes its entries to sled atomically ([`write_entries`]),
+    /// makes them durable and answers. `None` when the watchdog gave up on a disk call
+    /// meanwhile: the writer must stop.
+    fn commit(&mut self, batch: Vec<Job>) -> Option<()> {
         let first_position = self.next_position;
         if let Some(reason) = self.shared.stopped() {
-            return failed_ticket(
-                batch.into_iter().map(|job| job.reply),
-                &reason,
-                first_position - 1,
-            );
+            for job in batch {
+                let _ = job
+                    .reply
+                    .send(Err(StoreError::Stopped(reason.clone()).into()));
+            }
+            return Some(());
         }
         let mut staging = Staging::new(first_position);
         let mut replies = Vec::with_capacity(batch.len());
@@ -127,41 +331,102 @@ impl Writer {
                 replies.push((job.reply, result));
             }
         }
+        let last_position = staging.next_position() - 1;
+        self.watch.set_in_flight(Ticket {
+            last_position,
+            appended: last_position + 1 - first_position,
+            replies,
+        });
         if !staging.entries().is_empty() {
-            if let Err(err) = FaultInjector::check(self.shared.faults.as_ref(), FaultPoint::Apply)
-                .and_then(|()| {
-                    write_entries(self.shared.tree(), staging.entries()).map_err(|e| e.to_string())
-                })
-            {
-                let reason = format!("write failed: {err}");
-                self.shared.stop(reason.clone());
-                return failed_ticket(
-                    replies.into_iter().map(|(reply, _)| reply),
-                    &reason,
-                    first_position - 1,
-                );
+            let written = self.watch.watched(DiskCall::Write, || {
+                FaultInjector::check(self.shared.faults.as_ref(), FaultPoint::Apply).and_then(
+                    |()| {
+                        write_entries(self.shared.tree(), staging.entries())
+                            .map_err(|e| e.to_string())
+                    },
+                )
+            })?;
+            if let Err(err) = written {
+                return self.fail(format!("write failed: {err}"));
             }
-            // The entries are past the durable head until the flusher moves it, so no reader
+            // The entries are past the durable head until the flush moves it, so no reader
             // sees them before they are on disk.
             let Ok(mut index) = self.shared.index.write() else {
                 // Only this thread writes the index: a poisoned lock means it panicked earlier
                 // mid-batch, so the index cannot be trusted for new positions.
-                let reason = "the store's index was left half-updated by a panic".to_owned();
-                self.shared.stop(reason.clone());
-                return failed_ticket(
-                    replies.into_iter().map(|(reply, _)| reply),
-                    &reason,
-                    first_position - 1,
-                );
+                return self.fail("the store's index was left half-updated by a panic".to_owned());
             };
             staging.apply(&mut index);
         }
         self.next_position = staging.next_position();
-        Ticket {
-            last_position: self.next_position - 1,
-            appended: self.next_position - first_position,
-            replies,
+        self.flush()
+    }
+
+    /// Makes the batch in flight durable (one flush and fsync), moves the durable head and
+    /// answers its callers.
+    fn flush(&mut self) -> Option<()> {
+        if let Some(reason) = self.shared.stopped() {
+            // Stopped meanwhile (the sealer's key store failed): acknowledge nothing more.
+            return self.fail(reason);
         }
+        let shared = Arc::clone(&self.shared);
+        let flushed = self.watch.watched(DiskCall::Flush, || {
+            FaultInjector::check(shared.faults.as_ref(), FaultPoint::Flush)
+                .and_then(|()| shared.make_durable())
+        })?;
+        if let Err(reason) = flushed {
+            return self.fail(reason);
+        }
+        let ticket = self.watch.take_in_flight()?;
+        // Move the durable head before answering, so a caller that hears "stored" and then
+        // reads finds its events.
+        let last_position = ticket.last_position;
+        shared.durable.send_if_modified(|head| {
+            let moved = last_position > *head;
+            *head = (*head).max(last_position);
+            moved
+        });
+        metrics::counter!("closeloop_store_flushes_total").increment(1);
+        metrics::counter!("closeloop_events_appended_total").increment(ticket.appended);
+        for (reply, result) in ticket.replies {
+            // A caller that stopped waiting has nothing to hear.
+            let _ = reply.send(result);
+        }
+        self.sync_key_assignments(last_position)
+    }
+
+    /// Stops the store for `reason` and answers the batch in flight with it.
+    fn fail(&self, reason: String) -> Option<()> {
+        self.shared.stop(reason.clone());
+        if let Some(ticket) = self.watch.take_in_flight() {
+            answer_failed(ticket, &reason);
+        }
+        Some(())
+    }
+
+    /// Syncs pooled keys' assignments when enough are waiting, or when the last sync is a
+    /// second old and the log has grown since: every record up to `durable` was sealed (and
+    /// its key given) before it was written. Moving the watermark on while no key is given
+    /// keeps the records a recovery reads to about a second's worth.
+    fn sync_key_assignments(&mut self, durable: u64) -> Option<()> {
+        let (Some(keys), Some((last, through))) = (&self.shared.keys, self.key_sync) else {
+            return Some(());
+        };
+        let waiting = keys.unsynced_assignments();
+        let due =
+            waiting >= KEY_SYNC_EVERY || (durable > through && last.elapsed() >= KEY_SYNC_INTERVAL);
+        if !due {
+            return Some(());
+        }
+        let synced = self
+            .watch
+            .watched(DiskCall::KeySync, || keys.sync_assignments(durable))?;
+        if let Err(err) = synced {
+            // The key store shares the disk: fail fast, as for a failed write.
+            self.shared.stop(format!("key store failed: {err}"));
+        }
+        self.key_sync = Some((Instant::now(), durable));
+        Some(())
     }
 }
 
@@ -182,188 +447,8 @@ fn write_entries(tree: &sled::Tree, entries: &[StagedEntry]) -> sled::Result<()>
     tree.apply_batch(writes)
 }
 
-fn failed_ticket(replies: impl Iterator<Item = Reply>, reason: &str, last_position: u64) -> Ticket {
-    Ticket {
-        last_position,
-        appended: 0,
-        replies: replies
-            .map(|reply| (reply, Err(StoreError::Stopped(reason.to_owned()).into())))
-            .collect(),
-    }
-}
-
-/// Makes applied batches durable: one fsync each, then the durable head moves and callers
-/// hear back.
-///
-/// The fsync itself runs on a helper thread and is given a deadline: a disk that blocks a
-/// flush indefinitely (seen with a full filesystem) stops the store instead of holding every
-/// caller until its own timeout. Once the store has stopped — here, or in the writer — nothing
-/// more is flushed or acknowledged: batches are answered with the error.
-struct Flusher {
-    shared: Arc<Shared>,
-    /// `None` once a flush got stuck in the disk (the helper thread is left behind) or when
-    /// the helper thread could not be started.
-    fsync: Option<Fsync>,
-    deadline: Duration,
-    /// With a key pool: when and through which log position its assignments were last
-    /// synced (see [`KEY_SYNC_EVERY`]).
-    key_sync: Option<(Instant, u64)>,
-}
-
-/// Pooled keys given to new loops before their assignments are synced (one fsync of the key
-/// file); after a crash, opening reads the records written since the last sync to recover
-/// them (see `backend::key_recovery`), so this and [`KEY_SYNC_INTERVAL`] bound that work.
-const KEY_SYNC_EVERY: usize = 128;
-/// The longest a given key's assignment waits for a sync while appends keep coming.
-const KEY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Flusher {
-    fn start(shared: &Arc<Shared>, deadline: Duration, key_sync: Option<u64>) -> Self {
-        Self {
-            shared: Arc::clone(shared),
-            fsync: Fsync::start(shared),
-            deadline,
-            key_sync: key_sync.map(|through| (Instant::now(), through)),
-        }
-    }
-
-    fn flush(&mut self, ticket: Ticket) {
-        let shared = &self.shared;
-        if let Some(reason) = shared.stopped() {
-            answer_failed(ticket, &reason);
-            return;
-        }
-        match self.fsync.as_mut().map(|fsync| fsync.flush(self.deadline)) {
-            Some(Ok(())) => {
-                // Move the durable head before answering, so a caller that hears "stored"
-                // and then reads finds its events.
-                let last_position = ticket.last_position;
-                shared.durable.send_if_modified(|head| {
-                    let moved = last_position > *head;
-                    *head = (*head).max(last_position);
-                    moved
-                });
-                metrics::counter!("closeloop_store_flushes_total").increment(1);
-                metrics::counter!("closeloop_events_appended_total").increment(ticket.appended);
-                for (reply, result) in ticket.replies {
-                    // A caller that stopped waiting has nothing to hear.
-                    let _ = reply.send(result);
-                }
-                self.sync_key_assignments(last_position);
-            }
-            Some(Err(failure)) => {
-                let reason = failure.to_string();
-                shared.stop(reason.clone());
-                answer_failed(ticket, &reason);
-                if matches!(failure, FlushFailure::TimedOut(_)) {
-                    // The helper thread is stuck in the disk; leave it behind.
-                    self.fsync = None;
-                }
-            }
-            None => {
-                let reason = "the flush thread could not be started".to_owned();
-                shared.stop(reason.clone());
-                answer_failed(ticket, &reason);
-            }
-        }
-    }
-
-    /// Syncs pooled keys' assignments when enough are waiting, or when the last sync is a
-    /// second old and the log has grown since: every record up to `durable` was sealed (and
-    /// its key given) before it was written. Moving the watermark on while no key is given
-    /// keeps the records a recovery reads to about a second's worth.
-    fn sync_key_assignments(&mut self, durable: u64) {
-        let (Some(keys), Some((last, through))) = (&self.shared.keys, self.key_sync) else {
-            return;
-        };
-        let waiting = keys.unsynced_assignments();
-        let due =
-            waiting >= KEY_SYNC_EVERY || (durable > through && last.elapsed() >= KEY_SYNC_INTERVAL);
-        if !due {
-            return;
-        }
-        if let Err(err) = keys.sync_assignments(durable) {
-            // The key store shares the disk: fail fast, as for a failed write.
-            self.shared.stop(format!("key store failed: {err}"));
-        }
-        self.key_sync = Some((Instant::now(), durable));
-    }
-
-    /// The fsync thread holds the database open: wait for it, so that once the store is
-    /// closed the directory can be opened again. One stuck in the disk was left behind.
-    fn finish(self) {
-        if let Some(fsync) = self.fsync {
-            fsync.finish();
-        }
-    }
-}
-
 fn answer_failed(ticket: Ticket, reason: &str) {
     for (reply, _) in ticket.replies {
         let _ = reply.send(Err(StoreError::Stopped(reason.to_owned()).into()));
-    }
-}
-
-/// Why an fsync did not succeed.
-#[derive(Debug, thiserror::Error)]
-enum FlushFailure {
-    /// sled's flush or the fsync reported an error (the text says which).
-    #[error("{0}")]
-    Failed(String),
-    /// It did not return within the deadline; the thread running it is stuck.
-    #[error("flush did not finish within {} s; the disk may be full or failing", .0.as_secs_f64())]
-    TimedOut(Duration),
-    /// The thread running it is gone.
-    #[error("the flush thread ended")]
-    ThreadEnded,
-}
-
-/// A thread that runs sled's fsync on request, so the flusher can stop waiting for it.
-struct Fsync {
-    requests: std_mpsc::Sender<()>,
-    done: std_mpsc::Receiver<Result<(), String>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Fsync {
-    fn start(shared: &Arc<Shared>) -> Option<Self> {
-        let (requests, request_rx) = std_mpsc::channel::<()>();
-        let (done_tx, done) = std_mpsc::channel();
-        let shared = Arc::clone(shared);
-        let thread = std::thread::Builder::new()
-            .name("closeloop-fsync".into())
-            .spawn(move || {
-                while request_rx.recv().is_ok() {
-                    let result = FaultInjector::check(shared.faults.as_ref(), FaultPoint::Flush)
-                        .and_then(|()| shared.make_durable());
-                    if done_tx.send(result).is_err() {
-                        break;
-                    }
-                }
-            })
-            .ok()?;
-        Some(Self {
-            requests,
-            done,
-            thread,
-        })
-    }
-
-    /// Ends the thread and waits for it.
-    fn finish(self) {
-        drop(self.requests);
-        // A panicked fsync thread has nothing left to release.
-        let _ = self.thread.join();
-    }
-
-    fn flush(&mut self, deadline: Duration) -> Result<(), FlushFailure> {
-        self.requests
-            .send(())
-            .map_err(|_| FlushFailure::ThreadEnded)?;
-        match self.done.recv_timeout(deadline) {
-            Ok(result) => result.map_err(FlushFailure::Failed),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(FlushFailure::TimedOut(deadline)),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(FlushFailure::ThreadEnded),
-        }
     }
 }
