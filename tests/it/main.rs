@@ -230,8 +230,10 @@ impl Service {
                 }
             }
         });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect(
-            "closeloop serve did not start listening within 30 s (TEST_LOG=1 shows its logs)",
+        // A guard against hangs, not a measure: `--demo` first records 5,000 loops (about 16 s
+        // in a debug build on a slow day, twice that beside the other tests).
+        let addr = addr_rx.recv_timeout(Duration::from_secs(120)).expect(
+            "closeloop serve did not start listening within 120 s (TEST_LOG=1 shows its logs)",
         );
         Self {
             child,
