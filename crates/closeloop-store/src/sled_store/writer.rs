@@ -200,7 +200,8 @@ impl Watch {
                 return;
             }
             let since = self.busy_since.load(Ordering::Acquire);
-            if since == 0 || since == ABANDONED || self.now() - since < deadline_nanos {
+            if since == 0 || since == ABANDONED || self.now().saturating_sub(since) < deadline_nanos
+            {
                 continue;
             }
             let call = DiskCall::from_u8(self.busy_with.load(Ordering::Relaxed));
