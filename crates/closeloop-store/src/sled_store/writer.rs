@@ -200,8 +200,8 @@ impl Watch {
                 return;
             }
             let since = self.busy_since.load(Ordering::Acquire);
-            if since == 0 || since == ABANDONED || self.now().saturating_sub(since) < deadline_nanos
-            {
+            // Only this thread abandons a call, and then it returns: `since` is 0 or a start.
+            if since == 0 || self.now().saturating_sub(since) < deadline_nanos {
                 continue;
             }
             let call = DiskCall::from_u8(self.busy_with.load(Ordering::Relaxed));
@@ -225,9 +225,7 @@ impl Watch {
                 .take();
             if let Some(mut jobs) = jobs {
                 while let Some(job) = jobs.blocking_recv() {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Stopped(reason.clone()).into()));
+                    answer_stopped(job.reply, &reason);
                 }
             }
             return;
@@ -316,9 +314,7 @@ impl Writer {
         let first_position = self.next_position;
         if let Some(reason) = self.shared.stopped() {
             for job in batch {
-                let _ = job
-                    .reply
-                    .send(Err(StoreError::Stopped(reason.clone()).into()));
+                answer_stopped(job.reply, &reason);
             }
             return Some(());
         }
@@ -370,10 +366,9 @@ impl Writer {
             // Stopped meanwhile (the sealer's key store failed): acknowledge nothing more.
             return self.fail(reason);
         }
-        let shared = Arc::clone(&self.shared);
         let flushed = self.watch.watched(DiskCall::Flush, || {
-            FaultInjector::check(shared.faults.as_ref(), FaultPoint::Flush)
-                .and_then(|()| shared.make_durable())
+            FaultInjector::check(self.shared.faults.as_ref(), FaultPoint::Flush)
+                .and_then(|()| self.shared.make_durable())
         })?;
         if let Err(reason) = flushed {
             return self.fail(reason);
@@ -382,7 +377,7 @@ impl Writer {
         // Move the durable head before answering, so a caller that hears "stored" and then
         // reads finds its events.
         let last_position = ticket.last_position;
-        shared.durable.send_if_modified(|head| {
+        self.shared.durable.send_if_modified(|head| {
             let moved = last_position > *head;
             *head = (*head).max(last_position);
             moved
@@ -450,6 +445,11 @@ fn write_entries(tree: &sled::Tree, entries: &[StagedEntry]) -> sled::Result<()>
 
 fn answer_failed(ticket: Ticket, reason: &str) {
     for (reply, _) in ticket.replies {
-        let _ = reply.send(Err(StoreError::Stopped(reason.to_owned()).into()));
+        answer_stopped(reply, reason);
     }
+}
+
+fn answer_stopped(reply: Reply, reason: &str) {
+    // A caller that stopped waiting has nothing to hear.
+    let _ = reply.send(Err(StoreError::Stopped(reason.to_owned()).into()));
 }
