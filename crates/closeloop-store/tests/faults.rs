@@ -269,31 +269,65 @@ async fn a_failed_flush_stops_the_store_and_acknowledges_nothing_more() {
     check_stopped_store(store, dir.path(), 3, 3).await;
 }
 
+/// A disk call that stops answering: while `on`, the store's call at its fault point blocks
+/// until the `Hang` is dropped, and says when it started blocking.
+struct Hang {
+    on: Switch,
+    /// Dropped with the `Hang`: the blocked call returns.
+    _release: mpsc::Sender<()>,
+    entered: mpsc::Receiver<()>,
+}
+
+impl Hang {
+    /// A store (200 ms deadline) whose disk call at `at` hangs once the `Hang` is on.
+    fn store(dir: &Path, at: FaultPoint) -> (SledStore, Self) {
+        let on = Switch::default();
+        let (release, blocked) = mpsc::channel::<()>();
+        let (entered_tx, entered) = mpsc::channel();
+        let blocked = Arc::new(Mutex::new(blocked));
+        let entered_tx = Mutex::new(entered_tx);
+        let active = Arc::clone(&on.0);
+        let faults = FaultInjector::new(move |point| {
+            if point == at && active.load(Ordering::SeqCst) {
+                let _ = entered_tx.lock().expect("test lock").send(());
+                let _ = blocked.lock().expect("test lock").recv();
+            }
+            Ok(())
+        });
+        let options = SledStoreOptions {
+            faults: Some(faults),
+            flush_deadline: Duration::from_millis(200),
+            ..SledStoreOptions::default()
+        };
+        let store = SledStore::open(dir, &options).expect("open");
+        let hang = Self {
+            on,
+            _release: release,
+            entered,
+        };
+        (store, hang)
+    }
+
+    /// Waits until the store's call is blocked.
+    async fn entered(&self) {
+        let wait = async {
+            while self.entered.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        within("the store's disk call to block", wait).await;
+    }
+}
+
 #[tokio::test]
 async fn a_flush_that_never_returns_fails_the_appends_waiting_for_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let hang = Switch::default();
-    // While on, the flush blocks until the test ends, like a disk that stopped answering.
-    let (release, blocked) = mpsc::channel::<()>();
-    let blocked = Arc::new(Mutex::new(blocked));
-    let on = Arc::clone(&hang.0);
-    let faults = FaultInjector::new(move |point| {
-        if point == FaultPoint::Flush && on.load(Ordering::SeqCst) {
-            let _ = blocked.lock().expect("test lock").recv();
-        }
-        Ok(())
-    });
-    let options = SledStoreOptions {
-        faults: Some(faults),
-        flush_deadline: Duration::from_millis(200),
-        ..SledStoreOptions::default()
-    };
-    let store = SledStore::open(dir.path(), &options).expect("open");
+    let (store, hang) = Hang::store(dir.path(), FaultPoint::Flush);
     store
         .append(new_loop(0))
         .await
         .expect("append before the hang");
-    hang.on();
+    hang.on.on();
     let failed = within("an append whose flush hangs", store.append(new_loop(1))).await;
     assert!(is_stopped(&failed), "{failed:?}");
     let detail = failed.expect_err("stopped").to_string();
@@ -302,41 +336,26 @@ async fn a_flush_that_never_returns_fails_the_appends_waiting_for_it() {
     let later = within("an append after the hang", store.append(new_loop(2))).await;
     assert!(is_stopped(&later), "{later:?}");
     within("closing a store whose disk hangs", store.close()).await;
-    drop(release);
+    drop(hang);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_queued_behind_a_write_that_never_returns_hear_that_the_store_stopped() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let hang = Switch::default();
-    // While on, writing a batch blocks until the test ends: the writer is stuck in the disk
-    // with appends queued behind it, which only the watchdog can answer.
-    let (release, blocked) = mpsc::channel::<()>();
-    let blocked = Arc::new(Mutex::new(blocked));
-    let on = Arc::clone(&hang.0);
-    let faults = FaultInjector::new(move |point| {
-        if point == FaultPoint::Apply && on.load(Ordering::SeqCst) {
-            let _ = blocked.lock().expect("test lock").recv();
-        }
-        Ok(())
-    });
-    let options = SledStoreOptions {
-        faults: Some(faults),
-        flush_deadline: Duration::from_millis(200),
-        ..SledStoreOptions::default()
-    };
-    let store = Arc::new(SledStore::open(dir.path(), &options).expect("open"));
+    let (store, hang) = Hang::store(dir.path(), FaultPoint::Apply);
+    let store = Arc::new(store);
     store
         .append(new_loop(0))
         .await
         .expect("append before the hang");
-    hang.on();
+    hang.on.on();
     let stuck = {
         let store = Arc::clone(&store);
         tokio::spawn(async move { store.append(new_loop(1)).await })
     };
-    // Sent while the writer is stuck but before the deadline: they wait in its queue.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Sent once the writer is stuck, well before the deadline: they wait in its queue, which
+    // only the watchdog can answer.
+    hang.entered().await;
     let queued: Vec<_> = (2..34)
         .map(|n| {
             let store = Arc::clone(&store);
@@ -360,7 +379,7 @@ async fn appends_queued_behind_a_write_that_never_returns_hear_that_the_store_st
     assert!(store.ready().is_err());
     let store = Arc::into_inner(store).expect("no other handle left");
     within("closing a store whose disk hangs", store.close()).await;
-    drop(release);
+    drop(hang);
     // The append acknowledged before the hang is still there once the disk answers again.
     let reopened = within("reopening after the hang", async {
         loop {
