@@ -14,7 +14,7 @@ use closeloop_keys::{ContactDigest, KeyRequest, KeyStore};
 use tokio::sync::oneshot;
 
 use super::entry;
-use super::index::{HeadHash, Index};
+use super::index::{HeadHash, Index, KeyDigest};
 use crate::chain::{Hash, entry_hash};
 use crate::record;
 use crate::{
@@ -318,6 +318,8 @@ pub struct StagedEntry {
     pub bytes: Vec<u8>,
     source: String,
     event_id: String,
+    /// The digest of (`source`, `event_id`), worked out once per entry.
+    key: KeyDigest,
     version: u64,
     request: Option<RequestDigest>,
 }
@@ -329,8 +331,9 @@ pub struct Staging {
     entries: Vec<StagedEntry>,
     /// Loops this batch moved on: (version, head hash) after its entries.
     heads: HashMap<LoopId, (u64, Hash)>,
-    /// Idempotency keys this batch stores → their entry in `entries`.
-    keys: HashMap<(String, String), usize>,
+    /// Idempotency keys this batch stores, by digest → the first entry in `entries` whose key
+    /// has that digest (see [`staged_key`](Self::staged_key)).
+    keys: HashMap<KeyDigest, usize>,
 }
 
 impl Staging {
@@ -381,8 +384,11 @@ impl Staging {
         // Idempotency: all keys known means a repeat of an earlier append; some means misuse,
         // and so does a key bound to another request than this one.
         let mut originals = Vec::with_capacity(request.event_count);
+        let mut digests = Vec::with_capacity(request.event_count);
         for (_, event) in request.events() {
-            let original = self.original(index, &event.source, &event.event_id, stored)?;
+            let key = KeyDigest::of(&event.source, &event.event_id);
+            digests.push(key);
+            let original = self.original(index, &event.source, &event.event_id, key, stored)?;
             if let Some(original) = &original
                 && RequestDigest::conflict(original.request, event.request)
             {
@@ -430,10 +436,13 @@ impl Staging {
         }
 
         let mut committed = Vec::with_capacity(request.event_count);
+        // In the order of `request.events()`, as `digests`.
+        let mut digests = digests.into_iter();
         // A loop appears once in a request: its events chain on from the head read above.
         for (append, (mut version, mut prev_hash)) in request.loops.iter().zip(heads) {
             let loop_id = append.loop_id.as_str();
             for event in &append.events {
+                let key = digests.next().expect("a digest for every event");
                 version += 1;
                 let position = self.next_position();
                 let hash = entry_hash(position, version, loop_id, &prev_hash, &event.record);
@@ -448,11 +457,7 @@ impl Staging {
                 };
                 let bytes = entry::encode(&header, &event.record);
                 prev_hash = hash;
-                self.heads.insert(append.loop_id.clone(), (version, hash));
-                self.keys.insert(
-                    (event.source.clone(), event.event_id.clone()),
-                    self.entries.len(),
-                );
+                self.keys.entry(key).or_insert(self.entries.len());
                 self.entries.push(StagedEntry {
                     position,
                     loop_id: append.loop_id.clone(),
@@ -460,6 +465,7 @@ impl Staging {
                     bytes,
                     source: event.source.clone(),
                     event_id: event.event_id.clone(),
+                    key,
                     version,
                     request: event.request,
                 });
@@ -469,6 +475,10 @@ impl Staging {
                     position,
                     request: event.request,
                 });
+            }
+            if !append.events.is_empty() {
+                self.heads
+                    .insert(append.loop_id.clone(), (version, prev_hash));
             }
         }
         Ok(AppendOutcome {
@@ -481,13 +491,7 @@ impl Staging {
     /// since they were staged.
     pub fn apply(&self, index: &mut Index) {
         for entry in &self.entries {
-            index.insert(
-                &entry.loop_id,
-                &entry.source,
-                &entry.event_id,
-                entry.position,
-                entry.hash,
-            );
+            index.insert_keyed(&entry.loop_id, entry.key, entry.position, entry.hash);
         }
     }
 
@@ -506,9 +510,10 @@ impl Staging {
         index: &Index,
         source: &str,
         event_id: &str,
+        key: KeyDigest,
         stored: &dyn StoredEntries,
     ) -> Result<Option<Committed>, StoreError> {
-        if let Some(&at) = self.keys.get(&(source.to_owned(), event_id.to_owned())) {
+        if let Some(at) = self.staged_key(key, source, event_id) {
             let entry = &self.entries[at];
             return Ok(Some(Committed {
                 loop_id: entry.loop_id.clone(),
@@ -517,12 +522,25 @@ impl Staging {
                 request: entry.request,
             }));
         }
-        for position in index.candidates_for_key(source, event_id) {
+        for position in index.candidates_for_digest(key) {
             if let Some(confirmed) = stored.confirm_key(position, source, event_id)? {
                 return Ok(Some(confirmed));
             }
         }
         Ok(None)
+    }
+
+    /// The staged entry that holds the idempotency key (`source`, `event_id`), whose digest is
+    /// `key`.
+    fn staged_key(&self, key: KeyDigest, source: &str, event_id: &str) -> Option<usize> {
+        let first = *self.keys.get(&key)?;
+        let holds = |entry: &StagedEntry| entry.source == source && entry.event_id == event_id;
+        if holds(&self.entries[first]) {
+            return Some(first);
+        }
+        // Another key with the same 32-bit digest was staged first (one pair in a few
+        // billion): look through the batch.
+        self.entries.iter().position(holds)
     }
 }
 
@@ -533,6 +551,7 @@ mod tests {
 
     use super::*;
     use crate::LoopAppend;
+    use crate::backend::index::RecentHashes;
 
     /// A log whose entries cannot be read: every read fails.
     struct Unreadable;
@@ -580,6 +599,18 @@ mod tests {
         let mut index = Index::reading_head_hashes();
         let old = LoopId::parse("loop-old").expect("loop id");
         index.insert(&old, "urn:test", "e1", 1, Hash([1; 32]));
+        // Entries of another loop, so that the first is no longer a recent one.
+        let other = LoopId::parse("loop-other").expect("loop id");
+        let next = 2 + RecentHashes::LEN as u64;
+        for position in 2..next {
+            index.insert(
+                &other,
+                "urn:other",
+                &position.to_string(),
+                position,
+                Hash([2; 32]),
+            );
+        }
         // A new loop first, then the one whose head hash must be read from the log.
         let request = prepare(
             AppendRequest {
@@ -591,7 +622,7 @@ mod tests {
             None,
         )
         .expect("valid request");
-        let mut staging = Staging::new(2);
+        let mut staging = Staging::new(next);
         let err = staging
             .stage(&index, &request, &Unreadable)
             .expect_err("the read fails");
@@ -600,6 +631,60 @@ mod tests {
             "{err:?}"
         );
         assert!(staging.entries().is_empty(), "nothing staged");
-        assert_eq!(staging.next_position(), 2);
+        assert_eq!(staging.next_position(), next);
+    }
+
+    #[test]
+    fn a_loop_written_to_recently_chains_on_without_reading_the_log() {
+        let mut index = Index::reading_head_hashes();
+        let recent = LoopId::parse("loop-recent").expect("loop id");
+        index.insert(&recent, "urn:test", "e1", 1, Hash([1; 32]));
+        let mut request = prepare(
+            AppendRequest {
+                loops: vec![acknowledged("loop-recent", "e2")],
+            },
+            None,
+        )
+        .expect("valid request");
+        request.finish_unsealed();
+        let mut staging = Staging::new(2);
+        let outcome = staging
+            .stage(&index, &request, &Unreadable)
+            .expect("nothing to read back");
+        assert_eq!(outcome.committed[0].version, 2);
+        assert_eq!(staging.entries()[0].hash, {
+            let record = &request.loops[0].events[0].record;
+            entry_hash(2, 2, "loop-recent", &Hash([1; 32]), record)
+        });
+    }
+
+    #[test]
+    fn keys_staged_in_one_batch_are_found_again_by_the_next_request() {
+        let index = Index::reading_head_hashes();
+        let mut staging = Staging::new(1);
+        let first = prepare(
+            AppendRequest {
+                loops: vec![acknowledged("loop-a", "e1"), acknowledged("loop-b", "e2")],
+            },
+            None,
+        )
+        .expect("valid request");
+        staging
+            .stage(&index, &first, &Unreadable)
+            .expect("new keys");
+        let again = prepare(
+            AppendRequest {
+                loops: vec![acknowledged("loop-c", "e2")],
+            },
+            None,
+        )
+        .expect("valid request");
+        let repeat = staging
+            .stage(&index, &again, &Unreadable)
+            .expect("a repeat of a staged key");
+        assert!(repeat.duplicate);
+        assert_eq!(repeat.committed[0].position, 2);
+        assert_eq!(repeat.committed[0].loop_id.as_str(), "loop-b");
+        assert_eq!(staging.entries().len(), 2, "nothing new staged");
     }
 }

@@ -344,8 +344,9 @@ impl Shared {
 }
 
 /// The writer reads idempotency keys and head hashes back from the tree: the sled store's
-/// index keeps neither whole ([`Index::reading_head_hashes`]). The entries of a batch not yet
-/// flushed are in the tree already, so a loop's last entry is always there to read.
+/// index keeps neither whole ([`Index::reading_head_hashes`]; only the last few thousand
+/// entries' hashes). The entries of a batch not yet flushed are in the tree already, so a
+/// loop's last entry is always there to read.
 impl StoredEntries for Shared {
     /// The index holds digests of keys, so a hit is confirmed here; a mismatch (a digest
     /// collision) means the key is new.

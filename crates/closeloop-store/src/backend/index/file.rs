@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use super::{ByEntry, HeadHashes, Index, Keys, LoopRow, Loops};
+use super::{ByEntry, HeadHashes, Index, Keys, LoopRow, Loops, RecentHashes};
 use crate::LoopIds;
 use crate::chain::Hash;
 use crate::merkle::MerkleIndex;
@@ -223,7 +223,7 @@ impl Index {
             loops: Loops {
                 ids: ids?,
                 rows,
-                head_hashes: HeadHashes::InLog,
+                head_hashes: HeadHashes::InLog(RecentHashes::default()),
                 back,
                 far_back,
             },
@@ -343,7 +343,15 @@ mod tests {
         let back = file.index;
         for n in 0..7 {
             let loop_id = LoopId::parse(&format!("loop-{n}")).expect("valid id");
-            assert_eq!(back.head(&loop_id), index.head(&loop_id));
+            let last = *index
+                .positions_upto(&loop_id, u64::MAX)
+                .last()
+                .expect("every loop has entries");
+            // The file keeps no hashes of recent entries: the read index names the entry.
+            assert_eq!(
+                back.head(&loop_id),
+                (index.head(&loop_id).0, HeadHash::OfEntry(last))
+            );
             assert_eq!(
                 back.positions_upto(&loop_id, u64::MAX),
                 index.positions_upto(&loop_id, u64::MAX)

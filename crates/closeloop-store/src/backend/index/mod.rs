@@ -28,7 +28,8 @@ use keys::Keys;
 ///
 /// [`Index::default`] keeps each loop's head hash, which a JetStream replica needs to check
 /// every message it applies; [`Index::reading_head_hashes`] does not, for a store that reads
-/// the hash from the loop's last entry when it appends (see [`HeadHash`]).
+/// the hash from the loop's last entry when it appends (see [`HeadHash`]), unless that entry
+/// is one of the last 4,096 (160 KiB).
 #[derive(Debug, Default)]
 pub struct Index {
     loops: Loops,
@@ -47,8 +48,14 @@ impl Index {
         position: u64,
         hash: Hash,
     ) {
+        self.insert_keyed(loop_id, KeyDigest::of(source, event_id), position, hash);
+    }
+
+    /// Records an entry whose idempotency key's digest the caller has already worked out
+    /// (an append needs it to look the key up first); entries must arrive in position order.
+    pub fn insert_keyed(&mut self, loop_id: &LoopId, key: KeyDigest, position: u64, hash: Hash) {
         self.insert_without_key(loop_id, position, hash);
-        self.keys.insert(key_digest(source, event_id), position);
+        self.keys.insert(key.0, position);
     }
 
     /// Records an entry's loop link and Merkle leaf; the caller adds its key.
@@ -70,14 +77,20 @@ impl Index {
     /// The positions that may hold an idempotency key, oldest first: each is to be confirmed
     /// against its entry by the caller. Almost always none or one.
     pub fn candidates_for_key(&self, source: &str, event_id: &str) -> Vec<u64> {
-        self.keys.candidates(key_digest(source, event_id))
+        self.candidates_for_digest(KeyDigest::of(source, event_id))
     }
 
-    /// An index that keeps no head hashes: [`head`](Self::head) says where to read them.
+    /// As [`candidates_for_key`](Self::candidates_for_key), for a key's digest.
+    pub fn candidates_for_digest(&self, key: KeyDigest) -> Vec<u64> {
+        self.keys.candidates(key.0)
+    }
+
+    /// An index that keeps no head hashes, only those of the last [`RecentHashes::LEN`]
+    /// entries: [`head`](Self::head) says where to read the others.
     pub fn reading_head_hashes() -> Self {
         Self {
             loops: Loops {
-                head_hashes: HeadHashes::InLog,
+                head_hashes: HeadHashes::InLog(RecentHashes::default()),
                 ..Loops::default()
             },
             ..Self::default()
@@ -93,7 +106,9 @@ impl Index {
         let row = &self.loops.rows[slot as usize];
         let hash = match &self.loops.head_hashes {
             HeadHashes::Kept(hashes) => HeadHash::Known(hashes[slot as usize]),
-            HeadHashes::InLog => HeadHash::OfEntry(row.last),
+            HeadHashes::InLog(recent) => recent
+                .get(row.last)
+                .map_or(HeadHash::OfEntry(row.last), HeadHash::Known),
         };
         (row.version, hash)
     }
@@ -132,7 +147,8 @@ impl Bulk<'_> {
         hash: Hash,
     ) {
         self.index.insert_without_key(loop_id, position, hash);
-        self.keys.push((key_digest(source, event_id), position));
+        self.keys
+            .push((KeyDigest::of(source, event_id).0, position));
     }
 }
 
@@ -156,8 +172,41 @@ pub enum HeadHash {
 enum HeadHashes {
     /// By loop slot.
     Kept(Vec<Hash>),
-    /// Not kept: read from the loop's last entry when needed.
-    InLog,
+    /// Not kept: read from the loop's last entry when needed, unless that entry is recent.
+    InLog(RecentHashes),
+}
+
+/// The hashes of the last [`LEN`](Self::LEN) entries, by position: a loop written to again
+/// soon after (the next steps of a loop being worked, a burst from one publisher) chains on
+/// without reading its last entry back from the log. 160 KiB, whatever the log's size.
+#[derive(Debug)]
+pub(crate) struct RecentHashes(Box<[(u64, Hash)]>);
+
+impl RecentHashes {
+    /// How many entries' hashes are kept.
+    pub(crate) const LEN: usize = 4096;
+
+    fn remember(&mut self, position: u64, hash: Hash) {
+        self.0[Self::slot(position)] = (position, hash);
+    }
+
+    /// The hash of the entry at `position`, if it is one of the last [`LEN`](Self::LEN).
+    fn get(&self, position: u64) -> Option<Hash> {
+        let (at, hash) = self.0[Self::slot(position)];
+        // Position 0 is no entry: an empty slot never matches.
+        (at == position && position != 0).then_some(hash)
+    }
+
+    fn slot(position: u64) -> usize {
+        // LEN is a power of two: the low bits are the slot.
+        usize::try_from(position % Self::LEN as u64).expect("below LEN")
+    }
+}
+
+impl Default for RecentHashes {
+    fn default() -> Self {
+        Self(vec![(0, Hash::ZERO); Self::LEN].into_boxed_slice())
+    }
 }
 
 impl Default for HeadHashes {
@@ -204,8 +253,9 @@ impl Loops {
                 let back = position - row.last;
                 row.last = position;
                 row.version += 1;
-                if let HeadHashes::Kept(hashes) = &mut self.head_hashes {
-                    hashes[slot as usize] = hash;
+                match &mut self.head_hashes {
+                    HeadHashes::Kept(hashes) => hashes[slot as usize] = hash,
+                    HeadHashes::InLog(recent) => recent.remember(position, hash),
                 }
                 back
             }
@@ -215,8 +265,9 @@ impl Loops {
                     last: position,
                     version: 1,
                 });
-                if let HeadHashes::Kept(hashes) = &mut self.head_hashes {
-                    hashes.push(hash);
+                match &mut self.head_hashes {
+                    HeadHashes::Kept(hashes) => hashes.push(hash),
+                    HeadHashes::InLog(recent) => recent.remember(position, hash),
                 }
                 0
             }
@@ -304,13 +355,21 @@ fn entry_at(position: u64) -> usize {
     usize::try_from(position.saturating_sub(1)).expect("positions fit in memory")
 }
 
-fn key_digest(source: &str, event_id: &str) -> u32 {
-    let mut hasher = Sha256::new();
-    hasher.update((source.len() as u64).to_be_bytes());
-    hasher.update(source.as_bytes());
-    hasher.update(event_id.as_bytes());
-    let digest = hasher.finalize();
-    u32::from_be_bytes(digest[..4].try_into().expect("4 bytes"))
+/// 32 bits of an idempotency key's SHA-256, as the index (and its file) keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest(u32);
+
+impl KeyDigest {
+    /// The digest of the key (`source`, `event_id`).
+    #[must_use]
+    pub fn of(source: &str, event_id: &str) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update((source.len() as u64).to_be_bytes());
+        hasher.update(source.as_bytes());
+        hasher.update(event_id.as_bytes());
+        let digest = hasher.finalize();
+        Self(u32::from_be_bytes(digest[..4].try_into().expect("4 bytes")))
+    }
 }
 
 #[cfg(test)]
@@ -362,10 +421,22 @@ mod tests {
         for (position, id) in [(1, &a), (2, &b), (3, &a)] {
             index.insert(id, "urn:x", &position.to_string(), position, Hash([9; 32]));
         }
+        assert_eq!(
+            index.head(&a),
+            (2, HeadHash::Known(Hash([9; 32]))),
+            "a recent entry's hash is known"
+        );
+        // Entries of another loop push the first three out of the recent ones.
+        let c = LoopId::parse("loop-c").expect("valid id");
+        let recent = RecentHashes::LEN as u64;
+        for position in 4..4 + recent {
+            index.insert(&c, "urn:x", &position.to_string(), position, Hash([7; 32]));
+        }
         assert_eq!(index.head(&a), (2, HeadHash::OfEntry(3)));
         assert_eq!(index.head(&b), (1, HeadHash::OfEntry(2)));
+        assert_eq!(index.head(&c), (recent, HeadHash::Known(Hash([7; 32]))));
         assert_eq!(
-            index.head(&LoopId::parse("loop-c").expect("valid id")),
+            index.head(&LoopId::parse("loop-d").expect("valid id")),
             (0, HeadHash::Known(Hash::ZERO)),
             "a new loop chains onto zeros, with nothing to read"
         );
