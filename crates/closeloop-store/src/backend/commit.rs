@@ -118,6 +118,9 @@ struct PreparedLoop {
 struct PreparedEvent {
     source: String,
     event_id: String,
+    /// The digest of (`source`, `event_id`), as the index keeps it: worked out here, on the
+    /// caller's task, not on the writer thread.
+    key: KeyDigest,
     request: Option<RequestDigest>,
     /// The record bytes, once sealed (see [`seal`]).
     record: Vec<u8>,
@@ -206,6 +209,7 @@ pub fn prepare(
                 record: Vec::new(),
                 draft: Some(draft),
                 contact,
+                key: KeyDigest::of(&event.source, &event.event_id),
                 source: event.source,
                 event_id: event.event_id,
                 request: bound,
@@ -318,7 +322,7 @@ pub struct StagedEntry {
     pub bytes: Vec<u8>,
     source: String,
     event_id: String,
-    /// The digest of (`source`, `event_id`), worked out once per entry.
+    /// The digest of (`source`, `event_id`), from the prepared event.
     key: KeyDigest,
     version: u64,
     request: Option<RequestDigest>,
@@ -384,11 +388,8 @@ impl Staging {
         // Idempotency: all keys known means a repeat of an earlier append; some means misuse,
         // and so does a key bound to another request than this one.
         let mut originals = Vec::with_capacity(request.event_count);
-        let mut digests = Vec::with_capacity(request.event_count);
         for (_, event) in request.events() {
-            let key = KeyDigest::of(&event.source, &event.event_id);
-            digests.push(key);
-            let original = self.original(index, &event.source, &event.event_id, key, stored)?;
+            let original = self.original(index, event, stored)?;
             if let Some(original) = &original
                 && RequestDigest::conflict(original.request, event.request)
             {
@@ -436,13 +437,10 @@ impl Staging {
         }
 
         let mut committed = Vec::with_capacity(request.event_count);
-        // In the order of `request.events()`, as `digests`.
-        let mut digests = digests.into_iter();
         // A loop appears once in a request: its events chain on from the head read above.
         for (append, (mut version, mut prev_hash)) in request.loops.iter().zip(heads) {
             let loop_id = append.loop_id.as_str();
             for event in &append.events {
-                let key = digests.next().expect("a digest for every event");
                 version += 1;
                 let position = self.next_position();
                 let hash = entry_hash(position, version, loop_id, &prev_hash, &event.record);
@@ -457,7 +455,7 @@ impl Staging {
                 };
                 let bytes = entry::encode(&header, &event.record);
                 prev_hash = hash;
-                self.keys.entry(key).or_insert(self.entries.len());
+                self.keys.entry(event.key).or_insert(self.entries.len());
                 self.entries.push(StagedEntry {
                     position,
                     loop_id: append.loop_id.clone(),
@@ -465,7 +463,7 @@ impl Staging {
                     bytes,
                     source: event.source.clone(),
                     event_id: event.event_id.clone(),
-                    key,
+                    key: event.key,
                     version,
                     request: event.request,
                 });
@@ -508,12 +506,11 @@ impl Staging {
     fn original(
         &self,
         index: &Index,
-        source: &str,
-        event_id: &str,
-        key: KeyDigest,
+        event: &PreparedEvent,
         stored: &dyn StoredEntries,
     ) -> Result<Option<Committed>, StoreError> {
-        if let Some(at) = self.staged_key(key, source, event_id) {
+        let (source, event_id) = (event.source.as_str(), event.event_id.as_str());
+        if let Some(at) = self.staged_key(event.key, source, event_id) {
             let entry = &self.entries[at];
             return Ok(Some(Committed {
                 loop_id: entry.loop_id.clone(),
@@ -522,7 +519,7 @@ impl Staging {
                 request: entry.request,
             }));
         }
-        for position in index.candidates_for_digest(key) {
+        for position in index.candidates_for_digest(event.key) {
             if let Some(confirmed) = stored.confirm_key(position, source, event_id)? {
                 return Ok(Some(confirmed));
             }
