@@ -248,6 +248,39 @@ async fn a_failed_key_store_stops_the_store_and_answers_every_waiter() {
 }
 
 #[tokio::test]
+async fn appends_that_store_nothing_are_answered_without_a_flush() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let switch = Switch::default();
+    let store = open(dir.path(), Some(switch.injector(FaultPoint::Flush)));
+    store.append(new_loop(0)).await.expect("the original");
+    // From here a flush fails: an append that stores nothing must not need one.
+    switch.on();
+    let repeat = within("a repeat", store.append(new_loop(0)))
+        .await
+        .expect("a repeat of a durable original");
+    assert!(repeat.duplicate);
+    assert_eq!(repeat.committed[0].position, 1);
+    let refused = within(
+        "an append to a loop that exists",
+        store.append(AppendRequest::single(
+            loop_id(0),
+            ExpectedVersion::NoLoop,
+            vec![feedback("urn:test", "fb-other")],
+        )),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(AppendError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert!(store.ready().is_ok(), "nothing failed yet");
+    // An append that stores something does need the flush, and fails.
+    let failed = within("a new loop", store.append(new_loop(1))).await;
+    assert!(is_stopped(&failed), "{failed:?}");
+    check_stopped_store(store, dir.path(), 1, 1).await;
+}
+
+#[tokio::test]
 async fn a_failed_flush_stops_the_store_and_acknowledges_nothing_more() {
     let dir = tempfile::tempdir().expect("temp dir");
     let switch = Switch::default();

@@ -308,8 +308,9 @@ impl Writer {
     }
 
     /// Stages every job of a batch, writes its entries to sled atomically ([`write_entries`]),
-    /// makes them durable and answers. `None` when the watchdog gave up on a disk call
-    /// meanwhile: the writer must stop.
+    /// makes them durable and answers. A batch that stores nothing (each append a repeat of an
+    /// original, which an earlier batch made durable, or refused) is answered without a flush.
+    /// `None` when the watchdog gave up on a disk call meanwhile: the writer must stop.
     fn commit(&mut self, batch: Vec<Job>) -> Option<()> {
         let first_position = self.next_position;
         if let Some(reason) = self.shared.stopped() {
@@ -334,7 +335,11 @@ impl Writer {
             appended: last_position + 1 - first_position,
             replies,
         });
-        if !staging.entries().is_empty() {
+        if staging.entries().is_empty() {
+            return self.answer();
+        }
+        {
+            // A block of its own: the index's write lock is let go before the flush.
             let written = self.watch.watched(DiskCall::Write, || {
                 FaultInjector::check(self.shared.faults.as_ref(), FaultPoint::Apply).and_then(
                     |()| {
@@ -359,8 +364,7 @@ impl Writer {
         self.flush()
     }
 
-    /// Makes the batch in flight durable (one flush and fsync), moves the durable head and
-    /// answers its callers.
+    /// Makes the batch in flight durable (one flush and fsync), then answers it.
     fn flush(&mut self) -> Option<()> {
         if let Some(reason) = self.shared.stopped() {
             // Stopped meanwhile (the sealer's key store failed): acknowledge nothing more.
@@ -373,6 +377,12 @@ impl Writer {
         if let Err(reason) = flushed {
             return self.fail(reason);
         }
+        metrics::counter!("closeloop_store_flushes_total").increment(1);
+        self.answer()
+    }
+
+    /// Moves the durable head to the end of the batch in flight and answers its callers.
+    fn answer(&mut self) -> Option<()> {
         let ticket = self.watch.take_in_flight()?;
         // Move the durable head before answering, so a caller that hears "stored" and then
         // reads finds its events.
@@ -382,7 +392,6 @@ impl Writer {
             *head = (*head).max(last_position);
             moved
         });
-        metrics::counter!("closeloop_store_flushes_total").increment(1);
         metrics::counter!("closeloop_events_appended_total").increment(ticket.appended);
         for (reply, result) in ticket.replies {
             // A caller that stopped waiting has nothing to hear.
