@@ -11,6 +11,8 @@
 //! target/release/closeloop-bench storm [--loops N] [--seconds S] [--write docs/benchmarks.md]
 //! cargo run --release -p closeloop-bench -- jetstream [--events N] [--catch-up-events N] \
 //!     [--quick] [--write docs/benchmarks.md]
+//! target/release/closeloop-bench rebuild [--loops N | --data-dir DIR] [--repeat R] \
+//!     [--write docs/benchmarks.md]
 //! ```
 //!
 //! - [`store`] runs the measurements (durable appends with one and with 64 writers, read-all
@@ -25,6 +27,8 @@
 //!   cluster (R3), each beside raw JetStream publishing and the sled store: appends with one
 //!   and 64 writers, cold read-all, and how long a new store takes to open (catch up) on a
 //!   long log;
+//! - [`rebuild`] times `closeloop rebuild` beside raw sled reading the same log, the ceiling
+//!   under any rebuild;
 //! - [`machine`] describes the machine they ran on;
 //! - [`report`] renders the figures as markdown and splices them into a document, each
 //!   benchmark's between its own markers such as `<!-- bench:store:start -->` and
@@ -37,6 +41,7 @@ mod ingest;
 mod jetstream;
 mod machine;
 mod postgres;
+mod rebuild;
 mod report;
 mod service;
 mod store;
@@ -70,6 +75,9 @@ enum Command {
     /// The JetStream event store on one node (R1) and a 3-node cluster (R3): appends (1 and
     /// 64 writers), cold read-all and catch-up, beside raw JetStream publishing and sled.
     Jetstream(jetstream::JetstreamArgs),
+    /// `closeloop rebuild` over demo loops, beside raw sled reading the same log on one and on
+    /// two threads, nothing decoded.
+    Rebuild(rebuild::RebuildArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,5 +86,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(&args),
         Command::Storm(args) => storm::run(&args),
         Command::Jetstream(args) => jetstream::run(&args),
+        Command::Rebuild(args) => rebuild::run(&args),
     }
 }

@@ -598,7 +598,7 @@ fn storm_targets_table(storm: &Phase) -> String {
 }
 
 /// A table of targets: what, the requirement, the figure, and PASS or MISS.
-fn target_table<T: std::fmt::Display>(
+pub(crate) fn target_table<T: std::fmt::Display>(
     targets: impl IntoIterator<Item = (T, String, String, bool)>,
 ) -> String {
     let mut out = String::from("| Target | Required | Measured | Result |\n|---|---:|---:|---|\n");

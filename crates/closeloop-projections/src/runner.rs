@@ -603,7 +603,9 @@ async fn sleep_until_some(at: Option<Instant>) {
 ///
 /// Two stages run side by side: this task reads pages from the store, and a worker thread
 /// decodes and applies them in order, so reading and applying share the machine's cores. A
-/// couple of pages wait between them at most.
+/// couple of pages wait between them at most; while they wait (the worker is behind), this
+/// task decodes the entries of its next page itself, so neither core idles while the other
+/// has work ([`Page`]).
 ///
 /// # Errors
 /// [`StoreError`] when the store fails, a stored entry cannot be decoded, or an entry below
@@ -620,7 +622,7 @@ pub async fn rebuild<S: EventStore>(
     const PAGES_IN_FLIGHT: usize = 2;
     let head = store.head();
     let applied = Arc::new(AtomicU64::new(0));
-    let (pages, to_apply) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(PAGES_IN_FLIGHT);
+    let (pages, to_apply) = std::sync::mpsc::sync_channel::<Page>(PAGES_IN_FLIGHT);
     let worker = {
         let applied = Arc::clone(&applied);
         std::thread::Builder::new()
@@ -658,7 +660,7 @@ pub async fn rebuild<S: EventStore>(
         }
         retries = 0;
         read_upto += ready.len() as u64;
-        if pages.send(ready).is_err() {
+        if hand_over(&pages, Page::new(ready)).is_err() {
             // The worker stopped on an entry it could not decode; its error says which.
             break;
         }
@@ -676,17 +678,79 @@ pub async fn rebuild<S: EventStore>(
     Ok(models)
 }
 
-/// The rebuild worker: decodes and applies pages in the order they arrive, until the sender
-/// hangs up or an entry cannot be decoded.
+/// A page of entries on its way from the rebuild's reader to its worker, with the events of
+/// the first of them already decoded by the reader while it waited for the worker.
+struct Page {
+    entries: Vec<StoredEvent>,
+    /// The events of `entries[..decoded.len()]`.
+    decoded: Vec<Event>,
+    /// The reader met an entry it could not decode: the worker decodes it again, in its turn,
+    /// and reports it with everything before it applied.
+    decoding_failed: bool,
+}
+
+impl Page {
+    /// Entries the reader decodes between two looks at whether the worker has room.
+    const DECODE_STEP: usize = 64;
+
+    fn new(entries: Vec<StoredEvent>) -> Self {
+        Self {
+            entries,
+            decoded: Vec::new(),
+            decoding_failed: false,
+        }
+    }
+
+    /// Decodes up to [`DECODE_STEP`](Self::DECODE_STEP) more entries; false when none are
+    /// left to decode here.
+    fn decode_ahead(&mut self) -> bool {
+        for _ in 0..Self::DECODE_STEP {
+            if self.decoding_failed {
+                return false;
+            }
+            let Some(entry) = self.entries.get(self.decoded.len()) else {
+                return false;
+            };
+            match entry.event() {
+                Ok(event) => self.decoded.push(event),
+                Err(_) => self.decoding_failed = true,
+            }
+        }
+        true
+    }
+}
+
+/// Sends `page` to the worker; while the worker has no room for it, decodes its entries here
+/// rather than wait idle. An error when the worker has stopped.
+fn hand_over(pages: &std::sync::mpsc::SyncSender<Page>, mut page: Page) -> Result<(), ()> {
+    use std::sync::mpsc::TrySendError;
+    loop {
+        match pages.try_send(page) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(()),
+            Err(TrySendError::Full(back)) => page = back,
+        }
+        if !page.decode_ahead() {
+            return pages.send(page).map_err(|_| ());
+        }
+    }
+}
+
+/// The rebuild worker: decodes (where the reader has not) and applies pages in the order they
+/// arrive, until the sender hangs up or an entry cannot be decoded.
 fn apply_pages(
-    pages: &std::sync::mpsc::Receiver<Vec<StoredEvent>>,
+    pages: &std::sync::mpsc::Receiver<Page>,
     applied: &AtomicU64,
 ) -> (ReadModels, Option<StoreError>) {
     let mut models = ReadModels::default();
     for page in pages {
-        // Each entry is applied as soon as it is decoded: a page of decoded events beside the
-        // page of entries would be megabytes of fresh memory per page for nothing.
-        for entry in &page {
+        let ahead = page.decoded.len();
+        for (entry, event) in page.entries.iter().zip(&page.decoded) {
+            models.apply(entry, event);
+        }
+        // Each of the rest is applied as soon as it is decoded: a page of decoded events
+        // beside the page of entries would be megabytes of fresh memory per page for nothing.
+        for entry in &page.entries[ahead..] {
             match entry.event() {
                 Ok(event) => models.apply(entry, &event),
                 Err(err) => {
@@ -757,5 +821,101 @@ mod tests {
             Err(SnapshotError::Poisoned)
         ));
         assert!(!path.exists());
+    }
+
+    /// `count` entries at positions 1…, each the feedback opening its own loop, on a unit of
+    /// its own (so an event applied with another's entry would show).
+    fn feedback_entries(count: usize) -> Vec<StoredEvent> {
+        (0..count)
+            .map(|n| {
+                let event = Event {
+                    event_id: format!("e-{n}"),
+                    source: "urn:test:runner".to_owned(),
+                    time: "2026-11-23T09:00:00Z".parse().unwrap(),
+                    payload: closeloop_domain::LoopEvent::from_stored_data(
+                        closeloop_domain::EventType::FeedbackReceived,
+                        serde_json::json!({"org_unit": format!("rxx/unit-{n}"), "channel": "web"}),
+                    )
+                    .unwrap(),
+                    actor: None,
+                };
+                StoredEvent {
+                    position: n as u64 + 1,
+                    loop_id: closeloop_domain::LoopId::parse(&format!("loop-{n}")).unwrap(),
+                    version: 1,
+                    prev_hash: closeloop_store::Hash::ZERO,
+                    hash: closeloop_store::Hash::ZERO,
+                    record: closeloop_store::record::encode(&event),
+                }
+            })
+            .collect()
+    }
+
+    /// What the rebuild worker makes of `pages`, and the position it says it applied.
+    fn work_through(pages: Vec<Page>) -> (ReadModels, Option<StoreError>, u64) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(pages.len());
+        for page in pages {
+            sender.send(page).unwrap();
+        }
+        drop(sender);
+        let applied = AtomicU64::new(0);
+        let (models, err) = apply_pages(&receiver, &applied);
+        (models, err, applied.load(Ordering::Acquire))
+    }
+
+    #[test]
+    fn events_the_reader_decoded_ahead_make_the_same_models_as_the_worker_decoding_them() {
+        let (reference, err, _) = work_through(vec![Page::new(feedback_entries(150))]);
+        assert!(err.is_none());
+        for steps in [1, 2, 3] {
+            let mut page = Page::new(feedback_entries(150));
+            for _ in 0..steps {
+                page.decode_ahead();
+            }
+            assert_eq!(page.decoded.len(), (steps * Page::DECODE_STEP).min(150));
+            let (models, err, applied) = work_through(vec![page]);
+            assert!(err.is_none());
+            assert_eq!((models.checkpoint(), applied), (150, 150));
+            assert!(
+                models.to_snapshot() == reference.to_snapshot(),
+                "{steps} steps ahead: the models differ"
+            );
+        }
+        let mut page = Page::new(feedback_entries(150));
+        while page.decode_ahead() {}
+        assert_eq!(page.decoded.len(), 150, "a page is decoded to its end");
+    }
+
+    #[test]
+    fn an_entry_the_reader_cannot_decode_is_reported_by_the_worker_after_those_before_it() {
+        let mut entries = feedback_entries(150);
+        entries[99].record = b"{not a record".to_vec();
+        let mut page = Page::new(entries);
+        while page.decode_ahead() {}
+        assert_eq!(
+            page.decoded.len(),
+            99,
+            "decoding ahead stops at the bad entry"
+        );
+        assert!(!page.decode_ahead(), "and does not try it again");
+        let (models, err, applied) = work_through(vec![page]);
+        assert!(
+            matches!(err, Some(StoreError::Corrupt { position: 100, .. })),
+            "{err:?}"
+        );
+        assert_eq!((models.checkpoint(), applied), (99, 99));
+    }
+
+    #[test]
+    fn a_page_goes_to_the_worker_at_once_while_it_has_room_and_not_once_it_stopped() {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        assert!(hand_over(&sender, Page::new(feedback_entries(10))).is_ok());
+        let page = receiver.try_recv().expect("sent");
+        assert!(
+            page.decoded.is_empty(),
+            "nothing decoded while the worker had room"
+        );
+        drop(receiver);
+        assert!(hand_over(&sender, Page::new(feedback_entries(10))).is_err());
     }
 }

@@ -34,6 +34,7 @@
 
 mod index_file;
 mod keys;
+mod raw_scan;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ use closeloop_keys::KeyStore;
 use tokio::sync::{mpsc, watch};
 
 pub use self::index_file::INDEX_FILE_NAME;
+pub use self::raw_scan::{RawScan, scan_raw};
 use self::writer::Writer;
 use crate::backend::commit::{self, StoredEntries};
 use crate::backend::entry;
