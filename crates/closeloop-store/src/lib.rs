@@ -38,8 +38,8 @@ pub use chain::Hash;
 /// Loop ids kept compactly; the key store keeps its loops with them too.
 pub use closeloop_keys::LoopIds;
 pub use sled_store::{
-    FaultInjector, FaultPoint, INDEX_FILE_NAME, KeyHandle, RawScan, SledStore, SledStoreOptions,
-    scan_raw,
+    FaultInjector, FaultPoint, INDEX_FILE_NAME, KeyHandle, MAX_SCAN_THREADS, RawScan, SledStore,
+    SledStoreOptions, scan_raw,
 };
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};

@@ -45,7 +45,7 @@ async fn every_entry_is_read_once_on_any_number_of_threads() {
         "{} bytes of entries, {records} of records",
         one.bytes
     );
-    for threads in [0, 2, 3, 7, LOOPS + 5] {
+    for threads in [0, 2, 3, 7, LOOPS + 5, usize::MAX] {
         assert_eq!(
             scan_raw(dir.path(), threads).expect("scan"),
             one,

@@ -47,7 +47,7 @@ use closeloop_keys::KeyStore;
 use tokio::sync::{mpsc, watch};
 
 pub use self::index_file::INDEX_FILE_NAME;
-pub use self::raw_scan::{RawScan, scan_raw};
+pub use self::raw_scan::{MAX_SCAN_THREADS, RawScan, scan_raw};
 use self::writer::Writer;
 use crate::backend::commit::{self, StoredEntries};
 use crate::backend::entry;

@@ -8,6 +8,9 @@ use super::keys::{self, ENTRY};
 use super::{SledStoreOptions, backend};
 use crate::StoreError;
 
+/// The most threads a scan starts, however many are asked for.
+pub const MAX_SCAN_THREADS: usize = 64;
+
 /// What a raw scan read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawScan {
@@ -18,7 +21,8 @@ pub struct RawScan {
 }
 
 /// Reads every entry of the store in `path` with sled's own range iterator, on `threads`
-/// threads (at least one), each over its own run of positions, and decodes nothing. sled is
+/// threads (at least one, at most [`MAX_SCAN_THREADS`] and no more than there are entries),
+/// each over its own run of positions, and decodes nothing. sled is
 /// opened with the store's default cache, as `serve` and `rebuild` open it, so the two read
 /// the same way up to the entries' bytes.
 ///
@@ -51,7 +55,9 @@ pub fn scan_raw(path: &Path, threads: usize) -> Result<RawScan, StoreError> {
             });
         }
     };
-    let threads = u64::try_from(threads.max(1)).unwrap_or(1).min(last);
+    let threads = u64::try_from(threads.clamp(1, MAX_SCAN_THREADS))
+        .unwrap_or(1)
+        .min(last);
     let per_thread = last.div_ceil(threads);
     std::thread::scope(|scope| {
         let scans: Vec<_> = (0..threads)
