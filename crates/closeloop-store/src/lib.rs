@@ -39,7 +39,7 @@ pub use chain::Hash;
 pub use closeloop_keys::LoopIds;
 pub use sled_store::{
     FaultInjector, FaultPoint, INDEX_FILE_NAME, KeyHandle, MAX_SCAN_THREADS, RawScan, SledStore,
-    SledStoreOptions, scan_raw,
+    SledStoreOptions, holds_store, scan_raw,
 };
 pub use stored::StoredEvent;
 pub use verify::{VerifyReport, verify};

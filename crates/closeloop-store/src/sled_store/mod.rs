@@ -376,12 +376,7 @@ impl SledStore {
     /// When the directory cannot be opened (another process holds it, permissions, damage) or
     /// holds a newer format.
     pub fn open(path: &Path, options: &SledStoreOptions) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_capacity_bytes)
-            .open()
-            .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", path.display())))?;
-        let tree = db.open_tree("events").map_err(backend)?;
+        let (db, tree) = open_log(path, options.cache_capacity_bytes)?;
         check_format(&db, &tree)?;
         // sled 0.34 keeps its log in the file `db` of its directory.
         let log_path = path.join("db");
@@ -657,6 +652,25 @@ impl EventStore for SledStore {
             None => Ok(()),
         }
     }
+}
+
+/// Whether `path` holds a store: sled keeps a `conf` and a `db` file in its directory from the
+/// moment it creates a database, and an empty or unrelated directory has neither. Opening a
+/// directory without them would create an empty store there.
+#[must_use]
+pub fn holds_store(path: &Path) -> bool {
+    path.join("conf").is_file() && path.join("db").is_file()
+}
+
+/// Opens (or creates) sled's database in `path` and the tree of the log.
+fn open_log(path: &Path, cache_capacity_bytes: u64) -> Result<(sled::Db, sled::Tree), StoreError> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity_bytes)
+        .open()
+        .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", path.display())))?;
+    let tree = db.open_tree("events").map_err(backend)?;
+    Ok((db, tree))
 }
 
 fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {

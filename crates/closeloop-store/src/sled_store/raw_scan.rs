@@ -5,14 +5,14 @@
 use std::path::Path;
 
 use super::keys::{self, ENTRY};
-use super::{SledStoreOptions, backend};
+use super::{SledStoreOptions, backend, holds_store, open_log};
 use crate::StoreError;
 
 /// The most threads a scan starts, however many are asked for.
 pub const MAX_SCAN_THREADS: usize = 64;
 
 /// What a raw scan read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RawScan {
     /// Entries read.
     pub entries: u64,
@@ -32,28 +32,16 @@ pub struct RawScan {
 /// [`StoreError::Backend`] when `path` holds no store (nothing is created there), or sled
 /// cannot open or read it.
 pub fn scan_raw(path: &Path, threads: usize) -> Result<RawScan, StoreError> {
-    // sled keeps a `conf` and a `db` file from the moment it creates a database: without them
-    // opening would make an empty one.
-    if !(path.join("conf").is_file() && path.join("db").is_file()) {
+    if !holds_store(path) {
         return Err(StoreError::Backend(format!(
             "{} holds no event store",
             path.display()
         )));
     }
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(SledStoreOptions::default().cache_capacity_bytes)
-        .open()
-        .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", path.display())))?;
-    let tree = db.open_tree("events").map_err(backend)?;
+    let (_db, tree) = open_log(path, SledStoreOptions::default().cache_capacity_bytes)?;
     let last = match tree.scan_prefix([ENTRY]).next_back() {
         Some(item) => keys::position_of(&item.map_err(backend)?.0)?,
-        None => {
-            return Ok(RawScan {
-                entries: 0,
-                bytes: 0,
-            });
-        }
+        None => return Ok(RawScan::default()),
     };
     let threads = u64::try_from(threads.clamp(1, MAX_SCAN_THREADS))
         .unwrap_or(1)
@@ -68,30 +56,21 @@ pub fn scan_raw(path: &Path, threads: usize) -> Result<RawScan, StoreError> {
                 scope.spawn(move || scan_positions(tree, first, end))
             })
             .collect();
-        scans.into_iter().try_fold(
-            RawScan {
-                entries: 0,
-                bytes: 0,
-            },
-            |total, scan| {
-                let part = scan
-                    .join()
-                    .map_err(|_| StoreError::Backend("a scanning thread panicked".to_owned()))??;
-                Ok(RawScan {
-                    entries: total.entries + part.entries,
-                    bytes: total.bytes + part.bytes,
-                })
-            },
-        )
+        let mut total = RawScan::default();
+        for scan in scans {
+            let part = scan
+                .join()
+                .map_err(|_| StoreError::Backend("a scanning thread panicked".to_owned()))??;
+            total.entries += part.entries;
+            total.bytes += part.bytes;
+        }
+        Ok(total)
     })
 }
 
 /// Reads the entries at positions `first..=end`.
 fn scan_positions(tree: &sled::Tree, first: u64, end: u64) -> Result<RawScan, StoreError> {
-    let mut scan = RawScan {
-        entries: 0,
-        bytes: 0,
-    };
+    let mut scan = RawScan::default();
     for item in tree.range(keys::key(first)..=keys::key(end)) {
         let (_, value) = item.map_err(backend)?;
         scan.entries += 1;

@@ -151,9 +151,7 @@ impl std::error::Error for NoStore {}
 /// Opens the store in `data_dir` for a command that reads it (`verify`, `replay`,
 /// `rebuild`); refuses with [`NoStore`] when there is none, instead of creating one.
 pub fn open_existing_store(data_dir: &Path) -> anyhow::Result<SledStore> {
-    // sled keeps a `conf` and a `db` file in the directory from the moment it creates a
-    // database; an empty or unrelated directory has neither.
-    if !(data_dir.join("conf").is_file() && data_dir.join("db").is_file()) {
+    if !closeloop_store::holds_store(data_dir) {
         return Err(NoStore(data_dir.to_owned()).into());
     }
     // Read-only commands write nothing, so need no keys to seal with.
