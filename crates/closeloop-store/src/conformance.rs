@@ -69,6 +69,22 @@ pub fn feedback(source: &str, event_id: &str) -> Event {
     event(source, event_id, EventType::FeedbackReceived, data)
 }
 
+/// One append that opens each loop with its event (every loop expected to be new).
+#[must_use]
+pub fn opening(loops: impl IntoIterator<Item = (LoopId, Event)>) -> AppendRequest {
+    AppendRequest {
+        loops: loops
+            .into_iter()
+            .map(|(loop_id, event)| LoopAppend {
+                loop_id,
+                expected: ExpectedVersion::NoLoop,
+                events: vec![event],
+                requests: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
 /// A `loop.acknowledged` event with the given idempotency key.
 #[must_use]
 pub fn acknowledgement(source: &str, event_id: &str) -> Event {

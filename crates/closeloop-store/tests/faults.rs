@@ -517,14 +517,11 @@ async fn a_long_verify_leaves_the_only_worker_thread_free() {
         let loops = chunk
             .iter()
             .enumerate()
-            .map(|(i, event)| closeloop_store::LoopAppend {
-                loop_id: loop_id(n * 1000 + i),
-                expected: ExpectedVersion::NoLoop,
-                events: vec![event.clone()],
-                requests: Vec::new(),
-            })
-            .collect();
-        store.append(AppendRequest { loops }).await.expect("append");
+            .map(|(i, event)| (loop_id(n * 1000 + i), event.clone()));
+        store
+            .append(closeloop_store::conformance::opening(loops))
+            .await
+            .expect("append");
     }
     let walking = Arc::clone(&store);
     let verify = tokio::spawn(async move { verify(walking.as_ref(), None).await });

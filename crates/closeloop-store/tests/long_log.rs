@@ -4,10 +4,8 @@
 //! node of a level unevenly (`vendor/README.md`); this is the test of that.
 
 use closeloop_domain::LoopId;
-use closeloop_store::conformance::feedback;
-use closeloop_store::{
-    AppendRequest, EventStore, ExpectedVersion, LoopAppend, SledStore, SledStoreOptions, verify,
-};
+use closeloop_store::conformance::{feedback, opening};
+use closeloop_store::{EventStore, SledStore, SledStoreOptions, verify};
 
 /// More than 256 full leaves of 21 entries: the index level above them splits too.
 const LOOPS: usize = 12_000;
@@ -51,14 +49,8 @@ async fn a_long_log_reads_back_whole_and_in_order_before_and_after_reopening() {
     let store = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("open");
     for first in (0..LOOPS).step_by(PER_APPEND) {
         let loops = (first..first + PER_APPEND)
-            .map(|n| LoopAppend {
-                loop_id: loop_id(n),
-                expected: ExpectedVersion::NoLoop,
-                events: vec![feedback("urn:test", &format!("fb-{n}"))],
-                requests: vec![],
-            })
-            .collect();
-        store.append(AppendRequest { loops }).await.expect("append");
+            .map(|n| (loop_id(n), feedback("urn:test", &format!("fb-{n}"))));
+        store.append(opening(loops)).await.expect("append");
     }
     check(&read_everything(&store).await);
     store.close().await;

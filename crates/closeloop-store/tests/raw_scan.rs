@@ -2,11 +2,8 @@
 //! entry once whatever the number of threads, and never makes a store where there is none.
 
 use closeloop_domain::LoopId;
-use closeloop_store::conformance::feedback;
-use closeloop_store::{
-    AppendRequest, EventStore, ExpectedVersion, LoopAppend, RawScan, SledStore, SledStoreOptions,
-    scan_raw,
-};
+use closeloop_store::conformance::{feedback, opening};
+use closeloop_store::{EventStore, RawScan, SledStore, SledStoreOptions, scan_raw};
 
 /// Enough entries for several sled leaves, few enough to write in a moment.
 const LOOPS: usize = 1_000;
@@ -19,15 +16,8 @@ fn loop_id(n: usize) -> LoopId {
 async fn every_entry_is_read_once_on_any_number_of_threads() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open(dir.path(), &SledStoreOptions::default()).expect("open");
-    let loops = (0..LOOPS)
-        .map(|n| LoopAppend {
-            loop_id: loop_id(n),
-            expected: ExpectedVersion::NoLoop,
-            events: vec![feedback("urn:test", &format!("fb-{n}"))],
-            requests: vec![],
-        })
-        .collect();
-    store.append(AppendRequest { loops }).await.expect("append");
+    let loops = (0..LOOPS).map(|n| (loop_id(n), feedback("urn:test", &format!("fb-{n}"))));
+    store.append(opening(loops)).await.expect("append");
     let records: u64 = store
         .read_all(0, LOOPS + 1)
         .await
