@@ -15,7 +15,6 @@
 //! machine's time as the others'.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,7 +22,7 @@ use clap::Args;
 
 use crate::machine::Machine;
 use crate::report::{self, header, percent, thousands};
-use crate::service::{BENCH_MASTER_KEY, load_demo, sibling_binary};
+use crate::service::{BENCH_MASTER_KEY, load_demo, run_command, sibling_binary};
 use crate::store::{Measurement, median};
 
 /// The rebuild's target (issue 12), events/s.
@@ -138,25 +137,11 @@ fn raw_scan(dir: &Path, threads: usize) -> Result<(Measurement, u64)> {
 
 /// One `closeloop rebuild`, timed by its own report.
 fn rebuild(binary: &Path, dir: &Path, master_key: Option<&str>) -> Result<Measurement> {
-    let mut command = Command::new(binary);
-    command
-        .arg("rebuild")
-        .env("CLOSELOOP_DATA_DIR", dir)
-        .env("RUST_LOG", "warn");
-    if let Some(key) = master_key {
-        command.env("CLOSELOOP_MASTER_KEY", key);
-    }
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {}", binary.display()))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!(
-            "`closeloop rebuild` failed ({}):\n{}",
-            output.status,
-            stderr.trim()
-        );
-    }
+    let env: Vec<(&str, &str)> = master_key
+        .map(|key| ("CLOSELOOP_MASTER_KEY", key))
+        .into_iter()
+        .collect();
+    let stderr = run_command(binary, &["rebuild"], dir, &env)?;
     rebuild_report(&stderr).with_context(|| {
         format!(
             "`closeloop rebuild` said nothing of its events and time:\n{}",

@@ -67,23 +67,45 @@ pub fn load_demo_with(
     loops: u64,
     env: &[(&str, &str)],
 ) -> Result<Option<u64>> {
+    let mut with_key = vec![("CLOSELOOP_MASTER_KEY", BENCH_MASTER_KEY)];
+    with_key.extend_from_slice(env);
+    let report = run_command(
+        binary,
+        &["demo", "--loops", &loops.to_string()],
+        data_dir,
+        &with_key,
+    )?;
+    Ok(events_in_demo_report(&report))
+}
+
+/// Runs `closeloop ARGS…` on `data_dir` with `env` (later pairs win) and its logs at `warn`,
+/// until it exits; returns what it wrote on stderr.
+///
+/// # Errors
+/// When it cannot be started or exits with a failure, its stderr included.
+pub fn run_command(
+    binary: &Path,
+    args: &[&str],
+    data_dir: &Path,
+    env: &[(&str, &str)],
+) -> Result<String> {
     let output = Command::new(binary)
-        .env("CLOSELOOP_MASTER_KEY", BENCH_MASTER_KEY)
-        .args(["demo", "--loops", &loops.to_string()])
+        .args(args)
         .env("CLOSELOOP_DATA_DIR", data_dir)
         .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .output()
         .with_context(|| format!("cannot run {}", binary.display()))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if !output.status.success() {
         bail!(
-            "`closeloop demo` failed ({}):\n{}",
+            "`closeloop {}` failed ({}):\n{}",
+            args.join(" "),
             output.status,
             stderr.trim()
         );
     }
-    Ok(events_in_demo_report(&stderr))
+    Ok(stderr)
 }
 
 /// The event count in `closeloop demo`'s report (`… the log now holds 201234 events …`).
