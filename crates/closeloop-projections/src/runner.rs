@@ -721,17 +721,27 @@ impl Page {
 }
 
 /// Sends `page` to the worker; while the worker has no room for it, decodes its entries here
-/// rather than wait idle. An error when the worker has stopped.
-fn hand_over(pages: &std::sync::mpsc::SyncSender<Page>, mut page: Page) -> Result<(), ()> {
+/// rather than wait idle ([`offer`]). An error when the worker has stopped.
+fn hand_over(pages: &std::sync::mpsc::SyncSender<Page>, page: Page) -> Result<(), ()> {
+    match offer(pages, page)? {
+        None => Ok(()),
+        Some(decoded) => pages.send(decoded).map_err(|_| ()),
+    }
+}
+
+/// Offers `page` to the worker, decoding its entries between offers while the worker has no
+/// room; gives the page back once it is decoded as far as it goes and there is still no room.
+/// An error when the worker has stopped.
+fn offer(pages: &std::sync::mpsc::SyncSender<Page>, mut page: Page) -> Result<Option<Page>, ()> {
     use std::sync::mpsc::TrySendError;
     loop {
         match pages.try_send(page) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(None),
             Err(TrySendError::Disconnected(_)) => return Err(()),
             Err(TrySendError::Full(back)) => page = back,
         }
         if !page.decode_ahead() {
-            return pages.send(page).map_err(|_| ());
+            return Ok(Some(page));
         }
     }
 }
@@ -917,5 +927,20 @@ mod tests {
         );
         drop(receiver);
         assert!(hand_over(&sender, Page::new(feedback_entries(10))).is_err());
+    }
+
+    #[test]
+    fn a_page_the_worker_has_no_room_for_is_decoded_while_it_waits() {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        sender.send(Page::new(Vec::new())).unwrap();
+        let waiting = offer(&sender, Page::new(feedback_entries(150)))
+            .unwrap()
+            .expect("no room: the page comes back");
+        assert_eq!(waiting.decoded.len(), 150, "decoded to its end");
+        receiver
+            .try_recv()
+            .expect("the worker takes the page before");
+        assert!(offer(&sender, waiting).unwrap().is_none(), "sent now");
+        assert_eq!(receiver.try_recv().expect("sent").decoded.len(), 150);
     }
 }
